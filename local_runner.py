@@ -1,0 +1,180 @@
+"""Run the pipeline locally: Beam DirectRunner, LocalDagRunner, SQLite MLMD.
+
+    python local_runner.py [--data DIR] [--output DIR] [...]
+
+Exit codes: 0 the run completed (blessed or not); 1 the run failed;
+2 bad usage or config, or the data gate stopped the run.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import sys
+import time
+
+from pipeline import configs, data
+from pipeline.configs import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = configs.PipelineConfig.__dataclass_fields__
+    parser = argparse.ArgumentParser(
+        prog="local_runner.py",
+        description="Run the TFX pipeline locally on Beam's DirectRunner.",
+        epilog="Exit codes: 0 completed (blessed or not), 1 failed, 2 bad usage or data gate.",
+    )
+    parser.add_argument("--data", help="folder of CSV files (default: the taxi sample shipped with tfx)")
+    parser.add_argument("--output", default="tfx_output", help="pipeline root, metadata.sqlite and serving_model/ (default: %(default)s)")
+    parser.add_argument("--schema", default=str(configs.DEFAULT_SCHEMA), help="curated schema (default: schema/schema.pbtxt)")
+    parser.add_argument("--model-name", default=defaults["model_name"].default, help="serving model name (default: %(default)s)")
+    parser.add_argument("--pipeline-name", default="taxi-pipeline", help="pipeline name in MLMD (default: %(default)s)")
+    parser.add_argument("--train-steps", type=int, default=defaults["train_steps"].default, help="default: %(default)s")
+    parser.add_argument("--eval-steps", type=int, default=None, help="Trainer validation steps (default: whole eval split)")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"].default, help="default: %(default)s")
+    parser.add_argument("--learning-rate", type=float, default=defaults["learning_rate"].default, help="default: %(default)s")
+    parser.add_argument("--auc-threshold", type=float, default=defaults["auc_threshold"].default,
+                        help="lowest eval AUC the Evaluator blesses (default: %(default)s)")
+    parser.add_argument("--auc-change-tolerance", type=float, default=defaults["auc_change_tolerance"].default,
+                        help="how far AUC may fall below the serving model and still be blessed (default: %(default)s)")
+    parser.add_argument("--beam-args", default=" ".join(configs.DEFAULT_LOCAL_BEAM_ARGS),
+                        help="Beam pipeline args, one quoted string (default: %(default)r)")
+    parser.add_argument("--no-cache", action="store_true", help="run every component even if TFX has its outputs cached")
+    parser.add_argument("--rerun", action="store_true",
+                        help="hand the run to TFX even when nothing changed since the last completed run")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
+    data_root = args.data or data.bundled_taxi_data()
+    data.check_csv_folder(data_root)
+    if not os.path.isfile(args.schema):
+        raise ConfigError(f"schema file {args.schema} does not exist")
+    try:
+        beam_args = tuple(shlex.split(args.beam_args))
+    except ValueError as error:
+        raise ConfigError(f"--beam-args is not a valid argument string: {error}") from None
+    return configs.local_config(
+        data_root,
+        args.output,
+        pipeline_name=args.pipeline_name,
+        schema_path=os.path.abspath(args.schema),
+        model_name=args.model_name,
+        train_steps=args.train_steps,
+        eval_steps=args.eval_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        auc_threshold=args.auc_threshold,
+        auc_change_tolerance=args.auc_change_tolerance,
+        beam_pipeline_args=beam_args,
+        enable_cache=not args.no_cache,
+    )
+
+
+@contextlib.contextmanager
+def output_to(log_path: str):
+    """Send fd 1 and 2 (Beam, TensorFlow, absl, Keras) to the log; yield the real stdout."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        console = os.fdopen(os.dup(saved_out), "w", buffering=1)
+        try:
+            yield console
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            console.close()
+
+
+def _find(error: BaseException, kind: type) -> BaseException | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def run(config: configs.PipelineConfig, rerun: bool) -> int:
+    from pipeline import up_to_date
+
+    if config.enable_cache and not rerun:
+        record = up_to_date.unchanged_since_last_run(config)
+        if record:
+            print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
+                  "every component would be a cache hit; nothing to do (--rerun to let TFX check)")
+            print("\n".join(record["summary"]))
+            return EXIT_OK
+
+    log_path = os.path.join(os.path.dirname(config.pipeline_root), "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
+    print(f"running pipeline {config.pipeline_name} on {config.data_root}")
+    print(f"logs: {log_path}")
+    started = time.monotonic()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with output_to(log_path):
+            from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+            from pipeline.components.data_gate import DataGateError
+            from pipeline.pipeline import create_pipeline
+
+            try:
+                LocalDagRunner().run(create_pipeline(config))
+                failure = None
+            except Exception as error:  # noqa: BLE001 - reported below in one line
+                failure = error
+    except KeyboardInterrupt:
+        print("interrupted: completed components stay cached; run again to resume", file=sys.stderr)
+        return EXIT_FAILED
+
+    from pipeline.run_summary import summarize
+
+    summary = summarize(config.metadata_path)
+    if failure is not None:
+        gate = _find(failure, DataGateError)
+        if gate is not None:
+            print(f"stopped by the data gate: {gate}", file=sys.stderr)
+            return EXIT_USAGE
+        failed = [c.name for c in (summary.components if summary else []) if c.state in ("failed", "running")]
+        where = f" in {failed[-1]}" if failed else ""
+        message = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+        print(f"error: the pipeline failed{where}: {message} (details: {log_path})", file=sys.stderr)
+        return EXIT_FAILED
+
+    lines = summary.lines() if summary else ["(no run recorded)"]
+    lines.append(f"total {time.monotonic() - started:.1f} s")
+    print("\n".join(lines))
+    if summary:
+        up_to_date.record_completed_run(config, summary.run_id, lines)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return run(config, args.rerun)
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: TensorFlow's function destructors print
+    # spurious TypeErrors when they run after module globals are cleared.
+    os._exit(code)

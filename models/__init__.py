@@ -1,0 +1,1 @@
+"""The ML itself: features, tf.Transform preprocessing, the Keras model. Knows no runner."""

@@ -1,0 +1,186 @@
+"""The Keras model, its training (TFX run_fn) and the exported serving signatures.
+
+Exported signatures, all applying the one Transform graph (no train/serve skew):
+  serving_default     raw features as named inputs, for plain JSON clients;
+  serving_tf_example  a batch of serialized tf.Example (input `examples`);
+  transform_features  serialized tf.Example -> transformed features (for TFMA).
+Missing values in serving_default: NaN for a number, "" for a string.
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features, preprocessing
+
+LABEL = features.transformed_name(features.LABEL_KEY)
+PROBABILITY_OUTPUT = "big_tip_probability"
+CLASS_OUTPUT = "big_tipper"
+EMBEDDING_DIM = 4
+DEEP_UNITS = 32
+DROPOUT = 0.5
+SEED = 42
+
+
+def model_input_names() -> list[str]:
+    return sorted(preprocessing.numeric_outputs() + list(preprocessing.categorical_sizes()))
+
+
+def build_model(learning_rate: float = 0.003) -> keras.Model:
+    """Wide and deep: a learned weight per crossed id, plus a small regularized tower.
+
+    The data is small (10k training rows), so the deep part is narrow and
+    dropout-heavy; the wide part holds the payment x fare interaction.
+    """
+    sizes = preprocessing.categorical_sizes()
+    cross = features.transformed_name(features.PAYMENT_FARE_CROSS)
+    regularizer = keras.regularizers.L2(1e-4)
+    inputs, parts = {}, []
+    for name in model_input_names():
+        if name in sizes:
+            inputs[name] = keras.Input(shape=(1,), name=name, dtype="int64")
+            if name == cross:
+                continue
+            embedded = keras.layers.Embedding(
+                sizes[name], EMBEDDING_DIM, embeddings_regularizer=regularizer, name=f"{name}_embedding"
+            )(inputs[name])
+            parts.append(keras.layers.Flatten()(embedded))
+        else:
+            inputs[name] = keras.Input(shape=(1,), name=name, dtype="float32")
+            parts.append(inputs[name])
+    deep = keras.layers.Concatenate()(parts)
+    deep = keras.layers.Dense(DEEP_UNITS, activation="relu", kernel_regularizer=regularizer)(deep)
+    deep = keras.layers.Dropout(DROPOUT, seed=SEED)(deep)
+    deep_logit = keras.layers.Dense(1, name="deep_logit")(deep)
+    wide_logit = keras.layers.Flatten()(keras.layers.Embedding(sizes[cross], 1, name="wide_weights")(inputs[cross]))
+    logit = keras.layers.Add()([deep_logit, wide_logit])
+    output = keras.layers.Activation("sigmoid", name=PROBABILITY_OUTPUT)(logit)
+    model = keras.Model(inputs=inputs, outputs=output)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _to_model_inputs(transformed: dict) -> dict:
+    return {name: tf.reshape(transformed[name], [-1, 1]) for name in model_input_names()}
+
+
+def transformed_dataset(
+    file_patterns: list[str], tf_transform_output: tft.TFTransformOutput, batch_size: int, shuffle: bool
+) -> tf.data.Dataset:
+    """(features, label) batches, read once into memory and repeated forever."""
+    files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
+    spec = tf_transform_output.transformed_feature_spec()
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").cache()
+    if shuffle:
+        dataset = dataset.shuffle(50_000, seed=SEED, reshuffle_each_iteration=True)
+    dataset = dataset.repeat().batch(batch_size)
+    dataset = dataset.map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda parsed: (_to_model_inputs(parsed), parsed[LABEL]))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class ExportModule(tf.Module):
+    """The exported SavedModel: the trained model behind the Transform graph."""
+
+    def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        raw_spec = tf_transform_output.raw_feature_spec()
+        self._raw_spec = raw_spec
+        self._serving_raw_spec = {k: v for k, v in raw_spec.items() if k != features.TIPS_KEY}
+
+        self.serving_default = tf.function(
+            self._predict_raw,
+            input_signature=[
+                {
+                    name: tf.TensorSpec(
+                        [None],
+                        tf.string if features.column_dtype(name) == "string" else tf.float64,
+                        name=name,
+                    )
+                    for name in features.SERVING_FEATURES
+                }
+            ],
+        )
+        example_spec = [tf.TensorSpec([None], tf.string, name="examples")]
+        self.serving_tf_example = tf.function(self._predict_examples, input_signature=example_spec)
+        self.transform_features = tf.function(self._transform_examples, input_signature=example_spec)
+
+    def _outputs(self, raw: dict) -> dict:
+        transformed = self.tft_layer(raw)
+        probability = tf.reshape(self.model(_to_model_inputs(transformed)), [-1])
+        return {
+            PROBABILITY_OUTPUT: probability,
+            CLASS_OUTPUT: tf.cast(probability >= 0.5, tf.int64),
+        }
+
+    def _predict_raw(self, inputs: dict) -> dict:
+        """Dense named inputs -> the sparse raw form Transform saw (NaN / "" -> absent)."""
+        raw = {}
+        for name, value in inputs.items():
+            if value.dtype == tf.string:
+                present = tf.strings.length(value) > 0
+            else:
+                present = tf.math.is_finite(value)
+            indices = tf.where(present)
+            target = self._raw_spec[name].dtype
+            values = tf.gather_nd(value, indices)
+            if target != tf.string:
+                values = tf.cast(tf.round(values) if target.is_integer else values, target)
+            raw[name] = tf.SparseTensor(
+                indices=tf.concat([indices, tf.zeros_like(indices)], axis=1),
+                values=values,
+                dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], tf.constant(1, tf.int64)]),
+            )
+        return self._outputs(raw)
+
+    def _predict_examples(self, examples: tf.Tensor) -> dict:
+        return self._outputs(tf.io.parse_example(examples, self._serving_raw_spec))
+
+    def _transform_examples(self, examples: tf.Tensor) -> dict:
+        return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
+
+    def signatures(self) -> dict:
+        return {
+            "serving_default": self.serving_default,
+            "serving_tf_example": self.serving_tf_example,
+            "transform_features": self.transform_features,
+        }
+
+
+def export(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+    module = ExportModule(model, tf_transform_output)
+    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+
+
+def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
+    """TFX Trainer entry point."""
+    keras.utils.set_random_seed(SEED)
+    config = fn_args.custom_config or {}
+    batch_size = int(config.get("batch_size", 256))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = transformed_dataset(fn_args.train_files, tf_transform_output, batch_size, shuffle=True)
+    evaluation = transformed_dataset(fn_args.eval_files, tf_transform_output, batch_size, shuffle=False)
+
+    model = build_model(float(config.get("learning_rate", 0.003)))
+    steps_per_epoch = max(1, min(fn_args.train_steps, 200))
+    epochs = max(1, round(fn_args.train_steps / steps_per_epoch))
+    model.fit(
+        train,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=evaluation,
+        validation_steps=fn_args.eval_steps or 20,
+        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
+        verbose=2,
+    )
+    export(model, tf_transform_output, fn_args.serving_model_dir)
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)

@@ -1,0 +1,1 @@
+"""The TFX pipeline definition: one create_pipeline(config) for every runner."""

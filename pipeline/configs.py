@@ -1,0 +1,155 @@
+"""The one typed config object. Runners build it; nothing deeper reads env or flags."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
+MODELS_DIR = PROJECT_ROOT / "models"
+
+# Vertex and KFP names: lowercase letters, digits and dashes, at most 128.
+PIPELINE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+
+# 15k rows fit in memory many times over: one in-process Beam worker avoids
+# spawning Python workers that each re-import TensorFlow (seconds apiece), which
+# is what dominates the DirectRunner's multi_processing mode at this size.
+DEFAULT_LOCAL_BEAM_ARGS = (
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+)
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message says which and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    pipeline_name: str
+    pipeline_root: str
+    data_root: str
+    serving_model_dir: str
+    metadata_path: str | None = None  # SQLite file; None when the runner brings its own MLMD
+    schema_path: str = str(DEFAULT_SCHEMA)
+    model_name: str = "taxi"
+    train_steps: int = 600
+    eval_steps: int | None = None  # None: the whole eval split
+    batch_size: int = 256
+    learning_rate: float = 0.003
+    auc_threshold: float = 0.90
+    auc_change_tolerance: float = 0.0
+    beam_pipeline_args: tuple[str, ...] = DEFAULT_LOCAL_BEAM_ARGS
+    enable_cache: bool = True
+    code_fingerprint: str = ""
+    # Vertex only: when set, the Trainer runs as a Vertex custom job and the
+    # Pusher uploads to Model Registry / deploys to an Endpoint (TFX's
+    # google_cloud_ai_platform extensions, which take these dicts as they are).
+    vertex_training_args: dict | None = None
+    vertex_serving_args: dict | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not PIPELINE_NAME_RE.match(self.pipeline_name):
+            raise ConfigError(
+                f"pipeline name {self.pipeline_name!r} must match [a-z0-9][a-z0-9-]{{0,127}} "
+                "(lowercase letters, digits, dashes)"
+            )
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.model_name):
+            raise ConfigError(f"model name {self.model_name!r} may hold only letters, digits, '_', '.', '-'")
+        if self.train_steps < 1:
+            raise ConfigError(f"train steps must be at least 1, got {self.train_steps}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ConfigError(f"eval steps must be at least 1, got {self.eval_steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ConfigError(f"learning rate must be in (0, 1), got {self.learning_rate}")
+        if not 0.5 <= self.auc_threshold <= 1.0:
+            raise ConfigError(
+                f"AUC threshold must be in [0.5, 1]; got {self.auc_threshold} "
+                "(below 0.5 a model no better than chance could be blessed)"
+            )
+        if not 0.0 <= self.auc_change_tolerance < 0.5:
+            raise ConfigError(f"AUC change tolerance must be in [0, 0.5), got {self.auc_change_tolerance}")
+
+
+def models_code_fingerprint() -> str:
+    """Hash of models/*.py, so Transform and Trainer re-run when the ML code changes.
+
+    The components name their functions by module path (no per-run wheel build);
+    without this, TFX's cache could not see an edit to that code.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(MODELS_DIR.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def local_config(
+    data_root: str,
+    output_dir: str,
+    **overrides: object,
+) -> PipelineConfig:
+    """The config for a local run: everything lives under one output folder."""
+    output = os.path.abspath(output_dir)
+    return PipelineConfig(
+        pipeline_name=str(overrides.pop("pipeline_name", "taxi-pipeline")),
+        pipeline_root=os.path.join(output, "pipeline_root"),
+        data_root=os.path.abspath(data_root),
+        serving_model_dir=os.path.join(output, "serving_model", str(overrides.get("model_name", "taxi"))),
+        metadata_path=os.path.join(output, "metadata.sqlite"),
+        code_fingerprint=models_code_fingerprint(),
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+# Where the pipeline image (Dockerfile) holds the repository; ImportSchemaGen
+# reads the reviewed schema from there unless a gs:// copy is configured.
+IMAGE_REPO_ROOT = "/pipeline"
+IMAGE_SCHEMA_PATH = f"{IMAGE_REPO_ROOT}/schema/schema.pbtxt"
+
+
+def vertex_config(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    serving_model_dir: str,
+    beam_pipeline_args: tuple[str, ...],
+    schema_path: str = IMAGE_SCHEMA_PATH,
+    vertex_training_args: dict | None = None,
+    vertex_serving_args: dict | None = None,
+    **overrides: object,
+) -> PipelineConfig:
+    """The config for Vertex AI Pipelines: outputs on GCS, MLMD run by Vertex (no SQLite path)."""
+    for label, value in (
+        ("pipeline root", pipeline_root),
+        ("data root", data_root),
+        ("serving model dir", serving_model_dir),
+    ):
+        if not str(value).startswith("gs://") or len(str(value)) <= len("gs://"):
+            raise ConfigError(f"{label} {value!r} must be a gs:// path: Vertex workers cannot see local files")
+    if not (schema_path.startswith("gs://") or schema_path.startswith("/")):
+        raise ConfigError(
+            f"schema path {schema_path!r} must be gs:// or an absolute path inside the pipeline image "
+            f"(default {IMAGE_SCHEMA_PATH})"
+        )
+    return PipelineConfig(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        data_root=data_root,
+        serving_model_dir=serving_model_dir,
+        metadata_path=None,
+        schema_path=schema_path,
+        beam_pipeline_args=tuple(beam_pipeline_args),
+        code_fingerprint=models_code_fingerprint(),
+        vertex_training_args=vertex_training_args,
+        vertex_serving_args=vertex_serving_args,
+        **overrides,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,225 @@
+"""create_pipeline(config): the one TFX pipeline every runner runs.
+
+Components are imported from their own modules rather than through
+``tfx.v1``: the v1 facade pulls in the Vertex extensions and
+google.cloud.aiplatform (seconds of import) that a local run never uses.
+"""
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+from tfx.components.evaluator.component import Evaluator
+from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
+from tfx.components.example_validator.component import ExampleValidator
+from tfx.components.pusher.component import Pusher
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.components.statistics_gen.component import StatisticsGen
+from tfx.components.trainer.component import Trainer
+from tfx.components.transform.component import Transform
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy,
+)
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.types import Channel, standard_artifacts
+
+from models import features
+from pipeline.components import dedup_pusher
+from pipeline.components.data_gate import DataGate
+from pipeline.configs import PipelineConfig
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.model.run_fn"
+
+# Component ids, stable so that MLMD history and caching survive edits.
+EXAMPLE_GEN = "CsvExampleGen"
+DATA_GATE = "DataGate"
+TRAINER = "Trainer"
+EVALUATOR = "Evaluator"
+PUSHER = "Pusher"
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """TFMA metrics, slices and the two blessing rules."""
+    higher = tfma.MetricDirection.HIGHER_IS_BETTER
+    auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.auc_threshold}),
+        # "Not worse than the model in service", with an optional tolerance.
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=higher, absolute={"value": -config.auc_change_tolerance - 1e-10}
+        ),
+    )
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serving_tf_example",
+                preprocessing_function_names=["transform_features"],
+                label_key=features.transformed_name(features.LABEL_KEY),
+                prediction_key="big_tip_probability",
+            )
+        ],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    # Blessing is decided on the overall slice; small slices (a few
+                    # "Dispute" rides) would veto every model on noise alone.
+                    tfma.MetricConfig(
+                        class_name="AUC",
+                        per_slice_thresholds=[
+                            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
+                        ],
+                    ),
+                    tfma.MetricConfig(class_name="BinaryAccuracy"),
+                    tfma.MetricConfig(class_name="Precision"),
+                    tfma.MetricConfig(class_name="Recall"),
+                    tfma.MetricConfig(class_name="Calibration"),
+                    tfma.MetricConfig(class_name="CalibrationPlot"),
+                ]
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()]
+        + [tfma.SlicingSpec(feature_keys=[key]) for key in features.SLICE_FEATURES],
+    )
+
+
+def _vertex_training_config(config: PipelineConfig) -> dict:
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.trainer import executor as trainer_executor
+
+    return {
+        constants.ENABLE_VERTEX_KEY: True,
+        constants.VERTEX_REGION_KEY: config.vertex_training_args.get("region", "us-central1"),
+        trainer_executor.TRAINING_ARGS_KEY: config.vertex_training_args,
+    }
+
+
+def _vertex_serving_config(config: PipelineConfig) -> dict:
+    from tfx.extensions.google_cloud_ai_platform import constants
+
+    return {
+        constants.ENABLE_VERTEX_KEY: True,
+        constants.VERTEX_REGION_KEY: config.vertex_serving_args.get("region", "us-central1"),
+        constants.VERTEX_CONTAINER_IMAGE_URI_KEY: config.vertex_serving_args.get(
+            "container_image_uri", "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest"
+        ),
+        # Model.deploy() takes the rest as keyword arguments; these two are not among them.
+        constants.SERVING_ARGS_KEY: {
+            k: v for k, v in config.vertex_serving_args.items() if k not in ("region", "container_image_uri")
+        },
+    }
+
+
+def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
+    example_gen = CsvExampleGen(
+        input_base=config.data_root,
+        # Hash-bucketed on the whole row: the same row always lands in the same split.
+        output_config=example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[
+                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
+                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+                ]
+            )
+        ),
+    ).with_id(EXAMPLE_GEN)
+
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_importer = ImportSchemaGen(schema_file=config.schema_path)
+    example_validator = ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_importer.outputs["schema"],
+    )
+    # ExampleValidator only records anomalies; the gate is what stops the run.
+    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"]).with_id(DATA_GATE)
+
+    code = {"models_code": config.code_fingerprint}
+    transform = Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_importer.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config=code,
+        # StatisticsGen already described the raw data; Transform's own
+        # pre/post statistics would double its Beam work for nothing here.
+        disable_statistics=True,
+    )
+    transform.add_upstream_node(data_gate)
+
+    trainer_class, trainer_extra = Trainer, {}
+    if config.vertex_training_args:
+        # Imported here: the extension pulls in google.cloud.aiplatform (seconds).
+        from tfx.extensions.google_cloud_ai_platform.trainer.component import Trainer as VertexTrainer
+
+        trainer_class, trainer_extra = VertexTrainer, _vertex_training_config(config)
+    trainer = trainer_class(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_importer.outputs["schema"],
+        train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
+        custom_config={
+            **code,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            **trainer_extra,
+        },
+    ).with_id(TRAINER)
+
+    model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config),
+    ).with_id(EVALUATOR)
+
+    if config.vertex_serving_args:
+        from tfx.extensions.google_cloud_ai_platform.pusher.component import Pusher as VertexPusher
+
+        pusher = VertexPusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            custom_config=_vertex_serving_config(config),
+        ).with_id(PUSHER)
+    else:
+        pusher = Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            push_destination=pusher_pb2.PushDestination(
+                filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_model_dir)
+            ),
+            custom_executor_spec=executor_spec.ExecutorClassSpec(dedup_pusher.Executor),
+        ).with_id(PUSHER)
+
+    components = [
+        example_gen,
+        statistics_gen,
+        schema_importer,
+        example_validator,
+        data_gate,
+        transform,
+        trainer,
+        model_resolver,
+        evaluator,
+        pusher,
+    ]
+    return tfx_pipeline.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components,
+        enable_cache=config.enable_cache,
+        metadata_connection_config=(
+            metadata.sqlite_metadata_connection_config(config.metadata_path)
+            if config.metadata_path
+            else None
+        ),
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

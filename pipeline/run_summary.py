@@ -1,0 +1,185 @@
+"""What a finished local run did, read back from MLMD and the Evaluator's output.
+
+Reads only what TFX recorded, so the summary is the same whether a component
+ran or was a cache hit, and it never imports TFX's runner.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+STATE_WORDS = {
+    metadata_store_pb2.Execution.COMPLETE: "ran",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "failed",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+REPORTED_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration", "example_count")
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    name: str
+    state: str
+    seconds: float
+
+
+@dataclasses.dataclass
+class RunSummary:
+    run_id: str
+    components: list[ComponentRun]
+    metrics: dict[str, float]
+    thresholds: list[str]
+    blessed: bool | None
+    blessing_reasons: list[str]
+    pushed_version: str | None
+    pushed_to: str | None
+    not_pushed_reason: str = ""
+
+    def lines(self) -> list[str]:
+        out = [f"run {self.run_id}"]
+        width = max((len(c.name) for c in self.components), default=10)
+        for c in self.components:
+            out.append(f"  {c.name:<{width}}  {c.state:<7} {c.seconds:6.1f} s")
+        if self.metrics:
+            out.append("evaluation (eval split, overall):")
+            out.append("  " + "  ".join(f"{k} {_fmt(v)}" for k, v in self.metrics.items()))
+        out += [f"  threshold: {t}" for t in self.thresholds]
+        if self.blessed is None:
+            out.append("model: not evaluated in this run")
+        elif self.blessed:
+            out.append("model: BLESSED")
+        else:
+            out.append("model: NOT blessed: " + "; ".join(self.blessing_reasons or ["see the Evaluator output"]))
+        if self.pushed_version:
+            out.append(f"pushed: version {self.pushed_version} -> {self.pushed_to}")
+        else:
+            out.append(f"pushed: nothing new{' (' + self.not_pushed_reason + ')' if self.not_pushed_reason else ''}")
+        return out
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) > 1 else f"{value:.4f}"
+
+
+def _store(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def latest_run_id(store: metadata_store.MetadataStore) -> str | None:
+    runs = store.get_contexts_by_type("pipeline_run")
+    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id)).name if runs else None
+
+
+def _node_name(store: metadata_store.MetadataStore, execution_id: int) -> str:
+    for context in store.get_contexts_by_execution(execution_id):
+        if context.type == "node":
+            return context.name.split(".", 1)[-1]
+    return "?"
+
+
+def _outputs(store, execution_id: int, artifact_type: str) -> list[metadata_store_pb2.Artifact]:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    return [a for a in store.get_artifacts_by_id(ids) if a.type == artifact_type]
+
+
+def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | None:
+    if not os.path.exists(metadata_path):
+        return None
+    store = _store(metadata_path)
+    run_id = run_id or latest_run_id(store)
+    if run_id is None:
+        return None
+    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    executions = sorted(store.get_executions_by_context(context.id), key=lambda e: (e.create_time_since_epoch, e.id))
+    components, evaluation_uri, eval_config, blessing, pushed = [], None, "", None, None
+    for execution in executions:
+        name = _node_name(store, execution.id)
+        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+        components.append(ComponentRun(name, STATE_WORDS.get(execution.last_known_state, "?"), seconds))
+        for artifact in _outputs(store, execution.id, "ModelEvaluation"):
+            evaluation_uri = artifact.uri
+            eval_config = execution.custom_properties["eval_config"].string_value
+        for artifact in _outputs(store, execution.id, "ModelBlessing"):
+            blessing = artifact
+        for artifact in _outputs(store, execution.id, "PushedModel"):
+            if execution.last_known_state == metadata_store_pb2.Execution.COMPLETE:
+                pushed = artifact
+    metrics, thresholds, reasons = read_evaluation(evaluation_uri, eval_config) if evaluation_uri else ({}, [], [])
+    blessed = None if blessing is None else bool(blessing.custom_properties["blessed"].int_value)
+    pushed_version = pushed_to = None
+    reason = pushed.custom_properties["not_pushed_reason"].string_value if pushed is not None else ""
+    if pushed is not None and pushed.custom_properties["pushed"].int_value:
+        pushed_version = pushed.custom_properties["pushed_version"].string_value
+        pushed_to = pushed.custom_properties["pushed_destination"].string_value
+    return RunSummary(run_id, components, metrics, thresholds, blessed, reasons, pushed_version, pushed_to, reason)
+
+
+def read_evaluation(uri: str, eval_config_json: str) -> tuple[dict[str, float], list[str], list[str]]:
+    """Overall metrics, the thresholds in words, and why the model was not blessed."""
+    import tensorflow_model_analysis as tfma  # heavy; only when there is an evaluation
+
+    metrics: dict[str, float] = {}
+    for slice_metrics in tfma.load_metrics(uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue
+        for entry in slice_metrics.metric_keys_and_values:
+            key = entry.key
+            is_candidate = key.model_name in ("", "candidate") and not key.is_diff
+            if key.name in REPORTED_METRICS and is_candidate and entry.value.HasField("double_value"):
+                metrics[key.name] = entry.value.double_value.value
+    validation = tfma.load_validation_result(uri)
+    reasons = [_failure_words(f) for v in validation.metric_validations_per_slice for f in v.failures]
+    if validation.missing_slices:
+        reasons.append("some slices had no examples")
+    thresholds = _threshold_words(eval_config_json)
+    return dict(sorted(metrics.items(), key=lambda kv: REPORTED_METRICS.index(kv[0]))), thresholds, reasons
+
+
+def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure proto
+    name = failure.metric_key.name.upper() if failure.metric_key.name == "auc" else failure.metric_key.name
+    value = failure.metric_value.double_value.value
+    threshold = failure.metric_threshold
+    if failure.metric_key.is_diff:
+        return f"{name} fell {abs(value):.4f} below the serving model (allowed: {_allowed_drop(threshold)})"
+    bound = threshold.value_threshold.lower_bound.value
+    if math.isnan(value):
+        return f"{name} could not be computed (< required {bound:.2f})"
+    return f"{name} {value:.4f} < required {bound:.2f}"
+
+
+def _allowed_drop(threshold) -> str:  # noqa: ANN001
+    drop = -threshold.change_threshold.absolute.value
+    return "none" if drop < 1e-6 else f"{drop:.4f}"
+
+
+def _threshold_words(eval_config_json: str) -> list[str]:
+    """The blessing rules as the Evaluator ran them (it drops change rules when there is no baseline)."""
+    import tensorflow_model_analysis as tfma
+    from google.protobuf import json_format
+
+    if not eval_config_json:
+        return []
+    config = json_format.Parse(eval_config_json, tfma.EvalConfig(), ignore_unknown_fields=True)
+    words = []
+    for spec in config.metrics_specs:
+        for metric in spec.metrics:
+            for per_slice in metric.per_slice_thresholds:
+                threshold = per_slice.threshold
+                if threshold.HasField("value_threshold"):
+                    words.append(f"{metric.class_name} >= {threshold.value_threshold.lower_bound.value:.2f}")
+                if threshold.HasField("change_threshold"):
+                    words.append(
+                        f"{metric.class_name} not below the serving model "
+                        f"(allowed drop: {_allowed_drop(threshold)})"
+                    )
+    return words

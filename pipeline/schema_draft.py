@@ -1,0 +1,64 @@
+"""`make schema`: infer a draft schema from the data, for review against the curated one.
+
+The pipeline never uses the draft: it imports schema/schema.pbtxt. The draft
+shows what the data looks like now (types, presence, domains), and the printed
+differences are what a reviewer would carry over by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline import configs, data
+from pipeline.configs import ConfigError
+
+DRAFT = configs.PROJECT_ROOT / "schema" / "schema.draft.pbtxt"
+
+
+def differences(curated, draft) -> list[str]:  # noqa: ANN001 - tensorflow_metadata Schema protos
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    lines = []
+    ours = {f.name: f for f in curated.feature}
+    theirs = {f.name: f for f in draft.feature}
+    for name in sorted(set(theirs) - set(ours)):
+        lines.append(f"  + {name}: in the data, not in the curated schema")
+    for name in sorted(set(ours) - set(theirs)):
+        lines.append(f"  - {name}: in the curated schema, not in the data")
+    for name in sorted(set(ours) & set(theirs)):
+        if ours[name].type != theirs[name].type:
+            lines.append(
+                f"  ~ {name}: curated type {schema_pb2.FeatureType.Name(ours[name].type)}, "
+                f"data type {schema_pb2.FeatureType.Name(theirs[name].type)}"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make schema", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="folder of CSV files (default: the bundled taxi sample)")
+    parser.add_argument("--out", default=str(DRAFT), help="where to write the draft (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        files = data.check_csv_folder(args.data or data.bundled_taxi_data())
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx.utils import io_utils
+
+    statistics = tfdv.generate_statistics_from_csv(data_location=",".join(str(f) for f in files))
+    draft = tfdv.infer_schema(statistics)
+    tfdv.write_schema_text(draft, args.out)
+    curated = io_utils.SchemaReader().read(str(configs.DEFAULT_SCHEMA)) if configs.DEFAULT_SCHEMA.exists() else schema_pb2.Schema()
+    print(f"draft schema written to {args.out} (the pipeline still uses {configs.DEFAULT_SCHEMA})")
+    found = differences(curated, draft)
+    print("differences from the curated schema:" if found else "no feature or type differences from the curated schema")
+    print("\n".join(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Skip a local run when nothing it depends on changed since the last completed run.
+
+TFX's own cache would make every component a hit in that case, but reaching
+that verdict costs ~10 s of importing TensorFlow, Beam and TFMA before the first
+cache lookup. This check hashes the same inputs TFX's cache keys on (data
+files, schema, pipeline and model code, config, installed TFX) plus the state
+of the outputs, without importing any of them. Anything different, or a
+missing output, and the run goes to TFX, whose cache then decides per component.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+
+from pipeline.configs import PROJECT_ROOT, PipelineConfig
+
+STATE_FILE = "last_completed_run.json"
+CODE_DIRS = ("pipeline", "models")
+
+
+def _hash_file(digest: hashlib._Hash, path: Path) -> None:
+    digest.update(str(path).encode())
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def fingerprint(config: PipelineConfig) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
+    digest.update(importlib.metadata.version("tfx").encode())
+    for path in sorted(Path(config.data_root).rglob("*")):
+        if path.is_file():
+            _hash_file(digest, path)
+    _hash_file(digest, Path(config.schema_path))
+    for folder in CODE_DIRS:
+        for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
+            _hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def _outputs_state(config: PipelineConfig) -> list[str]:
+    """What must still be on disk for the last run's results to stand."""
+    state = [f"metadata:{os.path.exists(config.metadata_path or '')}"]
+    serving = Path(config.serving_model_dir)
+    if serving.is_dir():
+        state += sorted(p.name for p in serving.iterdir() if (p / "saved_model.pb").exists())
+    return state
+
+
+def _state_path(config: PipelineConfig) -> Path:
+    return Path(config.pipeline_root) / STATE_FILE
+
+
+def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
+    """The record of the last completed run if this run would repeat it exactly."""
+    path = _state_path(config)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != fingerprint(config) or record.get("outputs") != _outputs_state(config):
+        return None
+    return record
+
+
+def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: list[str]) -> None:
+    path = _state_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "fingerprint": fingerprint(config),
+        "outputs": _outputs_state(config),
+        "run_id": run_id,
+        "summary": summary_lines,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,123 @@
+"""The real pipeline on the bundled data and on broken copies of it."""
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.data import bundled_taxi_data
+from pipeline.run_summary import summarize
+from tests.conftest import ROOT, pushed_versions, run_local
+
+pytestmark = pytest.mark.e2e
+
+
+def _stdout(output: Path) -> str:
+    return (output / "first_run_stdout.txt").read_text()
+
+
+def test_run_is_blessed_pushed_and_summarized(trained_output):
+    out = _stdout(trained_output)
+    assert "model: BLESSED" in out
+    assert "threshold: AUC >= 0.90" in out
+    for component in ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
+                      "Trainer", "Evaluator", "Pusher"):
+        assert component in out
+    summary = summarize(str(trained_output / "metadata.sqlite"))
+    assert summary.blessed and summary.pushed_version
+    assert summary.metrics["auc"] >= 0.90, summary.metrics
+    assert summary.metrics["example_count"] > 4000
+    version_dir = trained_output / "serving_model" / "taxi" / summary.pushed_version
+    assert (version_dir / "saved_model.pb").exists() and (version_dir / "variables").is_dir()
+
+
+def test_identical_rerun_pushes_nothing_new(trained_output):
+    before = pushed_versions(trained_output)
+    fast = run_local(trained_output)
+    assert fast.returncode == 0, fast.stderr
+    assert "nothing changed since run" in fast.stdout
+    # Let TFX itself decide: everything upstream of the Evaluator is a cache hit,
+    # and the model (identical to the pushed one) is not pushed again.
+    checked = run_local(trained_output, "--rerun")
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    summary = summarize(str(trained_output / "metadata.sqlite"))
+    states = {c.name: c.state for c in summary.components}
+    for name in ("CsvExampleGen", "StatisticsGen", "Transform", "Trainer"):
+        assert states[name] == "cached", states
+    assert summary.pushed_version is None
+    assert pushed_versions(trained_output) == before
+
+
+def _broken_copy(tmp_path: Path, mutate) -> Path:  # noqa: ANN001
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with open(Path(bundled_taxi_data()) / "data.csv") as handle:
+        rows = list(csv.DictReader(handle))[:3000]
+    fields = list(rows[0])
+    rows, fields = mutate(rows, fields)
+    with open(folder / "data.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def _string_in_numeric(rows, fields):  # noqa: ANN001
+    rows[5]["trip_miles"] = "twelve"
+    return rows, fields
+
+
+def _unknown_payment(rows, fields):  # noqa: ANN001
+    for row in rows[:50]:
+        row["payment_type"] = "Bitcoin"
+    return rows, fields
+
+
+def _missing_column(rows, fields):  # noqa: ANN001
+    return rows, [f for f in fields if f != "fare"]
+
+
+@pytest.mark.parametrize(
+    "mutate, feature",
+    [(_string_in_numeric, "trip_miles"), (_unknown_payment, "payment_type"), (_missing_column, "fare")],
+)
+def test_data_gate_stops_bad_data(tmp_path, mutate, feature):
+    output = tmp_path / "out"
+    result = run_local(output, "--data", str(_broken_copy(tmp_path, mutate)))
+    assert result.returncode == 2, result.stdout + result.stderr[-2000:]
+    assert "stopped by the data gate" in result.stderr
+    assert feature in result.stderr
+    assert "Traceback" not in result.stderr
+    summary = summarize(str(output / "metadata.sqlite"))
+    ran = {c.name for c in summary.components}
+    assert "Transform" not in ran and "Trainer" not in ran
+    assert pushed_versions(output) == []
+
+
+def test_killed_mid_transform_then_rerun_completes(tmp_path):
+    output = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "local_runner.py"), "--output", str(output), "--train-steps", "300"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if list((output / "pipeline_root" / "Transform").glob("transform_graph/*")):
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the run ended before Transform started"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert pushed_versions(output) == []
+    result = run_local(output)
+    assert result.returncode == 0, result.stderr[-2000:]
+    versions = pushed_versions(output)
+    assert len(versions) == 1
+    assert (output / "serving_model" / "taxi" / versions[0] / "saved_model.pb").exists()

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from models import features
+from pipeline import configs, data
+from pipeline.configs import ConfigError
+from tests.conftest import ROOT
+
+
+def test_label_source_is_never_a_serving_input():
+    assert features.TIPS_KEY not in features.SERVING_FEATURES
+    assert features.LABEL_KEY not in features.SERVING_FEATURES
+    for name in features.SERVING_FEATURES:
+        assert features.column_dtype(name) in ("int", "float", "string")
+
+
+def test_missing_value_representation():
+    assert features.is_missing(None) and features.is_missing(float("nan")) and features.is_missing("")
+    assert not features.is_missing(0) and not features.is_missing(0.0) and not features.is_missing("Cash")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"pipeline_name": "Bad_Name"}, "pipeline name"),
+        ({"train_steps": 0}, "train steps"),
+        ({"auc_threshold": 0.4}, "AUC threshold"),
+        ({"model_name": "a/b"}, "model name"),
+    ],
+)
+def test_config_rejects_bad_values(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        configs.local_config(str(tmp_path), str(tmp_path / "out"), **overrides)
+
+
+def test_default_threshold_never_blesses_the_base_rate():
+    # A model answering the base rate has AUC 0.5.
+    assert configs.PipelineConfig.__dataclass_fields__["auc_threshold"].default > 0.5
+
+
+def test_bundled_data_is_found_inside_the_tfx_install():
+    folder = data.bundled_taxi_data()
+    assert "site-packages" in folder and [p.name for p in data.check_csv_folder(folder)] == ["data.csv"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "nope", "does not exist"),
+        (lambda p: p, "is empty"),
+        (lambda p: (p / "x.txt").write_text("a") and p, "not .csv"),
+        (lambda p: (p / "x.csv").write_text("") is not None and p, "is empty"),
+    ],
+)
+def test_data_folder_problems_are_named(tmp_path, make, message):
+    with pytest.raises(ConfigError, match=message):
+        data.check_csv_folder(str(make(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/nonexistent/folder"], "does not exist"),
+        (["--train-steps", "0"], "train steps"),
+        (["--auc-threshold", "0.2"], "AUC threshold"),
+        (["--pipeline-name", "UPPER"], "pipeline name"),
+        (["--schema", "/nope.pbtxt"], "schema file"),
+    ],
+)
+def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "local_runner.py"), "--output", str(tmp_path / "out"), *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_local_runner_rejects_unknown_flag(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "local_runner.py"), "--frobnicate"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 2 and "unrecognized arguments: --frobnicate" in done.stderr

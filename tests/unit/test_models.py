@@ -1,0 +1,145 @@
+"""preprocessing_fn run for real by tf.Transform on a few hundred rows; the model and its signatures."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features, model, preprocessing
+from pipeline.data import bundled_taxi_data
+
+ROWS = 400
+
+
+def _raw_rows() -> list[dict]:
+    with open(Path(bundled_taxi_data()) / "data.csv") as handle:
+        return list(csv.DictReader(handle))[:ROWS]
+
+
+def _raw_spec() -> dict:
+    kinds = {"int": tf.int64, "float": tf.float32, "string": tf.string}
+    return {
+        name: tf.io.VarLenFeature(kinds[features.column_dtype(name)])
+        for name in features.INT_COLUMNS + features.FLOAT_COLUMNS + features.STRING_COLUMNS
+    }
+
+
+def _example(row: dict) -> bytes:
+    """A tf.Example as CsvExampleGen writes one: an empty cell is a feature with no values."""
+    feature = {}
+    for name, value in row.items():
+        kind = features.column_dtype(name)
+        if kind == "string":
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()] if value else []))
+        elif kind == "float":
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)] if value else []))
+        else:
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(float(value))] if value else []))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def transform_output(tmp_path_factory):
+    """A real transform graph: tf.Transform's Beam analyzers over the rows."""
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+    out = tmp_path_factory.mktemp("tft")
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(_raw_spec()))
+    examples = [tf.io.parse_single_example(_example(r), _raw_spec()) for r in _raw_rows()]
+    instances = []
+    for parsed in examples:
+        instances.append({k: v.values.numpy() for k, v in parsed.items()})
+    with tft_beam.Context(temp_dir=str(out / "tmp"), force_tf_compat_v1=False):
+        (transformed, transformed_metadata), transform_fn = (
+            (instances, metadata) | tft_beam.AnalyzeAndTransformDataset(preprocessing.preprocessing_fn)
+        )
+        transform_fn | tft_beam.WriteTransformFn(str(out / "graph"))
+    # As the Transform component does: the raw schema beside the graph, for the serving parsers.
+    metadata_io.write_metadata(metadata, str(out / "graph" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    return tft.TFTransformOutput(str(out / "graph")), transformed
+
+
+def test_label_is_big_tipper_over_twenty_percent():
+    tips = tf.constant([[3.0], [1.0], [5.0], [0.0]])
+    fare = tf.constant([[10.0], [10.0], [0.0], [4.0]])
+    assert preprocessing.big_tipper(tips, fare).numpy().tolist() == [1, 0, 0, 0]
+
+
+def test_preprocessing_outputs_are_model_inputs_in_range(transform_output):
+    _, transformed = transform_output
+    sizes = preprocessing.categorical_sizes()
+    for row in transformed:
+        for name in model.model_input_names():
+            value = np.asarray(row[name]).item()
+            if name in sizes:
+                assert 0 <= value < sizes[name], (name, value)
+            else:
+                assert math.isfinite(value)
+    labels = [np.asarray(r[model.LABEL]).item() for r in transformed]
+    assert 0 < sum(labels) < len(labels)
+
+
+def test_missing_coordinate_gets_its_own_bucket(transform_output):
+    _, transformed = transform_output
+    rows = _raw_rows()
+    missing = [i for i, r in enumerate(rows) if r["dropoff_latitude"] == ""]
+    assert missing, "the sample rows should include a missing dropoff"
+    for i in missing:
+        assert np.asarray(transformed[i]["dropoff_latitude_xf"]).item() == features.FEATURE_BUCKET_COUNT
+
+
+@pytest.fixture(scope="module")
+def exported(transform_output, tmp_path_factory):
+    tft_output, _ = transform_output
+    keras_model = model.build_model()
+    path = str(tmp_path_factory.mktemp("export") / "model")
+    model.export(keras_model, tft_output, path)
+    return tf.saved_model.load(path)
+
+
+def _json_rows(rows: list[dict]) -> dict:
+    """What a client sends: every serving feature, NaN / "" where a value is missing."""
+    columns = {}
+    for name in features.SERVING_FEATURES:
+        kind = features.column_dtype(name)
+        values = [r.get(name, "") for r in rows]
+        if kind == "string":
+            columns[name] = tf.constant(values)
+        else:
+            columns[name] = tf.constant([float(v) if v != "" else float("nan") for v in values], tf.float64)
+    return columns
+
+
+def test_exported_signatures_and_their_inputs(exported):
+    assert set(exported.signatures) == {"serving_default", "serving_tf_example", "transform_features"}
+    inputs = exported.signatures["serving_default"].structured_input_signature[1]
+    assert set(inputs) == set(features.SERVING_FEATURES)
+    assert inputs["payment_type"].dtype == tf.string and inputs["fare"].dtype == tf.float64
+    assert set(exported.signatures["serving_tf_example"].structured_input_signature[1]) == {"examples"}
+
+
+def test_serving_default_equals_tf_example_path_with_missing_values(exported):
+    rows = _raw_rows()[:8]
+    rows[0] = {**rows[0], "company": "", "dropoff_latitude": "", "trip_seconds": ""}
+    rows[1] = {k: "" for k in rows[1]}  # every value missing
+    raw = exported.signatures["serving_default"](**_json_rows(rows))
+    examples = tf.constant([_example({k: v for k, v in r.items() if k != "tips"}) for r in rows])
+    via_example = exported.signatures["serving_tf_example"](examples=examples)
+    probability = raw[model.PROBABILITY_OUTPUT].numpy()
+    assert probability.shape == (8,)
+    assert np.all((probability >= 0) & (probability <= 1)) and np.all(np.isfinite(probability))
+    np.testing.assert_allclose(probability, via_example[model.PROBABILITY_OUTPUT].numpy(), rtol=1e-5, atol=1e-6)
+    assert raw[model.CLASS_OUTPUT].numpy().tolist() == (probability >= 0.5).astype(int).tolist()
+
+
+def test_transform_features_yields_the_label(exported):
+    rows = _raw_rows()[:4]
+    out = exported.signatures["transform_features"](examples=tf.constant([_example(r) for r in rows]))
+    expected = [int(float(r["fare"]) > 0 and float(r["tips"]) > 0.2 * float(r["fare"])) for r in rows]
+    assert out[model.LABEL].numpy().tolist() == expected
