@@ -1,0 +1,161 @@
+"""Submit the compiled pipeline and manage its schedules through google-cloud-aiplatform.
+
+aiplatform is imported inside each function (about 4 s here), so the CLI's
+help and config errors never pay for it. Expected cloud failures (API errors,
+missing credentials, a failed run) become VertexError with one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from pipeline.vertex.settings import VertexSettings
+
+_SCHEDULE_NAME_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/schedules/[^/]+$")
+
+
+class VertexError(RuntimeError):
+    """Vertex refused a request or a run failed; the message is one line."""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Translate SDK/transport exceptions into VertexError naming the action."""
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    try:
+        yield
+    except auth_exceptions.DefaultCredentialsError:
+        raise VertexError(
+            f"{action}: no Google credentials found; run 'gcloud auth application-default login' "
+            "or set GOOGLE_APPLICATION_CREDENTIALS"
+        ) from None
+    except api_exceptions.GoogleAPICallError as err:
+        code = getattr(err, "code", None)
+        code_name = getattr(code, "name", None) or str(code or "")
+        raise VertexError(f"{action}: Vertex AI answered {code_name}: {_one_line(err.message)}") from None
+    except api_exceptions.GoogleAPIError as err:
+        raise VertexError(f"{action}: {_one_line(err)}") from None
+
+
+def _init(s: VertexSettings) -> Any:
+    from google.cloud import aiplatform
+
+    aiplatform.init(project=s.project, location=s.region)
+    return aiplatform
+
+
+def _time(value: str) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def build_job(s: VertexSettings) -> Any:
+    """A PipelineJob for the compiled template with this run's parameters, caching and labels."""
+    aiplatform = _init(s)
+    return aiplatform.PipelineJob(
+        display_name=s.pipeline_name,
+        template_path=s.template,
+        pipeline_root=s.pipeline_root or None,
+        parameter_values=dict(s.parameters),
+        enable_caching=s.enable_caching,
+        labels=dict(s.labels) or None,
+        project=s.project,
+        location=s.region,
+    )
+
+
+def submit(s: VertexSettings, wait: bool = False) -> str:
+    """Start one run; with wait, block until it ends and fail unless it SUCCEEDED."""
+    with api_errors("submit"):
+        job = build_job(s)
+        job.submit(service_account=s.service_account or None)
+        name = job.resource_name
+        print(f"submitted {name}", file=sys.stderr)
+        if wait:
+            try:
+                job.wait()
+            except RuntimeError as err:  # the SDK's signal for FAILED / CANCELLED
+                raise VertexError(f"pipeline job {name} did not succeed: {_one_line(err)}") from None
+            print(f"pipeline job {name} succeeded", file=sys.stderr)
+    return name
+
+
+def create_schedule(s: VertexSettings, replace: bool = False) -> str:
+    """Create the schedule; with replace, then delete older schedules of the same display name.
+
+    Create first, delete after: a failed create leaves the old schedule running.
+    """
+    with api_errors("schedule create"):
+        old = _find(s, s.schedule_display_name) if replace else []
+        job = build_job(s)
+        schedule = job.create_schedule(
+            cron=s.cron,
+            display_name=s.schedule_display_name,
+            start_time=_time(s.start_time),
+            end_time=_time(s.end_time),
+            max_run_count=s.max_run_count,
+            max_concurrent_run_count=s.max_concurrent_runs,
+            service_account=s.service_account or None,
+        )
+        for previous in old:
+            previous.delete()
+            print(f"deleted replaced schedule {previous.resource_name}", file=sys.stderr)
+        return schedule.resource_name
+
+
+def _find(s: VertexSettings, display_name: str) -> list[Any]:
+    aiplatform = _init(s)
+    return list(
+        aiplatform.PipelineJobSchedule.list(
+            filter=f'display_name="{display_name}"', project=s.project, location=s.region
+        )
+    )
+
+
+def _resolve(s: VertexSettings, name: str) -> Any:
+    """A schedule by resource name, numeric id or display name (which must be unique)."""
+    aiplatform = _init(s)
+    if _SCHEDULE_NAME_RE.match(name) or name.isdigit():
+        return aiplatform.PipelineJobSchedule.get(name, project=s.project, location=s.region)
+    found = _find(s, name)
+    if len(found) != 1:
+        hint = "none" if not found else ", ".join(f.resource_name for f in found)
+        raise VertexError(f"schedule {name!r}: expected one schedule with that display name, found {hint}")
+    return found[0]
+
+
+def list_schedules(s: VertexSettings) -> list[dict[str, str]]:
+    """Every pipeline schedule in the project and region: other pipelines' too, so nothing hides."""
+    with api_errors("schedule list"):
+        aiplatform = _init(s)
+        rows = []
+        for item in aiplatform.PipelineJobSchedule.list(project=s.project, location=s.region):
+            res = item.gca_resource
+            rows.append(
+                {
+                    "name": res.name,
+                    "display_name": res.display_name,
+                    "state": res.state.name,
+                    "cron": res.cron,
+                    "next_run_time": res.next_run_time.isoformat() if res.next_run_time else "",
+                }
+            )
+        return rows
+
+
+def change_schedule(s: VertexSettings, name: str, action: str) -> str:
+    """pause, resume or delete one schedule; returns its resource name."""
+    with api_errors(f"schedule {action}"):
+        schedule = _resolve(s, name or s.schedule_display_name)
+        getattr(schedule, action)()
+        return schedule.resource_name

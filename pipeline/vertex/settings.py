@@ -1,0 +1,324 @@
+"""Vertex settings from flags, environment and an optional YAML file, checked before any network call.
+
+Precedence: flag > VERTEX_<NAME> environment variable > YAML file > default
+(GOOGLE_CLOUD_PROJECT / GOOGLE_CLOUD_REGION are read after VERTEX_PROJECT /
+VERTEX_REGION, as gcloud users already export them). Every problem is a
+ConfigError with one line; the runner prints it and exits 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.configs import IMAGE_SCHEMA_PATH, PIPELINE_NAME_RE, ConfigError
+from pipeline.vertex.cron import check_cron
+
+ENV_PREFIX = "VERTEX_"
+ENV_FALLBACKS = {"project": "GOOGLE_CLOUD_PROJECT", "region": "GOOGLE_CLOUD_REGION"}
+# Prebuilt Vertex prediction container that runs TF Serving on the pushed SavedModel.
+DEFAULT_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest"
+# Pipeline-level knobs passed through to PipelineConfig (it validates their values).
+PIPELINE_KNOBS = (
+    "model_name",
+    "train_steps",
+    "eval_steps",
+    "batch_size",
+    "learning_rate",
+    "auc_threshold",
+    "auc_change_tolerance",
+)
+_PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class VertexSettings:
+    """Everything vertex_runner needs; pipeline fields end up in PipelineConfig."""
+
+    project: str = ""
+    region: str = ""
+    bucket: str = ""  # gs://name: the default home of every path below
+    pipeline_name: str = "taxi-pipeline"
+    model_name: str = "taxi"
+    pipeline_root: str = ""  # default <bucket>/pipeline_root
+    data_root: str = ""  # default <bucket>/data; a runtime parameter ("data-root") as well
+    serving_model_dir: str = ""  # default <bucket>/serving_model/<model_name>
+    temp_location: str = ""  # default <bucket>/tmp (Dataflow staging and temp)
+    schema_path: str = IMAGE_SCHEMA_PATH
+    image: str = ""  # default <region>-docker.pkg.dev/<project>/<image_repository>/<pipeline_name>:latest
+    image_repository: str = "tfx"
+    service_account: str = ""  # the pipeline's run-as account
+    # Dataflow
+    beam_code: str = "image"  # "image": --sdk_container_image; "setup-file": --setup_file in the image
+    dataflow_machine_type: str = "n1-standard-4"
+    dataflow_max_workers: int = 4
+    dataflow_service_account: str = ""
+    beam_args: tuple[str, ...] = ()  # extra Beam flags; they override the generated ones by name
+    # Vertex training / serving through TFX's google_cloud_ai_platform extensions
+    vertex_training: bool = False
+    training_machine_type: str = "n1-standard-4"
+    vertex_serving: bool = False
+    endpoint_name: str = ""  # default <model_name>-endpoint
+    serving_machine_type: str = "n1-standard-2"
+    serving_min_replicas: int = 1
+    serving_max_replicas: int = 1
+    serving_image: str = DEFAULT_SERVING_IMAGE
+    # Pipeline knobs
+    train_steps: int | None = None
+    eval_steps: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    auc_threshold: float | None = None
+    auc_change_tolerance: float | None = None
+    enable_cache: bool = True
+    # Submit / schedule
+    template: str = "build/vertex_pipeline.json"  # compiled pipeline JSON
+    enable_caching: bool | None = None  # None: as compiled
+    labels: tuple[tuple[str, str], ...] = ()
+    parameters: tuple[tuple[str, str], ...] = ()
+    schedule_name: str = ""  # default <pipeline_name>-schedule
+    cron: str = ""
+    max_concurrent_runs: int = 1
+    start_time: str = ""
+    end_time: str = ""
+    max_run_count: int | None = None
+
+    # Derived values: one place decides the defaults.
+    def path(self, name: str) -> str:
+        value = getattr(self, name)
+        if value:
+            return value
+        suffix = {
+            "pipeline_root": "pipeline_root",
+            "data_root": "data",
+            "serving_model_dir": f"serving_model/{self.model_name}",
+            "temp_location": "tmp",
+        }[name]
+        return f"{self.bucket.rstrip('/')}/{suffix}"
+
+    @property
+    def pipeline_image(self) -> str:
+        return self.image or (
+            f"{self.region}-docker.pkg.dev/{self.project}/{self.image_repository}/{self.pipeline_name}:latest"
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_name or f"{self.model_name}-endpoint"
+
+    @property
+    def schedule_display_name(self) -> str:
+        return self.schedule_name or f"{self.pipeline_name}-schedule"
+
+    def knobs(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in PIPELINE_KNOBS if getattr(self, k) is not None}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(VertexSettings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a YAML/env/flag value into the field's type, or say which setting is wrong."""
+    kind = str(FIELDS[name].type)
+    where = f"setting {name} (from {source})"
+    if value is None:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("tuple[tuple"):
+            return _pairs(value)
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(value.split()) if source.startswith("env") else (value,)
+            return tuple(str(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {kind.split(' ')[0]}") from None
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: expected a single value, got {type(value).__name__}")
+    return str(value)
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    """key=value pairs from a mapping, a list of 'k=v' or a comma-separated string."""
+    if isinstance(value, Mapping):
+        return tuple((str(k), str(v)) for k, v in value.items())
+    items = value.split(",") if isinstance(value, str) else list(value)
+    pairs = []
+    for item in items:
+        key, eq, val = str(item).partition("=")
+        if not eq or not key.strip():
+            raise ValueError(item)
+        pairs.append((key.strip(), val.strip()))
+    return tuple(pairs)
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    import yaml  # imported only when a file is given
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of setting: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> VertexSettings:
+    """Merge the three sources (flags win) into VertexSettings; unknown names are errors."""
+    env = os.environ if env is None else env
+    config_file = config_file or env.get(f"{ENV_PREFIX}CONFIG") or None
+    values: dict[str, Any] = {}
+    if config_file:
+        for name, value in read_yaml(config_file).items():
+            if name not in FIELDS:
+                raise ConfigError(f"config file {config_file}: unknown setting {name!r}")
+            values[name] = _coerce(name, value, f"file {config_file}")
+    for name in FIELDS:
+        for var in (f"{ENV_PREFIX}{name.upper()}", ENV_FALLBACKS.get(name)):
+            if var and env.get(var, "") != "":
+                values[name] = _coerce(name, env[var], f"env {var}")
+                break
+    for name, value in flags.items():
+        if value is None or value == ():
+            continue
+        if name not in FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, value, f"flag --{name.replace('_', '-')}")
+    return VertexSettings(**values)
+
+
+def _check_gs(label: str, value: str) -> None:
+    if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/.*)?$", value):
+        raise ConfigError(f"{label} {value!r} must be a gs://bucket[/path] path")
+
+
+def _check_time(label: str, value: str) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{label} {value!r} is not an ISO 8601 time such as 2025-01-31T03:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise ConfigError(f"{label} {value!r} needs a time zone offset, e.g. a trailing Z for UTC")
+    return parsed
+
+
+def check_target(s: VertexSettings) -> None:
+    """What every command that talks to Vertex needs: a project and a region."""
+    if not s.project:
+        raise ConfigError("project is not set: pass --project, or set VERTEX_PROJECT or GOOGLE_CLOUD_PROJECT")
+    if not _PROJECT_RE.match(s.project):
+        raise ConfigError(f"project {s.project!r} is not a GCP project id (6-30 lowercase letters, digits, dashes)")
+    if not s.region:
+        raise ConfigError("region is not set: pass --region, or set VERTEX_REGION or GOOGLE_CLOUD_REGION")
+    if not _REGION_RE.match(s.region):
+        raise ConfigError(f"region {s.region!r} is not a GCP region such as us-central1")
+    if s.service_account and not re.match(r"^[^@\s]+@[^@\s]+\.iam\.gserviceaccount\.com$", s.service_account):
+        raise ConfigError(f"service account {s.service_account!r} must be an email ending in .iam.gserviceaccount.com")
+
+
+def check_compile(s: VertexSettings) -> None:
+    check_target(s)
+    if not PIPELINE_NAME_RE.match(s.pipeline_name):
+        raise ConfigError(
+            f"pipeline name {s.pipeline_name!r} must match [a-z0-9][a-z0-9-]{{0,127}} "
+            "(lowercase letters, digits, dashes)"
+        )
+    if not s.bucket and not all(getattr(s, n) for n in ("pipeline_root", "data_root", "serving_model_dir", "temp_location")):
+        raise ConfigError("bucket is not set: pass --bucket gs://NAME (or set VERTEX_BUCKET) to place pipeline outputs")
+    if s.bucket:
+        _check_gs("bucket", s.bucket)
+    for name in ("pipeline_root", "data_root", "serving_model_dir", "temp_location"):
+        _check_gs(name.replace("_", " "), s.path(name))
+    if s.beam_code not in ("image", "setup-file"):
+        raise ConfigError(f"beam code {s.beam_code!r} must be 'image' or 'setup-file'")
+    if s.dataflow_max_workers < 1:
+        raise ConfigError(f"dataflow max workers must be at least 1, got {s.dataflow_max_workers}")
+    if s.dataflow_service_account and not s.dataflow_service_account.endswith(".iam.gserviceaccount.com"):
+        raise ConfigError(f"dataflow service account {s.dataflow_service_account!r} must be a service account email")
+    for arg in s.beam_args:
+        if not arg.startswith("--"):
+            raise ConfigError(f"beam arg {arg!r} must look like --name=value")
+    if s.vertex_serving:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", s.endpoint):
+            raise ConfigError(f"endpoint name {s.endpoint!r} may hold only letters, digits, '_' and '-'")
+        if not 1 <= s.serving_min_replicas <= s.serving_max_replicas:
+            raise ConfigError(
+                f"serving replicas must satisfy 1 <= min ({s.serving_min_replicas}) <= max ({s.serving_max_replicas})"
+            )
+
+
+def pipeline_spec_inputs(template: str) -> dict[str, Any]:
+    """The compiled JSON's runtime parameters, read without kfp, so bad names fail before any call."""
+    path = Path(template)
+    if not path.is_file():
+        raise ConfigError(f"pipeline JSON {template} does not exist: run 'vertex_runner.py compile' first")
+    try:
+        spec = json.loads(path.read_text())
+        return spec["pipelineSpec"]["root"].get("inputDefinitions", {}).get("parameters", {})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"pipeline JSON {template} is not a compiled Vertex pipeline (no pipelineSpec.root)") from None
+
+
+def check_submit(s: VertexSettings) -> None:
+    check_target(s)
+    if s.pipeline_root:
+        _check_gs("pipeline root", s.pipeline_root)
+    known = pipeline_spec_inputs(s.template)
+    for key, value in s.parameters:
+        if key not in known:
+            raise ConfigError(
+                f"parameter {key!r} is not in {s.template}; it takes: {', '.join(sorted(known)) or 'none'}"
+            )
+        if key == "data-root":
+            _check_gs("parameter data-root", value)
+    for key, value in s.labels:
+        if not _LABEL_RE.match(key) or not re.match(r"^[a-z0-9_-]{0,63}$", value):
+            raise ConfigError(f"label {key}={value} must be lowercase letters, digits, '_' or '-' (key starts with a letter)")
+
+
+def check_schedule_create(s: VertexSettings) -> None:
+    check_target(s)
+    if not s.cron:
+        raise ConfigError("cron is not set: pass --cron 'TZ=America/Chicago 0 3 * * *' (or set VERTEX_CRON)")
+    check_cron(s.cron)
+    if s.max_concurrent_runs < 1:
+        raise ConfigError(f"max concurrent runs must be at least 1, got {s.max_concurrent_runs}")
+    if s.max_run_count is not None and s.max_run_count < 1:
+        raise ConfigError(f"max run count must be at least 1, got {s.max_run_count}")
+    start = _check_time("start time", s.start_time)
+    end = _check_time("end time", s.end_time)
+    if start and end and end <= start:
+        raise ConfigError(f"end time {s.end_time} is not after start time {s.start_time}")
+    check_submit(s)

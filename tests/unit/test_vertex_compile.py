@@ -1,0 +1,142 @@
+"""vertex_runner.py compile: the JSON Vertex would run, checked task by task (no cloud needed).
+
+Compiling imports TFX once (~10 s); each variant is compiled once per module.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+import vertex_runner
+from pipeline.vertex import settings as vs
+from pipeline.vertex.compile import build_config
+
+PROJECT, REGION, BUCKET = "my-proj-1", "us-central1", "gs://taxi-ml"
+IMAGE = "us-central1-docker.pkg.dev/my-proj-1/tfx/taxi-pipeline:abc123"
+BASE = ["--project", PROJECT, "--region", REGION, "--bucket", BUCKET]
+BEAM_COMPONENTS = ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Evaluator")
+
+
+def _compile(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> dict:
+    out = tmp_path_factory.mktemp("vertex") / "pipeline.json"
+    assert vertex_runner.main(["compile", *BASE, "--output", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return _compile(tmp_path_factory, "--image", IMAGE, "--beam-arg=--machine_type=n2-standard-8")
+
+
+@pytest.fixture(scope="module")
+def compiled_vertex(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return _compile(tmp_path_factory, "--vertex-training", "--vertex-serving", "--beam-code", "setup-file")
+
+
+def _tasks(job: dict) -> dict:
+    return job["pipelineSpec"]["root"]["dag"]["tasks"]
+
+
+def _params(job: dict, task: str) -> dict:
+    return _tasks(job)[task]["inputs"]["parameters"]
+
+
+def _constant(job: dict, task: str, name: str) -> str:
+    return _params(job, task)[name]["runtimeValue"]["constant"]
+
+
+def _container(job: dict, task: str) -> dict:
+    return job["pipelineSpec"]["deploymentSpec"]["executors"][f"{task}_executor"]["container"]
+
+
+def test_every_pipeline_component_is_a_task(compiled: dict) -> None:
+    from pipeline.pipeline import create_pipeline
+
+    s = vs.load_settings({"project": PROJECT, "region": REGION, "bucket": BUCKET}, env={})
+    ids = {c.id for c in create_pipeline(build_config(s)).components}
+    tasks = set(_tasks(compiled))
+    assert len(ids) == 10
+    for node_id in ids:
+        # The blessed-model Resolver compiles to two resolver tasks named after it.
+        assert node_id in tasks or any(t.startswith(f"{node_id}-") for t in tasks), node_id
+    assert compiled["displayName"] == "taxi-pipeline"
+
+
+def test_every_container_runs_the_pipeline_image(compiled: dict) -> None:
+    executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
+    images = {name: spec["container"]["image"] for name, spec in executors.items() if "container" in spec}
+    assert len(images) == 9
+    assert set(images.values()) == {IMAGE}
+
+
+def test_beam_components_get_dataflow_args(compiled: dict) -> None:
+    for task in BEAM_COMPONENTS:
+        args = _container(compiled, task)["args"]
+        assert "--runner=DataflowRunner" in args, task
+        assert f"--project={PROJECT}" in args and f"--region={REGION}" in args
+        assert f"--temp_location={BUCKET}/tmp" in args
+        assert f"--sdk_container_image={IMAGE}" in args
+        assert "--experiments=use_runner_v2" in args
+        # --beam-arg replaced the generated machine type instead of adding a second one.
+        assert [a for a in args if a.startswith("--machine_type=")] == ["--machine_type=n2-standard-8"]
+        assert not any(a.startswith("--direct_") for a in args), "local DirectRunner flags leaked"
+
+
+def test_runtime_parameter_and_gcs_paths(compiled: dict) -> None:
+    spec = compiled["pipelineSpec"]
+    assert spec["root"]["inputDefinitions"]["parameters"] == {"data-root": {"parameterType": "STRING"}}
+    assert compiled["runtimeConfig"]["parameterValues"] == {"data-root": f"{BUCKET}/data"}
+    assert compiled["runtimeConfig"]["gcsOutputDirectory"] == f"{BUCKET}/pipeline_root"
+    assert _params(compiled, "CsvExampleGen")["input_base"] == {"componentInputParameter": "data-root"}
+    assert _constant(compiled, "ImportSchemaGen", "schema_file") == "/pipeline/schema/schema.pbtxt"
+    push = json.loads(_constant(compiled, "Pusher", "push_destination"))
+    assert push["filesystem"]["base_directory"] == f"{BUCKET}/serving_model/taxi"
+    assert "google_cloud_ai_platform" not in _container(compiled, "Pusher")["args"][1]  # the filesystem Pusher
+
+
+def test_kfp_sdk_loads_the_pipeline(compiled: dict) -> None:
+    from kfp.components import load_component_from_text
+
+    component = load_component_from_text(json.dumps(compiled["pipelineSpec"]))
+    assert component.name == "taxi-pipeline"
+    assert list(component.component_spec.inputs) == ["data-root"]
+
+
+def test_vertex_training_and_serving_use_the_extensions(compiled_vertex: dict) -> None:
+    image = f"{REGION}-docker.pkg.dev/{PROJECT}/tfx/taxi-pipeline:latest"
+    trainer = _container(compiled_vertex, "Trainer")
+    assert trainer["args"][1] == "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
+    train_cfg = json.loads(_constant(compiled_vertex, "Trainer", "custom_config"))
+    assert train_cfg["ai_platform_enable_vertex"] is True
+    assert train_cfg["ai_platform_vertex_region"] == REGION
+    pool = train_cfg["ai_platform_training_args"]["job_spec"]["worker_pool_specs"][0]
+    assert pool["container_spec"]["image_uri"] == image  # run_fn must be importable in the job
+    assert pool["machine_spec"]["machine_type"] == "n1-standard-4"
+    assert train_cfg["ai_platform_training_args"]["project"] == PROJECT
+
+    pusher = _container(compiled_vertex, "Pusher")
+    assert pusher["args"][1] == "tfx.extensions.google_cloud_ai_platform.pusher.executor.Executor"
+    push_cfg = json.loads(_constant(compiled_vertex, "Pusher", "custom_config"))
+    assert push_cfg["ai_platform_vertex_container_image_uri"] == vs.DEFAULT_SERVING_IMAGE
+    serving = push_cfg["ai_platform_serving_args"]
+    assert serving["endpoint_name"] == "taxi-endpoint" and serving["project"] == PROJECT
+    # The extension passes the rest to Model.deploy(**kwargs): only arguments it accepts.
+    from google.cloud.aiplatform import Model
+
+    deploy_params = set(inspect.signature(Model.deploy).parameters)
+    assert set(serving) - {"endpoint_name", "project", "regions", "labels"} <= deploy_params
+
+    args = _container(compiled_vertex, "Transform")["args"]
+    assert "--setup_file=/pipeline/setup.py" in args
+    assert not any(a.startswith("--sdk_container_image") for a in args)
+
+
+def test_recompile_replaces_the_output(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    out.write_text("stale")
+    assert vertex_runner.main(["compile", *BASE, "--output", str(out), "--no-enable-cache"]) == 0
+    job = json.loads(out.read_text())
+    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in _tasks(job).values())
