@@ -1,0 +1,167 @@
+"""Client for the taxi model behind TF Serving (container or local server).
+
+Apps send plain dicts; missing values may be None (sent as NaN or "" per the
+signature's dtype, the model's own missing-value convention). Retries cover
+only what a retry can fix: 503 / UNAVAILABLE (a version switching, overload)
+and connection failures. Errors keep the server's message.
+
+    with ServingClient("http://127.0.0.1:8501", "taxi") as c:
+        c.predict([{"fare": 12.5, "payment_type": "Cash", ...}])
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+RETRY_HTTP = {503}
+
+
+class ServingClientError(Exception):
+    """The server refused or failed a request; `message` is the server's own."""
+
+    def __init__(self, status: int | str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+class ServingClient:
+    """predict() over REST or gRPC with timeouts and bounded retries."""
+
+    def __init__(self, url: str, model: str = "taxi", protocol: str = "rest", grpc_target: str | None = None,
+                 timeout: float = 10.0, retries: int = 3, backoff: float = 0.2, version: int | None = None,
+                 label: str | None = None, signature: str = "serving_default") -> None:
+        if protocol not in ("rest", "grpc"):
+            raise ValueError(f"protocol must be 'rest' or 'grpc', not {protocol!r}")
+        if version is not None and label is not None:
+            raise ValueError("give a version or a label, not both")
+        self.url, self.model, self.protocol = url.rstrip("/"), model, protocol
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.version, self.label, self.signature = version, label, signature
+        self._http = httpx.Client(timeout=timeout)
+        self._dtypes: dict[str, str] | None = None
+        self._stub = None
+        if protocol == "grpc":
+            import grpc
+            from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+            if not grpc_target:
+                raise ValueError("protocol 'grpc' needs grpc_target, e.g. '127.0.0.1:8500'")
+            self._channel = grpc.insecure_channel(grpc_target)
+            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    def _model_path(self) -> str:
+        path = f"{self.url}/v1/models/{self.model}"
+        if self.version is not None:
+            return f"{path}/versions/{self.version}"
+        if self.label is not None:
+            return f"{path}/labels/{self.label}"
+        return path
+
+    def _with_retries(self, call: Any) -> Any:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except ServingClientError as exc:
+                retryable = exc.status in RETRY_HTTP or exc.status in ("UNAVAILABLE", "connection")
+                if not retryable or attempt == self.retries:
+                    raise
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _rest(self, method: str, url: str, body: Any = None) -> Any:
+        def call() -> Any:
+            try:
+                if method == "GET":
+                    resp = self._http.get(url)
+                else:
+                    resp = self._http.post(url, content=json.dumps(body), headers={"content-type": "application/json"})
+            except httpx.TimeoutException:
+                raise ServingClientError("timeout", f"no answer from {url} within {self.timeout:g}s") from None
+            except httpx.TransportError as exc:
+                raise ServingClientError("connection", f"cannot reach {url}: {exc}") from None
+            try:
+                data = json.loads(resp.content)
+            except ValueError:
+                data = {"error": resp.text[:200]}
+            if resp.status_code != 200:
+                raise ServingClientError(resp.status_code, data.get("error", resp.text[:200]) if isinstance(data, dict) else str(data))
+            return data
+
+        return self._with_retries(call)
+
+    def input_dtypes(self) -> dict[str, str]:
+        """Input name -> DT_* of the signature, read once from the metadata."""
+        if self._dtypes is None:
+            meta = self._rest("GET", f"{self._model_path()}/metadata")
+            sig = meta["metadata"]["signature_def"]["signature_def"][self.signature]
+            self._dtypes = {k: v["dtype"] for k, v in sig["inputs"].items()}
+        return self._dtypes
+
+    def _fill(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        dtypes = self.input_dtypes()
+        out = []
+        for i, row in enumerate(rows):
+            unknown = set(row) - set(dtypes)
+            if unknown:
+                raise ValueError(f"row {i}: unknown feature {sorted(unknown)[0]!r}; expected {sorted(dtypes)}")
+            out.append({k: (row.get(k) if row.get(k) is not None else ("" if t == "DT_STRING" else math.nan))
+                        for k, t in dtypes.items()})
+        return out
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One prediction dict per row, in order."""
+        if not rows:
+            return []
+        filled = self._fill(rows)
+        if self.protocol == "grpc":
+            return self._predict_grpc(filled)
+        body = {"signature_name": self.signature, "instances": filled}
+        preds = self._rest("POST", f"{self._model_path()}:predict", body)["predictions"]
+        return [p if isinstance(p, dict) else {"output": p} for p in preds]
+
+    def _predict_grpc(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import grpc
+        import numpy as np
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model
+        request.model_spec.signature_name = self.signature
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        elif self.label is not None:
+            request.model_spec.version_label = self.label
+        for name, dtype in self.input_dtypes().items():
+            values = [r[name] for r in rows]
+            array = np.array([str(v).encode() for v in values], dtype=object) if dtype == "DT_STRING" else np.array(
+                values, dtype=tf.dtypes.as_dtype(dtype.lower()[3:]).as_numpy_dtype)
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+
+        def call() -> Any:
+            try:
+                return self._stub.Predict(request, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                raise ServingClientError(exc.code().name, exc.details() or "") from None
+
+        response = self._with_retries(call)
+        cols = {k: tf.make_ndarray(v).tolist() for k, v in response.outputs.items()}
+        return [dict(zip(cols, vals, strict=False)) for vals in zip(*cols.values(), strict=False)]
+
+    def close(self) -> None:
+        self._http.close()
+        if self._stub is not None:
+            self._channel.close()
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

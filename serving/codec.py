@@ -1,0 +1,297 @@
+"""TF Serving's JSON <-> tensor conversions, checked against the signature.
+
+Every malformed request must end as one clear INVALID_ARGUMENT line naming the
+input, never as a TensorFlow stack trace, so conversion validates shape and
+type before anything reaches the model.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from serving.errors import invalid
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """dtype and shape (-1 = any) of one signature input or output."""
+
+    name: str
+    dtype: tf.DType
+    shape: tuple[int, ...] | None  # None: unknown rank
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """What a request is validated against, read from the SignatureDef proto."""
+
+    name: str
+    method_name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+    @classmethod
+    def from_proto(cls, name: str, sig: Any) -> SignatureInfo:
+        def specs(infos: Any) -> dict[str, TensorSpec]:
+            out = {}
+            for key in sorted(infos):
+                info = infos[key]
+                shape = None
+                if not info.tensor_shape.unknown_rank:
+                    shape = tuple(d.size for d in info.tensor_shape.dim)
+                out[key] = TensorSpec(key, tf.as_dtype(info.dtype), shape)
+            return out
+
+        return cls(name, sig.method_name, specs(sig.inputs), specs(sig.outputs))
+
+
+def _dtype_label(dtype: tf.DType) -> str:
+    return "DT_" + dtype.name.upper()
+
+
+def _flatten(value: Any, name: str) -> tuple[list[int], list[Any]]:
+    """Shape and leaves of a nested JSON list; ragged lists are rejected."""
+    if not isinstance(value, list) or (value and isinstance(value[0], dict) and "b64" not in value[0]):
+        return [], [value]
+    if not value:
+        return [0], []
+    shapes, leaves = [], []
+    for item in value:
+        shape, sub = _flatten(item, name)
+        shapes.append(shape)
+        leaves.extend(sub)
+    if any(s != shapes[0] for s in shapes):
+        raise invalid(f"input '{name}' is a ragged list; every row must have the same shape")
+    return [len(value)] + shapes[0], leaves
+
+
+def _string_leaf(leaf: Any, name: str) -> bytes:
+    if isinstance(leaf, str):
+        return leaf.encode("utf-8")
+    if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
+        try:
+            return base64.b64decode(leaf["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid(f"input '{name}': value of 'b64' is not valid base64") from None
+    raise invalid(f"input '{name}' expects strings (DT_STRING), got {json_type(leaf)}")
+
+
+def json_type(value: Any) -> str:
+    """Name of a JSON value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, dict):
+        return "an object"
+    return "a list"
+
+
+def _numeric_leaves(leaves: list[Any], dtype: tf.DType, name: str) -> np.ndarray:
+    np_dtype = dtype.as_numpy_dtype
+    if dtype.is_bool:
+        for leaf in leaves:
+            if not isinstance(leaf, bool):
+                raise invalid(f"input '{name}' expects booleans, got {json_type(leaf)}")
+        return np.array(leaves, dtype=np_dtype)
+    for leaf in leaves:
+        if isinstance(leaf, bool) or not isinstance(leaf, (int, float)):
+            raise invalid(f"input '{name}' expects numbers ({_dtype_label(dtype)}), got {json_type(leaf)}")
+        if dtype.is_integer and isinstance(leaf, float) and not (math.isfinite(leaf) and leaf.is_integer()):
+            raise invalid(f"input '{name}' expects integers ({_dtype_label(dtype)}), got {leaf!r}")
+    try:
+        return np.array(leaves, dtype=np_dtype)
+    except OverflowError:
+        raise invalid(f"input '{name}': a value is out of range for {_dtype_label(dtype)}") from None
+
+
+def to_array(value: Any, spec: TensorSpec, batched_rows: bool = False) -> np.ndarray:
+    """JSON value -> ndarray of the spec's dtype; the shape must fit the spec."""
+    shape, leaves = _flatten(value, spec.name)
+    if spec.dtype == tf.string:
+        array = np.array([_string_leaf(leaf, spec.name) for leaf in leaves], dtype=object)
+    else:
+        array = _numeric_leaves(leaves, spec.dtype, spec.name)
+    array = array.reshape(shape)
+    if spec.shape is not None:
+        ok = len(shape) == len(spec.shape) and all(
+            want in (-1, None) or want == got for want, got in zip(spec.shape, shape, strict=False)
+        )
+        if not ok:
+            per_row = "each row of " if batched_rows else ""
+            got = list(shape[1:]) if batched_rows else list(shape)
+            want = list(spec.shape[1:]) if batched_rows else list(spec.shape)
+            raise invalid(
+                f"{per_row}input '{spec.name}' has shape {got}, but the signature expects {want} (-1: any size)"
+            )
+    return array
+
+
+def parse_predict(body: Any, sig: SignatureInfo) -> tuple[dict[str, np.ndarray], bool]:
+    """Feeds for the signature from a :predict body; True when in row format."""
+    if not isinstance(body, dict):
+        raise invalid("request body must be a JSON object with 'instances' or 'inputs'")
+    has_rows, has_cols = "instances" in body, "inputs" in body
+    if has_rows == has_cols:
+        raise invalid("request must contain exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+    if has_rows:
+        return _parse_rows(body["instances"], sig), True
+    return _parse_columns(body["inputs"], sig), False
+
+
+def _check_names(names: set[str], sig: SignatureInfo, where: str) -> None:
+    unknown = sorted(names - set(sig.inputs))
+    if unknown:
+        raise invalid(
+            f"{where}unknown input '{unknown[0]}' for signature '{sig.name}'; expected: {', '.join(sig.inputs)}"
+        )
+    missing = sorted(set(sig.inputs) - names)
+    if missing:
+        raise invalid(f"{where}missing input '{missing[0]}' for signature '{sig.name}'")
+
+
+def _is_named(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) != {"b64"}
+
+
+def _parse_rows(instances: Any, sig: SignatureInfo) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list) or not instances:
+        raise invalid("'instances' must be a non-empty list of rows")
+    if not _is_named(instances[0]):
+        if len(sig.inputs) != 1:
+            raise invalid(
+                f"signature '{sig.name}' has {len(sig.inputs)} inputs; each instance must be an object "
+                f"naming them: {', '.join(sig.inputs)}"
+            )
+        (spec,) = sig.inputs.values()
+        return {spec.name: to_array(instances, spec, batched_rows=True)}
+    columns: dict[str, list[Any]] = {name: [] for name in sig.inputs}
+    for i, row in enumerate(instances):
+        if not _is_named(row):
+            raise invalid(f"instance {i} is {json_type(row)}; every instance must be an object like the first")
+        if row.keys() != columns.keys():
+            _check_names(set(row), sig, f"instance {i}: ")
+        for name, value in row.items():
+            columns[name].append(value)
+    return {name: to_array(values, sig.inputs[name], batched_rows=True) for name, values in columns.items()}
+
+
+def _parse_columns(inputs: Any, sig: SignatureInfo) -> dict[str, np.ndarray]:
+    if not _is_named(inputs):
+        if len(sig.inputs) != 1:
+            raise invalid(f"signature '{sig.name}' has {len(sig.inputs)} inputs; 'inputs' must be an object naming them")
+        (spec,) = sig.inputs.values()
+        return {spec.name: to_array(inputs, spec)}
+    _check_names(set(inputs), sig, "")
+    feeds = {name: to_array(value, sig.inputs[name]) for name, value in inputs.items()}
+    return feeds
+
+
+def batch_size(feeds: dict[str, np.ndarray]) -> int:
+    """Rows in a request: the leading dimension every batched input shares."""
+    sizes = {a.shape[0] for a in feeds.values() if a.ndim}
+    if len(sizes) > 1:
+        raise invalid(f"inputs have different batch sizes: {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
+
+
+def to_json(name: str, array: np.ndarray) -> Any:
+    """Tensor -> JSON value; float32 printed shortest, like TF Serving does."""
+    if array.dtype == np.float32:
+        flat = [float(str(x)) for x in array.ravel()]
+        return np.array(flat, dtype=np.float64).reshape(array.shape).tolist()
+    if array.dtype == object:
+        def conv(b: bytes) -> Any:
+            if not name.endswith("_bytes"):
+                try:
+                    return b.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+            return {"b64": base64.b64encode(b).decode("ascii")}
+
+        flat = np.empty(array.size, dtype=object)
+        flat[:] = [conv(b) for b in array.ravel()]
+        return flat.reshape(array.shape).tolist()
+    return array.tolist()
+
+
+def format_predict(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]:
+    """TF Serving's response shape: rows -> predictions, columns -> outputs."""
+    names = sorted(outputs)
+    if not rows:
+        if len(names) == 1:
+            return {"outputs": to_json(names[0], outputs[names[0]])}
+        return {"outputs": {n: to_json(n, outputs[n]) for n in names}}
+    sizes = {outputs[n].shape[0] if outputs[n].ndim else None for n in names}
+    if len(sizes) != 1 or None in sizes:
+        raise invalid("outputs have different or no batch dimension; use the columnar 'inputs' format")
+    cols = {n: to_json(n, outputs[n]) for n in names}
+    if len(names) == 1:
+        return {"predictions": cols[names[0]]}
+    return {"predictions": [dict(zip(names, vals, strict=False)) for vals in zip(*(cols[n] for n in names), strict=False)]}
+
+
+def _feature(value: Any, name: str) -> tf.train.Feature:
+    values = value if isinstance(value, list) else [value]
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[_string_leaf(v, name) for v in values]))
+
+
+def parse_examples(body: Any) -> list[bytes]:
+    """Serialized tf.Examples from a :classify/:regress body (context merged in)."""
+    if not isinstance(body, dict):
+        raise invalid("request body must be a JSON object with 'examples'")
+    examples, context = body.get("examples"), body.get("context", {})
+    if not isinstance(examples, list) or not examples:
+        raise invalid("'examples' must be a non-empty list of objects")
+    if not isinstance(context, dict):
+        raise invalid("'context' must be an object of feature values")
+    out = []
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict):
+            raise invalid(f"example {i} is {json_type(example)}; every example must be an object")
+        features = {k: _feature(v, k) for k, v in {**context, **example}.items()}
+        out.append(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+    return out
+
+
+def format_classify(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """[[label, score], ...] per example, as TF Serving's classify answers."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    if classes is None and scores is None:
+        raise invalid("classification signature has neither 'classes' nor 'scores' output")
+    ref = scores if scores is not None else classes
+    ref = ref.reshape(ref.shape[0], -1)
+    results = []
+    for i in range(ref.shape[0]):
+        row = []
+        for j in range(ref.shape[1]):
+            label = classes.reshape(ref.shape)[i, j].decode("utf-8", "replace") if classes is not None else ""
+            score = float(str(scores.reshape(ref.shape)[i, j])) if scores is not None else 0.0
+            row.append([label, score])
+        results.append(row)
+    return {"results": results}
+
+
+def format_regress(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One number per example, as TF Serving's regress answers."""
+    if "outputs" not in outputs:
+        raise invalid("regression signature has no 'outputs' output")
+    return {"results": to_json("outputs", outputs["outputs"].reshape(-1))}

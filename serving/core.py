@@ -1,0 +1,115 @@
+"""The protocol-independent request path shared by REST and gRPC.
+
+Both front ends resolve the servable, check limits, run the signature, record
+metrics and sample the request log here, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serving import codec
+from serving.batching import Batcher
+from serving.errors import ServingError, invalid
+from serving.metrics import Metrics
+from serving.registry import Registry, Servable
+from serving.request_log import RequestLogger
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Guards that keep one bad client from taking the server down."""
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_batch_rows: int = 1024
+    request_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    max_inflight: int = 256
+
+
+@dataclass
+class Tracked:
+    """Labels of a request, filled in as they become known."""
+
+    model: str
+    version: str = ""
+    signature: str = ""
+
+
+class ServingCore:
+    """Resolve -> validate -> run -> observe, for every protocol."""
+
+    def __init__(self, registry: Registry, metrics: Metrics, limits: Limits,
+                 request_log: RequestLogger | None = None, batcher: Batcher | None = None) -> None:
+        self.registry, self.metrics, self.limits = registry, metrics, limits
+        self.request_log, self.batcher = request_log, batcher
+
+    def resolve(self, model: str, version: int | None, label: str | None) -> Servable:
+        return self.registry.model(model).resolve(version, label)
+
+    def check_rows(self, feeds: dict[str, np.ndarray]) -> int:
+        rows = codec.batch_size(feeds)
+        if rows > self.limits.max_batch_rows:
+            raise invalid(
+                f"batch of {rows} rows is larger than the maximum of {self.limits.max_batch_rows}; split the request"
+            )
+        return rows
+
+    def run(self, servable: Servable, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one signature, through the batcher when it can merge requests."""
+        if self.batcher is not None and self.batcher.accepts(servable, signature, feeds):
+            return self.batcher.submit(servable, signature, feeds)
+        return servable.run(signature, feeds)
+
+    def predict(self, servable: Servable, signature: str, feeds: dict[str, np.ndarray],
+                protocol: str) -> dict[str, np.ndarray]:
+        """Predict, sampling the request log on success."""
+        rows = self.check_rows(feeds)
+        self.metrics.batch_rows.labels(servable.name).observe(rows)
+        outputs = self.run(servable, signature, feeds)
+        if self.request_log is not None and self.request_log.sampled():
+            self.request_log.log(servable.name, servable.version, signature, protocol, feeds, outputs)
+        return outputs
+
+    @contextlib.contextmanager
+    def track(self, model: str, method: str, protocol: str) -> Iterator[Tracked]:
+        """Count and time one request, whatever way it ends."""
+        tracked = Tracked(model)
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            yield tracked
+        except ServingError as exc:
+            status = exc.code
+            raise
+        except BaseException:
+            status = "INTERNAL"
+            raise
+        finally:
+            self.metrics.observe(tracked.model, tracked.version, tracked.signature, method, protocol, status,
+                                 time.perf_counter() - start)
+
+    def examples_call(self, servable: Servable, signature_name: str | None, body: Any,
+                      method: str) -> dict[str, Any]:
+        """:classify / :regress: tf.Examples into a classify/regress signature."""
+        sig = servable.signature(signature_name)
+        want = codec.CLASSIFY_METHOD if method == "classify" else codec.REGRESS_METHOD
+        if sig.method_name != want:
+            kind = "classification" if method == "classify" else "regression"
+            raise invalid(
+                f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name} "
+                f"(signature '{sig.name}')"
+            )
+        examples = codec.parse_examples(body)
+        string_inputs = [s for s in sig.inputs.values() if s.dtype.name == "string"]
+        if len(sig.inputs) != 1 or not string_inputs:
+            raise invalid(f"signature '{sig.name}' must take one string input of serialized tf.Examples")
+        feeds = {string_inputs[0].name: np.array(examples, dtype=object)}
+        self.check_rows(feeds)
+        outputs = servable.run(sig.name, feeds)
+        return codec.format_classify(outputs) if method == "classify" else codec.format_regress(outputs)

@@ -1,0 +1,146 @@
+"""TF Serving's gRPC API (PredictionService, ModelService) from tensorflow-serving-api.
+
+Clients generated from the official protos (Python, Go, Java) work unchanged
+against this server and against the TF Serving container on port 8500.
+"""
+from __future__ import annotations
+
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    status_pb2,
+)
+
+from serving.core import ServingCore
+from serving.errors import ServingError, invalid
+from serving.registry import Servable
+
+_ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name
+_STATES = get_model_status_pb2.ModelVersionStatus.State
+
+
+def _spec_target(spec: Any) -> tuple[int | None, str | None]:
+    which = spec.WhichOneof("version_choice")
+    if which == "version":
+        return spec.version.value, None
+    if which == "version_label":
+        return None, spec.version_label
+    return None, None
+
+
+def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
+    context.abort(exc.grpc_code, exc.message)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata; Classify/Regress through the same core."""
+
+    def __init__(self, core: ServingCore) -> None:
+        self.core = core
+
+    def _servable(self, spec: Any) -> Servable:
+        if not spec.name:
+            raise invalid("model_spec.name is required")
+        version, label = _spec_target(spec)
+        return self.core.resolve(spec.name, version, label)
+
+    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            with self.core.track(request.model_spec.name, "predict", "grpc") as tracked:
+                servable = self._servable(request.model_spec)
+                tracked.version = str(servable.version)
+                sig = servable.signature(request.model_spec.signature_name or None)
+                tracked.signature = sig.name
+                names = set(request.inputs)
+                unknown = sorted(names - set(sig.inputs))
+                missing = sorted(set(sig.inputs) - names)
+                if unknown or missing:
+                    what = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
+                    raise invalid(f"{what} for signature '{sig.name}'; expected: {', '.join(sig.inputs)}")
+                feeds = {}
+                for name, proto in request.inputs.items():
+                    want = sig.inputs[name].dtype
+                    if proto.dtype != want.as_datatype_enum:
+                        raise invalid(
+                            f"input '{name}' has dtype {tf.as_dtype(proto.dtype).name}, the signature expects {want.name}"
+                        )
+                    try:
+                        feeds[name] = tf.make_ndarray(proto)
+                    except (ValueError, TypeError) as exc:
+                        raise invalid(f"input '{name}' is not a valid TensorProto: {exc}") from None
+                outputs = self.core.predict(servable, sig.name, feeds, "grpc")
+                wanted = list(request.output_filter) or list(outputs)
+                bad = [o for o in wanted if o not in outputs]
+                if bad:
+                    raise invalid(f"output_filter names unknown output '{bad[0]}'")
+                response = predict_pb2.PredictResponse()
+                response.model_spec.name = servable.name
+                response.model_spec.version.value = servable.version
+                response.model_spec.signature_name = sig.name
+                for name in wanted:
+                    response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(outputs[name])))
+                return response
+        except ServingError as exc:
+            _abort(context, exc)
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            fields = list(request.metadata_field)
+            if fields != ["signature_def"]:
+                raise invalid("metadata_field must be exactly ['signature_def']")
+            servable = self._servable(request.model_spec)
+            sig_map = get_model_metadata_pb2.SignatureDefMap()
+            for k, v in servable.signature_defs.items():
+                sig_map.signature_def[k].CopyFrom(v)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.metadata["signature_def"].Pack(sig_map)
+            return response
+        except ServingError as exc:
+            _abort(context, exc)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus, the readiness check deployments poll."""
+
+    def __init__(self, core: ServingCore) -> None:
+        self.core = core
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            version, label = _spec_target(request.model_spec)
+            states = self.core.registry.model(request.model_spec.name).status(version, label)
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for s in states:
+                row = response.model_version_status.add(version=s.version, state=_STATES.Value(s.state))
+                row.status.error_code = _ERROR_CODES[s.error_code].number
+                row.status.error_message = s.error_message
+            return response
+        except ServingError as exc:
+            _abort(context, exc)
+
+
+def create_grpc_server(core: ServingCore, host: str, port: int, threads: int = 16,
+                       max_message_bytes: int = 64 * 1024 * 1024) -> tuple[grpc.Server, int]:
+    """A started-ready gRPC server and the port it bound (port 0 picks one)."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"), options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC port {host}:{port}")
+    return server, bound

@@ -1,0 +1,285 @@
+"""Versions on disk -> loaded servables, the way TF Serving's manager does it.
+
+A new version is loaded and warmed up before it is published, and older ones
+are dropped only after that, so requests never see a gap. A version dir is a
+candidate only once saved_model.pb exists (the Pusher copies it last); one that
+fails to load is remembered with its error and retried only when its files
+change, while the versions already loaded keep serving.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.codec import SignatureInfo
+from serving.config import ModelSpec
+from serving.errors import ServingError, invalid, not_found
+
+log = logging.getLogger("serving")
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class Servable:
+    """One loaded SavedModel version; thread-safe to call concurrently."""
+
+    def __init__(self, name: str, version: int, path: Path) -> None:
+        self.name, self.version, self.path = name, version, path
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        graphs = [g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags] or list(proto.meta_graphs)
+        if not graphs:
+            raise ValueError("saved_model.pb holds no MetaGraph")
+        self.signature_defs = {k: v for k, v in graphs[0].signature_def.items() if not k.startswith("__")}
+        self.signatures = {k: SignatureInfo.from_proto(k, v) for k, v in self.signature_defs.items()}
+        self._model = tf.saved_model.load(str(path), tags=["serve"])
+        self._functions = dict(self._model.signatures)
+        missing = set(self.signatures) - set(self._functions)
+        if missing:
+            raise ValueError(f"signatures {sorted(missing)} are in saved_model.pb but not callable")
+
+    def signature(self, name: str | None) -> SignatureInfo:
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise invalid(
+                f"Serving signature name: \"{name}\" not found in signature def; "
+                f"available: {', '.join(sorted(self.signatures))}"
+            )
+        return self.signatures[name]
+
+    def run(self, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Call a signature; TF's own argument errors become INVALID_ARGUMENT."""
+        fn = self._functions[signature]
+        try:
+            out = fn(**{k: tf.constant(v, dtype=self.signatures[signature].inputs[k].dtype) for k, v in feeds.items()})
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            msg = getattr(exc, "message", None) or str(exc)
+            raise invalid(f"model rejected the input: {msg.strip().splitlines()[0][:500]}") from None
+        return {k: v.numpy() for k, v in out.items()}
+
+    def warm_up(self) -> None:
+        """First call traces/optimizes the graph; pay that before going live."""
+        sig = self.signatures.get(DEFAULT_SIGNATURE)
+        if sig is None or sig.method_name != "tensorflow/serving/predict":
+            return
+        feeds = {}
+        for spec in sig.inputs.values():
+            shape = [1 if d in (-1, None) else d for d in (spec.shape or (1,))]
+            fill = b"" if spec.dtype == tf.string else 0
+            feeds[spec.name] = np.full(shape, fill, dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
+        try:
+            self.run(DEFAULT_SIGNATURE, feeds)
+        except Exception as exc:  # a model may reject zeros; loading still succeeded
+            log.info("warm-up of %s/%s skipped: %s", self.name, self.version, exc)
+
+
+@dataclass
+class VersionState:
+    """One row of the model status endpoint."""
+
+    version: int
+    state: str  # LOADING | AVAILABLE | UNLOADING | END
+    error_code: str = "OK"
+    error_message: str = ""
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    """Changes whenever a file under the version dir is rewritten."""
+    count = size = newest = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.stat(os.path.join(root, f))
+            except OSError:
+                continue
+            count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return count, size, newest
+
+
+class ModelManager:
+    """All versions of one model: polling, loading, policy, labels, status."""
+
+    def __init__(self, spec: ModelSpec, on_event: Callable[[str, str, int, str], None] | None = None) -> None:
+        self.spec = spec
+        self._available: dict[int, Servable] = {}
+        self._states: dict[int, VersionState] = {}
+        self._failed: dict[int, tuple[tuple[int, int, int], str]] = {}
+        self._lock = threading.Lock()
+        self._on_event = on_event or (lambda *a: None)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def update_spec(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    def _on_disk(self) -> list[int]:
+        base = Path(self.spec.base_path)
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            return []
+        return sorted(
+            int(p.name) for p in entries if p.name.isdigit() and int(p.name) > 0 and (p / "saved_model.pb").is_file()
+        )
+
+    def poll(self) -> None:
+        """One reconcile step: load what the policy wants, then drop the rest."""
+        on_disk = self._on_disk()
+        base = Path(self.spec.base_path)
+        for v, (fp, _msg) in list(self._failed.items()):
+            if v not in on_disk or _fingerprint(base / str(v)) != fp:
+                del self._failed[v]  # rewritten or removed: worth another try
+                self._states.pop(v, None)
+        loadable = [v for v in on_disk if v not in self._failed]
+        wanted = self.spec.policy.select(loadable) | {v for v in self.spec.labels.values() if v in loadable}
+        for version in sorted(wanted - set(self._available), reverse=True):
+            self._load(version)
+        if not wanted & set(self._available) and self._available and loadable:
+            return  # nothing wanted is up: keep serving what we have
+        for version in sorted(set(self._available) - wanted):
+            self._unload(version)
+
+    def _load(self, version: int) -> None:
+        path = Path(self.spec.base_path) / str(version)
+        self._states[version] = VersionState(version, "LOADING")
+        start = time.monotonic()
+        try:
+            servable = Servable(self.name, version, path)
+            servable.warm_up()
+        except Exception as exc:  # any load failure must leave the server up
+            msg = f"failed to load {path}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            self._failed[version] = (_fingerprint(path), msg)
+            self._states[version] = VersionState(version, "END", "UNKNOWN", msg)
+            log.error("%s", msg)
+            self._on_event(self.name, "load_failed", version, msg)
+            return
+        with self._lock:
+            self._available = {**self._available, version: servable}
+        self._states[version] = VersionState(version, "AVAILABLE")
+        log.info("model %s version %d available (%.1fs)", self.name, version, time.monotonic() - start)
+        self._on_event(self.name, "loaded", version, "")
+
+    def _unload(self, version: int) -> None:
+        with self._lock:
+            self._available = {k: v for k, v in self._available.items() if k != version}
+        self._states[version] = VersionState(version, "END")
+        log.info("model %s version %d unloaded", self.name, version)
+        self._on_event(self.name, "unloaded", version, "")
+
+    def available_versions(self) -> list[int]:
+        return sorted(self._available)
+
+    def resolve(self, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable a request names: latest, a version, or a label."""
+        available = self._available
+        if label is not None:
+            if label not in self.spec.labels:
+                raise not_found(f"Unrecognized servable version label: {label} (model '{self.name}')")
+            version = self.spec.labels[label]
+            if version not in available:
+                raise not_found(f"label '{label}' of model '{self.name}' points to version {version}, which is not available")
+        if version is None:
+            if not available:
+                raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({self.name})")
+            return available[max(available)]
+        if version not in available:
+            raise not_found(f"Servable not found for request: Specific({self.name}, {version})")
+        return available[version]
+
+    def status(self, version: int | None = None, label: str | None = None) -> list[VersionState]:
+        """Version states, newest first, as GetModelStatus reports them."""
+        if label is not None:
+            if label not in self.spec.labels:
+                raise not_found(f"Unrecognized servable version label: {label} (model '{self.name}')")
+            version = self.spec.labels[label]
+        states = dict(self._states)
+        if version is not None:
+            if version not in states:
+                raise not_found(f"Could not find version {version} of model {self.name}")
+            return [states[version]]
+        if not states:
+            raise not_found(f"Could not find any versions of model {self.name}")
+        return [states[v] for v in sorted(states, reverse=True)]
+
+
+class Registry:
+    """The models a server serves, polled from disk by one background thread."""
+
+    def __init__(self, specs: list[ModelSpec], poll_seconds: float = 1.0,
+                 on_event: Callable[[str, str, int, str], None] | None = None,
+                 reload_config: Callable[[], list[ModelSpec] | None] | None = None,
+                 config_poll_seconds: float = 0.0) -> None:
+        self.models = {s.name: ModelManager(s, on_event) for s in specs}
+        self.poll_seconds = poll_seconds
+        self._reload_config, self._config_poll = reload_config, config_poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def model(self, name: str) -> ModelManager:
+        if name not in self.models:
+            raise not_found(f"Servable not found for request: Latest({name})")
+        return self.models[name]
+
+    def poll_once(self) -> None:
+        for manager in list(self.models.values()):
+            try:
+                manager.poll()
+            except Exception:  # a poll bug must not kill the poller
+                log.exception("polling model %s failed", manager.name)
+
+    def _apply_config(self) -> None:
+        try:
+            specs = self._reload_config() if self._reload_config else None
+        except Exception as exc:
+            log.error("model config not reloaded, keeping the previous one: %s", exc)
+            return
+        for spec in specs or []:
+            if spec.name in self.models:
+                self.models[spec.name].update_spec(spec)
+            else:
+                self.models[spec.name] = ModelManager(spec, self.models and next(iter(self.models.values()))._on_event)
+
+    def _run(self) -> None:
+        next_config = time.monotonic() + self._config_poll
+        while not self._stop.wait(self.poll_seconds):
+            if self._config_poll > 0 and time.monotonic() >= next_config:
+                self._apply_config()
+                next_config = time.monotonic() + self._config_poll
+            self.poll_once()
+
+    def start(self) -> None:
+        """Load what is on disk now, then keep polling in the background."""
+        self.poll_once()
+        if self.poll_seconds > 0:
+            self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def metadata(self, servable: Servable) -> dict[str, Any]:
+        """GetModelMetadata's JSON: the version's signature defs."""
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        for k, v in servable.signature_defs.items():
+            sig_map.signature_def[k].CopyFrom(v)
+        return {
+            "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": json_format.MessageToDict(sig_map, preserving_proto_field_name=True)},
+        }

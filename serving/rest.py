@@ -1,0 +1,165 @@
+"""TF Serving's REST API (api_rest.md) on FastAPI.
+
+URL forms and error bodies follow http_rest_api_handler.cc so that client apps
+and the contract suite cannot tell this server from the TF Serving container.
+Model calls run on a small thread pool: TensorFlow releases the GIL while it
+computes, and the event loop stays free to read the next request.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving import codec
+from serving.core import ServingCore
+from serving.errors import ServingError, invalid
+
+log = logging.getLogger("serving")
+
+PATH_RE = re.compile(
+    r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<suffix>/metadata|:[A-Za-z]+)?$"
+)
+VERBS = ("predict", "classify", "regress")
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    """JSON with NaN/Infinity literals allowed, as TF Serving writes them."""
+    return Response(json.dumps(content, separators=(",", ":")), status_code=status, media_type="application/json")
+
+
+def error_response(exc: ServingError) -> Response:
+    return json_response({"error": exc.message}, exc.http_status)
+
+
+def _parse_path(method: str, path: str) -> tuple[str, int | None, str | None, str | None]:
+    m = PATH_RE.match(path)
+    if not m:
+        raise invalid(f"Malformed request: {method} /v1/models/{path}")
+    version = m["version"]
+    if version is not None and not (version.isdigit() and 0 < int(version) < 2**63):
+        raise invalid(f"Malformed request: {method} /v1/models/{path} (version must be a positive integer)")
+    return m["model"], int(version) if version else None, m["label"], m["suffix"]
+
+
+def create_app(core: ServingCore, model_threads: int = 8) -> FastAPI:
+    """The REST app; `core` owns models, limits, metrics and the request log."""
+    app = FastAPI(title="TF-Serving-compatible REST API", docs_url=None, redoc_url=None, openapi_url=None)
+    executor = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="rest-model")
+    inflight = 0
+    limits = core.limits
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return json_response({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+    @app.on_event("shutdown")
+    def _shutdown() -> None:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    @app.get("/monitoring/prometheus/metrics")
+    def metrics() -> Response:
+        return Response(core.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models/{path:path}")
+    def get_model(path: str) -> Response:
+        try:
+            model, version, label, suffix = _parse_path("GET", path)
+            manager = core.registry.model(model)
+            if suffix == "/metadata":
+                return json_response(core.registry.metadata(manager.resolve(version, label)))
+            if suffix:
+                raise invalid(f"Malformed request: GET /v1/models/{path}")
+            states = manager.status(version, label)
+            return json_response({"model_version_status": [
+                {"version": str(s.version), "state": s.state,
+                 "status": {"error_code": s.error_code, "error_message": s.error_message}}
+                for s in states
+            ]})
+        except ServingError as exc:
+            return error_response(exc)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise ServingError("RESOURCE_EXHAUSTED", f"request body of {declared} bytes exceeds the limit of "
+                               f"{limits.max_body_bytes}; split the request", 413)
+        chunks, size = [], 0
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), limits.body_timeout_s)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise ServingError("DEADLINE_EXCEEDED", "timed out reading the request body", 408) from None
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise ServingError("RESOURCE_EXHAUSTED", f"request body exceeds the limit of {limits.max_body_bytes} bytes; "
+                                   "split the request", 413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def serve(servable: Any, verb: str, body: Any, tracked: Any) -> dict[str, Any]:
+        signature_name = body.get("signature_name") if isinstance(body, dict) else None
+        if signature_name is not None and not isinstance(signature_name, str):
+            raise invalid("'signature_name' must be a string")
+        if verb != "predict":
+            tracked.signature = signature_name or "serving_default"
+            return core.examples_call(servable, signature_name, body, verb)
+        sig = servable.signature(signature_name)
+        tracked.signature = sig.name
+        feeds, rows = codec.parse_predict(body, sig)
+        outputs = core.predict(servable, sig.name, feeds, "rest")
+        return codec.format_predict(outputs, rows)
+
+    @app.post("/v1/models/{path:path}")
+    async def post_model(path: str, request: Request) -> Response:
+        nonlocal inflight
+        try:
+            model, version, label, suffix = _parse_path("POST", path)
+            verb = (suffix or ":")[1:]
+            if verb not in VERBS:
+                raise invalid(f"Malformed request: POST /v1/models/{path} (expected :predict, :classify or :regress)")
+        except ServingError as exc:
+            return error_response(exc)
+        if inflight >= limits.max_inflight:
+            return json_response({"error": f"server overloaded: more than {limits.max_inflight} requests in flight"}, 503)
+        inflight += 1
+        try:
+            with core.track(model, verb, "rest") as tracked:
+                body_bytes = await read_body(request)
+                try:
+                    body = json.loads(body_bytes)
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                    raise invalid(f"JSON Parse error: {exc}") from None
+                servable = core.resolve(model, version, label)
+                tracked.version = str(servable.version)
+                loop = asyncio.get_running_loop()
+                future = loop.run_in_executor(executor, serve, servable, verb, body, tracked)
+                try:
+                    result = await asyncio.wait_for(future, limits.request_timeout_s)
+                except asyncio.TimeoutError:
+                    raise ServingError("DEADLINE_EXCEEDED", f"request did not finish within {limits.request_timeout_s:g}s") from None
+            return json_response(result)
+        except ServingError as exc:
+            return error_response(exc)
+        except RecursionError:
+            return error_response(invalid("JSON Parse error: nesting too deep"))
+        finally:
+            inflight -= 1
+
+    return app

@@ -1,0 +1,195 @@
+"""Wires registry, REST, gRPC, metrics, batching and the request log together.
+
+One object owns the lifecycle so the CLI, the tests and the benchmark start
+exactly the same server (tests and benchmark in a thread, the CLI in the
+foreground with signal handling).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import uvicorn
+
+from serving.batching import Batcher, BatchingParameters
+from serving.config import ConfigError, ModelSpec, load_model_config
+from serving.core import Limits, ServingCore
+from serving.grpc_server import create_grpc_server
+from serving.metrics import Metrics
+from serving.registry import Registry
+from serving.request_log import RequestLogger
+from serving.rest import create_app
+
+log = logging.getLogger("serving")
+
+
+@dataclass
+class ServerOptions:
+    """Everything the server is configured with; the CLI only fills this in."""
+
+    models: list[ModelSpec]
+    host: str = "127.0.0.1"
+    rest_port: int = 8501
+    grpc_port: int | None = 8500  # None: no gRPC
+    file_system_poll_wait_seconds: float = 1.0
+    model_config_file: Path | None = None
+    model_config_file_poll_wait_seconds: float = 0.0
+    base_path_override: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    batching: BatchingParameters | None = None
+    request_log_dir: Path | None = None
+    request_log_sample_rate: float = 0.0
+    model_threads: int = 8
+
+
+def parse_batching_parameters(text: str) -> BatchingParameters:
+    """TF Serving's batching_parameters.txt (`name { value: N }` lines)."""
+    known = set(BatchingParameters.__dataclass_fields__)
+    values: dict[str, int] = {}
+    for name, value in re.findall(r"(\w+)\s*\{\s*value\s*:\s*(\w+)\s*\}", text):
+        if name in known:
+            values[name] = int(value)
+        elif name not in ("pad_variable_length_inputs", "allowed_batch_sizes", "enable_large_batch_splitting"):
+            raise ConfigError(f"batching parameters: unknown field '{name}'")
+    params = BatchingParameters(**values)
+    if params.max_batch_size < 1 or params.num_batch_threads < 1:
+        raise ConfigError("batching parameters: max_batch_size and num_batch_threads must be >= 1")
+    return params
+
+
+def model_specs_from_config(options: ServerOptions) -> list[ModelSpec]:
+    """Reads the config file (if any), applying --model-base-path overrides."""
+    if options.model_config_file is None:
+        return options.models
+    specs = load_model_config(options.model_config_file)
+    names = {s.name for s in specs}
+    for name in options.base_path_override:
+        if name not in names:
+            raise ConfigError(f"model '{name}' is not in {options.model_config_file}; names there: {sorted(names)}")
+    return [replace(s, base_path=options.base_path_override.get(s.name, s.base_path)) for s in specs]
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before starting uvicorn, so port 0 works and a busy port fails fast."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot bind REST port {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class ServingServer:
+    """The local TF-Serving-compatible model server."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        specs = model_specs_from_config(options)
+        reload = (lambda: model_specs_from_config(options)) if options.model_config_file else None
+        self.registry = Registry(
+            specs, options.file_system_poll_wait_seconds, self._on_event,
+            reload_config=reload, config_poll_seconds=options.model_config_file_poll_wait_seconds,
+        )
+        self.request_log = None
+        if options.request_log_dir is not None and options.request_log_sample_rate > 0:
+            self.request_log = RequestLogger(options.request_log_dir, options.request_log_sample_rate,
+                                             on_drop=self.metrics.request_log_dropped.inc)
+        self.batcher = (Batcher(options.batching, options.limits.request_timeout_s)
+                        if options.batching is not None else None)
+        self.core = ServingCore(self.registry, self.metrics, options.limits, self.request_log, self.batcher)
+        self.app = create_app(self.core, options.model_threads)
+        self._sock = bind_socket(options.host, options.rest_port)
+        self.rest_port = self._sock.getsockname()[1]
+        self.grpc_server = None
+        self.grpc_port: int | None = None
+        if options.grpc_port is not None:
+            self.grpc_server, self.grpc_port = create_grpc_server(self.core, options.host, options.grpc_port)
+        self._uvicorn: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def _on_event(self, model: str, event: str, version: int, message: str) -> None:
+        self.metrics.model_events.labels(model, event).inc()
+        if hasattr(self, "registry"):
+            self.metrics.available.labels(model).set(len(self.registry.models[model].available_versions()))
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.options.host}]" if ":" in self.options.host else self.options.host
+        return f"http://{host}:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str | None:
+        return f"{self.options.host}:{self.grpc_port}" if self.grpc_port else None
+
+    def _make_uvicorn(self) -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, timeout_keep_alive=30,
+            timeout_graceful_shutdown=10, lifespan="on", h11_max_incomplete_event_size=64 * 1024,
+        )
+        self._uvicorn = uvicorn.Server(config)
+        return self._uvicorn
+
+    def _start_backends(self) -> None:
+        self.registry.start()
+        for name, manager in self.registry.models.items():
+            versions = manager.available_versions()
+            if not versions:
+                log.warning("model %s: no loadable version under %s yet; polling", name, manager.spec.base_path)
+        if self.grpc_server is not None:
+            self.grpc_server.start()
+
+    def start(self, timeout: float = 60.0) -> ServingServer:
+        """Load models and serve in a background thread (tests, benchmark)."""
+        self._start_backends()
+        server = self._make_uvicorn()
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [self._sock]},
+                                        name="rest-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("REST server did not start")
+            time.sleep(0.02)
+        return self
+
+    def serve_forever(self) -> None:
+        """Foreground serving for the CLI; returns after SIGINT/SIGTERM."""
+        self._start_backends()
+        log.warning("serving REST on %s%s", self.url,
+                    f", gRPC on {self.grpc_target}" if self.grpc_target else "")
+        try:
+            self._make_uvicorn().run(sockets=[self._sock])
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, flush the request log."""
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=5).wait(10)
+        self.registry.stop()
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.request_log is not None:
+            self.request_log.close()
+        self._sock.close()
+
+    def __enter__(self) -> ServingServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,119 @@
+"""REST mechanics of the local server on tiny models: versions, labels, formats, errors."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.config import ModelSpec, VersionPolicy, render_model_config
+from serving.core import Limits
+from serving.server import ServerOptions, ServingServer
+from serving.testing import push_toy
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("rest")
+    base = root / "toy"
+    base.mkdir()
+    push_toy(base, 1, scale=1.0)
+    push_toy(base, 2, scale=2.0)
+    config = root / "models.config"
+    config.write_text(render_model_config([ModelSpec("toy", "/unused", VersionPolicy(), {"stable": 1, "canary": 2})]))
+    options = ServerOptions(models=[], model_config_file=config, base_path_override={"toy": str(base)},
+                            rest_port=0, grpc_port=None, file_system_poll_wait_seconds=0,
+                            limits=Limits(max_body_bytes=200_000, max_batch_rows=100),
+                            request_log_dir=root / "log", request_log_sample_rate=1.0)
+    with ServingServer(options) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def http(server: ServingServer):
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+def test_status_lists_latest_and_labelled_versions(http: httpx.Client) -> None:
+    body = http.get("/v1/models/toy").json()
+    assert [(s["version"], s["state"]) for s in body["model_version_status"]] == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
+    assert http.get("/v1/models/toy/labels/stable").json()["model_version_status"][0]["version"] == "1"
+    assert http.get("/v1/models/toy/versions/2").json()["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+@pytest.mark.parametrize("path,scale", [("", 2.0), ("/versions/1", 1.0), ("/labels/stable", 1.0), ("/labels/canary", 2.0)])
+def test_predict_routes_to_the_named_version(http: httpx.Client, path: str, scale: float) -> None:
+    resp = http.post(f"/v1/models/toy{path}:predict", json={"instances": [{"x": 1.5, "s": "ab"}]})
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"predictions": [{"n": 2, "y": 1.5 * scale}]}
+
+
+def test_columnar_b64_and_nan(http: httpx.Client) -> None:
+    s = {"b64": base64.b64encode("héllo".encode()).decode()}
+    resp = http.post("/v1/models/toy/versions/1:predict", content='{"inputs": {"x": [NaN, 2], "s": [' + json.dumps(s) + ', ""]}}')
+    assert resp.status_code == 200, resp.text
+    assert resp.text.startswith('{"outputs":{"n":[5,0],"y":[NaN,2.0]')
+
+
+def test_metadata_has_signatures(http: httpx.Client) -> None:
+    meta = http.get("/v1/models/toy/versions/1/metadata").json()
+    assert meta["model_spec"] == {"name": "toy", "signature_name": "", "version": "1"}
+    sigs = meta["metadata"]["signature_def"]["signature_def"]
+    assert sigs["serving_default"]["inputs"]["x"]["dtype"] == "DT_DOUBLE"
+    assert sigs["classify_x"]["method_name"] == "tensorflow/serving/classify"
+
+
+def test_classify_and_regress(http: httpx.Client) -> None:
+    body = {"signature_name": "classify_x", "context": {"x": 0.0}, "examples": [{}, {"x": 100.0}]}
+    results = http.post("/v1/models/toy/versions/1:classify", json=body).json()["results"]
+    assert results[0] == [["no", 0.5], ["yes", 0.5]] and results[1][1] == ["yes", 1.0]
+    reg = http.post("/v1/models/toy/labels/canary:regress", json={"signature_name": "regress_x", "examples": [{"x": 3.0}]})
+    assert reg.json() == {"results": [6.0]}
+    wrong = http.post("/v1/models/toy:classify", json={"examples": [{"x": 1.0}]})
+    assert wrong.status_code == 400 and "tensorflow/serving/classify" in wrong.json()["error"]
+
+
+@pytest.mark.parametrize("method,path,body,status,fragment", [
+    ("GET", "/v1/models/nope", None, 404, "nope"),
+    ("GET", "/v1/models/toy/versions/9", None, 404, "version 9"),
+    ("GET", "/v1/models/toy/labels/beta", None, 404, "beta"),
+    ("GET", "/v1/models/toy/versions/abc", None, 400, "Malformed"),
+    ("POST", "/v1/models/toy/versions/9:predict", {"instances": [{"x": 1, "s": ""}]}, 404, "Specific(toy, 9)"),
+    ("POST", "/v1/models/toy:explode", {}, 400, "Malformed"),
+    ("POST", "/v1/models/toy:predict", b'{"instances": [', 400, "JSON"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": "a", "s": ""}]}, 400, "'x' expects numbers"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": 3}]}, 400, "'s' expects strings"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1}]}, 400, "missing input 's'"),
+    ("POST", "/v1/models/toy:predict", {"inputs": {"x": [1], "s": [""], "z": [1]}}, 400, "unknown input 'z'"),
+    ("POST", "/v1/models/toy:predict", {"inputs": {"x": [1, 2], "s": [""]}}, 400, "different batch sizes"),
+    ("POST", "/v1/models/toy:predict", {"inputs": {"x": [[1]], "s": [""]}}, 400, "shape"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": ""}], "inputs": {}}, 400, "exactly one"),
+    ("POST", "/v1/models/toy:predict", {"signature_name": "nah", "instances": [{"x": 1}]}, 400, "nah"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": ""}] * 101}, 400, "maximum of 100"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "a" * 300_000}]}, 413, "limit"),
+    ("GET", "/nowhere", None, 404, "Not Found"),
+])
+def test_errors_are_json_with_tf_serving_codes(http: httpx.Client, method: str, path: str, body: object,
+                                               status: int, fragment: str) -> None:
+    content = body if isinstance(body, bytes) else (json.dumps(body) if body is not None else None)
+    resp = http.request(method, path, content=content)
+    assert resp.status_code == status, resp.text
+    assert fragment in resp.json()["error"]
+
+
+def test_metrics_count_requests(http: httpx.Client) -> None:
+    http.post("/v1/models/toy:predict", json={"instances": [{"x": 1, "s": ""}]})
+    text = http.get("/monitoring/prometheus/metrics").text
+    assert 'serving_requests_total{method="predict",model="toy",protocol="rest",signature="serving_default",status="OK",version="2"}' in text
+    assert "serving_request_latency_seconds_bucket" in text
+
+
+def test_request_log_is_written(server: ServingServer, http: httpx.Client) -> None:
+    http.post("/v1/models/toy:predict", json={"instances": [{"x": 4.0, "s": "q"}]})
+    server.request_log.close()
+    records = [json.loads(line) for f in Path(server.options.request_log_dir).glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert {"model": "toy", "version": 2, "inputs": {"s": ["q"], "x": [4.0]}, "outputs": {"n": [1], "y": [8.0]}}.items() <= {
+        k: v for r in records if r["inputs"]["x"] == [4.0] for k, v in r.items()}.items()
