@@ -1,0 +1,159 @@
+"""Version switching under load, corrupt and half-written versions, config reload."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.batching import BatchingParameters
+from serving.config import ModelSpec, VersionPolicy, render_model_config
+from serving.server import ServerOptions, ServingServer
+from serving.testing import push, push_toy
+
+ROW = {"instances": [{"x": 1.0, "s": ""}]}
+
+
+def _server(base: Path, **kw: object) -> ServingServer:
+    opts = {"models": [ModelSpec("toy", str(base))], "rest_port": 0, "grpc_port": None,
+            "file_system_poll_wait_seconds": 0.2, **kw}
+    return ServingServer(ServerOptions(**opts)).start()
+
+
+def _wait(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _states(http: httpx.Client) -> dict[str, tuple[str, str]]:
+    return {s["version"]: (s["state"], s["status"]["error_code"])
+            for s in http.get("/v1/models/toy").json()["model_version_status"]}
+
+
+@pytest.mark.parametrize("batching", [None, BatchingParameters(max_batch_size=16)])
+def test_new_version_switches_without_failed_requests(tmp_path: Path, batching: BatchingParameters | None) -> None:
+    push_toy(tmp_path, 100, scale=1.0)
+    server = _server(tmp_path, batching=batching)
+    results: list[object] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            deadline = time.monotonic() + 30
+            while not stop.is_set() and time.monotonic() < deadline and len(results) < 20_000:
+                resp = http.post("/v1/models/toy:predict", json=ROW)
+                results.append(resp.json()["predictions"][0]["y"] if resp.status_code == 200 else resp.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        assert _wait(lambda: len(results) > 20)
+        pushed_at = time.monotonic()
+        push_toy(tmp_path, 200, scale=2.0)
+        assert _wait(lambda: 2.0 in results[-5:], timeout=10), "new version not served"
+        switch_s = time.monotonic() - pushed_at
+        count = len(results)
+        assert _wait(lambda: len(results) > count + 20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        http = httpx.Client(base_url=server.url)
+        states = _states(http)
+        server.stop()
+    failures = [r for r in results if r not in (1.0, 2.0)]
+    assert not failures, f"{len(failures)} failed requests, e.g. {failures[:3]}"
+    assert switch_s < 5.0
+    first_new = results.index(2.0)
+    assert 1.0 not in results[first_new + 30:], "old version still answering after the switch"
+    assert states == {"200": ("AVAILABLE", "OK"), "100": ("END", "OK")}
+
+
+def test_corrupt_and_half_written_versions_are_never_served(tmp_path: Path) -> None:
+    push_toy(tmp_path, 1, scale=1.0)
+    server = _server(tmp_path)
+    try:
+        http = httpx.Client(base_url=server.url, timeout=10)
+        # half-written: the Pusher has not copied saved_model.pb yet
+        push_toy(tmp_path, 3, scale=3.0)
+        (tmp_path / "3" / "saved_model.pb").unlink()
+        # corrupt: saved_model.pb present but garbage
+        corrupt = push_toy(tmp_path, 2, scale=2.0)
+        (corrupt / "saved_model.pb").write_bytes(b"not a protobuf at all")
+        assert _wait(lambda: _states(http).get("2", ("", ""))[1] != "OK" and "2" in _states(http))
+        time.sleep(0.5)  # a few more polls: must not flap
+        states = _states(http)
+        assert states["2"][0] == "END" and states["2"][1] == "UNKNOWN"
+        assert "3" not in states and states["1"] == ("AVAILABLE", "OK")
+        err = http.get("/v1/models/toy/versions/2").json()["model_version_status"][0]["status"]["error_message"]
+        assert "failed to load" in err
+        assert http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 1.0
+        assert http.post("/v1/models/toy/versions/2:predict", json=ROW).status_code == 404
+        # the Pusher finishes version 3: it becomes the latest and replaces 1
+        shutil.rmtree(tmp_path / "3")
+        push_toy(tmp_path, 3, scale=3.0)
+        assert _wait(lambda: http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 3.0)
+        assert _wait(lambda: _states(http)["1"][0] == "END")
+        # repairing the corrupt dir clears its error (latest-1 policy keeps it unloaded)
+        shutil.rmtree(corrupt)
+        push_toy(tmp_path, 2, scale=2.0)
+        assert _wait(lambda: "2" not in _states(http))
+    finally:
+        server.stop()
+
+
+def test_labels_keep_versions_loaded_and_config_reloads(tmp_path: Path) -> None:
+    base = tmp_path / "toy"
+    base.mkdir()
+    for v in (1, 2, 3):
+        push_toy(base, v, scale=float(v))
+    config = tmp_path / "models.config"
+
+    def write(labels: dict[str, int]) -> None:
+        tmp = tmp_path / "models.config.tmp"
+        tmp.write_text(render_model_config([ModelSpec("toy", str(base), VersionPolicy("latest", 1), labels)]))
+        tmp.replace(config)
+
+    write({"stable": 1})
+    server = _server(tmp_path, models=[], model_config_file=config, model_config_file_poll_wait_seconds=0.2)
+    try:
+        http = httpx.Client(base_url=server.url, timeout=10)
+        assert _states(http) == {"3": ("AVAILABLE", "OK"), "1": ("AVAILABLE", "OK")}
+        assert http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()["predictions"][0]["y"] == 1.0
+        assert http.post("/v1/models/toy/labels/canary:predict", json=ROW).status_code == 404
+        write({"stable": 2, "canary": 3})  # promote: 2 becomes stable, 3 canary
+        assert _wait(lambda: http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()
+                     .get("predictions", [{}])[0].get("y") == 2.0)
+        assert http.post("/v1/models/toy/labels/canary:predict", json=ROW).json()["predictions"][0]["y"] == 3.0
+        assert _wait(lambda: _states(http).get("1", ("", ""))[0] == "END")
+        config.write_text("this is { not valid")  # a broken edit keeps the previous config
+        time.sleep(0.6)
+        assert http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()["predictions"][0]["y"] == 2.0
+    finally:
+        server.stop()
+
+
+def test_version_pushed_with_pusher_copy_order_is_loaded(tmp_path: Path) -> None:
+    """push() copies variables first: a poll in between must see nothing."""
+    src = push_toy(tmp_path / "staging", 1, scale=5.0)
+    base = tmp_path / "toy"
+    base.mkdir()
+    push_toy(base, 1)
+    server = _server(base)
+    try:
+        http = httpx.Client(base_url=server.url, timeout=10)
+        push(src, base, 9, write_pb=False)
+        time.sleep(0.5)
+        assert "9" not in _states(http)
+        shutil.copyfile(src / "saved_model.pb", base / "9" / "saved_model.pb")
+        assert _wait(lambda: http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 5.0)
+    finally:
+        server.stop()

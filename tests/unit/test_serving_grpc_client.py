@@ -1,0 +1,134 @@
+"""gRPC services and the client library against a real local server on a tiny model."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.__main__ import main
+from serving.client import ServingClient, ServingClientError
+from serving.config import ModelSpec
+from serving.server import ServerOptions, ServingServer
+from serving.testing import push_toy
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("grpc") / "toy"
+    base.mkdir()
+    push_toy(base, 7, scale=3.0)
+    opts = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=0, file_system_poll_wait_seconds=0)
+    with ServingServer(opts) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def channel(server: ServingServer):
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        yield ch
+
+
+def test_grpc_predict(channel: grpc.Channel) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "toy"
+    req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0])))
+    req.inputs["s"].CopyFrom(tf.make_tensor_proto(np.array([b"ab", b""], dtype=object)))
+    resp = stub.Predict(req, timeout=10)
+    assert resp.model_spec.version.value == 7
+    assert tf.make_ndarray(resp.outputs["y"]).tolist() == [3.0, 6.0]
+    assert tf.make_ndarray(resp.outputs["n"]).tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("mutate,code", [
+    (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND),
+    (lambda r: r.model_spec.version.__setattr__("value", 99), grpc.StatusCode.NOT_FOUND),
+    (lambda r: setattr(r.model_spec, "version_label", "stable"), grpc.StatusCode.NOT_FOUND),
+    (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1], dtype=np.int32))), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: r.inputs.pop("s"), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: setattr(r.model_spec, "signature_name", "nah"), grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_grpc_errors(channel: grpc.Channel, mutate, code: grpc.StatusCode) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "toy"
+    req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0])))
+    req.inputs["s"].CopyFrom(tf.make_tensor_proto(np.array([b""], dtype=object)))
+    mutate(req)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req, timeout=10)
+    assert info.value.code() == code and info.value.details()
+
+
+def test_grpc_metadata_and_status(channel: grpc.Channel) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    req.model_spec.name = "toy"
+    resp = stub.GetModelMetadata(req, timeout=10)
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    resp.metadata["signature_def"].Unpack(sig_map)
+    assert set(sig_map.signature_def) == {"serving_default", "classify_x", "regress_x"}
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "toy"}), timeout=10)
+    (row,) = status.model_version_status
+    assert row.version == 7 and row.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_client_fills_missing_values(server: ServingServer, protocol: str) -> None:
+    with ServingClient(server.url, "toy", protocol=protocol, grpc_target=server.grpc_target) as client:
+        out = client.predict([{"x": 2.0, "s": "abc"}, {"x": None, "s": None}, {}])
+    assert out[0] == {"y": 6.0, "n": 3}
+    assert math.isnan(out[1]["y"]) and out[1]["n"] == 0 and out[2]["n"] == 0
+
+
+def test_client_errors_carry_server_message(server: ServingServer) -> None:
+    with ServingClient(server.url, "toy", version=99) as client:
+        with pytest.raises(ServingClientError) as info:
+            client.predict([{"x": 1.0}])
+    assert info.value.status == 404 and "99" in info.value.message
+    with ServingClient(server.url, "toy") as client:
+        with pytest.raises(ServingClientError) as info:
+            client.predict([{"x": "not a number", "s": ""}])
+    assert info.value.status == 400 and "'x' expects numbers" in info.value.message
+
+
+def test_client_retries_then_reports_connection_errors() -> None:
+    with ServingClient("http://127.0.0.1:9", "toy", retries=2, backoff=0.01, timeout=2) as client:
+        with pytest.raises(ServingClientError) as info:
+            client.predict([{"x": 1.0}])
+    assert info.value.status == "connection"
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--model-base-path", "/definitely/missing"], "not a directory"),
+    ([], "--model-base-path"),
+    (["--model-base-path", ".", "--request-log-sample-rate", "2"], "within [0, 1]"),
+    (["--model-base-path", ".", "--model-name", "bad name!"], "valid model name"),
+])
+def test_cli_rejects_bad_flags_with_one_line(argv: list[str], fragment: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_cli_bad_config_file_exits_non_zero(tmp_path: Path) -> None:
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'taxi' } }")
+    proc = subprocess.run([sys.executable, "-m", "serving", "--model-config-file", str(config), "--rest-api-port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {config}: model 'taxi' has no base_path"
