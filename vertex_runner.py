@@ -157,6 +157,8 @@ def run(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
+    except SystemExit as exit:  # argparse: --help (0) or a usage error already printed (2)
+        return exit.code if isinstance(exit.code, int) else EXIT_CONFIG
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -41,8 +41,9 @@ def api_errors(action: str) -> Iterator[None]:
             "or set GOOGLE_APPLICATION_CREDENTIALS"
         ) from None
     except api_exceptions.GoogleAPICallError as err:
-        code = getattr(err, "code", None)
-        code_name = getattr(code, "name", None) or str(code or "")
+        # gRPC status names (PERMISSION_DENIED) say more than the HTTP ones (FORBIDDEN).
+        code = getattr(err, "grpc_status_code", None) or getattr(err, "code", None)
+        code_name = getattr(code, "name", None) or str(code or "error")
         raise VertexError(f"{action}: Vertex AI answered {code_name}: {_one_line(err.message)}") from None
     except api_exceptions.GoogleAPIError as err:
         raise VertexError(f"{action}: {_one_line(err)}") from None

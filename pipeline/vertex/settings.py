@@ -35,6 +35,7 @@ PIPELINE_KNOBS = (
 )
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_FLAG_NAMES = {"parameters": "param", "labels": "label", "beam_args": "beam-arg"}
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
@@ -147,11 +148,13 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if kind.startswith("float"):
             return float(value)
         if kind.startswith("tuple[tuple"):
-            return _pairs(value)
+            return _pairs(value, where)
         if kind.startswith("tuple"):
             if isinstance(value, str):
                 return tuple(value.split()) if source.startswith("env") else (value,)
             return tuple(str(v) for v in value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {value!r} is not a valid {kind.split(' ')[0]}") from None
     if isinstance(value, (dict, list)):
@@ -159,7 +162,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     return str(value)
 
 
-def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+def _pairs(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     """key=value pairs from a mapping, a list of 'k=v' or a comma-separated string."""
     if isinstance(value, Mapping):
         return tuple((str(k), str(v)) for k, v in value.items())
@@ -168,7 +171,7 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     for item in items:
         key, eq, val = str(item).partition("=")
         if not eq or not key.strip():
-            raise ValueError(item)
+            raise ConfigError(f"{where}: {item!r} must be NAME=VALUE")
         pairs.append((key.strip(), val.strip()))
     return tuple(pairs)
 
@@ -213,7 +216,7 @@ def load_settings(
             continue
         if name not in FIELDS:
             raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _coerce(name, value, f"flag --{name.replace('_', '-')}")
+        values[name] = _coerce(name, value, f"flag --{_FLAG_NAMES.get(name, name.replace('_', '-'))}")
     return VertexSettings(**values)
 
 

@@ -1,0 +1,167 @@
+"""Vertex settings: every bad value is one 'error: ...' line and exit 2, before any SDK import."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vertex_runner
+from pipeline.configs import ConfigError
+from pipeline.vertex.cron import check_cron
+from pipeline.vertex.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+OK = ["--project", "my-proj-1", "--region", "us-central1"]
+COMPILE = ["compile", *OK, "--bucket", "gs://taxi-ml"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("VERTEX_") or name in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    """A minimal compiled-pipeline shape: enough for the parameter checks."""
+    path = tmp_path / "p.json"
+    path.write_text('{"pipelineSpec": {"root": {"inputDefinitions": {"parameters": {"data-root": {}}}}}}')
+    return path
+
+
+def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    code = vertex_runner.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["compile", "--region", "us-central1", "--bucket", "gs://b1"], "project is not set"),
+        (["compile", "--project", "My_Proj", "--region", "us-central1", "--bucket", "gs://b1"], "is not a GCP project id"),
+        (["compile", "--project", "my-proj-1", "--bucket", "gs://b1"], "region is not set"),
+        (["compile", "--project", "my-proj-1", "--region", "us central", "--bucket", "gs://b1"], "is not a GCP region"),
+        (["compile", *OK], "bucket is not set"),
+        (["compile", *OK, "--bucket", "taxi-ml"], "bucket 'taxi-ml' must be a gs://bucket[/path] path"),
+        ([*COMPILE, "--pipeline-name", "Taxi_Pipeline"], "pipeline name 'Taxi_Pipeline' must match [a-z0-9][a-z0-9-]{0,127}"),
+        ([*COMPILE, "--pipeline-name", "x" * 129], "must match [a-z0-9][a-z0-9-]{0,127}"),
+        ([*COMPILE, "--data-root", "/tmp/data"], "data root '/tmp/data' must be a gs://"),
+        ([*COMPILE, "--serving-model-dir", "s3://m"], "serving model dir 's3://m' must be a gs://"),
+        ([*COMPILE, "--schema-path", "schema/schema.pbtxt"], "schema path 'schema/schema.pbtxt' must be gs:// or an absolute path"),
+        ([*COMPILE, "--service-account", "me@gmail.com"], "must be an email ending in .iam.gserviceaccount.com"),
+        ([*COMPILE, "--beam-arg", "machine_type=n2"], "beam arg 'machine_type=n2' must look like --name=value"),
+        ([*COMPILE, "--dataflow-max-workers", "0"], "dataflow max workers must be at least 1"),
+        ([*COMPILE, "--train-steps", "0"], "train steps must be at least 1"),
+        ([*COMPILE, "--train-steps", "many"], "argument --train-steps: invalid int value"),
+        ([*COMPILE, "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["deploy"], "invalid choice: 'deploy'"),
+        (["submit", *OK, "--template", "missing.json"], "pipeline JSON missing.json does not exist"),
+        (["schedule", "create", *OK], "cron is not set"),
+        (["schedule", "create", *OK, "--cron", "0 3 * *"], "needs 5 fields"),
+        (["schedule", "create", *OK, "--cron", "61 3 * * *"], "cron minute field: 61 is outside 0-59"),
+        (["schedule", "create", *OK, "--cron", "0 3 * * funday"], "cron day of week field: 'funday' is not a number"),
+        (["schedule", "create", *OK, "--cron", "TZ=Mars/Olympus 0 3 * * *"], "cron time zone 'Mars/Olympus' is not an IANA name"),
+        (["schedule", "create", *OK, "--cron", "0 3 * * *", "--max-concurrent-runs", "0"], "max concurrent runs must be at least 1"),
+        (["schedule", "create", *OK, "--cron", "0 3 * * *", "--start-time", "tomorrow"], "start time 'tomorrow' is not an ISO 8601 time"),
+        (["schedule", "create", *OK, "--cron", "0 3 * * *", "--start-time", "2030-01-02T00:00:00"], "needs a time zone offset"),
+        (
+            ["schedule", "create", *OK, "--cron", "0 3 * * *", "--start-time", "2030-01-02T00:00:00Z", "--end-time", "2030-01-01T00:00:00Z"],
+            "end time 2030-01-01T00:00:00Z is not after start time",
+        ),
+        (["schedule", "pause", "--project", "my-proj-1"], "region is not set"),
+    ],
+)
+def test_bad_config_is_one_line(capsys: pytest.CaptureFixture, argv: list[str], expected: str) -> None:
+    assert expected in _error(capsys, argv)
+
+
+def test_parameters_and_labels_checked_against_the_template(capsys: pytest.CaptureFixture, template: Path) -> None:
+    base = ["submit", *OK, "--template", str(template)]
+    assert "parameter 'train-steps' is not in" in _error(capsys, [*base, "--param", "train-steps=5"])
+    assert "it takes: data-root" in _error(capsys, [*base, "--param", "train-steps=5"])
+    assert "parameter data-root '/local' must be a gs://" in _error(capsys, [*base, "--param", "data-root=/local"])
+    assert "(from flag --param): 'data-root' must be NAME=VALUE" in _error(capsys, [*base, "--param", "data-root"])
+    assert "label Team=ML must be lowercase" in _error(capsys, [*base, "--label", "Team=ML"])
+
+
+def test_not_a_compiled_pipeline(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert "is not a compiled Vertex pipeline" in _error(capsys, ["submit", *OK, "--template", str(bad)])
+
+
+def test_yaml_file_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    cfg = tmp_path / "vertex.yaml"
+    cfg.write_text("project: my-proj-1\nregoin: us-central1\n")
+    assert "unknown setting 'regoin'" in _error(capsys, ["compile", "--config", str(cfg)])
+    cfg.write_text("project: [unclosed\n")
+    assert "is not valid YAML at line" in _error(capsys, ["compile", "--config", str(cfg)])
+    cfg.write_text("- a\n- b\n")
+    assert "must hold a mapping" in _error(capsys, ["compile", "--config", str(cfg)])
+    cfg.write_text("dataflow_max_workers: lots\n")
+    assert "setting dataflow_max_workers (from file" in _error(capsys, ["compile", "--config", str(cfg)])
+    assert "config file nope.yaml does not exist" in _error(capsys, ["compile", "--config", "nope.yaml"])
+
+
+def test_env_errors(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERTEX_VERTEX_TRAINING", "maybe")
+    assert "setting vertex_training (from env VERTEX_VERTEX_TRAINING): 'maybe' is not a valid bool" in _error(
+        capsys, COMPILE
+    )
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "vertex.yaml"
+    cfg.write_text(
+        "project: from-file-1\nregion: europe-west4\nbucket: gs://file-bucket\n"
+        "labels: {team: ml}\nbeam_args: ['--max_num_workers=9']\nvertex_serving: true\n"
+    )
+    env = {"VERTEX_REGION": "us-east1", "GOOGLE_CLOUD_PROJECT": "from-gcloud-1", "VERTEX_CONFIG": str(cfg)}
+    s = load_settings({"region": "us-central1", "pipeline_name": None}, env=env)
+    assert (s.project, s.region, s.bucket) == ("from-gcloud-1", "us-central1", "gs://file-bucket")
+    assert s.labels == (("team", "ml"),) and s.beam_args == ("--max_num_workers=9",) and s.vertex_serving
+    assert s.path("serving_model_dir") == "gs://file-bucket/serving_model/taxi"
+    assert s.pipeline_image == "us-central1-docker.pkg.dev/from-gcloud-1/tfx/taxi-pipeline:latest"
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["0 3 * * *", "TZ=America/Chicago 0 3 * * *", "CRON_TZ=UTC */15 0-6 1,15 jan-jun mon-fri", "0 0 * * 7"],
+)
+def test_valid_crons(cron: str) -> None:
+    check_cron(cron)
+
+
+def test_backwards_range() -> None:
+    with pytest.raises(ConfigError, match="runs backwards"):
+        check_cron("0 9-5 * * *")
+
+
+def test_help_and_errors_do_not_import_the_sdks() -> None:
+    """--help and config errors must stay instant: no aiplatform, kfp, tfx or TensorFlow."""
+    probe = (
+        "import sys, vertex_runner\n"
+        "for argv in (['--help'], ['compile', '--help'], ['compile'], ['schedule', 'create', '--project', 'my-proj-1',"
+        " '--region', 'us-central1', '--cron', 'bad']):\n"
+        "    try:\n"
+        "        code = vertex_runner.main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        code = exit.code\n"
+        "    assert code in (0, 2), (argv, code)\n"
+        "heavy = [m for m in ('google.cloud.aiplatform', 'kfp', 'tfx', 'tensorflow', 'apache_beam') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stderr
+    assert "Traceback" not in done.stderr
