@@ -63,8 +63,7 @@ class Servable:
         try:
             out = fn(**{k: tf.constant(v, dtype=self.signatures[signature].inputs[k].dtype) for k, v in feeds.items()})
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            msg = getattr(exc, "message", None) or str(exc)
-            raise invalid(f"model rejected the input: {msg.strip().splitlines()[0][:500]}") from None
+            raise invalid(f"model rejected the input: {tf_error_line(exc)}") from None
         return {k: v.numpy() for k, v in out.items()}
 
     def warm_up(self) -> None:
@@ -81,6 +80,14 @@ class Servable:
             self.run(DEFAULT_SIGNATURE, feeds)
         except Exception as exc:  # a model may reject zeros; loading still succeeded
             log.info("warm-up of %s/%s skipped: %s", self.name, self.version, exc)
+
+
+def tf_error_line(exc: BaseException) -> str:
+    """The line of a TF error that says what is wrong, without graph noise."""
+    msg = getattr(exc, "message", None) or str(exc)
+    noise = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ", "Traceback")
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip() and not ln.strip().startswith(noise)]
+    return (lines[0] if lines else msg.strip() or type(exc).__name__)[:500]
 
 
 @dataclass
