@@ -12,7 +12,6 @@ import collections
 import threading
 import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +28,7 @@ class BatchingParameters:
     max_batch_size: int = 128
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 64
-    num_batch_threads: int = 2
+    num_batch_threads: int = 1  # one warm thread: the next batch fills while this one runs
 
 
 @dataclass
@@ -45,9 +44,8 @@ class _Task:
 class Batcher:
     """Merges queued predict calls with the same servable, signature and input shapes."""
 
-    def __init__(self, params: BatchingParameters, request_timeout_s: float = 30.0) -> None:
+    def __init__(self, params: BatchingParameters) -> None:
         self.params = params
-        self.timeout = request_timeout_s
         self._queue: collections.deque[_Task] = collections.deque()
         self._cond = threading.Condition()
         self._stopped = False
@@ -67,7 +65,8 @@ class Batcher:
         rows = {a.shape[0] if a.ndim else None for a in feeds.values()}
         return len(rows) == 1 and None not in rows and 0 < rows.pop() <= self.params.max_batch_size
 
-    def submit(self, servable: Servable, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def submit(self, servable: Servable, signature: str, feeds: dict[str, np.ndarray]) -> Future:
+        """Queue a call; the future resolves when its batch has run."""
         key = (id(servable), signature, tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())))
         task = _Task(key, servable, signature, feeds, next(iter(feeds.values())).shape[0])
         with self._cond:
@@ -75,10 +74,7 @@ class Batcher:
                 raise ServingError("UNAVAILABLE", "The batch scheduling queue is full; retry later")
             self._queue.append(task)
             self._cond.notify()
-        try:
-            return task.future.result(timeout=self.timeout)
-        except FutureTimeout:
-            raise ServingError("DEADLINE_EXCEEDED", f"prediction did not finish within {self.timeout:.0f}s") from None
+        return task.future
 
     def _take(self) -> list[_Task] | None:
         with self._cond:

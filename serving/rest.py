@@ -29,6 +29,7 @@ PATH_RE = re.compile(
     r"(?P<suffix>/metadata|:[A-Za-z]+)?$"
 )
 VERBS = ("predict", "classify", "regress")
+BIG_BODY_BYTES = 64 * 1024
 
 
 def json_response(content: Any, status: int = 200) -> Response:
@@ -50,10 +51,11 @@ def _parse_path(method: str, path: str) -> tuple[str, int | None, str | None, st
     return m["model"], int(version) if version else None, m["label"], m["suffix"]
 
 
-def create_app(core: ServingCore, model_threads: int = 8) -> FastAPI:
+def create_app(core: ServingCore, parse_threads: int = 2) -> FastAPI:
     """The REST app; `core` owns models, limits, metrics and the request log."""
     app = FastAPI(title="TF-Serving-compatible REST API", docs_url=None, redoc_url=None, openapi_url=None)
-    executor = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="rest-model")
+    # Large bodies are decoded off the event loop so they do not stall small requests.
+    executor = ThreadPoolExecutor(max_workers=parse_threads, thread_name_prefix="rest-parse")
     inflight = 0
     limits = core.limits
 
@@ -97,34 +99,46 @@ def create_app(core: ServingCore, model_threads: int = 8) -> FastAPI:
         if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
             raise ServingError("RESOURCE_EXHAUSTED", f"request body of {declared} bytes exceeds the limit of "
                                f"{limits.max_body_bytes}; split the request", 413)
-        chunks, size = [], 0
-        stream = request.stream().__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(stream.__anext__(), limits.body_timeout_s)
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
-                raise ServingError("DEADLINE_EXCEEDED", "timed out reading the request body", 408) from None
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise ServingError("RESOURCE_EXHAUSTED", f"request body exceeds the limit of {limits.max_body_bytes} bytes; "
-                                   "split the request", 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
 
-    def serve(servable: Any, verb: str, body: Any, tracked: Any) -> dict[str, Any]:
+        async def read_all() -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_body_bytes:  # chunked uploads have no content-length
+                    raise ServingError("RESOURCE_EXHAUSTED", f"request body exceeds the limit of "
+                                       f"{limits.max_body_bytes} bytes; split the request", 413)
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            return await asyncio.wait_for(read_all(), limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise ServingError("DEADLINE_EXCEEDED", "timed out reading the request body", 408) from None
+
+    async def offload(fn: Any, *args: Any, big: bool) -> Any:
+        """Run CPU-heavy JSON work inline when small, on a thread when large."""
+        if not big:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    def decode(body_bytes: bytes) -> Any:
+        try:
+            return json.loads(body_bytes)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
+
+    async def serve(servable: Any, verb: str, body: Any, tracked: Any, big: bool) -> dict[str, Any]:
         signature_name = body.get("signature_name") if isinstance(body, dict) else None
         if signature_name is not None and not isinstance(signature_name, str):
             raise invalid("'signature_name' must be a string")
         if verb != "predict":
             tracked.signature = signature_name or "serving_default"
-            return core.examples_call(servable, signature_name, body, verb)
+            return await offload(core.examples_call, servable, signature_name, body, verb, big=True)
         sig = servable.signature(signature_name)
         tracked.signature = sig.name
-        feeds, rows = codec.parse_predict(body, sig)
-        outputs = core.predict(servable, sig.name, feeds, "rest")
-        return codec.format_predict(outputs, rows)
+        feeds, rows = await offload(codec.parse_predict, body, sig, big=big)
+        outputs = await core.predict_async(servable, sig.name, feeds, "rest")
+        return await offload(codec.format_predict, outputs, rows, big=big)
 
     @app.post("/v1/models/{path:path}")
     async def post_model(path: str, request: Request) -> Response:
@@ -142,23 +156,14 @@ def create_app(core: ServingCore, model_threads: int = 8) -> FastAPI:
         try:
             with core.track(model, verb, "rest") as tracked:
                 body_bytes = await read_body(request)
-                try:
-                    body = json.loads(body_bytes)
-                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                    raise invalid(f"JSON Parse error: {exc}") from None
+                big = len(body_bytes) > BIG_BODY_BYTES
+                body = await offload(decode, body_bytes, big=big)
                 servable = core.resolve(model, version, label)
                 tracked.version = str(servable.version)
-                loop = asyncio.get_running_loop()
-                future = loop.run_in_executor(executor, serve, servable, verb, body, tracked)
-                try:
-                    result = await asyncio.wait_for(future, limits.request_timeout_s)
-                except asyncio.TimeoutError:
-                    raise ServingError("DEADLINE_EXCEEDED", f"request did not finish within {limits.request_timeout_s:g}s") from None
-            return json_response(result)
+                result = await serve(servable, verb, body, tracked, big)
+                return await offload(json_response, result, big=big)
         except ServingError as exc:
             return error_response(exc)
-        except RecursionError:
-            return error_response(invalid("JSON Parse error: nesting too deep"))
         finally:
             inflight -= 1
 

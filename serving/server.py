@@ -44,7 +44,7 @@ class ServerOptions:
     batching: BatchingParameters | None = None
     request_log_dir: Path | None = None
     request_log_sample_rate: float = 0.0
-    model_threads: int = 8
+    model_threads: int = 1
 
 
 def parse_batching_parameters(text: str) -> BatchingParameters:
@@ -105,10 +105,10 @@ class ServingServer:
         if options.request_log_dir is not None and options.request_log_sample_rate > 0:
             self.request_log = RequestLogger(options.request_log_dir, options.request_log_sample_rate,
                                              on_drop=self.metrics.request_log_dropped.inc)
-        self.batcher = (Batcher(options.batching, options.limits.request_timeout_s)
-                        if options.batching is not None else None)
-        self.core = ServingCore(self.registry, self.metrics, options.limits, self.request_log, self.batcher)
-        self.app = create_app(self.core, options.model_threads)
+        self.batcher = Batcher(options.batching) if options.batching is not None else None
+        self.core = ServingCore(self.registry, self.metrics, options.limits, self.request_log, self.batcher,
+                                options.model_threads)
+        self.app = create_app(self.core)
         self._sock = bind_socket(options.host, options.rest_port)
         self.rest_port = self._sock.getsockname()[1]
         self.grpc_server = None
@@ -184,6 +184,7 @@ class ServingServer:
         self.registry.stop()
         if self.batcher is not None:
             self.batcher.stop()
+        self.core.executor.shutdown(wait=False, cancel_futures=True)
         if self.request_log is not None:
             self.request_log.close()
         self._sock.close()

@@ -1,0 +1,259 @@
+"""Serving latency and throughput: REST and gRPC side by side with in-process calls.
+
+    .venv/bin/python benchmarks/serving_benchmark.py --model-base-path OUT/serving_model/taxi
+
+Measures 1-row predictions at 1, 8 and 32 concurrent clients against the local
+server (started as a subprocess, as deployed), and the same SavedModel called
+in this process, in one run on one machine, so the serving overhead is read off
+directly. Targets: REST p50 <= in-process p50 + 2 ms; throughput at 32 clients
+>= 50% of the in-process single-thread rate. Writes JSON + Markdown to
+benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ROW = {"trip_miles": 2.1, "fare": 12.5, "trip_seconds": 600.0, "pickup_latitude": 41.89,
+       "pickup_longitude": -87.63, "dropoff_latitude": 41.9, "dropoff_longitude": -87.62, "trip_start_hour": 14.0,
+       "trip_start_day": 3.0, "trip_start_month": 5.0, "pickup_community_area": 8.0,
+       "dropoff_community_area": 32.0, "payment_type": "Credit Card", "company": "Flash Cab"}
+STRINGS = {"payment_type", "company"}
+
+
+def summarize(latencies: list[float], wall: float) -> dict[str, float]:
+    ms = np.array(latencies) * 1000
+    return {"requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "throughput_rps": round(len(ms) / wall, 1)}
+
+
+def bench_in_process(model_dir: Path, seconds: float) -> dict[str, float]:
+    """The floor: the SavedModel's serving_default called directly, one thread."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    feeds = {k: tf.constant([v], dtype=tf.string if k in STRINGS else tf.float64) for k, v in ROW.items()}
+    for _ in range(50):
+        fn(**feeds)
+    latencies, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        fn(**feeds)
+        latencies.append(time.perf_counter() - t)
+    return summarize(latencies, time.perf_counter() - start)
+
+
+async def _load(call, clients: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            try:
+                await call()
+                latencies.append(time.perf_counter() - t)
+            except Exception:
+                errors += 1
+
+    for _ in range(10):  # warm connections and the batcher
+        await call()
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    result = summarize(latencies, time.perf_counter() - start)
+    result["errors"] = errors
+    return result
+
+
+def bench_rest(url: str, clients: int, seconds: float) -> dict[str, float]:
+    """One thread and one keep-alive connection per client; stdlib http.client
+    because its per-request cost is a fraction of httpx's, and the client
+    shares the machine's two cores with the server."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"instances": [ROW]}).encode()
+    headers = {"content-type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    start_gate = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def worker() -> None:
+        nonlocal errors
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        mine, bad = [], 0
+        for _ in range(5):
+            conn.request("POST", "/v1/models/taxi:predict", body, headers)
+            conn.getresponse().read()
+        start_gate.wait()
+        while time.perf_counter() < stop_at[0]:
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/models/taxi:predict", body, headers)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(resp.status)
+                mine.append(time.perf_counter() - t)
+            except Exception:
+                bad += 1
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + 1e9
+    start_gate.wait()
+    start = time.perf_counter()
+    stop_at[0] = start + seconds
+    for t in threads:
+        t.join()
+    result = summarize(latencies, time.perf_counter() - start)
+    result["errors"] = errors
+    return result
+
+
+async def bench_grpc(target: str, clients: int, seconds: float) -> dict[str, float]:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "taxi"
+    for k, v in ROW.items():
+        arr = np.array([v.encode()], dtype=object) if k in STRINGS else np.array([v], dtype=np.float64)
+        request.inputs[k].CopyFrom(tf.make_tensor_proto(arr))
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        async def call() -> None:
+            await stub.Predict(request, timeout=30)
+        return await _load(call, clients, seconds)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(base: Path, batching: bool) -> tuple[subprocess.Popen, str, str]:
+    rest, grpc_port = _free_port(), _free_port()
+    cmd = [sys.executable, "-m", "serving", "--model-base-path", str(base), "--model-name", "taxi",
+           "--rest-api-port", str(rest), "--grpc-port", str(grpc_port), "--file-system-poll-wait-seconds", "0",
+           "--log-level", "WARNING"] + (["--enable-batching"] if batching else [])
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{rest}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: server exited with {proc.returncode}; run it by hand: {' '.join(cmd)}")
+        try:
+            if httpx.get(f"{url}/v1/models/taxi", timeout=2).status_code == 200:
+                return proc, url, f"127.0.0.1:{grpc_port}"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("error: server did not become ready in 180s")
+
+
+def markdown(report: dict) -> str:
+    ip = report["in_process"]
+    lines = [
+        "# Serving benchmark", "",
+        f"{report['date']} on {report['machine']}; model `{report['model_dir']}`; 1-row requests, "
+        f"{report['seconds_per_run']:g} s per run; clients run in the benchmark process (REST: a thread + keep-alive http.client connection each; gRPC: grpc.aio).", "",
+        f"In process (single thread): p50 {ip['p50_ms']} ms, p99 {ip['p99_ms']} ms, {ip['throughput_rps']} req/s.", "",
+        "| server | protocol | clients | p50 ms | p99 ms | req/s | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["runs"]:
+        lines.append(f"| {r['server']} | {r['protocol']} | {r['clients']} | {r['p50_ms']} | {r['p99_ms']} | "
+                     f"{r['throughput_rps']} | {r['errors']} |")
+    lines += ["", "## Targets", ""]
+    lines += [f"- {t['name']}: {t['value']} (target {t['target']}) **{'PASS' if t['pass'] else 'FAIL'}**"
+              for t in report["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-base-path", type=Path, required=True, help="<output>/serving_model/taxi")
+    p.add_argument("--seconds", type=float, default=5.0, help="duration of each run")
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--servers", default="batching,plain", help="server variants: batching, plain")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    versions = sorted(int(d.name) for d in args.model_base_path.glob("*") if d.name.isdigit()
+                      and (d / "saved_model.pb").exists()) if args.model_base_path.is_dir() else []
+    if not versions:
+        print(f"error: no pushed version under {args.model_base_path}", file=sys.stderr)
+        return 2
+    model_dir = args.model_base_path / str(versions[-1])
+    clients = [int(c) for c in args.clients.split(",")]
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "model_dir": str(model_dir), "seconds_per_run": args.seconds,
+              "in_process": bench_in_process(model_dir, args.seconds), "runs": []}
+    print("in-process", report["in_process"], flush=True)
+    for variant in args.servers.split(","):
+        proc, url, grpc_target = start_server(args.model_base_path, batching=variant == "batching")
+        try:
+            for protocol in ("rest", "grpc"):
+                for n in clients:
+                    stats = (bench_rest(url, n, args.seconds) if protocol == "rest"
+                             else asyncio.run(bench_grpc(grpc_target, n, args.seconds)))
+                    result = {"server": variant, "protocol": protocol, "clients": n, **stats}
+                    report["runs"].append(result)
+                    print(result, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    ip = report["in_process"]
+    best = {}
+    for r in report["runs"]:
+        key = (r["protocol"], r["clients"])
+        best[key] = max(best.get(key, 0.0), r["throughput_rps"])
+    rest1 = min(r["p50_ms"] for r in report["runs"] if r["protocol"] == "rest" and r["clients"] == 1)
+    report["targets"] = [
+        {"name": "REST p50 at 1 client (ms)", "value": rest1, "target": f"<= {ip['p50_ms'] + 2:.3f}",
+         "pass": rest1 <= ip["p50_ms"] + 2},
+    ]
+    for protocol in ("rest", "grpc"):
+        if (protocol, 32) in best:
+            want = 0.5 * ip["throughput_rps"]
+            report["targets"].append({"name": f"{protocol.upper()} req/s at 32 clients", "value": best[(protocol, 32)],
+                                      "target": f">= {want:.1f}", "pass": best[(protocol, 32)] >= want})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serving_benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "serving_benchmark.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
