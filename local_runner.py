@@ -20,7 +20,8 @@ from pipeline.configs import ConfigError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The run flags; also the source of `taxi run`'s options (cli/run.py), so the two cannot drift."""
     defaults = configs.PipelineConfig.__dataclass_fields__
     parser = argparse.ArgumentParser(
         prog="local_runner.py",
@@ -45,7 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-cache", action="store_true", help="run every component even if TFX has its outputs cached")
     parser.add_argument("--rerun", action="store_true",
                         help="hand the run to TFX even when nothing changed since the last completed run")
-    return parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="do not show components live as they run")
+    parser.add_argument("--no-report", action="store_true", help="do not write <output>/reports/<run_id>.html")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
@@ -107,7 +114,7 @@ def _find(error: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-def run(config: configs.PipelineConfig, rerun: bool) -> int:
+def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, report: bool = True) -> int:
     from pipeline import up_to_date
 
     if config.enable_cache and not rerun:
@@ -124,14 +131,16 @@ def run(config: configs.PipelineConfig, rerun: bool) -> int:
     started = time.monotonic()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        with output_to(log_path):
+        with output_to(log_path) as console:
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
             from pipeline.components.data_gate import DataGateError
             from pipeline.pipeline import create_pipeline
+            from pipeline.progress import watch
 
             try:
-                LocalDagRunner().run(create_pipeline(config))
+                with watch(config.metadata_path, console, enabled=progress):
+                    LocalDagRunner().run(create_pipeline(config))
                 failure = None
             except Exception as error:  # noqa: BLE001 - reported below in one line
                 failure = error
@@ -146,6 +155,7 @@ def run(config: configs.PipelineConfig, rerun: bool) -> int:
         gate = _find(failure, DataGateError)
         if gate is not None:
             print(f"stopped by the data gate: {gate}", file=sys.stderr)
+            _report(config, log_path, report)
             return EXIT_USAGE
         failed = [c.name for c in (summary.components if summary else []) if c.state in ("failed", "running")]
         where = f" in {failed[-1]}" if failed else ""
@@ -158,17 +168,32 @@ def run(config: configs.PipelineConfig, rerun: bool) -> int:
     print("\n".join(lines))
     if summary:
         up_to_date.record_completed_run(config, summary.run_id, lines)
+    _report(config, log_path, report)
     return EXIT_OK
 
 
+def _report(config: configs.PipelineConfig, log_path: str, enabled: bool) -> None:
+    """The run's HTML report; TFMA's warnings go to the log, and a report problem never fails the run."""
+    if enabled:
+        with output_to(log_path):
+            from report.build import report_after_run
+
+            line = report_after_run(os.path.dirname(config.pipeline_root))
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return execute(parse_args(argv))
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run from parsed flags; `taxi run` parses the same flags with click and calls this."""
     try:
         config = build_config(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return run(config, args.rerun)
+    return run(config, args.rerun, progress=not args.no_progress, report=not args.no_report)
 
 
 if __name__ == "__main__":
