@@ -1,0 +1,139 @@
+"""Collect one run's data, model, lineage and timing, and write it as one HTML file.
+
+The file is self-contained (inline CSS and SVG, no scripts or fonts) so it can
+be attached to a CI job, mailed or opened on a machine with no network. A
+small JSON sidecar with the same headline numbers lets `runs` show metrics
+without importing TFMA.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from report import mlmd, svg
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+CHAIN = ("Examples", "ExampleStatistics", "ExampleAnomalies", "Schema", "TransformGraph", "Model",
+         "ModelEvaluation", "ModelBlessing", "PushedModel")
+
+
+def report_path(output: str, run_id: str) -> Path:
+    return Path(output) / "reports" / f"{mlmd.safe_run_id(run_id)}.html"
+
+
+def _auc_threshold(eval_config_json: str) -> float | None:
+    """The AUC lower bound the Evaluator applied, for the threshold line on the charts."""
+    try:
+        config = json.loads(eval_config_json or "{}")
+    except ValueError:
+        return None
+    for spec in config.get("metrics_specs", config.get("metricsSpecs", [])):
+        for metric in spec.get("metrics", []):
+            if metric.get("class_name", metric.get("className")) != "AUC":
+                continue
+            for per_slice in metric.get("per_slice_thresholds", metric.get("perSliceThresholds", [])):
+                bound = per_slice.get("threshold", {}).get("value_threshold", {}).get("lower_bound")
+                if bound is None:
+                    bound = per_slice.get("threshold", {}).get("valueThreshold", {}).get("lowerBound")
+                if bound is not None:
+                    return float(bound)
+    return None
+
+
+def _chain(steps: list[mlmd.Step]) -> list[dict[str, Any]]:
+    """The headline path data -> ... -> pushed version: first artifact of each type, in order."""
+    found: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        for artifacts in step.outputs.values():
+            for artifact in artifacts:
+                kind = artifact["type"]
+                if kind == "Examples" and step.node != "CsvExampleGen" and kind in found:
+                    continue
+                if kind in CHAIN and kind not in found:
+                    found[kind] = {**artifact, "node": step.node, "execution_id": step.execution_id}
+    return [found[k] for k in CHAIN if k in found]
+
+
+def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
+    """Everything the template shows, as plain values; raises mlmd.StoreError on a missing run."""
+    from pipeline.run_summary import summarize
+    from report.data import data_section
+
+    store = mlmd.open_store(output)
+    ids = mlmd.run_ids(store)
+    if not ids:
+        raise mlmd.StoreError("MLMD holds no runs yet; run the pipeline first")
+    run_id = run_id or ids[-1]
+    executions = mlmd.run_executions(store, run_id)
+    row = mlmd.run_row(store, run_id)
+    summary = summarize(os.path.join(output, "metadata.sqlite"), run_id)
+    by_node = {e.node: e for e in executions}
+
+    def uri(node: str, key: str) -> str | None:
+        artifacts = by_node[node].outputs.get(key, []) if node in by_node else []
+        return artifacts[0].uri if artifacts else None
+
+    splits = data_section(uri("StatisticsGen", "statistics"), uri("ExampleValidator", "anomalies"))
+    model = None
+    evaluator = by_node.get("Evaluator")
+    evaluation_uri = uri("Evaluator", "evaluation")
+    auc_threshold = _auc_threshold(str(evaluator.properties.get("eval_config", ""))) if evaluator else None
+    if evaluation_uri and os.path.isdir(evaluation_uri):
+        from report.evaluation import model_section
+
+        model = model_section(evaluation_uri, auc_threshold)
+    steps = [mlmd.step(store, e.id) for e in executions]
+    timing = svg.hbars([(e.node, e.seconds) for e in executions], width=460, label_width=190, fmt="{:.1f} s")
+    return {
+        "run_id": run_id,
+        "row": row,
+        "started": dt.datetime.fromtimestamp(row.started).strftime("%Y-%m-%d %H:%M:%S") if row.started else "?",
+        "output": os.path.abspath(output),
+        "summary": summary,
+        "splits": splits,
+        "model": model,
+        "auc_threshold": auc_threshold,
+        "executions": executions,
+        "timing_chart": timing,
+        "steps": steps,
+        "chain": _chain(steps),
+        "generated": dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def render(context: dict[str, Any]) -> str:
+    import jinja2
+
+    from report.evaluation import fmt_metric
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["metric"] = fmt_metric
+    env.filters["short"] = lambda v: (str(v)[:117] + "...") if len(str(v)) > 120 else str(v)
+    return env.get_template("report.html").render(**context)
+
+
+def write_report(output: str, run_id: str | None = None) -> Path:
+    """Write <output>/reports/<run_id>.html (+ .json) and return the HTML path."""
+    context = collect(output, run_id)
+    path = report_path(output, context["run_id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render(context), encoding="utf-8")
+    os.replace(tmp, path)
+    summary, row = context["summary"], context["row"]
+    sidecar = {"run_id": context["run_id"], "outcome": row.outcome, "metrics": summary.metrics if summary else {},
+               "blessed": row.blessed, "pushed_version": row.pushed_version, "report": str(path)}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    return path
+
+
+def report_after_run(output: str) -> str:
+    """The line local_runner prints after a run: where the report is, or why there is none."""
+    try:
+        return f"report: {write_report(output)}"
+    except Exception as error:  # noqa: BLE001 - a report problem must never fail a finished run
+        return f"warning: no report written: {type(error).__name__}: {error}"

@@ -1,0 +1,74 @@
+"""Report pieces that need no pipeline run: statistics/anomalies protos, SVG charts, metric words."""
+from __future__ import annotations
+
+import math
+
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+
+from report import svg
+from report.build import _auc_threshold
+from report.data import data_section
+from report.evaluation import fmt_metric
+
+
+def _write_split(root, split: str) -> None:
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    dataset = stats.datasets.add(num_examples=10)
+    fare = dataset.features.add(type=statistics_pb2.FeatureNameStatistics.FLOAT)
+    fare.path.step.append("fare")
+    fare.num_stats.mean, fare.num_stats.max = 5.5, 10
+    fare.num_stats.common_stats.tot_num_values, fare.num_stats.common_stats.max_num_values = 8, 1
+    fare.num_stats.histograms.add().buckets.add(low_value=0, high_value=10, sample_count=8)
+    pay = dataset.features.add(type=statistics_pb2.FeatureNameStatistics.STRING)
+    pay.path.step.append("payment_type")
+    pay.string_stats.unique = 2
+    pay.string_stats.common_stats.tot_num_values, pay.string_stats.common_stats.max_num_values = 10, 1
+    pay.string_stats.top_values.add(value="Cash", frequency=7)
+    pay.string_stats.top_values.add(value="<Card>", frequency=3)
+    (root / "stats" / f"Split-{split}").mkdir(parents=True)
+    (root / "stats" / f"Split-{split}" / "FeatureStats.pb").write_bytes(stats.SerializeToString())
+    anomalies = anomalies_pb2.Anomalies()
+    if split == "eval":
+        info = anomalies.anomaly_info["payment_type"]
+        info.description = "Examples contain values missing from the schema: Bitcoin (~10%)."
+        info.reason.add(type=anomalies_pb2.AnomalyInfo.ENUM_TYPE_UNEXPECTED_STRING_VALUES)
+    (root / "anom" / f"Split-{split}").mkdir(parents=True)
+    (root / "anom" / f"Split-{split}" / "SchemaDiff.pb").write_bytes(anomalies.SerializeToString())
+
+
+def test_data_section_reads_tfdv_protos(tmp_path) -> None:
+    for split in ("eval", "train"):
+        _write_split(tmp_path, split)
+    splits = data_section(str(tmp_path / "stats"), str(tmp_path / "anom"))
+    assert [s.name for s in splits] == ["train", "eval"]  # train first
+    train, evaluation = splits
+    assert train.rows == 10 and not train.anomalies
+    fare, pay = train.features
+    assert (fare.name, fare.kind, fare.values, fare.missing) == ("fare", "numeric", 8, 2)
+    assert "<svg" in fare.chart and "<rect" in fare.chart
+    assert pay.kind == "string" and "&lt;Card&gt;" in pay.chart  # escaped inside SVG
+    assert evaluation.anomalies == [("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+                                     "Examples contain values missing from the schema: Bitcoin (~10%).")]
+
+
+def test_missing_statistics_give_an_empty_section(tmp_path) -> None:
+    assert data_section(None, None) == []
+    assert data_section(str(tmp_path / "nope"), None) == []
+
+
+def test_svg_charts_are_inline_and_survive_odd_values() -> None:
+    assert svg.histogram([]) == ""
+    chart = svg.hbars([("auc", 0.95), ("precision", math.nan)], maximum=1.0, marker=0.9, fmt="{:.3f}",
+                      compare=[0.94, None])
+    assert chart.startswith("<svg") and "n/a" in chart and "threshold 0.9" in chart and "http" not in chart.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_metric_words_and_threshold_from_eval_config() -> None:
+    assert fmt_metric(4966.0, "example_count") == "4,966"
+    assert fmt_metric(1.0, "auc") == "1.0000"
+    assert fmt_metric(math.nan, "precision") == "n/a"
+    config = ('{"metrics_specs": [{"metrics": [{"class_name": "AUC", "per_slice_thresholds": [{"threshold": '
+              '{"value_threshold": {"lower_bound": 0.9}}}]}]}]}')
+    assert _auc_threshold(config) == 0.9
+    assert _auc_threshold("not json") is None
