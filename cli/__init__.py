@@ -1,0 +1,1 @@
+"""The `taxi` command line: run, runs, report, lineage, serve, predict, vertex."""

@@ -1,0 +1,101 @@
+"""What every subcommand shares: exit codes, the error line, verbosity, --output, --json."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 failed (the run, the server, a request, Vertex); "
+                   "2 bad usage or config, or the data gate stopped the run.")
+DEFAULT_OUTPUT = "tfx_output"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """An expected failure: printed as one 'error: ...' line, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class UsageProblem(CliError):
+    """Bad input the user can fix (a missing file, an unknown run): exit 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        root = ctx.find_root()
+        root.meta["verbosity"] = -1 if param.name == "quiet" else 1
+
+
+def verbosity_options(func: F) -> F:
+    """-q/--quiet and -v/--verbose, accepted on the group and on every subcommand."""
+    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+                        help="more detail")(func)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+                        help="only results and errors")(func)
+
+
+def verbosity() -> int:
+    """-1 quiet, 0 normal, 1 verbose."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().meta.get("verbosity", 0) if ctx else 0
+
+
+def output_option(func: F) -> F:
+    return click.option("-o", "--output", default=DEFAULT_OUTPUT, show_default=True, metavar="DIR",
+                        help="the run's output folder (metadata.sqlite, pipeline_root/, serving_model/, reports/)")(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON (one object per line) for scripts")(func)
+
+
+def info(message: str) -> None:
+    """Progress and context: hidden by --quiet, on stderr so stdout stays the result."""
+    if verbosity() >= 0:
+        click.echo(message, err=True)
+
+
+def detail(message: str) -> None:
+    if verbosity() > 0:
+        click.echo(message, err=True)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Send fd 1/2 to /dev/null while TensorFlow/TFMA load: their C++ and absl chatter is not a result."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

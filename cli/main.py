@@ -1,0 +1,85 @@
+"""`taxi`: one command for running, inspecting and serving the pipeline.
+
+Subcommands live in their own modules and are imported only when called, so
+`taxi --help` answers in a fraction of a second: nothing here imports
+TensorFlow, TFX or Beam. A new subcommand (monitor, promote, rollback) is one
+line in COMMANDS.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_USAGE, verbosity_options
+
+# name -> (module:attribute, one-line help shown by `taxi --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("cli.run:run", "Run the pipeline locally (same flags as local_runner.py)."),
+    "runs": ("cli.history:runs", "List past runs from MLMD: time, outcome, metrics, pushed version."),
+    "report": ("cli.history:report", "Write a run's self-contained HTML report."),
+    "lineage": ("cli.history:lineage", "Show the data, schema, transform and config behind a pushed version."),
+    "serve": ("cli.serving:serve", "Start the local TF-Serving-compatible model server."),
+    "predict": ("cli.serving:predict", "Send rows from CSV or JSON lines to the model server."),
+    "vertex": ("cli.vertex:vertex", "Compile, submit and schedule the pipeline on Vertex AI."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog=EXIT_CODES_HELP)
+@verbosity_options
+def cli() -> None:
+    """Taxi TFX pipeline: run it, inspect its runs, serve and query its models.
+
+    Every subcommand has --help. Errors end in one 'error: ...' line.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code instead of raising, so tests and `python -m cli` agree."""
+    try:
+        code = cli.main(args=argv, prog_name="taxi", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        click.echo(error.ctx.get_help() if error.ctx else str(error))
+        return 0
+    except click.UsageError as error:
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+        click.echo(f"error: {error.format_message()}{hint}", err=True)
+        return EXIT_USAGE
+    except click.ClickException as error:
+        click.echo(f"error: {error.format_message()}", err=True)
+        return error.exit_code
+    except click.Abort:
+        click.echo("interrupted", err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return EXIT_FAILED
+    return code if isinstance(code, int) else 0
+
+
+def entry() -> None:
+    """Console-script target: exit without interpreter teardown after TensorFlow ran (see local_runner)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

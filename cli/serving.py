@@ -1,0 +1,155 @@
+"""`taxi serve` (the serving package's own entry point) and `taxi predict` (its client)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+import click
+
+from cli.argparse_bridge import bridge
+from cli.common import EXIT_OK, CliError, UsageProblem, detail, emit_json, info, json_option, verbosity_options
+
+
+def _serve_main(argv: list[str]) -> int:
+    from serving.__main__ import main
+
+    return main(argv)
+
+
+def _serve_command() -> click.Command:
+    from serving.__main__ import build_parser  # argparse only: the server itself loads on start
+
+    def log_level(ctx: click.Context, argv: list[str]) -> list[str]:
+        from cli.common import verbosity
+
+        if "--log-level" not in argv and verbosity():
+            argv += ["--log-level", "DEBUG" if verbosity() > 0 else "WARNING"]
+        return argv
+
+    return verbosity_options(bridge(
+        "serve", build_parser(), _serve_main,
+        "Start the local TF-Serving-compatible server (REST :8501, gRPC :8500) on pushed models.\n\n"
+        "Example: taxi serve --model-name taxi --model-base-path tfx_output/serving_model/taxi\n\n"
+        "Flags mirror tensorflow_model_server's; they are read from `python -m serving`'s parser.",
+        extra=log_level,
+    ))
+
+
+serve = _serve_command()
+
+NUMERIC = {"DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16"}
+INTEGER = {"DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64"}
+
+
+def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
+    """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given."""
+    if fmt == "csv":
+        return [dict(row) for row in csv.DictReader(handle)]
+    rows = []
+    for number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise UsageProblem(f"line {number} is not JSON: {error}") from None
+        if not isinstance(row, dict):
+            raise UsageProblem(f"line {number} is not a JSON object of feature -> value")
+        rows.append(row)
+    return rows
+
+
+def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool) -> list[dict[str, Any]]:
+    """Convert CSV strings by the signature's dtypes; '' and missing become None (the client fills NaN/'')."""
+    out = []
+    for index, row in enumerate(rows):
+        unknown = sorted(set(row) - set(dtypes))
+        if unknown and not drop_unknown:
+            raise UsageProblem(f"row {index}: {unknown[0]!r} is not a model input (inputs: {', '.join(sorted(dtypes))}); "
+                               "--drop-unknown ignores extra columns")
+        converted = {}
+        for name, value in row.items():
+            if name not in dtypes:
+                continue
+            kind = dtypes[name]
+            if value is None or (isinstance(value, str) and value == "" and kind != "DT_STRING"):
+                converted[name] = None
+            elif isinstance(value, str) and kind in NUMERIC | INTEGER:
+                try:
+                    number = float(value)
+                except ValueError:
+                    raise UsageProblem(f"row {index}: {name}={value!r} is not a number") from None
+                converted[name] = int(number) if kind in INTEGER and number.is_integer() else number
+            else:
+                converted[name] = value
+        out.append(converted)
+    return out
+
+
+def _format(prediction: dict[str, Any]) -> str:
+    parts = []
+    for key, value in prediction.items():
+        value = value[0] if isinstance(value, list) and len(value) == 1 else value
+        parts.append(f"{key} {value:.4f}" if isinstance(value, float) and not math.isnan(value) else f"{key} {value}")
+    return "  ".join(parts)
+
+
+@click.command(epilog="Exit codes: 0 ok; 1 the server refused or failed a request; 2 bad input.")
+@click.argument("rows_file", metavar="FILE", type=click.File("r"), default="-")
+@click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto", show_default=True,
+              help="input format; auto: by extension (.csv, else JSON lines)")
+@click.option("--url", default="http://127.0.0.1:8501", show_default=True, help="REST base URL (also read for metadata with gRPC)")
+@click.option("--model", "model_name", default="taxi", show_default=True, help="model name")
+@click.option("--protocol", type=click.Choice(["rest", "grpc"]), default="rest", show_default=True)
+@click.option("--grpc-target", default="127.0.0.1:8500", show_default=True, help="host:port for --protocol grpc")
+@click.option("--version", "model_version", type=int, help="a specific model version")
+@click.option("--label", help="a version label, e.g. stable or canary")
+@click.option("--signature", default="serving_default", show_default=True)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds per request")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="rows per request")
+@click.option("--drop-unknown", is_flag=True, help="ignore columns that are not model inputs (e.g. the label)")
+@json_option
+@verbosity_options
+def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: str, grpc_target: str,
+            model_version: int | None, label: str | None, signature: str, timeout: float, batch_size: int,
+            drop_unknown: bool, as_json: bool) -> int:
+    """Predict rows from FILE (CSV with a header, or JSON lines; '-' reads stdin).
+
+    Empty CSV cells and missing keys are missing values (NaN for numbers, ''
+    for strings, the model's convention). Prints one line per row, in order.
+    """
+    from serving.client import ServingClient, ServingClientError
+
+    name = getattr(rows_file, "name", "-")
+    fmt = fmt if fmt != "auto" else ("csv" if str(name).endswith(".csv") else "jsonl")
+    try:
+        rows = read_rows(rows_file, fmt)
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise UsageProblem(f"cannot read {name}: {error}") from None
+    if not rows:
+        raise UsageProblem(f"{name} holds no rows")
+    started = time.monotonic()
+    try:
+        with ServingClient(url, model_name, protocol=protocol, grpc_target=grpc_target, timeout=timeout,
+                           version=model_version, label=label, signature=signature) as client:
+            rows = typed(rows, client.input_dtypes(), drop_unknown)
+            predictions: list[dict[str, Any]] = []
+            for start in range(0, len(rows), batch_size):
+                predictions += client.predict(rows[start:start + batch_size])
+    except ServingClientError as error:
+        raise CliError(f"the server answered {error.status}: {error.message}") from None
+    except (ValueError, KeyError) as error:
+        raise UsageProblem(str(error).strip("'")) from None
+    for index, prediction in enumerate(predictions):
+        if as_json:
+            emit_json({"row": index, **prediction})
+        else:
+            click.echo(f"row {index}: {_format(prediction)}")
+    info(f"{len(predictions)} prediction(s) from {model_name} over {protocol}")
+    detail(f"{time.monotonic() - started:.2f} s, {math.ceil(len(rows) / batch_size)} request(s)")
+    sys.stdout.flush()
+    return EXIT_OK

@@ -1,0 +1,77 @@
+"""The report, runs and lineage on a real pipeline run, and the report as a real browser renders it.
+
+Needs the session pipeline run (`trained_output`), hence the e2e marker. The
+browser check needs Debian's `chromium` (CI installs it); without it that one
+test is skipped with the reason.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.run_summary import summarize
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def taxi(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_the_run_wrote_its_report_automatically(trained_output) -> None:
+    run_id = summarize(str(trained_output / "metadata.sqlite")).run_id
+    stdout = (trained_output / "first_run_stdout.txt").read_text()
+    assert "report: " in stdout
+    html = list((trained_output / "reports").glob("*.html"))
+    assert [p.stem for p in html] == [run_id.replace(":", "-")]
+    text = html[0].read_text()
+    assert "<script" not in text and "<link" not in text and "http://" not in text.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert "CsvExampleGen" in stdout  # live progress lines (no TTY in tests: plain lines)
+
+
+def test_runs_and_lineage(trained_output) -> None:
+    summary = summarize(str(trained_output / "metadata.sqlite"))
+    runs = taxi("runs", "-o", str(trained_output), "--json")
+    assert runs.returncode == 0, runs.stderr
+    rows = [json.loads(line) for line in runs.stdout.splitlines()]
+    first = [r for r in rows if r["pushed_version"] == summary.pushed_version][0]
+    assert first["outcome"] == "completed" and first["blessed"] is True
+    assert first["metrics"]["auc"] == pytest.approx(summary.metrics["auc"])
+    lineage = taxi("lineage", summary.pushed_version, "-o", str(trained_output), "--json")
+    assert lineage.returncode == 0, lineage.stderr
+    steps = json.loads(lineage.stdout)["steps"]
+    nodes = [s["node"] for s in steps]
+    for node in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "Transform", "Trainer", "Evaluator", "Pusher"):
+        assert node in nodes
+    gen = steps[nodes.index("CsvExampleGen")]
+    assert gen["properties"]["input_base"].endswith("data/simple")
+    assert taxi("lineage", "42", "-o", str(trained_output)).returncode == 2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: apt-get install -y chromium)")
+def test_report_renders_in_chromium(trained_output, tmp_path) -> None:
+    made = taxi("report", "-o", str(trained_output))
+    assert made.returncode == 0, made.stderr
+    page = made.stdout.strip().splitlines()[-1]
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", f"file://{page}"], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    summary = summarize(str(trained_output / "metadata.sqlite"))
+    rendered = dom.stdout
+    assert f"Model BLESSED; pushed as version {summary.pushed_version}" in rendered
+    assert f"{summary.metrics['auc']:.4f}" in rendered and "AUC by payment_type" in rendered
+    for name in ("CsvExampleGen", "StatisticsGen", "Transform", "Trainer", "Evaluator", "Pusher"):
+        assert name in rendered
+    assert "Feature statistics, split train" in rendered and "<svg" in rendered
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, "--window-size=1280,2000", f"--screenshot={shot}", f"file://{page}"],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 20_000  # a real rendering, not a blank page

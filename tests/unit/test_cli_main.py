@@ -1,0 +1,102 @@
+"""The `taxi` command group: help everywhere, one-line errors, exit codes, no drift from the runners."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+import local_runner
+import vertex_runner
+from cli.main import COMMANDS, LazyGroup, cli, main
+from tests.conftest import ROOT
+
+HELP_PATHS = [[], *([name] for name in COMMANDS), ["vertex", "compile"], ["vertex", "submit"],
+              ["vertex", "schedule"], ["vertex", "schedule", "create"], ["vertex", "schedule", "pause"]]
+
+
+@pytest.mark.parametrize("path", HELP_PATHS, ids=lambda p: " ".join(p) or "taxi")
+def test_every_level_has_help(path: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Usage: taxi {' '.join(path)}".rstrip())
+
+
+def test_help_imports_no_tensorflow_or_tfx() -> None:
+    code = ("import sys; from cli.main import main\n"
+            "for p in (['--help'], ['run', '--help'], ['vertex', 'compile', '--help'], ['runs', '--help']):\n"
+            "    assert main(p) == 0\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tfx', 'apache_beam', "
+            "'tensorflow_model_analysis', 'google.cloud.aiplatform', 'kfp'})\n"
+            "print('HEAVY', heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+
+
+def test_python_dash_m_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0 and "lineage" in done.stdout and "Exit codes" in done.stdout
+
+
+def _options(command: click.Command) -> dict[str, click.Parameter]:
+    return {opt: p for p in command.params for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+
+
+def test_run_has_exactly_local_runners_flags_and_defaults() -> None:
+    run = LazyGroup().get_command(click.Context(cli), "run")
+    options = _options(run)
+    for action in local_runner.build_parser()._actions:
+        for flag in action.option_strings:
+            if flag in ("-h", "--help"):
+                continue
+            assert flag in options, f"{flag} of local_runner.py is missing from `taxi run`"
+            default = options[flag].default
+            assert default == (action.default if action.default is not None else default), flag
+    extra = {o for o in options if o.startswith("--")} - {o for a in local_runner.build_parser()._actions
+                                                          for o in a.option_strings}
+    assert extra <= {"--quiet", "--verbose", "--help"}
+
+
+def test_run_hands_local_runner_the_same_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["--data", "d", "--output", "o", "--train-steps", "7", "--learning-rate", "0.01", "--no-cache",
+            "--beam-args", "--direct_num_workers=2"]
+    seen = []
+    monkeypatch.setattr(local_runner, "execute", lambda args: seen.append(args) or 0)
+    assert main(["run", *argv]) == 0
+    argv[-2:] = ["--beam-args=--direct_num_workers=2"]  # argparse needs '=' for a value starting with '-'
+    assert vars(seen[0]) == vars(local_runner.parse_args(argv))
+
+
+def test_quiet_turns_off_live_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(local_runner, "execute", lambda args: seen.append(args) or 0)
+    assert main(["-q", "run", "--output", "o"]) == 0
+    assert seen[0].no_progress is True
+
+
+def test_vertex_keeps_its_subcommands_and_flags() -> None:
+    vertex = LazyGroup().get_command(click.Context(cli), "vertex")
+    parser = vertex_runner.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(vertex.commands) == set(sub.choices)
+    compile_flags = {o for a in sub.choices["compile"]._actions for o in a.option_strings} - {"-h", "--help"}
+    assert compile_flags <= set(_options(vertex.commands["compile"]))
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["run", "--train-steps", "0"], "error: train steps must be at least 1"),
+    (["run", "--data", "/no/such/folder"], "error:"),
+    (["run", "--train-steps", "many"], "error: Invalid value for '--train-steps'"),
+    (["runs", "--bogus"], "error: No such option '--bogus'"),
+    (["nonsense"], "error: No such command 'nonsense'"),
+    (["vertex", "compile", "--project", "Bad_Project"], "error: project 'Bad_Project'"),
+    (["lineage"], "error: Missing argument 'VERSION'"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(argv: list[str], fragment: str, tmp_path, monkeypatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(fragment), err

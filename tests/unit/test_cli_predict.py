@@ -1,0 +1,69 @@
+"""`taxi predict` through the real local server and client (toy model, REST and gRPC)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli.main import main
+from cli.serving import typed
+from serving.config import ModelSpec
+from serving.server import ServerOptions, ServingServer
+from serving.testing import push_toy
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("predict") / "toy"
+    base.mkdir()
+    push_toy(base, 1, scale=2.0)
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=0,
+                            file_system_poll_wait_seconds=0)
+    with ServingServer(options) as srv:
+        yield srv
+
+
+def test_csv_rows_are_typed_by_the_signature_and_predicted(server, tmp_path, capsys) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1.5,ab\n,xyz\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--json"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0] == {"row": 0, "y": 3.0, "n": 2}
+    assert out[1]["n"] == 3  # the empty number became NaN, as the model's missing value
+
+
+def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"x": 2, "s": "a"}\n\n{"x": 4, "s": "bb"}\n')
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--protocol", "grpc",
+                 "--grpc-target", server.grpc_target, "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["row 0: y 4.0000  n 1", "row 1: y 8.0000  n 2"]
+    assert captured.err == ""  # --quiet: results only
+
+
+@pytest.mark.parametrize("content,args,code,fragment", [
+    ("x,s,label\n1,a,0\n", [], 2, "error: row 0: 'label' is not a model input"),
+    ("x,s\nmany,a\n", [], 2, "error: row 0: x='many' is not a number"),
+    ("x,s\n1,bad!\n", [], 1, "error: the server answered 400"),
+    ("x,s\n", [], 2, "error: "),
+])
+def test_bad_rows_and_refusals_are_one_line(server, tmp_path, capsys, content, args, code, fragment) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text(content)
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", *args]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(fragment), err
+
+
+def test_unreachable_server_is_exit_1(tmp_path, capsys) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", "http://127.0.0.1:9", "--model", "toy", "--timeout", "1"]) == 1
+    assert capsys.readouterr().err.startswith("error: the server answered connection: cannot reach")
+
+
+def test_drop_unknown_and_types() -> None:
+    dtypes = {"x": "DT_DOUBLE", "k": "DT_INT64", "s": "DT_STRING"}
+    assert typed([{"x": "1", "k": "3", "s": "", "label": "1"}], dtypes, drop_unknown=True) == [
+        {"x": 1.0, "k": 3, "s": ""}]
