@@ -49,6 +49,7 @@ class Batcher:
         self._queue: collections.deque[_Task] = collections.deque()
         self._cond = threading.Condition()
         self._stopped = False
+        self.batches = self.merged = 0  # model calls made, and how many requests shared one
         self._threads = [
             threading.Thread(target=self._work, name=f"batcher-{i}", daemon=True)
             for i in range(max(1, params.num_batch_threads))
@@ -99,8 +100,11 @@ class Batcher:
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             if len(batch) == 1:
+                self.batches += 1
                 self._run_one(batch[0])
                 continue
+            self.batches += 1
+            self.merged += len(batch)
             first = batch[0]
             feeds = {k: np.concatenate([t.feeds[k] for t in batch]) for k in first.feeds}
             try:

@@ -45,6 +45,8 @@ class ServerOptions:
     request_log_dir: Path | None = None
     request_log_sample_rate: float = 0.0
     model_threads: int = 1
+    tf_intra_op_threads: int = 0  # 0: TensorFlow's default (all cores)
+    tf_inter_op_threads: int = 0
 
 
 def parse_batching_parameters(text: str) -> BatchingParameters:
@@ -74,6 +76,20 @@ def model_specs_from_config(options: ServerOptions) -> list[ModelSpec]:
     return [replace(s, base_path=options.base_path_override.get(s.name, s.base_path)) for s in specs]
 
 
+def configure_tensorflow(intra_op: int, inter_op: int) -> None:
+    """TF's thread pools, like tensorflow_model_server's parallelism flags.
+    Only possible before the first op runs; later calls keep what is set."""
+    import tensorflow as tf
+
+    try:
+        if intra_op > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op > 0:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as exc:
+        log.warning("TensorFlow thread pools already initialised, flags ignored: %s", exc)
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind before starting uvicorn, so port 0 works and a busy port fails fast."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -94,6 +110,7 @@ class ServingServer:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
+        configure_tensorflow(options.tf_intra_op_threads, options.tf_inter_op_threads)
         self.metrics = Metrics()
         specs = model_specs_from_config(options)
         reload = (lambda: model_specs_from_config(options)) if options.model_config_file else None

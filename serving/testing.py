@@ -24,7 +24,9 @@ class _Toy(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="x"),
                                   tf.TensorSpec([None], tf.string, name="s")])
     def predict(self, x: tf.Tensor, s: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"y": tf.cast(x * self.scale, tf.float32), "n": tf.strings.length(s, unit="UTF8_CHAR", name=None)
+        # a data-dependent failure, so tests can send a request the model itself rejects
+        tf.debugging.assert_equal(tf.strings.regex_full_match(s, "[^!]*"), True, message="s must not contain '!'")
+        return {"y": tf.cast(x * self.scale, tf.float32), "n": tf.strings.length(s, unit="UTF8_CHAR")
                 + tf.zeros_like(tf.cast(x, tf.int32))}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])

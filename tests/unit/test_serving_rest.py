@@ -94,6 +94,7 @@ def test_classify_and_regress(http: httpx.Client) -> None:
     ("POST", "/v1/models/toy:predict", {"signature_name": "nah", "instances": [{"x": 1}]}, 400, "nah"),
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": ""}] * 101}, 400, "maximum of 100"),
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "a" * 300_000}]}, 413, "limit"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "no!"}]}, 400, "model rejected the input: assertion failed: [s must not contain"),
     ("GET", "/nowhere", None, 404, "Not Found"),
 ])
 def test_errors_are_json_with_tf_serving_codes(http: httpx.Client, method: str, path: str, body: object,
