@@ -92,7 +92,7 @@ def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool
 
 def _format(prediction: dict[str, Any]) -> str:
     parts = []
-    for key, value in prediction.items():
+    for key, value in sorted(prediction.items()):  # REST and gRPC order outputs differently
         value = value[0] if isinstance(value, list) and len(value) == 1 else value
         parts.append(f"{key} {value:.4f}" if isinstance(value, float) and not math.isnan(value) else f"{key} {value}")
     return "  ".join(parts)
@@ -146,7 +146,7 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
         raise UsageProblem(str(error).strip("'")) from None
     for index, prediction in enumerate(predictions):
         if as_json:
-            emit_json({"row": index, **prediction})
+            emit_json({"row": index, **dict(sorted(prediction.items()))})
         else:
             click.echo(f"row {index}: {_format(prediction)}")
     info(f"{len(predictions)} prediction(s) from {model_name} over {protocol}")

@@ -38,7 +38,7 @@ def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:
     assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--protocol", "grpc",
                  "--grpc-target", server.grpc_target, "-q"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.splitlines() == ["row 0: y 4.0000  n 1", "row 1: y 8.0000  n 2"]
+    assert captured.out.splitlines() == ["row 0: n 1  y 4.0000", "row 1: n 2  y 8.0000"]
     assert captured.err == ""  # --quiet: results only
 
 
