@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shlex
 import sys
 import time
 
-from pipeline import configs, data
+from pipeline import configs, data, spans
 from pipeline.configs import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how far AUC may fall below the serving model and still be blessed (default: %(default)s)")
     parser.add_argument("--beam-args", default=" ".join(configs.DEFAULT_LOCAL_BEAM_ARGS),
                         help="Beam pipeline args, one quoted string (default: %(default)r)")
+    parser.add_argument("--span", type=int, default=None,
+                        help="with span-<N>/ data folders: the span to train on (default: the latest)")
+    parser.add_argument("--accept-drift", action="store_true",
+                        help="train even when the span drifted from the previous one beyond the schema's thresholds "
+                             "(recorded in MLMD; anomalies still stop the run)")
     parser.add_argument("--no-cache", action="store_true", help="run every component even if TFX has its outputs cached")
     parser.add_argument("--rerun", action="store_true",
                         help="hand the run to TFX even when nothing changed since the last completed run")
@@ -57,14 +63,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     data_root = args.data or data.bundled_taxi_data()
-    data.check_csv_folder(data_root)
+    span, previous_span = spans.choose_spans(data_root, args.span)
     if not os.path.isfile(args.schema):
         raise ConfigError(f"schema file {args.schema} does not exist")
     try:
         beam_args = tuple(shlex.split(args.beam_args))
     except ValueError as error:
         raise ConfigError(f"--beam-args is not a valid argument string: {error}") from None
-    return configs.local_config(
+    config = configs.local_config(
         data_root,
         args.output,
         pipeline_name=args.pipeline_name,
@@ -78,7 +84,12 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         auc_change_tolerance=args.auc_change_tolerance,
         beam_pipeline_args=beam_args,
         enable_cache=not args.no_cache,
+        span=span,
+        previous_span=previous_span,
+        accept_drift=args.accept_drift,
     )
+    # Only once every setting is valid does anything get written to the output folder.
+    return dataclasses.replace(config, schema_path=configs.content_addressed_schema(args.schema, args.output))
 
 
 @contextlib.contextmanager
@@ -126,7 +137,10 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
             return EXIT_OK
 
     log_path = os.path.join(os.path.dirname(config.pipeline_root), "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
-    print(f"running pipeline {config.pipeline_name} on {config.data_root}")
+    where = config.data_root if config.span is None else f"{config.data_root} span {config.span}"
+    drift = "" if config.previous_span is None else f", drift vs span {config.previous_span}"
+    accepted = " (drift accepted)" if config.accept_drift else ""
+    print(f"running pipeline {config.pipeline_name} on {where}{drift}{accepted}")
     print(f"logs: {log_path}")
     started = time.monotonic()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -45,6 +45,11 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = DEFAULT_LOCAL_BEAM_ARGS
     enable_cache: bool = True
     code_fingerprint: str = ""
+    # Spans: data_root holds span-<N>/ folders; train on `span`, compare its
+    # statistics with `previous_span` (None: a flat folder, or the first span).
+    span: int | None = None
+    previous_span: int | None = None
+    accept_drift: bool = False
     # Vertex only: when set, the Trainer runs as a Vertex custom job and the
     # Pusher uploads to Model Registry / deploys to an Endpoint (TFX's
     # google_cloud_ai_platform extensions, which take these dicts as they are).
@@ -90,6 +95,22 @@ def models_code_fingerprint() -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def content_addressed_schema(schema_path: str, output_dir: str) -> str:
+    """A copy of the schema under a folder named by its hash.
+
+    ImportSchemaGen's cache key is the schema *path*: an edited schema.pbtxt at
+    the same path would be a cache hit and the old contract would be used.
+    """
+    content = Path(schema_path).read_bytes()
+    target = Path(output_dir) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
+    return str(target)
 
 
 def local_config(

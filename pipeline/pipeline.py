@@ -22,19 +22,22 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
 )
 from tfx.orchestration import metadata
 from tfx.orchestration import pipeline as tfx_pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
 from models import features
 from pipeline.components import dedup_pusher
 from pipeline.components.data_gate import DataGate
 from pipeline.configs import PipelineConfig
+from pipeline.spans import SPAN_PATTERN
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.model.run_fn"
 
 # Component ids, stable so that MLMD history and caching survive edits.
 EXAMPLE_GEN = "CsvExampleGen"
+PREVIOUS_EXAMPLE_GEN = "PreviousSpanExampleGen"
+PREVIOUS_STATISTICS_GEN = "PreviousSpanStatisticsGen"
 DATA_GATE = "DataGate"
 TRAINER = "Trainer"
 EVALUATOR = "Evaluator"
@@ -111,28 +114,58 @@ def _vertex_serving_config(config: PipelineConfig) -> dict:
     }
 
 
-def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
-    example_gen = CsvExampleGen(
-        input_base=config.data_root,
-        # Hash-bucketed on the whole row: the same row always lands in the same split.
-        output_config=example_gen_pb2.Output(
-            split_config=example_gen_pb2.SplitConfig(
-                splits=[
-                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
-                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-                ]
-            )
-        ),
-    ).with_id(EXAMPLE_GEN)
+SPLIT_CONFIG = example_gen_pb2.Output(
+    # Hash-bucketed on the whole row: the same row always lands in the same split.
+    split_config=example_gen_pb2.SplitConfig(
+        splits=[
+            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
+            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+        ]
+    )
+)
 
+
+def _example_gen(config: PipelineConfig, span: int | None) -> CsvExampleGen:
+    """CsvExampleGen over the flat folder, or over exactly one span-<N>/ folder (recorded in MLMD)."""
+    if span is None:
+        return CsvExampleGen(input_base=config.data_root, output_config=SPLIT_CONFIG)
+    return CsvExampleGen(
+        input_base=config.data_root,
+        input_config=example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=SPAN_PATTERN)]
+        ),
+        output_config=SPLIT_CONFIG,
+        range_config=range_config_pb2.RangeConfig(
+            static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
+        ),
+    )
+
+
+def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
+    example_gen = _example_gen(config, config.span).with_id(EXAMPLE_GEN)
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = ImportSchemaGen(schema_file=config.schema_path)
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_importer.outputs["schema"],
     )
+    baseline = []
+    if config.previous_span is not None:
+        # The previous span's statistics, for the drift comparators (cached after its first run).
+        previous_examples = _example_gen(config, config.previous_span).with_id(PREVIOUS_EXAMPLE_GEN)
+        previous_statistics = StatisticsGen(examples=previous_examples.outputs["examples"]).with_id(
+            PREVIOUS_STATISTICS_GEN
+        )
+        baseline = [previous_examples, previous_statistics]
     # ExampleValidator only records anomalies; the gate is what stops the run.
-    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"]).with_id(DATA_GATE)
+    gate_inputs = {"baseline_statistics": baseline[1].outputs["statistics"]} if baseline else {}
+    data_gate = DataGate(
+        anomalies=example_validator.outputs["anomalies"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_importer.outputs["schema"],
+        accept_drift=int(config.accept_drift),
+        **gate_inputs,
+    ).with_id(DATA_GATE)
 
     code = {"models_code": config.code_fingerprint}
     transform = Transform(
@@ -203,6 +236,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
 
     components = [
         example_gen,
+        *baseline,
         statistics_gen,
         schema_importer,
         example_validator,

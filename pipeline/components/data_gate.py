@@ -1,15 +1,20 @@
-"""DataGate: stop the run when ExampleValidator found anomalies.
+"""DataGate: stop the run when ExampleValidator found anomalies or the data drifted.
 
 ExampleValidator records anomalies and lets the pipeline go on to train on the
 bad data; this component reads what it recorded and fails, so Transform,
-Trainer and Pusher (which run after it) never see that data.
+Trainer and Pusher (which run after it) never see that data. With the previous
+span's statistics it also applies the schema's drift comparators (TFDV), which
+ExampleValidator in TFX 1.16 does not; `accept_drift` lets a run through
+drift (never through anomalies), and MLMD keeps that choice with the execution.
 """
 # No `from __future__ import annotations`: TFX's @component reads real annotations.
 import os
 
+from absl import logging
+
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
-from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
@@ -17,14 +22,29 @@ from tfx.utils import io_utils
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 
-class DataGateError(RuntimeError):
-    """The data broke its contract; the message lists every anomaly, one a line."""
+DRIFT_REASONS = {
+    anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH,
+    anomalies_pb2.AnomalyInfo.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
+    anomalies_pb2.AnomalyInfo.COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH,
+}
+DRIFT_SPLIT = "train"
 
-    def __init__(self, problems: list):
+
+class DataGateError(RuntimeError):
+    """The data broke its contract; the message lists every problem, one a line."""
+
+    def __init__(self, problems: list, drift: list, drift_accepted: bool = False):
         self.problems = problems
+        self.drift = drift
+        parts = []
+        if problems:
+            parts.append(f"{len(problems)} anomal{'y' if len(problems) == 1 else 'ies'} against the schema")
+        if drift:
+            count = f"{len(drift)} feature{'s' if len(drift) != 1 else ''}"
+            parts.append(f"drift above threshold in {count}" + (" (accepted)" if drift_accepted else
+                                                                 " (--accept-drift to train anyway)"))
         super().__init__(
-            f"data gate: {len(problems)} anomal{'y' if len(problems) == 1 else 'ies'} "
-            "against schema/schema.pbtxt; nothing was trained or pushed\n" + "\n".join(problems)
+            "data gate: " + " and ".join(parts) + "; nothing was trained or pushed\n" + "\n".join(problems + drift)
         )
 
 
@@ -53,10 +73,47 @@ def read_anomalies(artifact: types.Artifact) -> dict:
     return result
 
 
+def _split_statistics(artifact: types.Artifact, split: str):  # noqa: ANN202 - DatasetFeatureStatisticsList
+    import tensorflow_data_validation as tfdv
+
+    path = os.path.join(artifact_utils.get_split_uri([artifact], split), "FeatureStats.pb")
+    return tfdv.load_stats_binary(path)
+
+
+def drift_against(statistics: types.Artifact, baseline: types.Artifact, schema: types.Artifact) -> list:
+    """One line per feature whose drift comparator fired: distance and threshold."""
+    import tensorflow_data_validation as tfdv
+
+    schema_proto = io_utils.SchemaReader().read(os.path.join(schema.uri, "schema.pbtxt"))
+    found = tfdv.validate_statistics(
+        _split_statistics(statistics, DRIFT_SPLIT), schema_proto,
+        previous_statistics=_split_statistics(baseline, DRIFT_SPLIT),
+    )
+    measured = {
+        info.path.step[0]: (m.value, m.threshold)
+        for info in found.drift_skew_info for m in info.drift_measurements
+    }
+    lines = []
+    for feature, info in sorted(found.anomaly_info.items()):
+        if any(reason.type in DRIFT_REASONS for reason in info.reason):
+            value, threshold = measured.get(feature, (float("nan"), float("nan")))
+            lines.append(f"  [drift] {feature}: distance {value:.3f} > threshold {threshold:.3f} vs the previous span")
+    return lines
+
+
 @component
-def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]) -> None:  # noqa: N802
+def DataGate(  # noqa: N802 - TFX component naming
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    schema: InputArtifact[standard_artifacts.Schema],
+    baseline_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,  # optional input
+    accept_drift: Parameter[int] = 0,
+) -> None:
     problems = []
     for split, found in read_anomalies(anomalies).items():
         problems.extend(describe_anomalies(split, found))
-    if problems:
-        raise DataGateError(problems)
+    drift = drift_against(statistics, baseline_statistics, schema) if baseline_statistics is not None else []
+    if problems or (drift and not accept_drift):
+        raise DataGateError(problems, drift, bool(accept_drift))
+    if drift:
+        logging.warning("data gate: drift accepted by the run's --accept-drift:\n%s", "\n".join(drift))

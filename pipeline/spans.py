@@ -1,0 +1,106 @@
+"""Data spans: `span-<N>/` folders of CSV files, and a tool that cuts the taxi data into them.
+
+    python -m pipeline.spans split --out DIR [--by year|quarter] [--data DIR]
+
+A data folder either holds CSV files directly (one implicit span) or
+`span-1/`, `span-2/`, ... folders; a run trains on the latest span unless told
+otherwise, and compares its statistics with the span before it (drift).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import re
+import sys
+from pathlib import Path
+
+from pipeline import data
+from pipeline.configs import ConfigError
+
+SPAN_DIR = re.compile(r"^span-(\d+)$")
+SPAN_PATTERN = "span-{SPAN}/*"
+TIMESTAMP = "trip_start_timestamp"
+
+
+def list_spans(folder: str) -> list[int]:
+    """Span numbers present under folder (empty when it holds plain CSV files)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in path.iterdir() if p.is_dir() and (m := SPAN_DIR.match(p.name)))
+
+
+def choose_spans(folder: str, span: int | None) -> tuple[int | None, int | None]:
+    """(span to train on, the span before it) for a spanned folder; (None, None) for a flat one."""
+    spans = list_spans(folder)
+    if not spans:
+        if span is not None:
+            raise ConfigError(f"--span {span} given but {folder} has no span-<N>/ folders")
+        data.check_csv_folder(folder)
+        return None, None
+    chosen = spans[-1] if span is None else span
+    if chosen not in spans:
+        raise ConfigError(f"span {chosen} not found in {folder} (spans there: {', '.join(map(str, spans))})")
+    data.check_csv_folder(str(Path(folder) / f"span-{chosen}"))
+    earlier = [s for s in spans if s < chosen]
+    if earlier:
+        data.check_csv_folder(str(Path(folder) / f"span-{earlier[-1]}"))
+    return chosen, earlier[-1] if earlier else None
+
+
+def _period(row: dict, by: str) -> str:
+    moment = datetime.datetime.fromtimestamp(int(row[TIMESTAMP]), tz=datetime.timezone.utc)
+    return f"{moment.year}" if by == "year" else f"{moment.year}-Q{(moment.month - 1) // 3 + 1}"
+
+
+def split(source: str, out: str, by: str) -> dict[int, tuple[str, int]]:
+    """Write one span per period, oldest first; returns {span: (period, rows)}."""
+    files = data.check_csv_folder(source)
+    periods: dict[str, list[dict]] = {}
+    header: list[str] = []
+    for file in files:
+        with open(file, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = header or list(reader.fieldnames or [])
+            if TIMESTAMP not in header:
+                raise ConfigError(f"{file} has no {TIMESTAMP} column to cut spans by")
+            for row in reader:
+                if not row[TIMESTAMP]:
+                    continue
+                periods.setdefault(_period(row, by), []).append(row)
+    target = Path(out)
+    if list_spans(out):
+        raise ConfigError(f"{out} already holds spans; choose an empty folder")
+    written = {}
+    for number, period in enumerate(sorted(periods), start=1):
+        folder = target / f"span-{number}"
+        folder.mkdir(parents=True)
+        with open(folder / "data.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(periods[period])
+        written[number] = (period, len(periods[period]))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.spans", description="Cut CSV data into span-<N>/ folders by time.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    cut = commands.add_parser("split", help="one span per year or quarter of trip_start_timestamp")
+    cut.add_argument("--out", required=True, help="folder to create span-<N>/ folders in")
+    cut.add_argument("--by", choices=("year", "quarter"), default="year")
+    cut.add_argument("--data", help="source CSV folder (default: the bundled taxi sample)")
+    args = parser.parse_args(argv)
+    try:
+        written = split(args.data or data.bundled_taxi_data(), args.out, args.by)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for number, (period, rows) in written.items():
+        print(f"span-{number}: {period}, {rows} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

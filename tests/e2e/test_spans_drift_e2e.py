@@ -1,0 +1,47 @@
+"""Spans and the drift gate on real taxi rows: a shifted span stops the run unless drift is accepted."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from pipeline.data import bundled_taxi_data
+from pipeline.run_summary import summarize
+from tests.conftest import pushed_versions, run_local
+
+pytestmark = pytest.mark.e2e
+
+
+def _spans(tmp_path: Path) -> Path:
+    with open(Path(bundled_taxi_data()) / "data.csv") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    root = tmp_path / "spans"
+    # span-2: the same kind of trips, but nearly every one paid by credit card.
+    shifted = [{**r, "payment_type": "Credit Card"} if i % 10 else r for i, r in enumerate(rows[6000:12000])]
+    for number, part in ((1, rows[:6000]), (2, shifted)):
+        (root / f"span-{number}").mkdir(parents=True)
+        with open(root / f"span-{number}" / "data.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(part)
+    return root
+
+
+def test_drifted_span_is_stopped_then_accepted(tmp_path):
+    data, output = _spans(tmp_path), tmp_path / "out"
+    stopped = run_local(output, "--data", str(data), "--no-report")
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr[-2000:]
+    assert "span 2, drift vs span 1" in stopped.stdout
+    assert "[drift] payment_type" in stopped.stderr and "--accept-drift" in stopped.stderr
+    assert pushed_versions(output) == []
+
+    accepted = run_local(output, "--data", str(data), "--accept-drift", "--no-report")
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert "(drift accepted)" in accepted.stdout
+    summary = summarize(str(output / "metadata.sqlite"))
+    states = {c.name: c.state for c in summary.components}
+    # The statistics of both spans were computed by the stopped run and reused.
+    assert states["StatisticsGen"] == "cached" and states["PreviousSpanStatisticsGen"] == "cached"
+    assert states["Trainer"] == "ran"

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from pipeline import configs, spans
+from pipeline.configs import ConfigError
+
+
+def _write(folder: Path, rows: int = 3) -> None:
+    folder.mkdir(parents=True)
+    (folder / "data.csv").write_text("a,b\n" + "1,2\n" * rows)
+
+
+def test_latest_span_and_its_predecessor(tmp_path):
+    for n in (1, 2, 5):
+        _write(tmp_path / f"span-{n}")
+    (tmp_path / "notes").mkdir()
+    assert spans.list_spans(str(tmp_path)) == [1, 2, 5]
+    assert spans.choose_spans(str(tmp_path), None) == (5, 2)
+    assert spans.choose_spans(str(tmp_path), 2) == (2, 1)
+    assert spans.choose_spans(str(tmp_path), 1) == (1, None)
+
+
+def test_flat_folder_has_no_spans(tmp_path):
+    _write(tmp_path / "flat")
+    assert spans.choose_spans(str(tmp_path / "flat"), None) == (None, None)
+    with pytest.raises(ConfigError, match="no span-<N>/ folders"):
+        spans.choose_spans(str(tmp_path / "flat"), 3)
+
+
+def test_missing_or_empty_span_is_named(tmp_path):
+    _write(tmp_path / "span-1")
+    (tmp_path / "span-2").mkdir()
+    with pytest.raises(ConfigError, match=r"span 7 not found in .* \(spans there: 1, 2\)"):
+        spans.choose_spans(str(tmp_path), 7)
+    with pytest.raises(ConfigError, match="is empty"):
+        spans.choose_spans(str(tmp_path), 2)
+
+
+def test_split_by_year_orders_spans_in_time(tmp_path):
+    assert spans.main(["split", "--out", str(tmp_path / "spans")]) == 0
+    found = spans.list_spans(str(tmp_path / "spans"))
+    assert found == [1, 2, 3, 4]
+    years = []
+    total = 0
+    for n in found:
+        with open(tmp_path / "spans" / f"span-{n}" / "data.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        total += len(rows)
+        years.append({int(r["trip_start_timestamp"]) // (365 * 86400) for r in rows})
+    assert total == 15002
+    assert max(years[0]) <= min(years[-1])
+    # A second split into the same folder refuses rather than mixing spans.
+    assert spans.main(["split", "--out", str(tmp_path / "spans")]) == 2
+
+
+def test_schema_copy_is_addressed_by_content(tmp_path):
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text('feature { name: "a" type: INT }\n')
+    first = configs.content_addressed_schema(str(schema), str(tmp_path / "out"))
+    assert configs.content_addressed_schema(str(schema), str(tmp_path / "out")) == first
+    schema.write_text('feature { name: "a" type: FLOAT }\n')
+    second = configs.content_addressed_schema(str(schema), str(tmp_path / "out"))
+    assert second != first and Path(second).read_text().endswith("FLOAT }\n")
