@@ -11,7 +11,6 @@ drift (never through anomalies), and MLMD keeps that choice with the execution.
 import os
 
 from absl import logging
-
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
 from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
