@@ -228,6 +228,7 @@ class Registry:
                  on_event: Callable[[str, str, int, str], None] | None = None,
                  reload_config: Callable[[], list[ModelSpec] | None] | None = None,
                  config_poll_seconds: float = 0.0) -> None:
+        self._on_event = on_event
         self.models = {s.name: ModelManager(s, on_event) for s in specs}
         self.poll_seconds = poll_seconds
         self._reload_config, self._config_poll = reload_config, config_poll_seconds
@@ -256,7 +257,7 @@ class Registry:
             if spec.name in self.models:
                 self.models[spec.name].update_spec(spec)
             else:
-                self.models[spec.name] = ModelManager(spec, self.models and next(iter(self.models.values()))._on_event)
+                self.models[spec.name] = ModelManager(spec, self._on_event)  # removed models keep serving
 
     def _run(self) -> None:
         next_config = time.monotonic() + self._config_poll

@@ -90,5 +90,11 @@ class RequestLogger:
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued; called on shutdown so no sampled record is lost."""
-        self._queue.put(None)
+        if not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.error("request log writer is stuck; %d records not written", self._queue.qsize())
+            return
         self._thread.join(timeout)

@@ -201,7 +201,8 @@ class ServingServer:
         self.registry.stop()
         if self.batcher is not None:
             self.batcher.stop()
-        self.core.executor.shutdown(wait=False, cancel_futures=True)
+        if self.core.executor is not None:
+            self.core.executor.shutdown(wait=False, cancel_futures=True)
         if self.request_log is not None:
             self.request_log.close()
         self._sock.close()
