@@ -182,8 +182,23 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
     print("\n".join(lines))
     if summary:
         up_to_date.record_completed_run(config, summary.run_id, lines)
+        if summary.pushed_version:
+            _label_canary(config, int(summary.pushed_version))
     _report(config, log_path, report)
     return EXIT_OK
+
+
+def _label_canary(config: configs.PipelineConfig, version: int) -> None:
+    """A new push becomes the `canary` in serving_model/models.config; stable stays (monitoring/labels.py)."""
+    from monitoring.labels import Deployment, LabelError, label_after_push
+
+    deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
+    try:
+        labels = label_after_push(deployment, version)
+    except (LabelError, OSError) as error:  # the push stands; labels can be set with `taxi promote`
+        print(f"warning: version {version} pushed but not labelled: {error}", file=sys.stderr)
+        return
+    print("labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) + f" ({deployment.config_path})")
 
 
 def _report(config: configs.PipelineConfig, log_path: str, enabled: bool) -> None:

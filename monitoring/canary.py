@@ -1,0 +1,130 @@
+"""Checks a label change needs (blessed in MLMD, loaded by the server) and the canary's health.
+
+TF Serving refuses a label on a version it has not loaded, and a label on an
+unblessed model would bypass the Evaluator: both are checked before a write.
+Health for automatic promotion comes from the server's Prometheus metrics, which
+TF Serving and the local server both expose.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import httpx
+
+from monitoring.labels import LabelError
+from monitoring.lineage import LineageError, version_record
+
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def blessed_check(output: str) -> callable:
+    def check(version: int) -> None:
+        try:
+            record = version_record(output, version)
+        except LineageError as error:
+            raise LabelError(f"version {version}: {error}") from None
+        if not record.blessed:
+            raise LabelError(f"version {version} is not blessed by the Evaluator in MLMD; it cannot carry a label")
+    return check
+
+
+def version_state(url: str, model: str, version: int, timeout: float = 5.0) -> str:
+    """The server's state for a version (AVAILABLE, LOADING, END, NOT_FOUND)."""
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/versions/{version}", timeout=timeout)
+    except httpx.HTTPError as error:
+        raise LabelError(f"cannot reach the model server at {url} ({type(error).__name__}); "
+                         "start it or pass --offline to skip the loaded check") from None
+    if answer.status_code == 404:
+        return "NOT_FOUND"
+    statuses = answer.json().get("model_version_status", []) if answer.status_code == 200 else []
+    return statuses[0].get("state", "?") if statuses else f"HTTP {answer.status_code}"
+
+
+def loaded_check(url: str, model: str) -> callable:
+    def check(version: int) -> None:
+        state = version_state(url, model, version)
+        if state != "AVAILABLE":
+            raise LabelError(f"version {version} is not loaded by the server at {url} (state {state}); "
+                             "a label on it would be refused")
+    return check
+
+
+def all_checks(*checks: callable) -> callable:
+    def check(version: int) -> None:
+        for one in checks:
+            one(version)
+    return check
+
+
+def wait_for_label(url: str, model: str, label: str, version: int, seconds: float = 120.0) -> bool:
+    """True once the server answers the label with the version (it polls its config file)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/labels/{label}", timeout=5)
+            statuses = answer.json().get("model_version_status", []) if answer.status_code == 200 else []
+            if statuses and statuses[0].get("version") == str(version) and statuses[0].get("state") == "AVAILABLE":
+                return True
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+@dataclasses.dataclass
+class Health:
+    """What the canary served, from the Prometheus counters and latency histogram."""
+
+    requests: int
+    errors: int
+    p95_seconds: float | None
+
+    def verdict(self, min_requests: int, max_error_rate: float, max_p95_seconds: float) -> tuple[bool, str]:
+        if self.requests < min_requests:
+            return False, f"only {self.requests} of {min_requests} requests served so far"
+        rate = self.errors / self.requests
+        if rate > max_error_rate:
+            return False, f"error rate {rate:.3%} > {max_error_rate:.3%}"
+        if self.p95_seconds is not None and self.p95_seconds > max_p95_seconds:
+            return False, f"p95 latency {self.p95_seconds * 1000:.1f} ms > {max_p95_seconds * 1000:.1f} ms"
+        return True, f"{self.requests} requests, {self.errors} errors, p95 {(self.p95_seconds or 0) * 1000:.1f} ms"
+
+
+_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$')
+
+
+def _labels(text: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', text))
+
+
+def health(url: str, model: str, version: int) -> Health:
+    """Requests, non-OK answers and p95 latency of one version since the server started."""
+    try:
+        text = httpx.get(url.rstrip("/") + METRICS_PATH, timeout=5).text
+    except httpx.HTTPError as error:
+        raise LabelError(f"cannot read metrics from {url}: {type(error).__name__}") from None
+    requests = errors = 0
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if not match:
+            continue
+        labels = _labels(match["labels"])
+        if labels.get("model") != model or labels.get("version") != str(version):
+            continue
+        value = float(match["value"])
+        if match["name"] == "serving_requests_total":
+            requests += int(value)
+            if labels.get("status", "OK") not in ("OK", "200"):
+                errors += int(value)
+        elif match["name"] == "serving_request_latency_seconds_bucket":
+            bound = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    p95 = None
+    if buckets and buckets.get(float("inf"), 0) > 0:
+        total = buckets[float("inf")]
+        p95 = next(bound for bound in sorted(buckets) if buckets[bound] >= 0.95 * total)
+    return Health(requests, errors, p95)

@@ -1,0 +1,202 @@
+"""Canary and stable labels in models.config: label after push, promote, rollback.
+
+The labels live in the TF Serving ModelServerConfig that both TF Serving and the
+local server read, so a label change is a file change the server polls. Every
+change is checked first (the target is pushed, blessed and, when a server URL
+is given, loaded), written atomically under a lock, and appended to a history
+file, which is how `rollback` knows the previous stable version. The previous
+stable version stays pinned in the version policy so a rollback is instant.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
+
+STABLE, CANARY = "stable", "canary"
+HEADER = "# Labels written by the monitoring package (promote / rollback / canary after push).\n"
+
+
+class LabelError(RuntimeError):
+    """A label change that must not happen; nothing was written."""
+
+
+@dataclasses.dataclass
+class Deployment:
+    """Where one model's versions and labels live."""
+
+    push_dir: Path  # <output>/serving_model/<model>
+    config_path: Path
+    model_name: str = "taxi"
+
+    @classmethod
+    def for_output(cls, output: str | Path, model_name: str = "taxi", config: str | Path | None = None) -> Deployment:
+        base = Path(output) / "serving_model"
+        return cls(base / model_name, Path(config) if config else base / "models.config", model_name)
+
+    @property
+    def history_path(self) -> Path:
+        return self.config_path.with_name(self.config_path.name + ".history.jsonl")
+
+    def pushed(self) -> list[int]:
+        """Complete versions on disk (the Pusher copies saved_model.pb last)."""
+        if not self.push_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.push_dir.iterdir()
+                      if p.name.isdigit() and (p / "saved_model.pb").is_file())
+
+    def read(self) -> tuple[list[ModelSpec], ModelSpec | None]:
+        """All specs in the file and this model's spec (None when the file or the model is absent)."""
+        if not self.config_path.exists():
+            return [], None
+        try:
+            specs = load_model_config(self.config_path)
+        except ConfigError as error:
+            raise LabelError(str(error)) from None
+        return specs, next((s for s in specs if s.name == self.model_name), None)
+
+    def labels(self) -> dict[str, int]:
+        return dict(self.read()[1].labels) if self.read()[1] else {}
+
+    def history(self) -> list[dict]:
+        """Label changes, oldest first; a damaged line is skipped, not fatal."""
+        if not self.history_path.is_file():
+            return []
+        out = []
+        for line in self.history_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+@contextlib.contextmanager
+def _locked(deployment: Deployment) -> Iterator[None]:
+    """One label change at a time, across processes (cron, a person, the runner's hook)."""
+    deployment.config_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = deployment.config_path.with_name(deployment.config_path.name + ".lock")
+    with open(lock_path, "a") as handle:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabelError(f"another label change holds {lock_path} for over 30 s; try again") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def dangling(deployment: Deployment) -> dict[str, int]:
+    """Labels that point at versions no longer on disk."""
+    on_disk = set(deployment.pushed())
+    return {k: v for k, v in deployment.labels().items() if v not in on_disk}
+
+
+def previous_stable(deployment: Deployment, current: int | None) -> int | None:
+    """The stable version before the current one, from the history, still on disk."""
+    on_disk = set(deployment.pushed())
+    for entry in reversed(deployment.history()):
+        before = entry.get("before", {}).get(STABLE)
+        if before and before != current and before in on_disk:
+            return int(before)
+    return None
+
+
+def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: str,
+           before: dict[str, int]) -> dict[str, int]:
+    """Atomic replace of the config; the old stable stays pinned so rollback needs no load."""
+    on_disk = set(deployment.pushed())
+    missing = {k: v for k, v in labels.items() if v not in on_disk}
+    if missing:
+        label, version = next(iter(missing.items()))
+        raise LabelError(f"label '{label}' would point at version {version}, which is not in {deployment.push_dir}")
+    specs, spec = deployment.read()
+    keep = set(labels.values())
+    old_stable = before.get(STABLE)
+    if old_stable in on_disk and old_stable is not None:
+        keep.add(old_stable)
+    base_path = spec.base_path if spec else str(deployment.push_dir.resolve())
+    new_spec = ModelSpec(deployment.model_name, base_path, VersionPolicy("specific", versions=tuple(sorted(keep))),
+                         dict(labels))
+    specs = [new_spec if s.name == deployment.model_name else s for s in specs] or [new_spec]
+    if spec is None and new_spec not in specs:
+        specs.append(new_spec)
+    text = HEADER + render_model_config(specs)
+    tmp = deployment.config_path.with_name(f".{deployment.config_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, deployment.config_path)
+    entry = {"ts": time.time(), "action": action, "reason": reason, "before": before, "after": labels}
+    with deployment.history_path.open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    return labels
+
+
+# (version) -> None, raising LabelError when the version must not carry a label.
+Check = Callable[[int], None]
+
+
+def label_after_push(deployment: Deployment, version: int, check: Check | None = None) -> dict[str, int]:
+    """A new push becomes the canary; the first push ever becomes stable (nothing to compare with)."""
+    with _locked(deployment):
+        before = deployment.labels()
+        if check:
+            check(version)
+        stable = before.get(STABLE)
+        if stable is None or stable not in deployment.pushed():
+            return _write(deployment, {STABLE: version}, "first-push", f"version {version} pushed", before)
+        if stable == version:
+            return before
+        return _write(deployment, {STABLE: stable, CANARY: version}, "canary", f"version {version} pushed", before)
+
+
+def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
+    """stable := the canary (or a given version); the canary label is then dropped."""
+    with _locked(deployment):
+        before = deployment.labels()
+        target = version if version is not None else before.get(CANARY)
+        if target is None:
+            raise LabelError(f"no canary label in {deployment.config_path}: nothing to promote")
+        if target not in deployment.pushed():
+            raise LabelError(f"cannot promote version {target}: it is not in {deployment.push_dir} "
+                             f"(pushed: {deployment.pushed()[-5:] or 'none'})")
+        if before.get(STABLE) == target:
+            raise LabelError(f"version {target} is already stable")
+        check(target)
+        return _write(deployment, {STABLE: target}, "promote", f"stable {before.get(STABLE)} -> {target}", before)
+
+
+def rollback(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
+    """stable := the previous stable version (or a given one); a canary of the rolled-back version is dropped."""
+    with _locked(deployment):
+        before = deployment.labels()
+        current = before.get(STABLE)
+        target = version if version is not None else previous_stable(deployment, current)
+        if target is None:
+            older = [v for v in deployment.pushed() if current is None or v < current]
+            target = older[-1] if older else None
+        if target is None:
+            raise LabelError(f"no earlier version to roll back to (stable is {current}; "
+                             f"pushed: {deployment.pushed()[-5:] or 'none'})")
+        if target not in deployment.pushed():
+            raise LabelError(f"cannot roll back to version {target}: it is not in {deployment.push_dir}")
+        if target == current:
+            raise LabelError(f"version {target} is already stable")
+        check(target)
+        after = {STABLE: target}
+        canary = before.get(CANARY)
+        if canary is not None and canary not in (current, target) and canary in deployment.pushed():
+            after[CANARY] = canary
+        return _write(deployment, after, "rollback", f"stable {current} -> {target}", before)

@@ -1,0 +1,58 @@
+"""What MLMD knows about a pushed version: blessed?, trained on which span and statistics.
+
+Reuses report.mlmd's lineage walk (the same one `taxi lineage` prints), so the
+monitor compares served traffic with exactly the statistics that trained the
+model in service, cache hits included.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+TRAINING_STATISTICS_NODE = "StatisticsGen"
+EXAMPLE_GEN_NODE = "CsvExampleGen"
+
+
+class LineageError(RuntimeError):
+    """MLMD cannot answer for a version; the message says what is missing."""
+
+
+@dataclasses.dataclass
+class VersionRecord:
+    """One pushed version as MLMD recorded it."""
+
+    version: int
+    blessed: bool
+    span: int | None
+    statistics_uri: str | None  # StatisticsGen output over the training Examples
+
+    def statistics_file(self, split: str = "train") -> str:
+        if not self.statistics_uri:
+            raise LineageError(f"no training statistics recorded for version {self.version}")
+        path = os.path.join(self.statistics_uri, f"Split-{split}", "FeatureStats.pb")
+        if not os.path.isfile(path):
+            raise LineageError(f"training statistics of version {self.version} are gone: {path}")
+        return path
+
+
+def version_record(output: str, version: int) -> VersionRecord:
+    """Blessing, span and training statistics of a pushed version, from <output>/metadata.sqlite."""
+    from report import mlmd
+
+    try:
+        store = mlmd.open_store(output)
+        steps = mlmd.lineage(store, str(version))
+    except mlmd.StoreError as error:
+        raise LineageError(str(error)) from None
+    blessed, span, stats = False, None, None
+    for step in steps:
+        for artifact in step.inputs.get("model_blessing", []):
+            blessed = blessed or bool(artifact["properties"].get("blessed"))
+        if step.node == EXAMPLE_GEN_NODE:
+            for artifact in step.outputs.get("examples", []):
+                value = artifact["properties"].get("span")
+                span = int(value) if value is not None else span
+        if step.node == TRAINING_STATISTICS_NODE:
+            for artifact in step.outputs.get("statistics", []):
+                stats = artifact["uri"]
+    return VersionRecord(int(version), blessed, span, stats)

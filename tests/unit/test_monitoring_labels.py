@@ -1,0 +1,123 @@
+"""Canary/stable labels: after push, promote, rollback, and every refusal leaving the config untouched."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cli.main import main
+from monitoring import labels
+from monitoring.canary import loaded_check, wait_for_label
+from monitoring.labels import Deployment, LabelError
+from serving.server import ServerOptions, ServingServer
+from serving.testing import push_toy
+
+ROW = {"instances": [{"x": 1.0, "s": "a"}]}
+
+
+def _ok(version: int) -> None:
+    """Stands in for the MLMD blessing check (covered against a real MLMD store by the e2e loop)."""
+
+
+def _deployment(tmp_path: Path, versions: tuple[int, ...] = (1, 2, 3)) -> Deployment:
+    base = tmp_path / "serving_model" / "toy"
+    base.mkdir(parents=True)
+    for v in versions:
+        push_toy(base, v, scale=float(v))
+    return Deployment.for_output(tmp_path, "toy")
+
+
+def test_first_push_is_stable_then_canary_promote_rollback(tmp_path: Path) -> None:
+    d = _deployment(tmp_path)
+    assert labels.label_after_push(d, 1) == {"stable": 1}
+    assert labels.label_after_push(d, 2) == {"stable": 1, "canary": 2}
+    assert labels.promote(d, _ok) == {"stable": 2}
+    spec = d.read()[1]
+    assert spec.policy.kind == "specific" and set(spec.policy.versions) == {1, 2}  # old stable kept loaded
+    assert labels.label_after_push(d, 3) == {"stable": 2, "canary": 3}
+    assert labels.rollback(d, _ok) == {"stable": 1, "canary": 3}  # the canary is not what was rolled back
+    assert [e["action"] for e in d.history()] == ["first-push", "canary", "promote", "canary", "rollback"]
+
+
+def test_refusals_leave_config_and_history_untouched(tmp_path: Path) -> None:
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 2)
+    text, history = d.config_path.read_text(), d.history_path.read_text()
+
+    def not_blessed(version: int) -> None:
+        raise LabelError(f"version {version} is not blessed")
+
+    with pytest.raises(LabelError, match="not blessed"):
+        labels.promote(d, not_blessed)
+    with pytest.raises(LabelError, match="not in"):
+        labels.promote(d, _ok, version=99)
+    with pytest.raises(LabelError, match="already stable"):
+        labels.rollback(d, _ok, version=1)
+    shutil.rmtree(d.push_dir / "2")  # the canary's version deleted by hand
+    with pytest.raises(LabelError, match="version 2: it is not in"):
+        labels.promote(d, _ok)
+    assert labels.dangling(d) == {"canary": 2}
+    assert (d.config_path.read_text(), d.history_path.read_text()) == (text, history)
+
+
+def test_rollback_with_nothing_earlier_and_broken_config(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, versions=(5,))
+    labels.label_after_push(d, 5)
+    with pytest.raises(LabelError, match="no earlier version"):
+        labels.rollback(d, _ok)
+    d.config_path.write_text("not { a config")
+    with pytest.raises(LabelError, match="not a ModelServerConfig"):
+        labels.promote(d, _ok, version=5)
+    assert d.config_path.read_text() == "not { a config"
+
+
+def test_cli_labels_flags_a_label_on_a_deleted_version(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 3)
+    assert main(["labels", "--output", str(tmp_path), "--model", "toy"]) == 0
+    shutil.rmtree(d.push_dir / "3")
+    assert main(["labels", "--output", str(tmp_path), "--model", "toy"]) == 1
+    assert "error: label 'stable' points at version 3" in capsys.readouterr().err
+    # promote needs MLMD for the blessing: a clear refusal, nothing written
+    before = d.config_path.read_text()
+    assert main(["promote", "--output", str(tmp_path), "--model", "toy", "--version", "2", "--offline"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: promote: version 2: no MLMD store") and err.count("\n") == 1
+    assert d.config_path.read_text() == before
+
+
+def test_loaded_check_and_a_real_server_following_the_labels(tmp_path: Path) -> None:
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    server = ServingServer(ServerOptions(models=[], rest_port=0, grpc_port=None, file_system_poll_wait_seconds=0.2,
+                                         model_config_file=d.config_path,
+                                         model_config_file_poll_wait_seconds=0.2)).start()
+    try:
+        http = httpx.Client(base_url=server.url, timeout=10)
+        check = loaded_check(server.url, "toy")
+        with pytest.raises(LabelError, match="not loaded"):
+            check(3)  # pinned policy: 3 is on disk but not loaded until labelled
+        labels.label_after_push(d, 3)
+        assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
+        check(3)
+        labels.promote(d, check)
+        assert wait_for_label(server.url, "toy", "stable", 3, seconds=15)
+        labels.rollback(d, check)  # 1 stayed pinned, so it is loaded: no failed request in between
+        deadline = time.monotonic() + 15
+        answers = []
+        while time.monotonic() < deadline:
+            answer = http.post("/v1/models/toy/labels/stable:predict", json=ROW)
+            answers.append(answer.status_code)
+            if answer.status_code == 200 and answer.json()["predictions"][0]["y"] == 1.0:
+                break
+            time.sleep(0.05)
+        assert set(answers) == {200} and answers
+        assert answer.json()["predictions"][0]["y"] == 1.0
+    finally:
+        server.stop()
+    with pytest.raises(LabelError, match="cannot reach the model server"):
+        check(1)
