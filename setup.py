@@ -6,9 +6,13 @@ setup(
     version="0.1.0",
     description="Production TFX pipeline: local Beam runs, Vertex AI schedules, TF Serving.",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["models", "models.*", "pipeline", "pipeline.*", "serving", "serving.*", "monitoring", "monitoring.*"]),
-    py_modules=["local_runner"],
-    package_data={"": ["*.pbtxt", "*.config", "*.yml", "*.yaml"]},
+    packages=find_packages(
+        include=[f"{name}{tail}" for name in ("models", "pipeline", "serving", "monitoring", "cli", "report")
+                 for tail in ("", ".*")]
+    ),
+    py_modules=["local_runner", "vertex_runner"],
+    package_data={"": ["*.pbtxt", "*.config", "*.yml", "*.yaml", "*.html"]},
+    entry_points={"console_scripts": ["taxi=cli.main:entry"]},
     # Dataflow workers run the TFX image / pinned set; pins live in requirements.lock.
     install_requires=[],
 )
