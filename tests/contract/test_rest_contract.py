@@ -68,6 +68,8 @@ def test_label_status_and_predict(http: httpx.Client, target: Target) -> None:
         pytest.skip("no --serving-label given")
     status = http.get(f"/v1/models/{target.model}/labels/{target.label}").json()["model_version_status"]
     assert status[0]["state"] == "AVAILABLE"
+    meta = http.get(f"/v1/models/{target.model}/labels/{target.label}/metadata").json()
+    assert meta["model_spec"]["version"] == status[0]["version"]
     resp = post(http, f"/v1/models/{target.model}/labels/{target.label}:predict", {"instances": ROWS[:1]})
     assert resp.status_code == 200, resp.text
     assert_valid_predictions(resp.json()["predictions"], 1)

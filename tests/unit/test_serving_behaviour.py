@@ -32,9 +32,9 @@ def _wait(cond, timeout: float = 10.0) -> bool:
     return False
 
 
-def _states(http: httpx.Client) -> dict[str, tuple[str, str]]:
+def _states(http: httpx.Client, model: str = "toy") -> dict[str, tuple[str, str]]:
     return {s["version"]: (s["state"], s["status"]["error_code"])
-            for s in http.get("/v1/models/toy").json()["model_version_status"]}
+            for s in http.get(f"/v1/models/{model}").json()["model_version_status"]}
 
 
 @pytest.mark.parametrize("batching", [None, BatchingParameters(max_batch_size=16)])
@@ -157,3 +157,44 @@ def test_version_pushed_with_pusher_copy_order_is_loaded(tmp_path: Path) -> None
         assert _wait(lambda: http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 5.0)
     finally:
         server.stop()
+
+
+@pytest.mark.e2e
+def test_pushed_taxi_model_switches_under_load(pushed_model_base: Path, tmp_path: Path) -> None:
+    """The same switch with the real model, whose load and warm-up take seconds."""
+    src = max((p for p in pushed_model_base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    base = tmp_path / "taxi"
+    base.mkdir()
+    push(src, base, 1000)
+    server = _server(base, models=[ModelSpec("taxi", str(base))])
+    row = {"instances": [{"trip_miles": 2.0, "fare": 10.0, "trip_seconds": 500.0, "pickup_latitude": 41.9,
+                          "pickup_longitude": -87.6, "dropoff_latitude": 41.9, "dropoff_longitude": -87.6,
+                          "trip_start_hour": 9.0, "trip_start_day": 2.0, "trip_start_month": 4.0,
+                          "pickup_community_area": 8.0, "dropoff_community_area": 8.0,
+                          "payment_type": "Credit Card", "company": ""}]}
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline and len(statuses) < 20_000:
+                statuses.append(http.post("/v1/models/taxi:predict", json=row).status_code)
+
+    thread = threading.Thread(target=client)
+    try:
+        thread.start()
+        assert _wait(lambda: len(statuses) > 10)
+        pushed_at = time.monotonic()
+        push(src, base, 2000)
+        http = httpx.Client(base_url=server.url, timeout=10)
+        assert _wait(lambda: _states(http, "taxi").get("1000", ("",))[0] == "END", timeout=30)
+        switch_s = time.monotonic() - pushed_at
+        count = len(statuses)
+        assert _wait(lambda: len(statuses) > count + 10)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        server.stop()
+    assert set(statuses) == {200}, f"{sum(s != 200 for s in statuses)} failed requests"
+    assert switch_s < 15.0
