@@ -122,3 +122,158 @@ def labels(output: str, model_name: str, config_path: str | None, as_json: bool)
         raise CliError(f"label '{label}' points at version {version}, which is not in {deployment.push_dir}; "
                        "`rollback --to V` or `promote --version V` moves it to a pushed version", EXIT_FAILED)
     return EXIT_OK
+
+
+def _window(since: str | None, until: str | None, hours: float) -> tuple[float, float]:
+    """--since/--until as unix seconds or ISO times; default the last --window-hours."""
+    import datetime as dt
+    import time
+
+    def parse(text: str, flag: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise UsageProblem(f"{flag} {text!r} is neither unix seconds nor an ISO time") from None
+        return (moment if moment.tzinfo else moment.astimezone()).timestamp()
+
+    end = parse(until, "--until") if until else time.time() + 1
+    start = parse(since, "--since") if since else end - hours * 3600
+    if start >= end:
+        raise UsageProblem("--since must be before --until")
+    return start, end
+
+
+def _monitor(output: str, model_name: str, config_path: str | None, request_log: str | None, since: str | None,
+             until: str | None, hours: float, version: int | None, schema: str | None, min_rows: int,
+             report_dir: str | None, as_json: bool):  # noqa: ANN202 - SkewReport
+    from pathlib import Path
+
+    from cli.common import silenced
+    from monitoring import report as report_files
+    from monitoring.labels import LabelError
+    from monitoring.monitor import DEFAULT_SCHEMA, MonitorError, MonitorInput, run
+
+    start, end = _window(since, until, hours)
+    spec = MonitorInput(output, Path(request_log) if request_log else Path(output) / "request_log", start, end,
+                        model_name, version, Path(schema) if schema else DEFAULT_SCHEMA, min_rows, config_path)
+    info(f"monitoring {spec.request_log} ...")
+    try:
+        with silenced():
+            result = run(spec)
+    except (MonitorError, LabelError) as error:
+        raise UsageProblem(str(error)) from None
+    json_path, html_path = report_files.write(result, Path(report_dir) if report_dir else Path(output) / "monitoring")
+    if as_json:
+        emit_json({**result.as_json(), "report_json": str(json_path), "report_html": str(html_path)})
+    else:
+        click.echo("\n".join(report_files.lines(result)))
+        click.echo(f"report: {json_path}  {html_path}")
+    return result
+
+
+def monitor_options(func):  # noqa: ANN001, ANN201 - click decorator stack
+    for option in reversed([
+        output_option, model_option, config_option,
+        click.option("--request-log", metavar="DIR|FILE",
+                     help="request log folder (the server's --request-log-dir) or one .jsonl file "
+                          "(default: <output>/request_log)"),
+        click.option("--window-hours", "hours", type=click.FloatRange(min=0, min_open=True), default=24.0,
+                     show_default=True, help="judge the requests of the last N hours"),
+        click.option("--since", help="window start (unix seconds or ISO time); overrides --window-hours"),
+        click.option("--until", help="window end (default: now)"),
+        click.option("--version", "version", type=int, help="compare with this version's training data "
+                     "(default: the stable label, else the latest push)"),
+        click.option("--schema", metavar="FILE", help="schema with skew_comparators (default: schema/schema.pbtxt)"),
+        click.option("--min-rows", type=click.IntRange(1), default=500, show_default=True,
+                     help="fewer logged rows than this is too few to judge"),
+        click.option("--report-dir", metavar="DIR", help="where the JSON and HTML reports go (default: <output>/monitoring)"),
+    ]):
+        func = option(func)
+    return func
+
+
+@click.command(epilog="Exit codes: 0 nothing over threshold; 1 skew or a serving anomaly; "
+                      "2 bad input (no/empty/malformed logs, too few rows, no model in service).")
+@monitor_options
+@click.option("--retrain", is_flag=True, help="then act like `trigger`: retrain when skew is found or a new span landed")
+@click.option("--data", metavar="DIR", help="with --retrain: the data folder of span-<N>/ folders")
+@json_option
+@verbosity_options
+def monitor(output: str, model_name: str, config_path: str | None, request_log: str | None, hours: float,
+            since: str | None, until: str | None, version: int | None, schema: str | None, min_rows: int,
+            report_dir: str | None, retrain: bool, data: str | None, as_json: bool) -> int:
+    """Skew of served traffic: per feature distance vs threshold, against the model in service's training stats.
+
+    Writes <output>/monitoring/skew-<time>.json and .html.
+    """
+    if retrain and not data:
+        raise UsageProblem("--retrain needs --data (the folder the pipeline trains from)")
+    result = _monitor(output, model_name, config_path, request_log, since, until, hours, version, schema, min_rows,
+                      report_dir, as_json)
+    if retrain:
+        return _trigger(output, data, model_name, result, None, [])
+    if result.over:
+        raise CliError(f"skew over threshold in {', '.join(sorted({r.feature for r in result.over}))}", EXIT_FAILED)
+    return EXIT_OK
+
+
+def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  # noqa: ANN001 - SkewReport
+             runner_args: list[str], dry_run: bool = False) -> int:
+    from monitoring import trigger as trig
+
+    try:
+        decision = trig.decide(output, data, model_name, skew, span)
+    except trig.TriggerError as error:
+        trig.log_decision(output, {"decision": "error", "why": str(error)})
+        raise UsageProblem(str(error)) from None
+    if not decision.retrain:
+        why = f"model {decision.model_version} trained on span {decision.model_span} is current and no skew found"
+        trig.log_decision(output, {"decision": "no-retrain", "reasons": [why]})
+        click.echo(f"trigger: no retraining: {why}")
+        return EXIT_OK
+    click.echo("trigger: retraining: " + "; ".join(decision.reasons))
+    if dry_run:
+        trig.log_decision(output, {"decision": "dry-run", "reasons": decision.reasons})
+        return EXIT_OK
+    try:
+        code = trig.run(decision, output, data, runner_args)
+    except trig.TriggerBusy as error:
+        raise CliError(str(error), EXIT_BUSY) from None
+    if code != 0:
+        raise CliError(f"the triggered pipeline run ended with exit code {code} (see its output above)", code)
+    return EXIT_OK
+
+
+@click.command(context_settings={"ignore_unknown_options": True},
+               epilog="Exit codes: 0 nothing to do or the run completed; 1 the run failed; 2 bad input or the data "
+                      "gate stopped the run; 3 another triggered run is in progress.")
+@output_option
+@model_option
+@click.option("--data", required=True, metavar="DIR", help="data folder (span-<N>/ folders or CSV files)")
+@click.option("--span", type=int, help="train on this span (default: the latest)")
+@click.option("--skew-report", metavar="FILE", help="a `monitor` JSON report whose over-threshold features count as a reason")
+@click.option("--dry-run", is_flag=True, help="decide and log, start nothing")
+@click.argument("runner_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- LOCAL_RUNNER_FLAGS...]")
+@verbosity_options
+def trigger(output: str, model_name: str, data: str, span: int | None, skew_report: str | None, dry_run: bool,
+            runner_args: tuple[str, ...]) -> int:
+    """Retrain when a new span landed (or a skew report is over threshold): one local_runner.py run, never two.
+
+    Flags after `--` go to local_runner.py (e.g. -- --accept-drift --train-steps 300).
+    Decisions are logged to <output>/monitoring/decisions.jsonl.
+    """
+    skew = None
+    if skew_report:
+        from monitoring.skew import FeatureResult, SkewReport
+
+        try:
+            raw = json.loads(open(skew_report).read())
+            skew = SkewReport(raw["model"], raw["version"], raw.get("span"), raw.get("window", {}), raw["rows"],
+                              [FeatureResult(**r) for r in raw["results"]], raw.get("created", 0))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UsageProblem(f"--skew-report {skew_report} is not a monitor JSON report: {error}") from None
+    return _trigger(output, data, model_name, skew, span, list(runner_args), dry_run)

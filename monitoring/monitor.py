@@ -1,0 +1,74 @@
+"""One monitoring pass: logged traffic in a window vs the training statistics of the model in service."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from monitoring.labels import STABLE, Deployment
+from monitoring.lineage import LineageError, version_record
+from monitoring.requests import RequestLogError, read_window
+from monitoring.skew import SkewReport, compare, serving_schema, serving_statistics
+
+DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "schema.pbtxt"
+
+
+class MonitorError(ValueError):
+    """Input the monitor cannot judge (no logs, too few rows, no model in service)."""
+
+
+@dataclasses.dataclass
+class MonitorInput:
+    output: str
+    request_log: Path
+    since: float
+    until: float
+    model: str = "taxi"
+    version: int | None = None  # default: the stable label, else the latest pushed version
+    schema: Path = DEFAULT_SCHEMA
+    min_rows: int = 500
+    config: str | None = None
+
+
+def model_in_service(deployment: Deployment) -> int:
+    """The version clients get by default: `stable` when labelled, else the newest push."""
+    label = deployment.labels().get(STABLE)
+    if label is not None:
+        if label not in deployment.pushed():
+            raise MonitorError(f"label 'stable' points at version {label}, which is not in {deployment.push_dir}; "
+                               "fix it with `taxi rollback --to V`")
+        return label
+    pushed = deployment.pushed()
+    if not pushed:
+        raise MonitorError(f"no pushed model in {deployment.push_dir}; run the pipeline first")
+    return pushed[-1]
+
+
+def run(spec: MonitorInput) -> SkewReport:
+    from models.features import SERVING_FEATURES
+
+    deployment = Deployment.for_output(spec.output, spec.model, spec.config)
+    version = spec.version if spec.version is not None else model_in_service(deployment)
+    try:
+        record = version_record(spec.output, version)
+        stats_file = record.statistics_file("train")
+    except LineageError as error:
+        raise MonitorError(str(error)) from None
+    if not spec.schema.is_file():
+        raise MonitorError(f"schema {spec.schema} does not exist")
+    try:
+        window = read_window(spec.request_log, spec.since, spec.until, spec.model)
+    except RequestLogError as error:
+        raise MonitorError(str(error)) from None
+    if window.rows < spec.min_rows:
+        raise MonitorError(f"only {window.rows} logged rows in the window (< --min-rows {spec.min_rows}): too few to "
+                           "judge skew; widen the window or raise the server's --request-log-sample-rate")
+    schema = serving_schema(spec.schema, set(SERVING_FEATURES))
+    try:
+        served = serving_statistics(window, schema)
+    except RequestLogError as error:
+        raise MonitorError(str(error)) from None
+    results = compare(stats_file, served, schema)
+    info = {"since": spec.since, "until": spec.until, "first_ts": window.first_ts, "last_ts": window.last_ts,
+            "records": window.records, "files": window.files, "skipped": window.skipped,
+            "training_statistics": stats_file}
+    return SkewReport(spec.model, version, record.span, info, window.rows, results)

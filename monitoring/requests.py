@@ -1,0 +1,133 @@
+"""Logged requests (serving/request_log.py's JSON lines) -> one Arrow RecordBatch for TFDV.
+
+The served inputs are turned into the same shape CsvExampleGen gives TFDV for
+training (one list per feature per row, an empty list for a missing value), so
+training and serving statistics are comparable feature by feature.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class RequestLogError(ValueError):
+    """Request logs that cannot be monitored; the message says which and why."""
+
+
+@dataclasses.dataclass
+class Window:
+    """Rows of the logged requests in [since, until), plus what was skipped and why."""
+
+    columns: dict[str, list[Any]]
+    rows: int
+    records: int
+    files: list[str]
+    skipped: dict[str, int]
+    first_ts: float | None
+    last_ts: float | None
+
+
+def log_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise RequestLogError(f"request log {path} does not exist")
+    files = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+    if not files:
+        raise RequestLogError(f"{path} holds no *.jsonl request logs (is the server started with --request-log-dir?)")
+    return files
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def read_window(path: Path, since: float, until: float, model: str, version: int | None = None,
+                max_rows: int = 2_000_000) -> Window:
+    """Columns of every logged row in the window; malformed lines are counted, not fatal, unless all are."""
+    columns: dict[str, list[Any]] = {}
+    skipped: dict[str, int] = {}
+    rows = records = 0
+    first = last = None
+    files = log_files(Path(path))
+
+    def skip(why: str) -> None:
+        skipped[why] = skipped.get(why, 0) + 1
+
+    for file in files:
+        with file.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    ts, inputs = float(record["ts"]), record["inputs"]
+                except (ValueError, KeyError, TypeError):
+                    skip("malformed line")
+                    continue
+                if not since <= ts < until:
+                    skip("outside the window")
+                    continue
+                if record.get("model") != model or (version is not None and record.get("version") != version):
+                    skip("other model or version")
+                    continue
+                if record.get("signature", DEFAULT_SIGNATURE) != DEFAULT_SIGNATURE or not isinstance(inputs, dict):
+                    skip("other signature")
+                    continue
+                batch = [v if isinstance(v, list) else [v] for v in inputs.values()]
+                size = len(batch[0]) if batch else 0
+                if not size or any(len(v) != size for v in batch):
+                    skip("malformed line")
+                    continue
+                if rows + size > max_rows:
+                    skip("over the row limit")
+                    continue
+                for name, values in zip(inputs, batch, strict=True):
+                    column = columns.setdefault(name, [None] * rows)
+                    column.extend(values)
+                for column in columns.values():
+                    column.extend([None] * (rows + size - len(column)))
+                rows, records = rows + size, records + 1
+                first, last = min(first or ts, ts), max(last or ts, ts)
+    if not rows:
+        detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "the logs are empty"
+        raise RequestLogError(f"no logged {model} requests in {path} for the window ({detail})")
+    return Window(columns, rows, records, [str(f) for f in files], skipped, first, last)
+
+
+def to_record_batch(window: Window, types: dict[str, str]) -> pa.RecordBatch:
+    """types: feature -> INT | FLOAT | BYTES (from the schema); unknown features are left out."""
+    arrays, names = [], []
+    for name, values in sorted(window.columns.items()):
+        kind = types.get(name)
+        if kind is None:
+            continue
+        lists: list[list[Any]] = []
+        for value in values:
+            if _is_missing(value):
+                lists.append([])
+            elif kind == "BYTES":
+                lists.append([str(value).encode("utf-8")])
+            elif kind == "INT":
+                try:
+                    lists.append([int(float(value))])
+                except (TypeError, ValueError):
+                    raise RequestLogError(f"feature {name}: {value!r} is not an integer") from None
+            else:
+                try:
+                    lists.append([float(value)])
+                except (TypeError, ValueError):
+                    raise RequestLogError(f"feature {name}: {value!r} is not a number") from None
+        value_type = {"BYTES": pa.binary(), "INT": pa.int64()}.get(kind, pa.float32())
+        arrays.append(pa.array(lists, type=pa.list_(value_type)))
+        names.append(name)
+    if not names:
+        raise RequestLogError("the logged requests hold none of the schema's features")
+    return pa.RecordBatch.from_arrays(arrays, names)

@@ -1,0 +1,117 @@
+"""Training/serving skew of logged traffic, with TFDV, against the model in service.
+
+Two checks, both from the curated schema: the served statistics are validated
+in the SERVING environment (types, domains, presence), and compared with the
+training statistics of the model in service through the schema's
+skew_comparators (L-infinity / Jensen-Shannon). A feature over its threshold
+or with a schema anomaly fails the check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from monitoring.requests import Window, to_record_batch
+
+SERVING_ENV = "SERVING"
+SKEW_REASONS = ("COMPARATOR_L_INFTY_HIGH", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+                "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH")
+
+
+@dataclasses.dataclass
+class FeatureResult:
+    """One line of the report."""
+
+    feature: str
+    check: str  # skew (vs training) or schema (SERVING environment)
+    measure: str
+    distance: float | None
+    threshold: float | None
+    verdict: str  # ok | over threshold | anomaly
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class SkewReport:
+    """Everything `monitor` prints and writes; `over` decides the exit code."""
+
+    model: str
+    version: int
+    span: int | None
+    window: dict[str, Any]
+    rows: int
+    results: list[FeatureResult]
+    created: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def over(self) -> list[FeatureResult]:
+        return [r for r in self.results if r.verdict != "ok"]
+
+    def as_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["over_threshold"] = [r.feature for r in self.over]
+        out["verdict"] = "skew" if self.over else "ok"
+        return out
+
+
+def serving_schema(schema_path: Path, served: set[str]):  # noqa: ANN201 - schema_pb2.Schema
+    """The curated schema, with columns the model never receives marked not_in_environment SERVING.
+
+    The schema file lists every CSV column; the serving signature takes only the
+    model's inputs (models.features.SERVING_FEATURES), so the timestamp and the
+    census tracts are absent by design, not by accident.
+    """
+    import tensorflow_data_validation as tfdv
+
+    schema = tfdv.load_schema_text(str(schema_path))
+    for feature in schema.feature:
+        if feature.name not in served and SERVING_ENV not in feature.not_in_environment:
+            feature.not_in_environment.append(SERVING_ENV)
+    return schema
+
+
+def schema_types(schema) -> dict[str, str]:  # noqa: ANN001 - schema_pb2.Schema
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    return {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
+
+
+def serving_statistics(window: Window, schema):  # noqa: ANN001, ANN201 - schema and stats protos
+    from tensorflow_data_validation.statistics import stats_impl, stats_options
+
+    batch = to_record_batch(window, schema_types(schema))
+    return stats_impl.generate_statistics_in_memory(batch, stats_options.StatsOptions(schema=schema))
+
+
+def compare(training_stats_path: str, serving_stats, schema) -> list[FeatureResult]:  # noqa: ANN001
+    """Per feature: skew distance vs threshold, and the SERVING environment's anomalies."""
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    training = tfdv.load_stats_binary(training_stats_path)
+    measured = tfdv.validate_statistics(training, schema, environment=SERVING_ENV,
+                                        serving_statistics=serving_stats)
+    results = []
+    for info in measured.drift_skew_info:
+        name = ".".join(info.path.step)
+        for m in info.skew_measurements:
+            kind = anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type)
+            over = m.value > m.threshold
+            results.append(FeatureResult(name, "skew", kind.lower(), round(m.value, 4), m.threshold,
+                                         "over threshold" if over else "ok"))
+    skewed = {r.feature for r in results if r.verdict != "ok"}
+    for name, info in sorted(measured.anomaly_info.items()):
+        kinds = {anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason}
+        if kinds & set(SKEW_REASONS) and name not in skewed:
+            results.append(FeatureResult(name, "skew", "comparator", None, None, "over threshold", info.description))
+    served = tfdv.validate_statistics(serving_stats, schema, environment=SERVING_ENV)
+    for name, info in sorted(served.anomaly_info.items()):
+        results.append(FeatureResult(name, "schema", "SERVING environment", None, None, "anomaly",
+                                     info.short_description + ": " + info.description))
+    if served.HasField("dataset_anomaly_info"):
+        info = served.dataset_anomaly_info
+        results.append(FeatureResult("<dataset>", "schema", "SERVING environment", None, None, "anomaly",
+                                     info.description or info.short_description))
+    return sorted(results, key=lambda r: (r.verdict == "ok", r.check, r.feature))

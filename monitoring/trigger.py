@@ -1,0 +1,129 @@
+"""Retraining trigger: decide (skew over threshold, or a newer span than the model in service), then run.
+
+The run goes through local_runner.py in a subprocess, the entry point a person
+uses, so a triggered run is indistinguishable from a manual one in MLMD, logs
+and labels. An fcntl lock file makes a second trigger (cron overlapping a slow
+run, or a person) refuse instead of starting a second pipeline on the same
+MLMD store; the OS drops the lock if the trigger dies. Every decision, with its
+reason, is appended to <output>/monitoring/decisions.jsonl.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from monitoring.labels import Deployment
+from monitoring.lineage import LineageError, version_record
+from monitoring.skew import SkewReport
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TriggerBusy(RuntimeError):
+    """Another triggered run holds the lock."""
+
+
+class TriggerError(ValueError):
+    """The trigger cannot decide (bad data folder, missing span); nothing was started."""
+
+
+@dataclasses.dataclass
+class Decision:
+    retrain: bool
+    reasons: list[str]
+    span: int | None  # span to train on (None: the runner's default)
+    model_version: int | None
+    model_span: int | None
+
+
+def monitoring_dir(output: str) -> Path:
+    return Path(output) / "monitoring"
+
+
+def log_decision(output: str, entry: dict) -> None:
+    """One JSON line per decision or outcome; never lost to a crash mid-line (append, flush)."""
+    path = monitoring_dir(output) / "decisions.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps({"ts": time.time(), **entry}) + "\n")
+
+
+def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
+           span: int | None = None) -> Decision:
+    """Why (or why not) to retrain now."""
+    from pipeline import spans as span_lib
+    from pipeline.configs import ConfigError
+
+    deployment = Deployment.for_output(output, model)
+    version = deployment.labels().get("stable") or (deployment.pushed() or [None])[-1]
+    model_span = None
+    if version is not None:
+        try:
+            model_span = version_record(output, version).span
+        except LineageError:
+            model_span = None
+    try:
+        chosen, _ = span_lib.choose_spans(data, span)
+    except ConfigError as error:
+        raise TriggerError(str(error)) from None
+    reasons = []
+    if version is None:
+        reasons.append("no model is pushed yet")
+    if chosen is not None and model_span is not None and chosen > model_span:
+        reasons.append(f"span {chosen} landed after the model in service (version {version}, trained on span {model_span})")
+    if span is not None and chosen is not None and chosen != model_span and not reasons:
+        reasons.append(f"span {chosen} requested (model in service trained on span {model_span})")
+    if skew is not None and skew.over:
+        reasons.append("skew over threshold in " + ", ".join(sorted({r.feature for r in skew.over}))
+                       + f" (report on version {skew.version})")
+    return Decision(bool(reasons), reasons, chosen, version, model_span)
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+        return f"pid {info.get('pid')}, started {started}"
+    except (OSError, ValueError):
+        return "unknown holder"
+
+
+def run(decision: Decision, output: str, data: str, runner_args: list[str] = (), timeout: float = 3 * 3600) -> int:
+    """Start local_runner.py under the lock; returns its exit code. TriggerBusy when a run holds the lock."""
+    lock_path = monitoring_dir(output) / "trigger.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(lock_path)
+            log_decision(output, {"decision": "skip", "reasons": decision.reasons,
+                                  "why": f"another triggered run is in progress ({holder})"})
+            raise TriggerBusy(f"another triggered pipeline run is in progress ({holder}); not starting a second") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "started": time.time()}))
+        handle.flush()
+        command = [sys.executable, str(ROOT / "local_runner.py"), "--data", data, "--output", output, "--no-progress"]
+        if decision.span is not None:
+            command += ["--span", str(decision.span)]
+        command += list(runner_args)
+        log_decision(output, {"decision": "retrain", "reasons": decision.reasons, "command": command})
+        sys.stdout.flush()
+        try:
+            done = subprocess.run(command, cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            code = done.returncode
+        except subprocess.TimeoutExpired:
+            code = 1
+        log_decision(output, {"decision": "finished", "exit_code": code, "command": command})
+        return code
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
