@@ -1,0 +1,81 @@
+"""Retrain trigger: decisions, the one-run-at-a-time lock, and bad input that starts nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from monitoring import trigger
+from tests.conftest import ROOT
+
+
+def _spans(tmp_path: Path, count: int = 2) -> Path:
+    data = tmp_path / "data"
+    for n in range(1, count + 1):
+        (data / f"span-{n}").mkdir(parents=True)
+        (data / f"span-{n}" / "data.csv").write_text("a,b\n1,2\n")
+    return data
+
+
+def _decisions(output: Path) -> list[dict]:
+    return [json.loads(x) for x in (output / "monitoring" / "decisions.jsonl").read_text().splitlines()]
+
+
+def test_nothing_pushed_means_retrain_on_the_latest_span(tmp_path: Path) -> None:
+    decision = trigger.decide(str(tmp_path / "out"), str(_spans(tmp_path)))
+    assert decision.retrain and decision.span == 2 and decision.reasons == ["no model is pushed yet"]
+
+
+def test_missing_span_is_a_clear_error_and_logged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    code = main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path)), "--span", "7", "--dry-run"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: span 7 not found in {tmp_path / 'data'} (spans there: 1, 2)"
+    assert _decisions(out)[-1]["decision"] == "error"
+
+
+def test_second_trigger_refuses_while_a_run_holds_the_lock(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    lock = out / "monitoring" / "trigger.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(  # another trigger, mid-run: holds the same fcntl lock
+        [sys.executable, "-c", "import fcntl,json,os,sys,time\n"
+         f"h=open({str(lock)!r},'a+'); fcntl.flock(h, fcntl.LOCK_EX)\n"
+         "h.write(json.dumps({'pid': os.getpid(), 'started': time.time()})); h.flush()\n"
+         "print('locked', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path))])
+        err = capsys.readouterr().err
+        assert code == 3
+        assert err.startswith(f"error: another triggered pipeline run is in progress (pid {holder.pid}")
+        assert _decisions(out)[-1]["decision"] == "skip"
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert not (out / "metadata.sqlite").exists()  # nothing was started
+
+
+def test_lock_is_released_after_a_run(tmp_path: Path) -> None:
+    out, data = tmp_path / "out", _spans(tmp_path)
+    decision = trigger.Decision(True, ["test"], 1, None, None)
+    started = time.monotonic()
+    code = trigger.run(decision, str(out), str(data), ["--train-steps", "0"])  # rejected by the runner's own checks
+    assert code == 2 and time.monotonic() - started < 120
+    assert [d["decision"] for d in _decisions(out)] == ["retrain", "finished"]
+    assert _decisions(out)[-1]["exit_code"] == 2
+    assert trigger.run(decision, str(out), str(data), ["--train-steps", "0"]) == 2  # the lock was released
+
+
+def test_python_dash_m_monitoring_bad_log(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "requests-20260101.jsonl").write_text("garbage\n")
+    done = subprocess.run([sys.executable, "-m", "monitoring", "monitor", "--output", str(tmp_path), "--request-log",
+                           str(tmp_path / "log")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: no pushed model in")
