@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from serving import codec
 from serving.core import ServingCore
@@ -140,9 +141,9 @@ def create_app(core: ServingCore, parse_threads: int = 2) -> FastAPI:
         outputs = await core.predict_async(servable, sig.name, feeds, "rest")
         return await offload(codec.format_predict, outputs, rows, big=big)
 
-    @app.post("/v1/models/{path:path}")
-    async def post_model(path: str, request: Request) -> Response:
+    async def post_model(request: Request) -> Response:
         nonlocal inflight
+        path = request.path_params["path"]
         try:
             model, version, label, suffix = _parse_path("POST", path)
             verb = (suffix or ":")[1:]
@@ -167,4 +168,7 @@ def create_app(core: ServingCore, parse_threads: int = 2) -> FastAPI:
         finally:
             inflight -= 1
 
+    # The hot path is a plain Starlette route: FastAPI's dependency solving and
+    # validation cost ~0.1 ms per request and this endpoint uses none of it.
+    app.router.routes.insert(0, Route("/v1/models/{path:path}", post_model, methods=["POST"]))
     return app
