@@ -7,7 +7,9 @@ differences are what a reviewer would carry over by hand.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from pipeline import configs, data
 from pipeline.configs import ConfigError
@@ -39,17 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="folder of CSV files (default: the bundled taxi sample)")
     parser.add_argument("--out", default=str(DRAFT), help="where to write the draft (default: %(default)s)")
     args = parser.parse_args(argv)
+    folder = args.data or data.bundled_taxi_data()
     try:
-        files = data.check_csv_folder(args.data or data.bundled_taxi_data())
+        data.check_csv_folder(folder)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow_data_validation as tfdv
+    from absl import logging
     from tensorflow_metadata.proto.v0 import schema_pb2
     from tfx.utils import io_utils
 
-    statistics = tfdv.generate_statistics_from_csv(data_location=",".join(str(f) for f in files))
+    logging.set_verbosity(logging.ERROR)
+
+    statistics = tfdv.generate_statistics_from_csv(data_location=str(Path(folder) / "*.csv"))
     draft = tfdv.infer_schema(statistics)
     tfdv.write_schema_text(draft, args.out)
     curated = io_utils.SchemaReader().read(str(configs.DEFAULT_SCHEMA)) if configs.DEFAULT_SCHEMA.exists() else schema_pb2.Schema()

@@ -65,3 +65,20 @@ def test_schema_copy_is_addressed_by_content(tmp_path):
     schema.write_text('feature { name: "a" type: FLOAT }\n')
     second = configs.content_addressed_schema(str(schema), str(tmp_path / "out"))
     assert second != first and Path(second).read_text().endswith("FLOAT }\n")
+
+
+def test_schema_draft_names_added_dropped_and_retyped_features():
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from pipeline.schema_draft import differences
+
+    curated, draft = schema_pb2.Schema(), schema_pb2.Schema()
+    curated.feature.add(name="fare", type=schema_pb2.FLOAT)
+    curated.feature.add(name="gone", type=schema_pb2.INT)
+    draft.feature.add(name="fare", type=schema_pb2.BYTES)
+    draft.feature.add(name="new", type=schema_pb2.INT)
+    assert differences(curated, draft) == [
+        "  + new: in the data, not in the curated schema",
+        "  - gone: in the curated schema, not in the data",
+        "  ~ fare: curated type FLOAT, data type BYTES",
+    ]
