@@ -212,8 +212,15 @@ def monitor(output: str, model_name: str, config_path: str | None, request_log: 
     """
     if retrain and not data:
         raise UsageProblem("--retrain needs --data (the folder the pipeline trains from)")
-    result = _monitor(output, model_name, config_path, request_log, since, until, hours, version, schema, min_rows,
-                      report_dir, as_json)
+    try:
+        result = _monitor(output, model_name, config_path, request_log, since, until, hours, version, schema,
+                          min_rows, report_dir, as_json)
+    except UsageProblem as error:
+        if not retrain:
+            raise
+        # No judgeable traffic must not block retraining on a new span: say so and decide without skew.
+        click.echo(f"warning: no skew verdict: {error.format_message()}", err=True)
+        result = None
     if retrain:
         return _trigger(output, data, model_name, result, None, [])
     if result.over:
