@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gRPC port (-1: no gRPC)")
     p.add_argument("--enable-batching", action="store_true", help="merge concurrent requests into one model call")
     p.add_argument("--batching-parameters-file", type=Path, help="TF Serving batching parameters text file")
+    p.add_argument("--model-threads", type=int, default=1,
+                   help="threads running models without batching (0: the request's own thread)")
     p.add_argument("--tensorflow-intra-op-parallelism", type=int, default=0, help="threads per op (0: TF default)")
     p.add_argument("--tensorflow-inter-op-parallelism", type=int, default=0, help="ops in parallel (0: TF default)")
     p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
@@ -66,8 +68,8 @@ def options_from_args(args: argparse.Namespace) -> object:
         raise ValueError("--request-log-sample-rate must be within [0, 1]")
     if args.request_log_sample_rate > 0 and args.request_log_dir is None:
         raise ValueError("--request-log-sample-rate needs --request-log-dir")
-    if min(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism) < 0:
-        raise ValueError("--tensorflow-*-parallelism must be >= 0")
+    if min(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism, args.model_threads) < 0:
+        raise ValueError("--model-threads and --tensorflow-*-parallelism must be >= 0")
     if min(args.max_body_bytes, args.max_batch_rows, args.max_inflight) < 1 or args.request_timeout_seconds <= 0:
         raise ValueError("--max-body-bytes, --max-batch-rows, --max-inflight and --request-timeout-seconds must be > 0")
     batching = None
@@ -95,6 +97,7 @@ def options_from_args(args: argparse.Namespace) -> object:
                       request_timeout_s=args.request_timeout_seconds, max_inflight=args.max_inflight),
         batching=batching, request_log_dir=args.request_log_dir,
         request_log_sample_rate=args.request_log_sample_rate,
+        model_threads=args.model_threads,
         tf_intra_op_threads=args.tensorflow_intra_op_parallelism,
         tf_inter_op_threads=args.tensorflow_inter_op_parallelism,
     )
