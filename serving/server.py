@@ -99,7 +99,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot bind REST port {host}:{port}: {exc.strerror}") from None
+        raise OSError(f"cannot bind REST port {host}:{port}: {exc.strerror}; pick another with --rest-api-port") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -131,7 +131,11 @@ class ServingServer:
         self.grpc_server = None
         self.grpc_port: int | None = None
         if options.grpc_port is not None:
-            self.grpc_server, self.grpc_port = create_grpc_server(self.core, options.host, options.grpc_port)
+            try:
+                self.grpc_server, self.grpc_port = create_grpc_server(self.core, options.host, options.grpc_port)
+            except OSError:
+                self._sock.close()
+                raise
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

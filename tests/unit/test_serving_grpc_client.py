@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import (
 from serving.__main__ import main
 from serving.client import ServingClient, ServingClientError
 from serving.config import ModelSpec
+from serving.core import Limits
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
 
@@ -132,3 +134,26 @@ def test_cli_bad_config_file_exits_non_zero(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: {config}: model 'taxi' has no base_path"
+
+
+def test_busy_ports_fail_with_one_line(server: ServingServer, capsys: pytest.CaptureFixture) -> None:
+    base = str(Path(server.registry.models["toy"].spec.base_path))
+    rest_port = server.rest_port
+    assert main(["--model-base-path", base, "--rest-api-port", str(rest_port), "--grpc-port", "0"]) == 2
+    assert "cannot bind REST port" in capsys.readouterr().err
+    grpc_port = server.grpc_port
+    assert main(["--model-base-path", base, "--rest-api-port", "0", "--grpc-port", str(grpc_port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "cannot bind gRPC port" in err[-1] and err[-1].startswith("error: ")
+
+
+def test_client_retries_503_then_reports_it(tmp_path: Path) -> None:
+    push_toy(tmp_path, 1)
+    opts = ServerOptions(models=[ModelSpec("toy", str(tmp_path))], rest_port=0, grpc_port=None,
+                         file_system_poll_wait_seconds=0, limits=Limits(max_inflight=0))  # every predict: 503
+    with ServingServer(opts) as srv, ServingClient(srv.url, "toy", retries=2, backoff=0.1) as client:
+        start = time.monotonic()
+        with pytest.raises(ServingClientError) as info:
+            client.predict([{"x": 1.0, "s": ""}])
+        assert info.value.status == 503 and "overloaded" in info.value.message
+        assert time.monotonic() - start >= 0.3  # two backoffs: 0.1 + 0.2
