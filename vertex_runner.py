@@ -6,7 +6,7 @@
     python vertex_runner.py schedule list|pause|resume|delete [NAME]
 
 Settings come from flags, VERTEX_<NAME> environment variables and an optional
-YAML file (--config or VERTEX_CONFIG), flags winning; see docs/vertex.md.
+YAML file (--config or VERTEX_CONFIG), flags winning; see the README section "Run on Vertex AI".
 Exit codes: 0 ok, 1 Vertex refused or the run failed, 2 bad flags or config.
 Only argparse and the settings module load before a command runs: TFX,
 aiplatform and kfp are imported by the command that needs them.
