@@ -16,6 +16,6 @@ def _with_verbosity(command: click.Command) -> None:
 
 vertex = bridge(
     "vertex", vertex_runner.build_parser(), vertex_runner.main,
-    "Compile, submit and schedule the pipeline on Vertex AI Pipelines (see the README section "Run on Vertex AI").",
+    "Compile, submit and schedule the pipeline on Vertex AI Pipelines (see the README section 'Run on Vertex AI').",
 )
 _with_verbosity(vertex)
