@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
+from serving.deployment import pushed_versions
 
 STABLE, CANARY = "stable", "canary"
 HEADER = "# Labels written by the monitoring package (promote / rollback / canary after push).\n"
@@ -47,10 +48,7 @@ class Deployment:
 
     def pushed(self) -> list[int]:
         """Complete versions on disk (the Pusher copies saved_model.pb last)."""
-        if not self.push_dir.is_dir():
-            return []
-        return sorted(int(p.name) for p in self.push_dir.iterdir()
-                      if p.name.isdigit() and (p / "saved_model.pb").is_file())
+        return pushed_versions(self.push_dir)
 
     def read(self) -> tuple[list[ModelSpec], ModelSpec | None]:
         """All specs in the file and this model's spec (None when the file or the model is absent)."""
