@@ -193,7 +193,8 @@ class ModelManager:
         available = self._available
         if label is not None:
             if label not in self.spec.labels:
-                raise not_found(f"Unrecognized servable version label: {label} (model '{self.name}')")
+                # TF Serving: INVALID_ARGUMENT (REST 400), not NOT_FOUND.
+                raise invalid(f"Unrecognized servable version label: {label}")
             version = self.spec.labels[label]
             if version not in available:
                 raise not_found(f"label '{label}' of model '{self.name}' points to version {version}, which is not available")
@@ -209,7 +210,8 @@ class ModelManager:
         """Version states, newest first, as GetModelStatus reports them."""
         if label is not None:
             if label not in self.spec.labels:
-                raise not_found(f"Unrecognized servable version label: {label} (model '{self.name}')")
+                # TF Serving: INVALID_ARGUMENT (REST 400), not NOT_FOUND.
+                raise invalid(f"Unrecognized servable version label: {label}")
             version = self.spec.labels[label]
         states = dict(self._states)
         if version is not None:

@@ -52,13 +52,20 @@ def test_malformed_predict_is_400(http: httpx.Client, target: Target, body: byte
 @pytest.mark.parametrize("path", [
     "/v1/models/no_such_model{verb}",
     "/v1/models/{m}/versions/1{verb}",
-    "/v1/models/{m}/labels/no_such_label{verb}",
 ])
 @pytest.mark.parametrize("verb", ["", ":predict"])
-def test_unknown_model_version_label_is_404(http: httpx.Client, target: Target, path: str, verb: str) -> None:
+def test_unknown_model_or_version_is_404(http: httpx.Client, target: Target, path: str, verb: str) -> None:
     url = path.format(m=target.model, verb=verb)
     resp = http.get(url) if not verb else post(http, url, GOOD)
     _assert_error(resp, 404)
+
+
+@pytest.mark.parametrize("verb", ["", ":predict"])
+def test_unknown_label_is_400_as_in_tf_serving(http: httpx.Client, target: Target, verb: str) -> None:
+    # ServerCore answers INVALID_ARGUMENT "Unrecognized servable version label: <label>".
+    url = f"/v1/models/{target.model}/labels/no_such_label{verb}"
+    resp = http.get(url) if not verb else post(http, url, GOOD)
+    assert "Unrecognized servable version label: no_such_label" in _assert_error(resp, 400)
 
 
 def test_classify_and_regress_need_matching_signatures(http: httpx.Client, target: Target) -> None:

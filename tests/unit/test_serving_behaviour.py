@@ -128,7 +128,7 @@ def test_labels_keep_versions_loaded_and_config_reloads(tmp_path: Path) -> None:
         http = httpx.Client(base_url=server.url, timeout=10)
         assert _states(http) == {"3": ("AVAILABLE", "OK"), "1": ("AVAILABLE", "OK")}
         assert http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()["predictions"][0]["y"] == 1.0
-        assert http.post("/v1/models/toy/labels/canary:predict", json=ROW).status_code == 404
+        assert http.post("/v1/models/toy/labels/canary:predict", json=ROW).status_code == 400  # unknown label
         write({"stable": 2, "canary": 3})  # promote: 2 becomes stable, 3 canary
         assert _wait(lambda: http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()
                      .get("predictions", [{}])[0].get("y") == 2.0)

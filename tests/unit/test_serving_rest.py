@@ -79,7 +79,7 @@ def test_classify_and_regress(http: httpx.Client) -> None:
 @pytest.mark.parametrize("method,path,body,status,fragment", [
     ("GET", "/v1/models/nope", None, 404, "nope"),
     ("GET", "/v1/models/toy/versions/9", None, 404, "version 9"),
-    ("GET", "/v1/models/toy/labels/beta", None, 404, "beta"),
+    ("GET", "/v1/models/toy/labels/beta", None, 400, "Unrecognized servable version label: beta"),
     ("GET", "/v1/models/toy/versions/abc", None, 400, "Malformed"),
     ("POST", "/v1/models/toy/versions/9:predict", {"instances": [{"x": 1, "s": ""}]}, 404, "Specific(toy, 9)"),
     ("POST", "/v1/models/toy:explode", {}, 400, "Malformed"),
