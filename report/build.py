@@ -57,6 +57,15 @@ def _chain(steps: list[mlmd.Step]) -> list[dict[str, Any]]:
     return [found[k] for k in CHAIN if k in found]
 
 
+def _drift(statistics_uri: str | None, baseline_uri: str | None, schema_uri: str | None) -> list:
+    """The span-to-span drift the data gate judged, recomputed from the same artifacts."""
+    if not (statistics_uri and baseline_uri and schema_uri):
+        return []
+    from pipeline.components.data_gate import drift_measurements
+
+    return drift_measurements(statistics_uri, baseline_uri, schema_uri)
+
+
 def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
     """Everything the template shows, as plain values; raises mlmd.StoreError on a missing run."""
     from pipeline.run_summary import summarize
@@ -77,6 +86,8 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
         return artifacts[0].uri if artifacts else None
 
     splits = data_section(uri("StatisticsGen", "statistics"), uri("ExampleValidator", "anomalies"))
+    drift = _drift(uri("StatisticsGen", "statistics"), uri("PreviousSpanStatisticsGen", "statistics"),
+                   uri("ImportSchemaGen", "schema"))
     model = None
     evaluator = by_node.get("Evaluator")
     evaluation_uri = uri("Evaluator", "evaluation")
@@ -94,6 +105,8 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
         "output": os.path.abspath(output),
         "summary": summary,
         "splits": splits,
+        "drift": drift,
+        "drift_accepted": bool(by_node["DataGate"].properties.get("accept_drift")) if "DataGate" in by_node else False,
         "model": model,
         "auc_threshold": auc_threshold,
         "executions": executions,

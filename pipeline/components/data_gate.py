@@ -72,32 +72,31 @@ def read_anomalies(artifact: types.Artifact) -> dict:
     return result
 
 
-def _split_statistics(artifact: types.Artifact, split: str):  # noqa: ANN202 - DatasetFeatureStatisticsList
+def _split_statistics(statistics_uri: str):  # noqa: ANN202 - DatasetFeatureStatisticsList
     import tensorflow_data_validation as tfdv
 
-    path = os.path.join(artifact_utils.get_split_uri([artifact], split), "FeatureStats.pb")
-    return tfdv.load_stats_binary(path)
+    return tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{DRIFT_SPLIT}", "FeatureStats.pb"))
 
 
-def drift_against(statistics: types.Artifact, baseline: types.Artifact, schema: types.Artifact) -> list:
-    """One line per feature whose drift comparator fired: distance and threshold."""
+def drift_measurements(statistics_uri: str, baseline_uri: str, schema_uri: str) -> list:
+    """(feature, distance, threshold, over threshold) for every drift comparator in the schema.
+
+    The gate stops on the rows marked over; the run report shows them all.
+    """
     import tensorflow_data_validation as tfdv
 
-    schema_proto = io_utils.SchemaReader().read(os.path.join(schema.uri, "schema.pbtxt"))
+    schema = io_utils.SchemaReader().read(os.path.join(schema_uri, "schema.pbtxt"))
     found = tfdv.validate_statistics(
-        _split_statistics(statistics, DRIFT_SPLIT), schema_proto,
-        previous_statistics=_split_statistics(baseline, DRIFT_SPLIT),
+        _split_statistics(statistics_uri), schema, previous_statistics=_split_statistics(baseline_uri)
     )
-    measured = {
-        info.path.step[0]: (m.value, m.threshold)
+    over = {name for name, info in found.anomaly_info.items() if any(r.type in DRIFT_REASONS for r in info.reason)}
+    rows = {
+        info.path.step[0]: (info.path.step[0], m.value, m.threshold, info.path.step[0] in over)
         for info in found.drift_skew_info for m in info.drift_measurements
     }
-    lines = []
-    for feature, info in sorted(found.anomaly_info.items()):
-        if any(reason.type in DRIFT_REASONS for reason in info.reason):
-            value, threshold = measured.get(feature, (float("nan"), float("nan")))
-            lines.append(f"  [drift] {feature}: distance {value:.3f} > threshold {threshold:.3f} vs the previous span")
-    return lines
+    for name in over - set(rows):  # flagged without a measurement: still a stop
+        rows[name] = (name, float("nan"), float("nan"), True)
+    return sorted(rows.values())
 
 
 @component
@@ -111,7 +110,13 @@ def DataGate(  # noqa: N802 - TFX component naming
     problems = []
     for split, found in read_anomalies(anomalies).items():
         problems.extend(describe_anomalies(split, found))
-    drift = drift_against(statistics, baseline_statistics, schema) if baseline_statistics is not None else []
+    drift = []
+    if baseline_statistics is not None:
+        drift = [
+            f"  [drift] {name}: distance {value:.3f} > threshold {threshold:.3f} vs the previous span"
+            for name, value, threshold, over in drift_measurements(statistics.uri, baseline_statistics.uri, schema.uri)
+            if over
+        ]
     if problems or (drift and not accept_drift):
         raise DataGateError(problems, drift, bool(accept_drift))
     if drift:

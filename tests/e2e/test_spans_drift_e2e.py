@@ -45,3 +45,9 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     # The statistics of both spans were computed by the stopped run and reused.
     assert states["StatisticsGen"] == "cached" and states["PreviousSpanStatisticsGen"] == "cached"
     assert states["Trainer"] == "ran"
+
+    from report.build import write_report
+
+    html = write_report(str(output)).read_text()
+    assert "Drift against the previous span" in html
+    assert "payment_type" in html and "accepted by --accept-drift" in html
