@@ -58,7 +58,8 @@ def test_grpc_predict(channel: grpc.Channel) -> None:
 @pytest.mark.parametrize("mutate,code", [
     (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND),
     (lambda r: r.model_spec.version.__setattr__("value", 99), grpc.StatusCode.NOT_FOUND),
-    (lambda r: setattr(r.model_spec, "version_label", "stable"), grpc.StatusCode.NOT_FOUND),
+    # As ServerCore: an unknown label is INVALID_ARGUMENT, not NOT_FOUND.
+    (lambda r: setattr(r.model_spec, "version_label", "stable"), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1], dtype=np.int32))), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: r.inputs.pop("s"), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: setattr(r.model_spec, "signature_name", "nah"), grpc.StatusCode.INVALID_ARGUMENT),
