@@ -31,7 +31,7 @@ class BatchingParameters:
     num_batch_threads: int = 1  # one warm thread: the next batch fills while this one runs
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a generated __eq__ would compare numpy feeds
 class _Task:
     key: tuple
     servable: Servable
@@ -79,47 +79,65 @@ class Batcher:
 
     def _take(self) -> list[_Task] | None:
         with self._cond:
-            while not self._queue and not self._stopped:
-                self._cond.wait()
-            if self._stopped:
-                return None
-            first = self._queue.popleft()
+            while True:
+                while not self._queue and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return None
+                first = self._queue.popleft()
+                if first.future.set_running_or_notify_cancel():  # False: its caller gave up
+                    break
             batch, rows = [first], first.rows
             deadline = time.monotonic() + self.params.batch_timeout_micros / 1e6
             while True:
-                for task in list(self._queue):
-                    if task.key == first.key and rows + task.rows <= self.params.max_batch_size:
-                        self._queue.remove(task)
-                        batch.append(task)
-                        rows += task.rows
+                rows = self._take_mates(first.key, batch, rows)
                 remaining = deadline - time.monotonic()
                 if rows >= self.params.max_batch_size or remaining <= 0:
                     return batch
                 self._cond.wait(remaining)
 
+    def _take_mates(self, key: tuple, batch: list[_Task], rows: int) -> int:
+        """Move queued tasks that can share the batch into it, in one pass; the lock is held."""
+        kept: collections.deque[_Task] = collections.deque()
+        for task in self._queue:
+            if task.key != key or rows + task.rows > self.params.max_batch_size:
+                kept.append(task)
+            elif task.future.set_running_or_notify_cancel():
+                batch.append(task)
+                rows += task.rows
+        self._queue = kept
+        return rows
+
     def _work(self) -> None:
         while (batch := self._take()) is not None:
-            if len(batch) == 1:
-                self.batches += 1
-                self._run_one(batch[0])
-                continue
-            self.batches += 1
-            self.merged += len(batch)
-            first = batch[0]
-            feeds = {k: np.concatenate([t.feeds[k] for t in batch]) for k in first.feeds}
             try:
-                outputs = first.servable.run(first.signature, feeds)
-                total = sum(t.rows for t in batch)
-                if any(not v.ndim or v.shape[0] != total for v in outputs.values()):
-                    raise ValueError("outputs do not keep the batch dimension")
-            except Exception:  # one bad request must not fail its batch mates
+                self._run_batch(batch)
+            except BaseException as exc:  # never let the worker die: every later request would hang
                 for task in batch:
-                    self._run_one(task)
-                continue
-            offset = 0
+                    if not task.future.done():
+                        task.future.set_exception(exc)
+
+    def _run_batch(self, batch: list[_Task]) -> None:
+        self.batches += 1
+        if len(batch) == 1:
+            self._run_one(batch[0])
+            return
+        self.merged += len(batch)
+        first = batch[0]
+        try:
+            feeds = {k: np.concatenate([t.feeds[k] for t in batch]) for k in first.feeds}
+            outputs = first.servable.run(first.signature, feeds)
+            total = sum(t.rows for t in batch)
+            if any(not v.ndim or v.shape[0] != total for v in outputs.values()):
+                raise ValueError("outputs do not keep the batch dimension")
+        except Exception:  # one bad request must not fail its batch mates
             for task in batch:
-                task.future.set_result({k: v[offset:offset + task.rows] for k, v in outputs.items()})
-                offset += task.rows
+                self._run_one(task)
+            return
+        offset = 0
+        for task in batch:
+            task.future.set_result({k: v[offset:offset + task.rows] for k, v in outputs.items()})
+            offset += task.rows
 
     @staticmethod
     def _run_one(task: _Task) -> None:
@@ -132,5 +150,7 @@ class Batcher:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        for task in self._queue:
-            task.future.set_exception(ServingError("UNAVAILABLE", "server is shutting down"))
+            queued, self._queue = list(self._queue), collections.deque()
+        for task in queued:
+            if task.future.set_running_or_notify_cancel():
+                task.future.set_exception(ServingError("UNAVAILABLE", "server is shutting down"))
