@@ -121,7 +121,10 @@ def _numeric_leaves(leaves: list[Any], dtype: tf.DType, name: str) -> np.ndarray
 
 def to_array(value: Any, spec: TensorSpec, batched_rows: bool = False) -> np.ndarray:
     """JSON value -> ndarray of the spec's dtype; the shape must fit the spec."""
-    shape, leaves = _flatten(value, spec.name)
+    if isinstance(value, list) and value and not any(isinstance(v, (list, dict)) for v in value):
+        shape, leaves = [len(value)], value  # one scalar per row: the common case, no recursion
+    else:
+        shape, leaves = _flatten(value, spec.name)
     if spec.dtype == tf.string:
         array = np.array([_string_leaf(leaf, spec.name) for leaf in leaves], dtype=object)
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -22,6 +22,29 @@ from serving.errors import ServingError, invalid
 from serving.metrics import Metrics
 from serving.registry import Registry, Servable
 from serving.request_log import RequestLogger
+
+
+async def within(awaitable: Any, seconds: float, on_timeout: Callable[[], ServingError]) -> Any:
+    """Await with a deadline. A timer cancels the awaited future (or, for a
+    coroutine, the current task): unlike asyncio.wait_for, no extra Task is
+    created per request on the hot path."""
+    target = awaitable if asyncio.isfuture(awaitable) else asyncio.current_task()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        target.cancel()
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if expired:
+            raise on_timeout() from None
+        raise
+    finally:
+        timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -105,21 +128,7 @@ class ServingCore:
                             protocol: str) -> dict[str, np.ndarray]:
         """Predict without holding an event-loop or pool thread while the model runs."""
         future = asyncio.wrap_future(self.submit(servable, signature, feeds))
-        expired = []
-
-        def expire() -> None:
-            expired.append(True)
-            future.cancel()
-
-        timer = asyncio.get_running_loop().call_later(self.limits.request_timeout_s, expire)
-        try:  # a timer, not wait_for: no extra Task per request
-            outputs = await future
-        except asyncio.CancelledError:
-            if expired:
-                raise self._deadline() from None
-            raise
-        finally:
-            timer.cancel()
+        outputs = await within(future, self.limits.request_timeout_s, self._deadline)
         return self._finish(servable, signature, feeds, outputs, protocol)
 
     @contextlib.contextmanager

@@ -47,6 +47,7 @@ class Servable:
         missing = set(self.signatures) - set(self._functions)
         if missing:
             raise ValueError(f"signatures {sorted(missing)} are in saved_model.pb but not callable")
+        self._flat_order = {name: _flat_order(fn, self.signatures[name]) for name, fn in self._functions.items()}
 
     def signature(self, name: str | None) -> SignatureInfo:
         name = name or DEFAULT_SIGNATURE
@@ -59,9 +60,14 @@ class Servable:
 
     def run(self, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call a signature; TF's own argument errors become INVALID_ARGUMENT."""
-        fn = self._functions[signature]
+        fn, specs, order = self._functions[signature], self.signatures[signature].inputs, self._flat_order[signature]
         try:
-            out = fn(**{k: tf.constant(v, dtype=self.signatures[signature].inputs[k].dtype) for k, v in feeds.items()})
+            if order is not None and len(feeds) == len(order) and all(
+                k in feeds and _fits(feeds[k].shape, shape) for k, shape in order
+            ):
+                out = fn._call_flat([_tensor(feeds[k], specs[k].dtype) for k, _ in order], fn.captured_inputs)
+            else:  # the public call: binds by name and explains what does not fit
+                out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in feeds.items()})
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise invalid(f"model rejected the input: {tf_error_line(exc)}") from None
         return {k: v.numpy() for k, v in out.items()}
@@ -80,6 +86,44 @@ class Servable:
             self.run(DEFAULT_SIGNATURE, feeds)
         except Exception as exc:  # a model may reject zeros; loading still succeeded
             log.info("warm-up of %s/%s skipped: %s", self.name, self.version, exc)
+
+
+def _tensor(value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
+    """tf.constant without its generic conversion layers when the array already
+    has the declared dtype (what the codecs produce): about 10 us less per input."""
+    if _EagerTensor is not None and value.dtype == (object if dtype == tf.string else dtype.as_numpy_dtype):
+        return _EagerTensor(value, _eager_context().device_name, dtype.as_datatype_enum)
+    return tf.constant(value, dtype=dtype)
+
+
+try:
+    from tensorflow.python.eager.context import context as _eager_context
+    from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
+except ImportError:  # a TF without them takes the tf.constant path
+    _EagerTensor = None
+
+
+def _fits(shape: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(declared) and all(want is None or want == got for want, got in zip(declared, shape))
+
+
+def _flat_order(fn: Any, info: SignatureInfo) -> list[tuple[str, tuple[int | None, ...]]] | None:
+    """(input name, declared shape) in the order of the function's flat arguments, when that
+    order is certain; None leaves the function on TF's public call.
+
+    The public call re-binds and re-validates keyword arguments on every
+    request, which costs about as much as running this model's whole graph
+    (about 1 ms of 2 here); TF Serving's C++ server pays neither. Inputs are
+    already converted to the declared dtype and checked against the declared shape.
+    """
+    call_flat = getattr(fn, "_call_flat", None)
+    args = list(getattr(fn, "inputs", []))[: len(getattr(fn, "inputs", [])) - len(getattr(fn, "captured_inputs", []))]
+    names = sorted(info.inputs)
+    if call_flat is None or len(args) != len(names):
+        return None
+    if any(arg.name.split(":")[0] != name or info.inputs[name].shape is None for arg, name in zip(args, names)):
+        return None
+    return [(name, tuple(None if d in (-1, None) else d for d in info.inputs[name].shape)) for name in names]
 
 
 def tf_error_line(exc: BaseException) -> str:

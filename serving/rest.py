@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from serving import codec
-from serving.core import ServingCore
+from serving.core import ServingCore, within
 from serving.errors import ServingError, invalid
 
 log = logging.getLogger("serving")
@@ -111,10 +111,8 @@ def create_app(core: ServingCore, parse_threads: int = 2) -> FastAPI:
                 chunks.append(chunk)
             return b"".join(chunks)
 
-        try:
-            return await asyncio.wait_for(read_all(), limits.body_timeout_s)
-        except asyncio.TimeoutError:
-            raise ServingError("DEADLINE_EXCEEDED", "timed out reading the request body", 408) from None
+        return await within(read_all(), limits.body_timeout_s,
+                            lambda: ServingError("DEADLINE_EXCEEDED", "timed out reading the request body", 408))
 
     async def offload(fn: Any, *args: Any, big: bool) -> Any:
         """Run CPU-heavy JSON work inline when small, on a thread when large."""

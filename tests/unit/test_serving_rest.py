@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from pathlib import Path
 
 import httpx
@@ -118,3 +119,19 @@ def test_request_log_is_written(server: ServingServer, http: httpx.Client) -> No
     records = [json.loads(line) for f in Path(server.options.request_log_dir).glob("*.jsonl") for line in f.read_text().splitlines()]
     assert {"model": "toy", "version": 2, "inputs": {"s": ["q"], "x": [4.0]}, "outputs": {"n": [1], "y": [8.0]}}.items() <= {
         k: v for r in records if r["inputs"]["x"] == [4.0] for k, v in r.items()}.items()
+
+
+def test_a_stalled_body_times_out_with_408_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    base = tmp_path / "toy"
+    push_toy(base, 1, scale=3.0)
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=None,
+                            file_system_poll_wait_seconds=0, limits=Limits(body_timeout_s=0.5))
+    with ServingServer(options) as srv:
+        with socket.create_connection(("127.0.0.1", srv.rest_port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"instances\"")  # and then nothing
+            reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b"timed out reading the request body" in reply
+        resp = httpx.post(f"{srv.url}/v1/models/toy:predict", json={"instances": [{"x": 2.0, "s": "ab"}]}, timeout=10)
+        assert resp.status_code == 200 and resp.json()["predictions"][0]["y"] == 6.0
