@@ -81,18 +81,12 @@ def describe_anomalies(path: str) -> list[tuple[str, str, str]]:
     """(feature, kinds, description) for every anomaly recorded for one split."""
     if not os.path.isfile(path):
         return []
+    from pipeline.components.data_gate import anomaly_rows  # the gate's own reading
+
     anomalies = anomalies_pb2.Anomalies()
     with open(path, "rb") as handle:
         anomalies.ParseFromString(handle.read())
-    out = []
-    for feature, info in sorted(anomalies.anomaly_info.items()):
-        kinds = ", ".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason) or "UNKNOWN"
-        out.append((feature, kinds, info.description or info.short_description))
-    if anomalies.HasField("dataset_anomaly_info"):
-        info = anomalies.dataset_anomaly_info
-        kinds = ", ".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason) or "UNKNOWN"
-        out.append(("(dataset)", kinds, info.description or info.short_description))
-    return out
+    return anomaly_rows(anomalies)
 
 
 def data_section(statistics_uri: str | None, anomalies_uri: str | None) -> list[Split]:

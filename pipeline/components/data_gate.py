@@ -47,19 +47,23 @@ class DataGateError(RuntimeError):
         )
 
 
+def anomaly_rows(anomalies: anomalies_pb2.Anomalies) -> list:
+    """(feature, kinds, description) per anomaly; the dataset-level one as `<dataset>`.
+    The gate's message and the run report both read anomalies through this."""
+    infos = sorted(anomalies.anomaly_info.items())
+    if anomalies.HasField("dataset_anomaly_info"):
+        infos.append(("<dataset>", anomalies.dataset_anomaly_info))
+    return [
+        (feature,
+         ", ".join(anomalies_pb2.AnomalyInfo.Type.Name(reason.type) for reason in info.reason) or "UNKNOWN",
+         info.description or info.short_description)
+        for feature, info in infos
+    ]
+
+
 def describe_anomalies(split: str, anomalies: anomalies_pb2.Anomalies) -> list:
     """One line per anomaly: split, feature, kind, description."""
-    lines = []
-    for feature, info in sorted(anomalies.anomaly_info.items()):
-        kinds = ", ".join(
-            anomalies_pb2.AnomalyInfo.Type.Name(reason.type) for reason in info.reason
-        ) or "UNKNOWN"
-        description = info.description or info.short_description
-        lines.append(f"  [{split}] {feature}: {kinds}: {description}")
-    if anomalies.HasField("dataset_anomaly_info"):
-        info = anomalies.dataset_anomaly_info
-        lines.append(f"  [{split}] <dataset>: {info.description or info.short_description}")
-    return lines
+    return [f"  [{split}] {feature}: {kinds}: {description}" for feature, kinds, description in anomaly_rows(anomalies)]
 
 
 def read_anomalies(artifact: types.Artifact) -> dict:
