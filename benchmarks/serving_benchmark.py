@@ -46,22 +46,54 @@ def summarize(latencies: list[float], wall: float) -> dict[str, float]:
 _LOADED: dict[Path, object] = {}
 
 
-def bench_in_process(model_dir: Path, seconds: float) -> dict[str, float]:
-    """The floor: the SavedModel's serving_default called directly, one thread."""
+def in_process_call(model_dir: Path):  # noqa: ANN201 - a zero-argument callable
+    """The SavedModel's serving_default called directly on the 1-row request
+    (the model is loaded once per benchmark run)."""
     import tensorflow as tf
 
     if model_dir not in _LOADED:
         _LOADED[model_dir] = tf.saved_model.load(str(model_dir))
     fn = _LOADED[model_dir].signatures["serving_default"]
     feeds = {k: tf.constant([v], dtype=tf.string if k in STRINGS else tf.float64) for k, v in ROW.items()}
+    return lambda: fn(**feeds)
+
+
+def bench_in_process(model_dir: Path, seconds: float) -> dict[str, float]:
+    """The floor: the SavedModel's serving_default called directly, one thread."""
+    call = in_process_call(model_dir)
     for _ in range(50):
-        fn(**feeds)
+        call()
     latencies, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds:
         t = time.perf_counter()
-        fn(**feeds)
+        call()
         latencies.append(time.perf_counter() - t)
     return summarize(latencies, time.perf_counter() - start)
+
+
+REST_BODY = json.dumps({"instances": [ROW]}).encode()
+
+
+def rest_predict(conn: http.client.HTTPConnection) -> None:
+    """One 1-row :predict on a keep-alive connection; a non-200 answer raises."""
+    conn.request("POST", "/v1/models/taxi:predict", REST_BODY, {"content-type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"REST answered {resp.status}")
+
+
+def grpc_request():  # noqa: ANN201 - a PredictRequest
+    """The same 1-row request as a TF Serving PredictRequest."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "taxi"
+    for k, v in ROW.items():
+        arr = np.array([v.encode()], dtype=object) if k in STRINGS else np.array([v], dtype=np.float64)
+        request.inputs[k].CopyFrom(tf.make_tensor_proto(arr))
+    return request
 
 
 async def _load(call, clients: int, seconds: float) -> dict[str, float]:
@@ -93,8 +125,6 @@ def bench_rest(url: str, clients: int, seconds: float) -> dict[str, float]:
     because its per-request cost is a fraction of httpx's, and the client
     shares the machine's two cores with the server."""
     host, port = url.removeprefix("http://").split(":")
-    body = json.dumps({"instances": [ROW]}).encode()
-    headers = {"content-type": "application/json"}
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -106,17 +136,12 @@ def bench_rest(url: str, clients: int, seconds: float) -> dict[str, float]:
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         mine, bad = [], 0
         for _ in range(5):
-            conn.request("POST", "/v1/models/taxi:predict", body, headers)
-            conn.getresponse().read()
+            rest_predict(conn)
         start_gate.wait()
         while time.perf_counter() < stop_at[0]:
             t = time.perf_counter()
             try:
-                conn.request("POST", "/v1/models/taxi:predict", body, headers)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(resp.status)
+                rest_predict(conn)
                 mine.append(time.perf_counter() - t)
             except Exception:
                 bad += 1
@@ -143,14 +168,9 @@ def bench_rest(url: str, clients: int, seconds: float) -> dict[str, float]:
 
 async def bench_grpc(target: str, clients: int, seconds: float) -> dict[str, float]:
     import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "taxi"
-    for k, v in ROW.items():
-        arr = np.array([v.encode()], dtype=object) if k in STRINGS else np.array([v], dtype=np.float64)
-        request.inputs[k].CopyFrom(tf.make_tensor_proto(arr))
+    request = grpc_request()
     async with grpc.aio.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
@@ -163,31 +183,16 @@ def bench_paired(url: str, grpc_target: str, model_dir: Path, seconds: float) ->
     """1 client, calls interleaved in-process / REST / gRPC, so that all three
     see the same moment-to-moment load of a shared machine."""
     import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    bench_in_process(model_dir, 0.2)  # loads and warms the model
-    fn = _LOADED[model_dir].signatures["serving_default"]
-    feeds = {k: tf.constant([v], dtype=tf.string if k in STRINGS else tf.float64) for k, v in ROW.items()}
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    body, headers = json.dumps({"instances": [ROW]}).encode(), {"content-type": "application/json"}
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "taxi"
-    for k, v in ROW.items():
-        arr = np.array([v.encode()], dtype=object) if k in STRINGS else np.array([v], dtype=np.float64)
-        request.inputs[k].CopyFrom(tf.make_tensor_proto(arr))
+    request = grpc_request()
     channel = grpc.insecure_channel(grpc_target)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-    def rest() -> None:
-        conn.request("POST", "/v1/models/taxi:predict", body, headers)
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"REST answered {resp.status}")
-
-    calls = {"in-process": lambda: fn(**feeds), "rest": rest, "grpc": lambda: stub.Predict(request, timeout=30)}
+    calls = {"in-process": in_process_call(model_dir), "rest": lambda: rest_predict(conn),
+             "grpc": lambda: stub.Predict(request, timeout=30)}
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(20):
         for call in calls.values():

@@ -67,7 +67,7 @@ class Servable:
             ):
                 out = fn._call_flat([_tensor(feeds[k], specs[k].dtype) for k, _ in order], fn.captured_inputs)
             else:  # the public call: binds by name and explains what does not fit
-                out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in feeds.items()})
+                out = fn(**{k: _tensor(v, specs[k].dtype) for k, v in feeds.items()})
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise invalid(f"model rejected the input: {tf_error_line(exc)}") from None
         return {k: v.numpy() for k, v in out.items()}
@@ -88,19 +88,19 @@ class Servable:
             log.info("warm-up of %s/%s skipped: %s", self.name, self.version, exc)
 
 
+try:
+    from tensorflow.python.eager.context import context as _eager_context
+    from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
+except ImportError:  # a TF without them takes the tf.constant path
+    _EagerTensor = None
+
+
 def _tensor(value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
     """tf.constant without its generic conversion layers when the array already
     has the declared dtype (what the codecs produce): about 10 us less per input."""
     if _EagerTensor is not None and value.dtype == (object if dtype == tf.string else dtype.as_numpy_dtype):
         return _EagerTensor(value, _eager_context().device_name, dtype.as_datatype_enum)
     return tf.constant(value, dtype=dtype)
-
-
-try:
-    from tensorflow.python.eager.context import context as _eager_context
-    from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
-except ImportError:  # a TF without them takes the tf.constant path
-    _EagerTensor = None
 
 
 def _fits(shape: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
@@ -116,10 +116,12 @@ def _flat_order(fn: Any, info: SignatureInfo) -> list[tuple[str, tuple[int | Non
     (about 1 ms of 2 here); TF Serving's C++ server pays neither. Inputs are
     already converted to the declared dtype and checked against the declared shape.
     """
-    call_flat = getattr(fn, "_call_flat", None)
-    args = list(getattr(fn, "inputs", []))[: len(getattr(fn, "inputs", [])) - len(getattr(fn, "captured_inputs", []))]
+    if not hasattr(fn, "_call_flat"):
+        return None
+    inputs = list(getattr(fn, "inputs", []))
+    args = inputs[: len(inputs) - len(getattr(fn, "captured_inputs", []))]
     names = sorted(info.inputs)
-    if call_flat is None or len(args) != len(names):
+    if len(args) != len(names):
         return None
     if any(arg.name.split(":")[0] != name or info.inputs[name].shape is None for arg, name in zip(args, names)):
         return None
@@ -232,14 +234,17 @@ class ModelManager:
     def available_versions(self) -> list[int]:
         return sorted(self._available)
 
+    def _labelled_version(self, label: str) -> int:
+        if label not in self.spec.labels:
+            # TF Serving: INVALID_ARGUMENT (REST 400), not NOT_FOUND.
+            raise invalid(f"Unrecognized servable version label: {label}")
+        return self.spec.labels[label]
+
     def resolve(self, version: int | None = None, label: str | None = None) -> Servable:
         """The servable a request names: latest, a version, or a label."""
         available = self._available
         if label is not None:
-            if label not in self.spec.labels:
-                # TF Serving: INVALID_ARGUMENT (REST 400), not NOT_FOUND.
-                raise invalid(f"Unrecognized servable version label: {label}")
-            version = self.spec.labels[label]
+            version = self._labelled_version(label)
             if version not in available:
                 raise not_found(f"label '{label}' of model '{self.name}' points to version {version}, which is not available")
         if version is None:
@@ -253,10 +258,7 @@ class ModelManager:
     def status(self, version: int | None = None, label: str | None = None) -> list[VersionState]:
         """Version states, newest first, as GetModelStatus reports them."""
         if label is not None:
-            if label not in self.spec.labels:
-                # TF Serving: INVALID_ARGUMENT (REST 400), not NOT_FOUND.
-                raise invalid(f"Unrecognized servable version label: {label}")
-            version = self.spec.labels[label]
+            version = self._labelled_version(label)
         states = dict(self._states)
         if version is not None:
             if version not in states:
