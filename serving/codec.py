@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,24 @@ class TensorSpec:
     name: str
     dtype: tf.DType
     shape: tuple[int, ...] | None  # None: unknown rank
+    # Read per request, so computed once: tf.DType's properties cost ~1 us each.
+    np_dtype: np.dtype = field(init=False, repr=False, compare=False)
+    kind: str = field(init=False, repr=False, compare=False)  # string, bool, int or float
+
+    def __post_init__(self) -> None:
+        kind = ("string" if self.dtype == tf.string else "bool" if self.dtype.is_bool
+                else "int" if self.dtype.is_integer else "float")
+        try:
+            np_dtype = np.dtype(object if kind == "string" else self.dtype.as_numpy_dtype)
+        except KeyError:  # resource/variant outputs have no numpy twin
+            np_dtype = np.dtype(object)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "np_dtype", np_dtype)
+
+    def fits(self, shape: tuple[int, ...] | list[int]) -> bool:
+        """Whether an array of this shape matches the declared one (-1: any size)."""
+        return self.shape is None or (len(shape) == len(self.shape) and all(
+            want in (-1, None) or want == got for want, got in zip(self.shape, shape, strict=False)))
 
 
 @dataclass(frozen=True)
@@ -101,20 +119,20 @@ def json_type(value: Any) -> str:
     return "a list"
 
 
-def _numeric_leaves(leaves: list[Any], dtype: tf.DType, name: str) -> np.ndarray:
-    np_dtype = dtype.as_numpy_dtype
-    if dtype.is_bool:
+def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
+    name, dtype = spec.name, spec.dtype
+    if spec.kind == "bool":
         for leaf in leaves:
             if not isinstance(leaf, bool):
                 raise invalid(f"input '{name}' expects booleans, got {json_type(leaf)}")
-        return np.array(leaves, dtype=np_dtype)
+        return np.array(leaves, dtype=spec.np_dtype)
     for leaf in leaves:
-        if isinstance(leaf, bool) or not isinstance(leaf, (int, float)):
+        if leaf.__class__ is not float and (isinstance(leaf, bool) or not isinstance(leaf, (int, float))):
             raise invalid(f"input '{name}' expects numbers ({_dtype_label(dtype)}), got {json_type(leaf)}")
-        if dtype.is_integer and isinstance(leaf, float) and not (math.isfinite(leaf) and leaf.is_integer()):
+        if spec.kind == "int" and isinstance(leaf, float) and not (math.isfinite(leaf) and leaf.is_integer()):
             raise invalid(f"input '{name}' expects integers ({_dtype_label(dtype)}), got {leaf!r}")
     try:
-        return np.array(leaves, dtype=np_dtype)
+        return np.array(leaves, dtype=spec.np_dtype)
     except OverflowError:
         raise invalid(f"input '{name}': a value is out of range for {_dtype_label(dtype)}") from None
 
@@ -125,22 +143,19 @@ def to_array(value: Any, spec: TensorSpec, batched_rows: bool = False) -> np.nda
         shape, leaves = [len(value)], value  # one scalar per row: the common case, no recursion
     else:
         shape, leaves = _flatten(value, spec.name)
-    if spec.dtype == tf.string:
+    if spec.kind == "string":
         array = np.array([_string_leaf(leaf, spec.name) for leaf in leaves], dtype=object)
     else:
-        array = _numeric_leaves(leaves, spec.dtype, spec.name)
-    array = array.reshape(shape)
-    if spec.shape is not None:
-        ok = len(shape) == len(spec.shape) and all(
-            want in (-1, None) or want == got for want, got in zip(spec.shape, shape, strict=False)
+        array = _numeric_leaves(leaves, spec)
+    if len(shape) != 1:
+        array = array.reshape(shape)
+    if not spec.fits(shape):
+        per_row = "each row of " if batched_rows else ""
+        got = list(shape[1:]) if batched_rows else list(shape)
+        want = list(spec.shape[1:]) if batched_rows else list(spec.shape)
+        raise invalid(
+            f"{per_row}input '{spec.name}' has shape {got}, but the signature expects {want} (-1: any size)"
         )
-        if not ok:
-            per_row = "each row of " if batched_rows else ""
-            got = list(shape[1:]) if batched_rows else list(shape)
-            want = list(spec.shape[1:]) if batched_rows else list(spec.shape)
-            raise invalid(
-                f"{per_row}input '{spec.name}' has shape {got}, but the signature expects {want} (-1: any size)"
-            )
     return array
 
 

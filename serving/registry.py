@@ -24,6 +24,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from serving.codec import SignatureInfo
 from serving.config import ModelSpec
 from serving.errors import ServingError, invalid, not_found
+from serving.signature_call import SignatureCall
 
 log = logging.getLogger("serving")
 
@@ -43,11 +44,11 @@ class Servable:
         self.signature_defs = {k: v for k, v in graphs[0].signature_def.items() if not k.startswith("__")}
         self.signatures = {k: SignatureInfo.from_proto(k, v) for k, v in self.signature_defs.items()}
         self._model = tf.saved_model.load(str(path), tags=["serve"])
-        self._functions = dict(self._model.signatures)
-        missing = set(self.signatures) - set(self._functions)
+        functions = dict(self._model.signatures)
+        missing = set(self.signatures) - set(functions)
         if missing:
             raise ValueError(f"signatures {sorted(missing)} are in saved_model.pb but not callable")
-        self._flat_order = {name: _flat_order(fn, self.signatures[name]) for name, fn in self._functions.items()}
+        self._calls = {name: SignatureCall(fn, self.signatures[name]) for name, fn in functions.items()}
 
     def signature(self, name: str | None) -> SignatureInfo:
         name = name or DEFAULT_SIGNATURE
@@ -60,72 +61,28 @@ class Servable:
 
     def run(self, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call a signature; TF's own argument errors become INVALID_ARGUMENT."""
-        fn, specs, order = self._functions[signature], self.signatures[signature].inputs, self._flat_order[signature]
         try:
-            if order is not None and len(feeds) == len(order) and all(
-                k in feeds and _fits(feeds[k].shape, shape) for k, shape in order
-            ):
-                out = fn._call_flat([_tensor(feeds[k], specs[k].dtype) for k, _ in order], fn.captured_inputs)
-            else:  # the public call: binds by name and explains what does not fit
-                out = fn(**{k: _tensor(v, specs[k].dtype) for k, v in feeds.items()})
+            out = self._calls[signature](feeds)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise invalid(f"model rejected the input: {tf_error_line(exc)}") from None
         return {k: v.numpy() for k, v in out.items()}
 
     def warm_up(self) -> None:
-        """First call traces/optimizes the graph; pay that before going live."""
+        """First call traces/optimizes the graph; pay that before going live.
+        Also decides whether small batches run on the single-threaded executor."""
         sig = self.signatures.get(DEFAULT_SIGNATURE)
         if sig is None or sig.method_name != "tensorflow/serving/predict":
             return
         feeds = {}
         for spec in sig.inputs.values():
             shape = [1 if d in (-1, None) else d for d in (spec.shape or (1,))]
-            fill = b"" if spec.dtype == tf.string else 0
-            feeds[spec.name] = np.full(shape, fill, dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
+            feeds[spec.name] = np.full(shape, b"" if spec.kind == "string" else 0, dtype=spec.np_dtype)
         try:
             self.run(DEFAULT_SIGNATURE, feeds)
         except Exception as exc:  # a model may reject zeros; loading still succeeded
             log.info("warm-up of %s/%s skipped: %s", self.name, self.version, exc)
-
-
-try:
-    from tensorflow.python.eager.context import context as _eager_context
-    from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
-except ImportError:  # a TF without them takes the tf.constant path
-    _EagerTensor = None
-
-
-def _tensor(value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
-    """tf.constant without its generic conversion layers when the array already
-    has the declared dtype (what the codecs produce): about 10 us less per input."""
-    if _EagerTensor is not None and value.dtype == (object if dtype == tf.string else dtype.as_numpy_dtype):
-        return _EagerTensor(value, _eager_context().device_name, dtype.as_datatype_enum)
-    return tf.constant(value, dtype=dtype)
-
-
-def _fits(shape: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
-    return len(shape) == len(declared) and all(want is None or want == got for want, got in zip(declared, shape))
-
-
-def _flat_order(fn: Any, info: SignatureInfo) -> list[tuple[str, tuple[int | None, ...]]] | None:
-    """(input name, declared shape) in the order of the function's flat arguments, when that
-    order is certain; None leaves the function on TF's public call.
-
-    The public call re-binds and re-validates keyword arguments on every
-    request, which costs about as much as running this model's whole graph
-    (about 1 ms of 2 here); TF Serving's C++ server pays neither. Inputs are
-    already converted to the declared dtype and checked against the declared shape.
-    """
-    if not hasattr(fn, "_call_flat"):
-        return None
-    inputs = list(getattr(fn, "inputs", []))
-    args = inputs[: len(inputs) - len(getattr(fn, "captured_inputs", []))]
-    names = sorted(info.inputs)
-    if len(args) != len(names):
-        return None
-    if any(arg.name.split(":")[0] != name or info.inputs[name].shape is None for arg, name in zip(args, names)):
-        return None
-    return [(name, tuple(None if d in (-1, None) else d for d in info.inputs[name].shape)) for name in names]
+            return
+        self._calls[DEFAULT_SIGNATURE].probe_inline_executor(feeds)
 
 
 def tf_error_line(exc: BaseException) -> str:

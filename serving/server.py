@@ -125,7 +125,7 @@ class ServingServer:
         self.batcher = Batcher(options.batching) if options.batching is not None else None
         self.core = ServingCore(self.registry, self.metrics, options.limits, self.request_log, self.batcher,
                                 options.model_threads)
-        self.app = create_app(self.core)
+        self.app = create_app(self.core, requests_open=self._requests_open)
         self._sock = bind_socket(options.host, options.rest_port)
         self.rest_port = self._sock.getsockname()[1]
         self.grpc_server = None
@@ -143,6 +143,11 @@ class ServingServer:
         self.metrics.model_events.labels(model, event).inc()
         if hasattr(self, "registry"):
             self.metrics.available.labels(model).set(len(self.registry.models[model].available_versions()))
+
+    def _requests_open(self) -> int:
+        """Requests uvicorn has parsed and not yet answered, queued ones included."""
+        server = self._uvicorn
+        return len(server.server_state.tasks) if server is not None else 1
 
     @property
     def url(self) -> str:
