@@ -60,7 +60,23 @@ def in_process_call(model_dir: Path):  # noqa: ANN201 - a zero-argument callable
 
 def bench_in_process(model_dir: Path, seconds: float) -> dict[str, float]:
     """The floor: the SavedModel's serving_default called directly, one thread."""
-    call = in_process_call(model_dir)
+    return time_calls(in_process_call(model_dir), seconds)
+
+
+def bench_server_call(model_dir: Path, seconds: float) -> dict[str, float]:
+    """For reference, not a target: the server's own model call (Servable.run on
+    the feeds its JSON codec makes), in this process."""
+    sys.path.insert(0, str(REPO))
+    from serving import codec
+    from serving.registry import Servable
+
+    servable = Servable("taxi", 0, model_dir)
+    servable.warm_up()
+    feeds, _ = codec.parse_predict(json.loads(REST_BODY), servable.signature(None))
+    return time_calls(lambda: servable.run("serving_default", feeds), seconds)
+
+
+def time_calls(call, seconds: float) -> dict[str, float]:  # noqa: ANN001 - a zero-argument callable
     for _ in range(50):
         call()
     latencies, start = [], time.perf_counter()
@@ -253,7 +269,11 @@ def markdown(report: dict) -> str:
         f"{report['date']} on {report['machine']}; model `{report['model_dir']}`; 1-row requests, "
         f"{report['seconds_per_run']:g} s per run; clients run in the benchmark process (REST: a thread + keep-alive http.client connection each; gRPC: grpc.aio).", "",
         f"In process (single thread, first run): p50 {ip['p50_ms']} ms, p99 {ip['p99_ms']} ms, "
-        f"{ip['throughput_rps']} req/s.", "",
+        f"{ip['throughput_rps']} req/s. This is `signatures[\"serving_default\"](**tensors)`, the call "
+        "a user would write, and the floor the targets use.", "",
+        "For reference (not a target), the server's own model call in this process (JSON codec's feeds, "
+        "inputs packed by dtype, flat call, single-threaded executor for small batches): "
+        f"p50 {report['server_call_in_process']['p50_ms']} ms.", "",
         f"Load average (shared machine) at start {report['load_average_start']}, end {report['load_average_end']}; "
         "the in-process floor is re-measured right before every run (last two columns).", "",
         "| server | protocol | clients | p50 ms | p99 ms | req/s | errors | in-process p50 ms | in-process req/s |",
@@ -295,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "model_dir": str(model_dir), "seconds_per_run": args.seconds, "load_average_start": os.getloadavg(),
-              "in_process": bench_in_process(model_dir, args.seconds), "runs": [], "paired": []}
+              "in_process": bench_in_process(model_dir, args.seconds),
+              "server_call_in_process": bench_server_call(model_dir, args.seconds), "runs": [], "paired": []}
     print("in-process", report["in_process"], flush=True)
     for variant in args.servers.split(","):
         proc, url, grpc_target = start_server(args.model_base_path, variant)
