@@ -20,6 +20,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
+from serving.codec import TensorSpec
 from serving.core import ServingCore
 from serving.errors import ServingError, invalid
 from serving.registry import Servable
@@ -35,6 +36,44 @@ def _spec_target(spec: Any) -> tuple[int | None, str | None]:
     if which == "version_label":
         return None, spec.version_label
     return None, None
+
+
+# TensorProto's typed value field per numpy dtype, for the dtypes models take
+# and return most. tf.make_ndarray / tf.make_tensor_proto handle every case
+# but cost 30-45 us per tensor (14 inputs: ~0.5 ms of GIL time per request);
+# these paths cost 3-10 us.
+_VALUE_FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
+                 np.dtype(np.int32): "int_val", np.dtype(np.int64): "int64_val",
+                 np.dtype(np.bool_): "bool_val", np.dtype(object): "string_val"}
+
+
+def _ndarray(proto: Any, spec: TensorSpec) -> np.ndarray:
+    """TensorProto -> ndarray (dtype already checked against the signature)."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    size = int(np.prod(shape)) if shape else 1
+    field = _VALUE_FIELDS.get(spec.np_dtype)
+    if field is None:
+        return tf.make_ndarray(proto)
+    if proto.tensor_content and field != "string_val":
+        return np.frombuffer(proto.tensor_content, dtype=spec.np_dtype).reshape(shape).copy()
+    if not proto.tensor_content and len(getattr(proto, field)) == size > 0:
+        return np.array(getattr(proto, field), dtype=spec.np_dtype).reshape(shape)
+    return tf.make_ndarray(proto)  # one value broadcast to the shape, and the like
+
+
+def _fill_tensor_proto(proto: Any, array: np.ndarray) -> None:
+    """ndarray -> TensorProto, as tf.make_tensor_proto would write it."""
+    field = _VALUE_FIELDS.get(array.dtype)
+    if field is None:
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
+    proto.dtype = tf.as_dtype(tf.string if array.dtype == object else array.dtype).as_datatype_enum
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if field == "string_val":
+        proto.string_val.extend(array.ravel().tolist())
+    else:
+        proto.tensor_content = array.tobytes()
 
 
 def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
@@ -74,7 +113,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                             f"input '{name}' has dtype {tf.as_dtype(proto.dtype).name}, the signature expects {want.name}"
                         )
                     try:
-                        feeds[name] = tf.make_ndarray(proto)
+                        feeds[name] = _ndarray(proto, sig.inputs[name])
                     except (ValueError, TypeError) as exc:
                         raise invalid(f"input '{name}' is not a valid TensorProto: {exc}") from None
                 outputs = self.core.predict(servable, sig.name, feeds, "grpc")
@@ -87,7 +126,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.model_spec.version.value = servable.version
                 response.model_spec.signature_name = sig.name
                 for name in wanted:
-                    response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(outputs[name])))
+                    _fill_tensor_proto(response.outputs[name], np.asarray(outputs[name]))
                 return response
         except ServingError as exc:
             _abort(context, exc)

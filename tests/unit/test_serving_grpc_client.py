@@ -55,6 +55,39 @@ def test_grpc_predict(channel: grpc.Channel) -> None:
     assert tf.make_ndarray(resp.outputs["n"]).tolist() == [2, 0]
 
 
+@pytest.mark.parametrize("x_proto,s_proto,want_y", [
+    # typed value fields (what make_tensor_proto writes for one value), one row
+    (tf.make_tensor_proto(np.array([1.5])), tf.make_tensor_proto(np.array([b"abc"], dtype=object)), [4.5]),
+    # tensor_content (what make_tensor_proto writes for several values)
+    (tf.make_tensor_proto(np.array([1.0, -2.0, 0.5])), tf.make_tensor_proto(np.array([b"a", b"", b"xy"], dtype=object)),
+     [3.0, -6.0, 1.5]),
+    # one value broadcast to the declared shape, as TensorProto allows
+    (tf.make_tensor_proto(2.0, dtype=tf.float64, shape=[2]), tf.make_tensor_proto([b"q", b"rs"]), [6.0, 6.0]),
+])
+def test_grpc_tensor_encodings(channel: grpc.Channel, x_proto, s_proto, want_y: list[float]) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "toy"
+    req.inputs["x"].CopyFrom(x_proto)
+    req.inputs["s"].CopyFrom(s_proto)
+    resp = stub.Predict(req, timeout=10)
+    y, n = tf.make_ndarray(resp.outputs["y"]), tf.make_ndarray(resp.outputs["n"])
+    assert y.dtype == np.float32 and y.tolist() == want_y
+    assert n.dtype == np.int32 and n.tolist() == [len(v) for v in tf.make_ndarray(s_proto).tolist()]
+
+
+def test_grpc_truncated_tensor_content_is_invalid_argument(channel: grpc.Channel) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "toy"
+    req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0])))
+    req.inputs["x"].tensor_content = req.inputs["x"].tensor_content[:-3]
+    req.inputs["s"].CopyFrom(tf.make_tensor_proto(np.array([b"ab", b""], dtype=object)))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'x'" in info.value.details()
+
+
 @pytest.mark.parametrize("mutate,code", [
     (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND),
     (lambda r: r.model_spec.version.__setattr__("value", 99), grpc.StatusCode.NOT_FOUND),
