@@ -66,7 +66,6 @@ def bench_in_process(model_dir: Path, seconds: float) -> dict[str, float]:
 def bench_server_call(model_dir: Path, seconds: float) -> dict[str, float]:
     """For reference, not a target: the server's own model call (Servable.run on
     the feeds its JSON codec makes), in this process."""
-    sys.path.insert(0, str(REPO))
     from serving import codec
     from serving.registry import Servable
 

@@ -5,6 +5,7 @@ against this server and against the TF Serving container on port 8500.
 """
 from __future__ import annotations
 
+import math
 from concurrent import futures
 from typing import Any
 
@@ -49,14 +50,13 @@ _VALUE_FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "doubl
 
 def _ndarray(proto: Any, spec: TensorSpec) -> np.ndarray:
     """TensorProto -> ndarray (dtype already checked against the signature)."""
-    shape = [d.size for d in proto.tensor_shape.dim]
-    size = int(np.prod(shape)) if shape else 1
     field = _VALUE_FIELDS.get(spec.np_dtype)
     if field is None:
         return tf.make_ndarray(proto)
+    shape = [d.size for d in proto.tensor_shape.dim]
     if proto.tensor_content and field != "string_val":
         return np.frombuffer(proto.tensor_content, dtype=spec.np_dtype).reshape(shape).copy()
-    if not proto.tensor_content and len(getattr(proto, field)) == size > 0:
+    if not proto.tensor_content and len(getattr(proto, field)) == math.prod(shape) > 0:
         return np.array(getattr(proto, field), dtype=spec.np_dtype).reshape(shape)
     return tf.make_ndarray(proto)  # one value broadcast to the shape, and the like
 

@@ -52,6 +52,20 @@ def to_tensor(value: np.ndarray, spec: TensorSpec) -> tf.Tensor:
     return tf.constant(value, dtype=spec.dtype)
 
 
+def _groups(info: SignatureInfo) -> list[tuple[TensorSpec, list[str]]]:
+    """Inputs of one dtype and shape [-1] share a [-1, k] tensor; others stay alone."""
+    groups, by_dtype = [], {}
+    for name, spec in info.inputs.items():
+        if spec.shape == (-1,):
+            by_dtype.setdefault(spec.dtype, []).append(name)
+        else:
+            groups.append((spec, [name]))
+    for dtype, names in by_dtype.items():
+        shape = (-1, len(names)) if len(names) > 1 else (-1,)
+        groups.append((TensorSpec("+".join(names), dtype, shape), names))
+    return groups
+
+
 class SignatureCall:
     """One signature function plus its packed, flat-called twin."""
 
@@ -61,23 +75,15 @@ class SignatureCall:
         # (packed spec, input names): names stacked along axis 1 when several
         self.groups: list[tuple[TensorSpec, list[str]]] = []
         self.packed = None
+        if any(spec.shape is None for spec in info.inputs.values()):
+            return
         try:
+            self.groups = _groups(info)
             self.packed = self._pack()
         except Exception as exc:  # noqa: BLE001 - any tracing failure: stay on the public call
             log.info("signature %s keeps TF's public call: %s", info.name, exc)
 
     def _pack(self) -> Any:
-        if any(spec.shape is None for spec in self.info.inputs.values()):
-            return None
-        by_dtype: dict[Any, list[str]] = {}
-        for name, spec in self.info.inputs.items():
-            if spec.shape == (-1,):
-                by_dtype.setdefault(spec.dtype, []).append(name)
-            else:
-                self.groups.append((spec, [name]))
-        for dtype, names in by_dtype.items():
-            shape = (-1, len(names)) if len(names) > 1 else (-1,)
-            self.groups.append((TensorSpec("+".join(names), dtype, shape), names))
         groups, fn = self.groups, self.fn
 
         def unpacked(*tensors: tf.Tensor) -> Any:
