@@ -149,8 +149,11 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
             from pipeline.components.data_gate import DataGateError
+            from pipeline.local_beam import install_side_input_sizing
             from pipeline.pipeline import create_pipeline
             from pipeline.progress import watch
+
+            install_side_input_sizing()
 
             try:
                 with watch(config.metadata_path, console, enabled=progress):

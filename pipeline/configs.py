@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from pipeline.local_beam import with_dependency_flag
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -120,6 +122,7 @@ def local_config(
 ) -> PipelineConfig:
     """The config for a local run: everything lives under one output folder."""
     output = os.path.abspath(output_dir)
+    beam_args = tuple(overrides.pop("beam_pipeline_args", DEFAULT_LOCAL_BEAM_ARGS))  # type: ignore[arg-type]
     return PipelineConfig(
         pipeline_name=str(overrides.pop("pipeline_name", "taxi-pipeline")),
         pipeline_root=os.path.join(output, "pipeline_root"),
@@ -127,6 +130,7 @@ def local_config(
         serving_model_dir=os.path.join(output, "serving_model", str(overrides.get("model_name", "taxi"))),
         metadata_path=os.path.join(output, "metadata.sqlite"),
         code_fingerprint=models_code_fingerprint(),
+        beam_pipeline_args=with_dependency_flag(beam_args),
         **overrides,  # type: ignore[arg-type]
     )
 
