@@ -148,12 +148,12 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
         with output_to(log_path) as console:
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
+            from pipeline import local_beam
             from pipeline.components.data_gate import DataGateError
-            from pipeline.local_beam import install_side_input_sizing
             from pipeline.pipeline import create_pipeline
             from pipeline.progress import watch
 
-            install_side_input_sizing()
+            local_beam.install()
 
             try:
                 with watch(config.metadata_path, console, enabled=progress):

@@ -1,6 +1,8 @@
 """Local Beam setup: no per-component TFX sdist, and Beam's side-input sizing unchanged but cheap."""
 from __future__ import annotations
 
+import functools
+import logging
 import sys
 import types
 
@@ -30,41 +32,96 @@ def test_user_beam_args_without_a_dependency_flag_get_one() -> None:
 
 
 @pytest.fixture
-def beam_sizing():
+def installed():
+    """local_beam.install() for one test, with Beam's and dill's own functions put back after it."""
+    import importlib
+
+    import dill._dill
     from apache_beam.runners.worker import statecache
 
-    original = statecache.get_deep_size
-    local_beam.install_side_input_sizing()
-    yield original, statecache.get_deep_size
-    statecache.get_deep_size = original
+    signature_modules = [importlib.import_module(name) for name in local_beam.SIGNATURE_USERS]
+    saved = [(statecache, "get_deep_size", statecache.get_deep_size), (dill._dill, "_trace", dill._dill._trace)]
+    saved += [(module, "get_signature", module.get_signature) for module in signature_modules]
+    local_beam.install()
+    yield {name: value for _, name, value in saved}
+    for module, name, value in saved:
+        setattr(module, name, value)
 
 
-def test_side_input_sizes_are_what_beam_computes(beam_sizing) -> None:
-    original, installed = beam_sizing
-    assert installed is not original
+def test_side_input_sizes_are_what_beam_computes(installed) -> None:
+    from apache_beam.runners.worker import statecache
+
+    original = installed["get_deep_size"]
+    assert statecache.get_deep_size is not original
     values = [np.arange(1000), [1, 2.5, "three"], {"a": np.zeros((3, 4)), "b": b"x" * 500}, (None, 7)]
     for value in values:
-        assert installed(value) == original(value)
-    assert installed(*values) == original(*values)
+        assert statecache.get_deep_size(value) == original(value)
+    assert statecache.get_deep_size(*values) == original(*values)
 
 
-def test_module_globals_stay_excluded_as_modules_come_and_go(beam_sizing) -> None:
-    original, installed = beam_sizing
+def test_module_globals_stay_excluded_as_modules_come_and_go(installed) -> None:
+    from apache_beam.runners.worker import statecache
+
+    original, sized = installed["get_deep_size"], statecache.get_deep_size
     module = types.ModuleType("late_module_for_sizing_test")
     module.big = list(range(10_000))
     holder = [vars(module)]
-    before = installed(holder)  # not yet a module: its dict is counted
+    before = sized(holder)  # not yet a module: its dict is counted
     sys.modules[module.__name__] = module
     try:
-        assert installed(holder) == original(holder) < before
+        assert sized(holder) == original(holder) < before
     finally:
         del sys.modules[module.__name__]
-    assert installed(holder) == before
+    assert sized(holder) == before
 
 
-def test_installing_twice_keeps_one_wrapper(beam_sizing) -> None:
+class _Fn:
+    def process(self, element, timestamp=None, *args, **kwargs):
+        yield element
+
+    @staticmethod
+    def static(a, b=2):
+        return a
+
+
+def test_signatures_are_the_ones_beam_computes(installed) -> None:
+    from apache_beam.typehints import decorators
+
+    original = installed["get_signature"]
+    first, second = _Fn(), _Fn()
+    callables = [first.process, second.process, _Fn.process, _Fn.static, lambda x, *, y=1: x,
+                 functools.partial(_Fn.static, 1), len, str.strip, _Fn]
+    for func in callables * 2:  # the second pass is served from the cache
+        assert decorators.get_signature(func) == original(func), func
+    assert list(decorators.get_signature(second.process).parameters)[0] == "element"
+    assert list(decorators.get_signature(_Fn.process).parameters)[0] == "self"
+
+
+def test_every_beam_module_that_binds_get_signature_gets_the_cached_one(installed) -> None:
+    from apache_beam.typehints import decorators
+
+    stale = [name for name, module in list(sys.modules.items())
+             if name.startswith("apache_beam") and getattr(module, "get_signature", None) is installed["get_signature"]]
+    assert stale == [], f"add these to local_beam.SIGNATURE_USERS: {stale}"
+    assert decorators.get_signature is not installed["get_signature"]
+
+
+def test_dill_log_level_still_follows_the_trace_switch(installed) -> None:
+    import dill._dill
+    from apache_beam.internal import pickler
+
+    dill._dill._trace(True)
+    assert dill._dill.log.level == logging.INFO
+    dill._dill._trace(False)
+    assert dill._dill.log.level == logging.WARN
+    assert pickler.loads(pickler.dumps(_Fn.static))(5) == 5
+
+
+def test_installing_twice_keeps_one_set_of_wrappers(installed) -> None:
+    import dill._dill
     from apache_beam.runners.worker import statecache
+    from apache_beam.typehints import decorators
 
-    _, installed = beam_sizing
-    local_beam.install_side_input_sizing()
-    assert statecache.get_deep_size is installed
+    first = (statecache.get_deep_size, decorators.get_signature, dill._dill._trace)
+    local_beam.install()
+    assert (statecache.get_deep_size, decorators.get_signature, dill._dill._trace) == first
