@@ -6,8 +6,9 @@
 components.append lines uncommented), run with its own local_runner.py;
 (b) this project's local_runner.py, cold (empty output) and re-run (nothing changed).
 Runs alternate (a, b cold, b re-run) so machine noise hits both alike. Wall time
-and peak RSS (GNU time's max RSS of the largest process) per run; medians and
-ratios go to benchmarks/results/pipeline.json and pipeline.md.
+and peak RSS (GNU time's max RSS of the largest process) per run; medians, and
+the median of each run's ratio to the stock run beside it, go to
+benchmarks/results/pipeline.json and pipeline.md.
 """
 from __future__ import annotations
 
@@ -90,10 +91,14 @@ def main() -> int:
         }
         for name, values in runs.items()
     }
-    stock = summary["stock_template"]["median_seconds"]
+    # Each run's ratio is taken against the stock run just before it (same
+    # machine load); the median of those is the figure the targets are read on.
+    stock_runs = [r["seconds"] for r in runs["stock_template"]]
     ratios = {
-        "cold_vs_stock": round(summary["project_cold"]["median_seconds"] / stock, 3),
-        "rerun_vs_stock": round(summary["project_rerun"]["median_seconds"] / stock, 3),
+        f"{name}_vs_stock": round(statistics.median(
+            r["seconds"] / stock for r, stock in zip(runs[f"project_{name}"], stock_runs, strict=True)
+        ), 3)
+        for name in ("cold", "rerun")
     }
     targets = {"cold_vs_stock": 0.5, "rerun_vs_stock": 0.15}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -102,7 +107,7 @@ def main() -> int:
         f"# Pipeline wall time, {args.runs} run(s) each, medians", "",
         "| run | median wall s | median peak RSS MB |", "|---|---|---|",
         *[f"| {k} | {v['median_seconds']} | {v['median_peak_rss_mb']} |" for k, v in summary.items()], "",
-        "| ratio | measured | target |", "|---|---|---|",
+        "| ratio (median of per-run ratios) | measured | target |", "|---|---|---|",
         *[f"| {k} | {v} | <= {targets[k]} |" for k, v in ratios.items()],
     ]
     (RESULTS / "pipeline.md").write_text("\n".join(lines) + "\n")
