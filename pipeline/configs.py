@@ -7,8 +7,6 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.local_beam import with_dependency_flag
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -23,6 +21,23 @@ DEFAULT_LOCAL_BEAM_ARGS = (
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
 )
+
+# Any of these tells TFX the Beam workers already have their Python dependencies.
+DEPENDENCY_FLAGS = ("--extra_package", "--extra_packages", "--setup_file", "--requirements_file",
+                    "--worker_harness_container_image", "--sdk_container_image")
+
+
+def with_dependency_flag(beam_args: tuple[str, ...]) -> tuple[str, ...]:
+    """The args plus --setup_file=<repo>/setup.py, unless they already name a dependency.
+
+    Without one, TFX's Beam executors copy the whole installed `tfx` package and
+    run `setup.py sdist` on it once per Beam component (ExampleGen,
+    StatisticsGen, Transform, Evaluator), for remote workers a local run does
+    not have. This project's setup.py is what Dataflow workers need anyway.
+    """
+    if any(arg.split("=", 1)[0] in DEPENDENCY_FLAGS for arg in beam_args):
+        return beam_args
+    return (*beam_args, f"--setup_file={PROJECT_ROOT / 'setup.py'}")
 
 
 class ConfigError(ValueError):

@@ -1,13 +1,11 @@
-"""What a local, in-process Beam run needs that TFX and Beam do not set up for it.
+"""Fixes for costs Beam adds to every local, in-process run.
+
+(The other local-run cost, TFX's per-component sdist, is avoided by the Beam
+args themselves: see configs.with_dependency_flag.)
 
 Costs measured with py-spy on a cold `make run` (Beam 2.59, TFX 1.16, dill
 0.3.1.1); none of the fixes changes what a pipeline computes:
 
-- TFX's Beam executors, when the Beam args name no dependency flag, copy the
-  whole installed `tfx` package to a temp folder and run `setup.py sdist` on it,
-  once per Beam component (ExampleGen, StatisticsGen, Transform, Evaluator), so
-  that remote workers could install it. A local runner has no remote workers;
-  naming this project's setup.py (what Dataflow workers need anyway) skips it.
 - Beam's in-memory worker weighs every side input it caches with objsize, and
   objsize rebuilds its set of module globals to exclude (one entry per module
   in sys.modules, thousands once TensorFlow is loaded) on every call. Transform
@@ -29,20 +27,6 @@ import logging
 import sys
 import types
 import weakref
-from pathlib import Path
-
-SETUP_PY = Path(__file__).resolve().parent.parent / "setup.py"
-
-# Any of these tells TFX the Beam workers already have their Python dependencies.
-DEPENDENCY_FLAGS = ("--extra_package", "--extra_packages", "--setup_file", "--requirements_file",
-                    "--worker_harness_container_image", "--sdk_container_image")
-
-
-def with_dependency_flag(beam_args: tuple[str, ...]) -> tuple[str, ...]:
-    """The args plus --setup_file=<project>/setup.py, unless they already name a dependency."""
-    if any(arg.split("=", 1)[0] in DEPENDENCY_FLAGS for arg in beam_args):
-        return beam_args
-    return (*beam_args, f"--setup_file={SETUP_PY}")
 
 
 class _ModuleGlobals:

@@ -14,8 +14,8 @@ from pipeline import configs, local_beam
 
 def test_local_runs_name_the_project_setup_file() -> None:
     config = configs.local_config("data", "out")
-    assert f"--setup_file={local_beam.SETUP_PY}" in config.beam_pipeline_args
-    assert local_beam.SETUP_PY.is_file()
+    assert f"--setup_file={configs.PROJECT_ROOT / 'setup.py'}" in config.beam_pipeline_args
+    assert (configs.PROJECT_ROOT / "setup.py").is_file()
     assert config.beam_pipeline_args[: len(configs.DEFAULT_LOCAL_BEAM_ARGS)] == configs.DEFAULT_LOCAL_BEAM_ARGS
 
 
@@ -23,12 +23,12 @@ def test_local_runs_name_the_project_setup_file() -> None:
                                   "--setup_file=/elsewhere/setup.py", "--sdk_container_image=img"])
 def test_a_dependency_flag_the_user_gave_is_kept_alone(flag: str) -> None:
     args = ("--direct_num_workers=2", flag)
-    assert local_beam.with_dependency_flag(args) == args
+    assert configs.with_dependency_flag(args) == args
 
 
 def test_user_beam_args_without_a_dependency_flag_get_one() -> None:
     args = configs.local_config("data", "out", beam_pipeline_args=("--direct_num_workers=2",)).beam_pipeline_args
-    assert args == ("--direct_num_workers=2", f"--setup_file={local_beam.SETUP_PY}")
+    assert args == ("--direct_num_workers=2", f"--setup_file={configs.PROJECT_ROOT / 'setup.py'}")
 
 
 @pytest.fixture
