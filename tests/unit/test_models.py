@@ -143,3 +143,31 @@ def test_transform_features_yields_the_label(exported):
     out = exported.signatures["transform_features"](examples=tf.constant([_example(r) for r in rows]))
     expected = [int(float(r["fare"]) > 0 and float(r["tips"]) > 0.2 * float(r["fare"])) for r in rows]
     assert out[model.LABEL].numpy().tolist() == expected
+
+
+def test_serving_tf_example_ignores_the_label_source(exported):
+    rows = _raw_rows()[:6]
+    with_tips = exported.signatures["serving_tf_example"](examples=tf.constant([_example(r) for r in rows]))
+    without = exported.signatures["serving_tf_example"](
+        examples=tf.constant([_example({k: v for k, v in r.items() if k != "tips"}) for r in rows])
+    )
+    np.testing.assert_allclose(
+        with_tips[model.PROBABILITY_OUTPUT].numpy(), without[model.PROBABILITY_OUTPUT].numpy(), rtol=1e-6
+    )
+
+
+def test_training_creates_no_variables_inside_the_traced_step(transform_output):
+    """Variables created during a tf.function's first trace force a second trace of the train step."""
+    _, transformed = transform_output
+    inputs = {name: np.array([[row[name]] for row in transformed[:64]]) for name in model.model_input_names()}
+    labels = np.array([row[model.LABEL] for row in transformed[:64]], dtype="float32")
+    keras_model = model.build_model()
+    created = []
+
+    def record(next_creator, **kwargs):
+        created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(record):
+        keras_model.fit(inputs, labels, batch_size=32, epochs=1, verbose=0)
+    assert created == []
