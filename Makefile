@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTHON310 := $(shell command -v python3.10 2>/dev/null)
 ARGS ?=
 
-.PHONY: install run test test-unit test-e2e lint schema lock bench clean
+.PHONY: install run test test-unit test-e2e lint schema lock bench quality clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ lock: install
 
 bench: install
 	$(PY) benchmarks/pipeline_benchmark.py $(ARGS)
+
+# A gradient-boosted tree on the last run's own split (after `make run`): the quality yardstick.
+quality: install
+	$(PY) benchmarks/quality_reference.py $(ARGS)
 
 clean:
 	rm -rf tfx_output .pytest_cache

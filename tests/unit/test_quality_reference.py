@@ -1,0 +1,30 @@
+"""The quality yardstick script: its label is the pipeline's label, and a missing run is one clear error."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from benchmarks import quality_reference
+from models import preprocessing
+
+
+def test_label_matches_the_preprocessing_label():
+    fare = [10.0, 10.0, 0.0, 4.0, None, 10.0]
+    tips = [3.0, 2.0, 5.0, 0.0, 1.0, None]
+    frame = pd.DataFrame({"fare": fare, "tips": tips, "payment_type": ["Cash", "Credit Card", None, "", "Cash", "Cash"]})
+    x, y = quality_reference.design(frame)
+    present = lambda v: [[v]] if v is not None else [[math.nan]]  # noqa: E731
+    expected = [
+        int(preprocessing.big_tipper(tf.constant(present(t)), tf.constant(present(f))).numpy()[0])
+        for t, f in zip(tips, fare, strict=True)
+    ]
+    assert y.tolist() == expected == [1, 0, 0, 0, 0, 0]
+    assert "tips" not in x.columns and str(x["payment_type"].dtype) == "category"
+
+
+def test_no_run_yet_is_one_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no CsvExampleGen output"):
+        quality_reference.main(["--output", str(tmp_path)])
