@@ -89,7 +89,11 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         accept_drift=args.accept_drift,
     )
     # Only once every setting is valid does anything get written to the output folder.
-    return dataclasses.replace(config, schema_path=configs.content_addressed_schema(args.schema, args.output))
+    try:
+        schema_copy = configs.content_addressed_schema(args.schema, args.output)
+    except OSError as error:
+        raise ConfigError(f"cannot write to the output folder {args.output}: {error.strerror or error}") from None
+    return dataclasses.replace(config, schema_path=schema_copy)
 
 
 @contextlib.contextmanager

@@ -108,8 +108,9 @@ class ExportModule(tf.Module):
         self._raw_spec = raw_spec
         self._serving_raw_spec = {k: v for k, v in raw_spec.items() if k != features.TIPS_KEY}
         # The Transform graph is applied in this one function, which all three
-        # signatures call: TFT prunes its v1 graph afresh for every distinct
-        # call, so one traced call instead of three saves seconds of export.
+        # signatures call: TFT prunes and copies its v1 graph for every call, so
+        # once instead of three times (measured: export 4.8 -> 4.3 s, median of
+        # 5; saved_model.pb 917 -> 715 kB; loading it 1.9 -> 1.1 s).
         self.transform_raw = tf.function(
             self.tft_layer.call,
             input_signature=[{name: tf.SparseTensorSpec([None, None], spec.dtype) for name, spec in raw_spec.items()}],

@@ -82,6 +82,19 @@ def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_unusable_output_folder_is_one_line_exit_2(tmp_path):
+    occupied = tmp_path / "a-file"
+    occupied.write_text("not a folder")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "local_runner.py"), "--output", str(occupied)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: cannot write to the output folder {occupied}: Not a directory")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert occupied.read_text() == "not a folder"
+
+
 def test_local_runner_rejects_unknown_flag(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "local_runner.py"), "--frobnicate"],
