@@ -50,7 +50,7 @@ lock: install
 bench: install
 	$(PY) benchmarks/pipeline_benchmark.py $(ARGS)
 
-# A gradient-boosted tree on the last run's own split (after `make run`): the quality yardstick.
+# A gradient-boosted tree on the newest completed run's own split (after `make run`): the quality yardstick.
 quality: install
 	$(PY) benchmarks/quality_reference.py $(ARGS)
 

@@ -2,8 +2,8 @@
 
     python benchmarks/quality_reference.py [--output tfx_output] [--thirds 8]
 
-Reads the train and eval splits that the last run's CsvExampleGen wrote under
-<output>/pipeline_root (run `make run` first), derives the label as
+Reads the train and eval splits that CsvExampleGen gave the newest completed
+run, as <output>/metadata.sqlite records them (run `make run` first), derives the label as
 preprocessing does (tips > 20% of a positive fare), and fits scikit-learn's
 HistGradientBoostingClassifier (scikit-learn and pandas come with tfx's
 own dependencies) on every raw column except the tips:
@@ -28,13 +28,28 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def latest_split(output: Path, split: str) -> list[str]:
-    """Files of one split of the newest ExampleGen execution (highest id)."""
-    base = output / "pipeline_root" / "CsvExampleGen" / "examples"
-    runs = sorted((p for p in base.glob("*") if p.name.isdigit()), key=lambda p: int(p.name)) if base.is_dir() else []
-    if not runs:
-        raise SystemExit(f"error: no CsvExampleGen output under {base}; run `make run` (or local_runner.py --output) first")
-    return [str(p) for p in sorted((runs[-1] / f"Split-{split}").glob("*.gz"))]
+def latest_examples(output: Path) -> Path:
+    """The Examples artifact CsvExampleGen gave the newest completed run (ran or cached), per MLMD."""
+    from monitoring.lineage import EXAMPLE_GEN_NODE
+    from report import mlmd
+
+    try:
+        store = mlmd.open_store(str(output))
+        for run_id in reversed(mlmd.run_ids(store)):
+            executions = mlmd.run_executions(store, run_id)
+            if mlmd.outcome(executions) != "completed":
+                continue
+            for execution in executions:
+                if execution.node == EXAMPLE_GEN_NODE and execution.outputs.get("examples"):
+                    return Path(execution.outputs["examples"][0].uri)
+        problem = "no completed run recorded"
+    except mlmd.StoreError as error:
+        problem = str(error)
+    raise SystemExit(f"error: no CsvExampleGen output in {output}: {problem}")
+
+
+def split_files(examples: Path, split: str) -> list[str]:
+    return [str(p) for p in sorted((examples / f"Split-{split}").glob("*.gz"))]
 
 
 def read_rows(files: list[str]):  # noqa: ANN201 - pandas imported lazily
@@ -91,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
-    train = read_rows(latest_split(args.output, "train"))
-    evaluation = read_rows(latest_split(args.output, "eval"))
+    examples = latest_examples(args.output)
+    train = read_rows(split_files(examples, "train"))
+    evaluation = read_rows(split_files(examples, "eval"))
     rows = pd.concat([train, evaluation], ignore_index=True)
     x, y = design(rows)
     own = np.arange(len(rows)) >= len(train)
