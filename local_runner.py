@@ -175,7 +175,7 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
     if failure is not None:
         gate = _find(failure, DataGateError)
         if gate is not None:
-            print(f"stopped by the data gate: {gate}", file=sys.stderr)
+            print(f"stopped by the {gate}", file=sys.stderr)
             _report(config, log_path, report)
             return EXIT_USAGE
         failed = [c.name for c in (summary.components if summary else []) if c.state in ("failed", "running")]

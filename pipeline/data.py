@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from pipeline.configs import ConfigError
@@ -36,7 +35,34 @@ def check_csv_folder(folder: str) -> list[Path]:
             f"data folder {folder} holds files that are not .csv ({', '.join(not_csv[:3])}); "
             "CsvExampleGen reads every file in it"
         )
-    for p in files:
-        if os.path.getsize(p) == 0:
-            raise ConfigError(f"data file {p} is empty: it needs a header row and data rows")
+    headers = {p: _header_and_first_row(p) for p in files}
+    first = files[0]
+    for p, (header, _) in headers.items():
+        if header.startswith(UTF8_BOM):
+            raise ConfigError(
+                f"data file {p} starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8'), which would become "
+                "part of the first column's name: save it as plain CSV"
+            )
+        if header != headers[first][0]:
+            raise ConfigError(
+                f"data files {first.name} and {p.name} in {folder} have different header rows: "
+                "CsvExampleGen reads the whole folder with one header"
+            )
+    if not any(row for _, row in headers.values()):
+        raise ConfigError(f"data folder {folder} has no data rows: its CSV files hold only a header")
     return files
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _header_and_first_row(path: Path) -> tuple[bytes, bytes]:
+    """The header line and the first non-blank line after it (b"" if none), read from the file's start only."""
+    with open(path, "rb") as handle:
+        header = handle.readline()
+        if not header:
+            raise ConfigError(f"data file {path} is empty: it needs a header row and data rows")
+        for line in handle:
+            if line.strip():
+                return header.rstrip(b"\r\n"), line
+    return header.rstrip(b"\r\n"), b""

@@ -61,6 +61,31 @@ def test_data_folder_problems_are_named(tmp_path, make, message):
         data.check_csv_folder(str(make(tmp_path)))
 
 
+HEADER = b"fare,tips,payment_type\n"
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.csv": HEADER, "b.csv": HEADER + b"\n\n"}, "no data rows"),
+        ({"a.csv": b"\xef\xbb\xbf" + HEADER + b"1,0,Cash\n"}, "byte-order mark"),
+        ({"a.csv": HEADER + b"1,0,Cash\n", "b.csv": b"tips,fare,payment_type\n0,1,Cash\n"},
+         "a.csv and b.csv .* different header rows"),
+    ],
+)
+def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, message):
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        data.check_csv_folder(str(tmp_path))
+
+
+def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_path):
+    (tmp_path / "a.csv").write_bytes(HEADER)
+    (tmp_path / "b.csv").write_bytes(HEADER.replace(b"\n", b"\r\n") + b"1,0,Cash\r\n")
+    assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv", "b.csv"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
