@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
+    for flag, value in (("--data", args.data), ("--output", args.output), ("--schema", args.schema)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty: give a path (or leave the flag out for its default)")
     data_root = args.data or data.bundled_taxi_data()
     span, previous_span = spans.choose_spans(data_root, args.span)
     if not os.path.isfile(args.schema):

@@ -44,6 +44,41 @@ class ConfigError(ValueError):
     """A setting is wrong; the message says which and what to do."""
 
 
+def check_beam_args(beam_args: tuple[str, ...]) -> None:
+    """ConfigError for Beam args Beam would refuse mid-run or silently drop.
+
+    Unchecked, a bad value (`--direct_num_workers=abc`) exits from inside the
+    first Beam component with argparse's message in the log, an unknown runner
+    fails that component, and an unknown or misspelt option is dropped with a
+    warning in the log while the run goes on without it.
+    """
+    import contextlib
+    import io
+    import warnings
+
+    usage = io.StringIO()  # argparse's usage and Beam's import-time warnings stay off the console
+    with contextlib.redirect_stderr(usage), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.runners.runner import create_runner
+
+        try:
+            options = PipelineOptions(list(beam_args))
+            known = options.get_all_options()
+            given = options.get_all_options(retain_unknown_options=True)
+        except SystemExit:  # argparse's way of refusing a value
+            reason = (usage.getvalue().strip().splitlines() or ["they do not parse"])[-1]
+            raise ConfigError(f"--beam-args: {reason.split('error: ', 1)[-1]}") from None
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ConfigError(f"--beam-args: Beam has no option --{unknown[0]}")
+        try:
+            if known.get("runner"):
+                create_runner(known["runner"])
+        except ValueError as error:
+            raise ConfigError(f"--beam-args: {str(error).split('. Valid values', 1)[0]}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     pipeline_name: str
@@ -138,6 +173,8 @@ def local_config(
     """The config for a local run: everything lives under one output folder."""
     output = os.path.abspath(output_dir)
     beam_args = tuple(overrides.pop("beam_pipeline_args", DEFAULT_LOCAL_BEAM_ARGS))  # type: ignore[arg-type]
+    if beam_args != DEFAULT_LOCAL_BEAM_ARGS:  # the defaults are known good; checking imports Beam (~1 s)
+        check_beam_args(beam_args)
     return PipelineConfig(
         pipeline_name=str(overrides.pop("pipeline_name", "taxi-pipeline")),
         pipeline_root=os.path.join(output, "pipeline_root"),

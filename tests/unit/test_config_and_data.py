@@ -94,6 +94,11 @@ def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_p
         (["--auc-threshold", "0.2"], "AUC threshold"),
         (["--pipeline-name", "UPPER"], "pipeline name"),
         (["--schema", "/nope.pbtxt"], "schema file"),
+        (["--data", ""], "--data is empty"),
+        (["--output", ""], "--output is empty"),
+        (["--beam-args=--direct_num_workers=abc"], "invalid int value: 'abc'"),
+        (["--beam-args=--direct_nun_workers=2"], "Beam has no option --direct_nun_workers"),
+        (["--beam-args=--runner=Nope"], "Unexpected pipeline runner: Nope"),
     ],
 )
 def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):
