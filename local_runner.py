@@ -67,8 +67,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
             raise ConfigError(f"{flag} is empty: give a path (or leave the flag out for its default)")
     data_root = args.data or data.bundled_taxi_data()
     span, previous_span = spans.choose_spans(data_root, args.span)
-    if not os.path.isfile(args.schema):
-        raise ConfigError(f"schema file {args.schema} does not exist")
+    configs.check_schema_file(args.schema)
     try:
         beam_args = tuple(shlex.split(args.beam_args))
     except ValueError as error:

@@ -44,6 +44,22 @@ class ConfigError(ValueError):
     """A setting is wrong; the message says which and what to do."""
 
 
+def check_schema_file(path: str) -> None:
+    """ConfigError unless `path` is a readable TFMD Schema in text format (otherwise ImportSchemaGen fails mid-run)."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    if not os.path.isfile(path):
+        problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"schema file {path} {problem}")
+    try:
+        text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise ConfigError(f"schema file {path} is not a TFMD Schema in text format: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"schema file {path} cannot be read: {error.strerror or error}") from None
+
+
 def check_beam_args(beam_args: tuple[str, ...]) -> None:
     """ConfigError for Beam args Beam would refuse mid-run or silently drop.
 

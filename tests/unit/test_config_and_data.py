@@ -94,6 +94,8 @@ def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_p
         (["--auc-threshold", "0.2"], "AUC threshold"),
         (["--pipeline-name", "UPPER"], "pipeline name"),
         (["--schema", "/nope.pbtxt"], "schema file"),
+        (["--schema", str(ROOT)], "is a folder"),
+        (["--schema", str(ROOT / "README.md")], "not a TFMD Schema in text format"),
         (["--data", ""], "--data is empty"),
         (["--output", ""], "--output is empty"),
         (["--beam-args=--direct_num_workers=abc"], "invalid int value: 'abc'"),
