@@ -90,6 +90,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         previous_span=previous_span,
         accept_drift=args.accept_drift,
     )
+    configs.check_metadata_file(config.metadata_path)
     # Only once every setting is valid does anything get written to the output folder.
     try:
         schema_copy = configs.content_addressed_schema(args.schema, args.output)

@@ -133,3 +133,18 @@ def test_local_runner_rejects_unknown_flag(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert done.returncode == 2 and "unrecognized arguments: --frobnicate" in done.stderr
+
+
+def test_damaged_metadata_store_is_one_line_exit_2_and_kept(tmp_path):
+    store = tmp_path / "out" / "metadata.sqlite"
+    store.parent.mkdir()
+    store.write_bytes(b"not sqlite at all" * 10)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "local_runner.py"), "--output", str(store.parent)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert "is not a SQLite database" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert store.read_bytes() == b"not sqlite at all" * 10
+    assert sorted(p.name for p in store.parent.iterdir()) == ["metadata.sqlite"]
