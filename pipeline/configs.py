@@ -60,22 +60,14 @@ def check_schema_file(path: str) -> None:
         raise ConfigError(f"schema file {path} cannot be read: {error.strerror or error}") from None
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def check_metadata_file(path: str) -> None:
     """ConfigError when an existing MLMD file is not SQLite: MLMD would fail on it mid-run, and it
     is the output's whole run history, so it is never overwritten."""
-    if not os.path.exists(path):
-        return
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as error:
-        raise ConfigError(f"metadata store {path} cannot be read: {error.strerror or error}") from None
-    if header and header != SQLITE_HEADER:
-        raise ConfigError(f"metadata store {path} is not a SQLite database (damaged?); "
-                          "move it aside to start a new run history in this output folder")
+    from pipeline.mlmd_store import sqlite_problem
+
+    problem = sqlite_problem(path)
+    if problem:
+        raise ConfigError(f"{problem}; move it aside to start a new run history in this output folder")
 
 
 def check_beam_args(beam_args: tuple[str, ...]) -> None:

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import TextIO
 
+from pipeline.mlmd_store import open_readonly
+
 STATE_WORDS = {1: "new", 2: "running", 3: "ran", 4: "failed", 5: "cached", 6: "canceled"}
 ENDED = {"ran", "failed", "cached", "canceled"}
 
@@ -32,16 +34,6 @@ class Step:
     @property
     def seconds(self) -> float:
         return max(0.0, (self.updated_ms - self.started_ms) / 1000)
-
-
-def _open_store(metadata_path: str):  # noqa: ANN202 - MetadataStore, imported lazily
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
 
 
 def _run_ids(store) -> dict[str, int]:  # noqa: ANN001
@@ -100,7 +92,7 @@ class ProgressMonitor:
         if not os.path.exists(self.metadata_path):
             return {}
         try:
-            return _run_ids(_open_store(self.metadata_path))
+            return _run_ids(open_readonly(self.metadata_path))
         except Exception:  # noqa: BLE001 - an unreadable store counts as empty
             return {}
 
@@ -119,12 +111,12 @@ class ProgressMonitor:
         if self._context_id is None:
             if not os.path.exists(self.metadata_path):
                 return
-            self._store = self._store or _open_store(self.metadata_path)
+            self._store = self._store or open_readonly(self.metadata_path)
             new = {name: cid for name, cid in _run_ids(self._store).items() if name not in (self._known_runs or {})}
             if not new:
                 return
             self._context_id = max(new.values())
-        self._store = self._store or _open_store(self.metadata_path)
+        self._store = self._store or open_readonly(self.metadata_path)
         self.steps = read_steps(self._store, self._context_id)
         for index, step in enumerate(self.steps):
             before = self._reported.get(index)

@@ -12,6 +12,8 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline.mlmd_store import open_readonly
+
 STATE_WORDS = {
     metadata_store_pb2.Execution.COMPLETE: "ran",
     metadata_store_pb2.Execution.CACHED: "cached",
@@ -67,13 +69,6 @@ def _fmt(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) > 1 else f"{value:.4f}"
 
 
-def _store(metadata_path: str) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
-
-
 def latest_run_id(store: metadata_store.MetadataStore) -> str | None:
     runs = store.get_contexts_by_type("pipeline_run")
     return max(runs, key=lambda c: (c.create_time_since_epoch, c.id)).name if runs else None
@@ -95,7 +90,7 @@ def _outputs(store, execution_id: int, artifact_type: str) -> list[metadata_stor
 def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | None:
     if not os.path.exists(metadata_path):
         return None
-    store = _store(metadata_path)
+    store = open_readonly(metadata_path)
     run_id = run_id or latest_run_id(store)
     if run_id is None:
         return None

@@ -15,6 +15,8 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from pipeline.mlmd_store import StoreError, open_readonly
+
 INPUTS = (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT)
 OUTPUTS = (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT)
 STATE_WORDS = {mlmd.Execution.COMPLETE: "ran", mlmd.Execution.CACHED: "cached", mlmd.Execution.FAILED: "failed",
@@ -23,19 +25,9 @@ GATE_NODE = "DataGate"
 CHECK_OUTPUTS = {"statistics", "anomalies"}
 
 
-class StoreError(RuntimeError):
-    """No usable MLMD store or no such run/version; the message says what to do."""
-
-
 def open_store(output: str) -> metadata_store.MetadataStore:
     """The read-only store of an output folder (as written by local_runner)."""
-    path = os.path.join(output, "metadata.sqlite")
-    if not os.path.isfile(path):
-        raise StoreError(f"no MLMD store at {path}; run the pipeline first or pass --output")
-    config = mlmd.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
+    return open_readonly(os.path.join(output, "metadata.sqlite"))
 
 
 @dataclasses.dataclass

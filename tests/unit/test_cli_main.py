@@ -100,3 +100,11 @@ def test_bad_input_is_one_error_line_and_exit_2(argv: list[str], fragment: str, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(fragment), err
+
+
+@pytest.mark.parametrize("command", [["runs"], ["lineage", "1"]])
+def test_damaged_metadata_store_is_one_error_line(command: list[str], tmp_path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "metadata.sqlite").write_bytes(b"\x00garbage" * 8)
+    assert main([*command, "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: metadata store {tmp_path / 'metadata.sqlite'} is not a SQLite database (damaged?)"], err
