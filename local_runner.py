@@ -3,7 +3,7 @@
     python local_runner.py [--data DIR] [--output DIR] [...]
 
 Exit codes: 0 the run completed (blessed or not); 1 the run failed;
-2 bad usage or config, or the data gate stopped the run.
+2 bad usage or config, or the data gate stopped the run; 3 another run holds the output folder.
 """
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import os
 import shlex
 import sys
 import time
+from pathlib import Path
 
-from pipeline import configs, data, spans
+from pipeline import configs, data, run_lock, spans
 from pipeline.configs import ConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+RUN_LOCK = "run.lock"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="local_runner.py",
         description="Run the TFX pipeline locally on Beam's DirectRunner.",
-        epilog="Exit codes: 0 completed (blessed or not), 1 failed, 2 bad usage or data gate.",
+        epilog="Exit codes: 0 completed (blessed or not), 1 failed, 2 bad usage or data gate, 3 output folder busy.",
     )
     parser.add_argument("--data", help="folder of CSV files (default: the taxi sample shipped with tfx)")
     parser.add_argument("--output", default="tfx_output", help="pipeline root, metadata.sqlite and serving_model/ (default: %(default)s)")
@@ -133,6 +135,18 @@ def _find(error: BaseException, kind: type) -> BaseException | None:
 
 
 def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, report: bool = True) -> int:
+    """One run at a time per output folder: two would share its MLMD store and serving_model/."""
+    output = os.path.dirname(config.pipeline_root)
+    try:
+        with run_lock.held(Path(output) / RUN_LOCK):
+            return _run(config, rerun, progress, report)
+    except run_lock.LockBusy as busy:
+        print(f"error: another pipeline run is using {output} ({busy}); wait for it to end or pass another --output",
+              file=sys.stderr)
+        return EXIT_BUSY
+
+
+def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bool) -> int:
     from pipeline import up_to_date
 
     if config.enable_cache and not rerun:

@@ -10,7 +10,6 @@ reason, is appended to <output>/monitoring/decisions.jsonl.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from monitoring.labels import Deployment
 from monitoring.lineage import LineageError, version_record
 from monitoring.skew import SkewReport
+from pipeline import run_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,45 +85,25 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     return Decision(bool(reasons), reasons, chosen, version, model_span)
 
 
-def _lock_holder(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text() or "{}")
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
-        return f"pid {info.get('pid')}, started {started}"
-    except (OSError, ValueError):
-        return "unknown holder"
-
-
 def run(decision: Decision, output: str, data: str, runner_args: list[str] = (), timeout: float = 3 * 3600) -> int:
     """Start local_runner.py under the lock; returns its exit code. TriggerBusy when a run holds the lock."""
     lock_path = monitoring_dir(output) / "trigger.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _lock_holder(lock_path)
-            log_decision(output, {"decision": "skip", "reasons": decision.reasons,
-                                  "why": f"another triggered run is in progress ({holder})"})
-            raise TriggerBusy(f"another triggered pipeline run is in progress ({holder}); not starting a second") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "started": time.time()}))
-        handle.flush()
-        command = [sys.executable, str(ROOT / "local_runner.py"), "--data", data, "--output", output, "--no-progress"]
-        if decision.span is not None:
-            command += ["--span", str(decision.span)]
-        command += list(runner_args)
-        log_decision(output, {"decision": "retrain", "reasons": decision.reasons, "command": command})
-        sys.stdout.flush()
-        try:
-            done = subprocess.run(command, cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            code = done.returncode
-        except subprocess.TimeoutExpired:
-            code = 1
-        log_decision(output, {"decision": "finished", "exit_code": code, "command": command})
-        return code
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        with run_lock.held(lock_path):
+            command = [sys.executable, str(ROOT / "local_runner.py"), "--data", data, "--output", output, "--no-progress"]
+            if decision.span is not None:
+                command += ["--span", str(decision.span)]
+            command += list(runner_args)
+            log_decision(output, {"decision": "retrain", "reasons": decision.reasons, "command": command})
+            sys.stdout.flush()
+            try:
+                done = subprocess.run(command, cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                code = done.returncode
+            except subprocess.TimeoutExpired:
+                code = 1
+            log_decision(output, {"decision": "finished", "exit_code": code, "command": command})
+            return code
+    except run_lock.LockBusy as busy:
+        log_decision(output, {"decision": "skip", "reasons": decision.reasons,
+                              "why": f"another triggered run is in progress ({busy})"})
+        raise TriggerBusy(f"another triggered pipeline run is in progress ({busy}); not starting a second") from None

@@ -148,3 +148,18 @@ def test_damaged_metadata_store_is_one_line_exit_2_and_kept(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert store.read_bytes() == b"not sqlite at all" * 10
     assert sorted(p.name for p in store.parent.iterdir()) == ["metadata.sqlite"]
+
+
+def test_second_run_on_a_busy_output_folder_is_one_line_exit_3(tmp_path):
+    from pipeline import run_lock
+
+    output = tmp_path / "out"
+    with run_lock.held(output / "run.lock"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "local_runner.py"), "--output", str(output)],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )
+    assert done.returncode == 3
+    assert done.stderr.startswith(f"error: another pipeline run is using {output} (pid ")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (output / "metadata.sqlite").exists() and not (output / "logs").exists()
