@@ -82,9 +82,15 @@ def _missing_column(rows, fields):  # noqa: ANN001
     return rows, [f for f in fields if f != "fare"]
 
 
+def _nan_fare(rows, fields):  # noqa: ANN001
+    rows[7]["fare"] = "nan"  # parses as a float, so only the schema's disallow_nan catches it
+    return rows, fields
+
+
 @pytest.mark.parametrize(
     "mutate, feature",
-    [(_string_in_numeric, "trip_miles"), (_unknown_payment, "payment_type"), (_missing_column, "fare")],
+    [(_string_in_numeric, "trip_miles"), (_unknown_payment, "payment_type"), (_missing_column, "fare"),
+     (_nan_fare, "FLOAT_TYPE_HAS_NAN")],
 )
 def test_data_gate_stops_bad_data(tmp_path, mutate, feature):
     output = tmp_path / "out"
