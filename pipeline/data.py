@@ -26,7 +26,15 @@ def check_csv_folder(folder: str) -> list[Path]:
         raise ConfigError(f"data folder {folder} does not exist")
     if not path.is_dir():
         raise ConfigError(f"data path {folder} is not a folder: pass the folder that holds the CSV files")
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    # Everything CsvExampleGen's `*` pattern matches, hidden files and folders included.
+    entries = sorted(path.iterdir())
+    folders = [p.name for p in entries if p.is_dir()]
+    if folders:
+        raise ConfigError(
+            f"data folder {folder} holds folders ({', '.join(folders[:3])}) that CsvExampleGen would read as "
+            "files: move them out, or name span folders span-<N> and hold nothing else"
+        )
+    files = entries
     if not files:
         raise ConfigError(f"data folder {folder} is empty: it needs at least one CSV file with a header row")
     not_csv = [p.name for p in files if p.suffix.lower() != ".csv"]

@@ -54,6 +54,8 @@ def test_bundled_data_is_found_inside_the_tfx_install():
         (lambda p: p, "is empty"),
         (lambda p: (p / "x.txt").write_text("a") and p, "not .csv"),
         (lambda p: (p / "x.csv").write_text("") is not None and p, "is empty"),
+        (lambda p: (p / ".DS_Store").write_bytes(b"\0") is not None and p, "not .csv"),
+        (lambda p: (p / "old").mkdir() or p, "holds folders \\(old\\)"),
     ],
 )
 def test_data_folder_problems_are_named(tmp_path, make, message):
