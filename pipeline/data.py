@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pipeline.configs import ConfigError
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
 
 def bundled_taxi_data() -> str:
     """The Chicago taxi sample that the installed tfx wheel ships, found without importing tfx."""
@@ -26,15 +28,13 @@ def check_csv_folder(folder: str) -> list[Path]:
         raise ConfigError(f"data folder {folder} does not exist")
     if not path.is_dir():
         raise ConfigError(f"data path {folder} is not a folder: pass the folder that holds the CSV files")
-    # Everything CsvExampleGen's `*` pattern matches, hidden files and folders included.
-    entries = sorted(path.iterdir())
-    folders = [p.name for p in entries if p.is_dir()]
+    files = sorted(path.iterdir())  # what CsvExampleGen's `*` pattern reads, hidden files and folders included
+    folders = [p.name for p in files if p.is_dir()]
     if folders:
         raise ConfigError(
             f"data folder {folder} holds folders ({', '.join(folders[:3])}) that CsvExampleGen would read as "
             "files: move them out, or name span folders span-<N> and hold nothing else"
         )
-    files = entries
     if not files:
         raise ConfigError(f"data folder {folder} is empty: it needs at least one CSV file with a header row")
     not_csv = [p.name for p in files if p.suffix.lower() != ".csv"]
@@ -60,8 +60,6 @@ def check_csv_folder(folder: str) -> list[Path]:
         raise ConfigError(f"data folder {folder} has no data rows: its CSV files hold only a header")
     return files
 
-
-UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _header_and_first_row(path: Path) -> tuple[bytes, bytes]:
