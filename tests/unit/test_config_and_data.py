@@ -88,6 +88,14 @@ def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_p
     assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv", "b.csv"]
 
 
+def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProcess:
+    """local_runner.py as a user runs it; by default asserts that stderr says one line."""
+    done = subprocess.run([sys.executable, str(ROOT / "local_runner.py"), *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert not one_line or len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -106,34 +114,23 @@ def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_p
     ],
 )
 def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "local_runner.py"), "--output", str(tmp_path / "out"), *args],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
+    done = _local_runner("--output", str(tmp_path / "out"), *args)
     assert done.returncode == 2
     assert message in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_unusable_output_folder_is_one_line_exit_2(tmp_path):
     occupied = tmp_path / "a-file"
     occupied.write_text("not a folder")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "local_runner.py"), "--output", str(occupied)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
+    done = _local_runner("--output", str(occupied))
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: cannot write to the output folder {occupied}: Not a directory")
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert occupied.read_text() == "not a folder"
 
 
 def test_local_runner_rejects_unknown_flag(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "local_runner.py"), "--frobnicate"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
+    done = _local_runner("--frobnicate", one_line=False)  # argparse: usage, then the error
     assert done.returncode == 2 and "unrecognized arguments: --frobnicate" in done.stderr
 
 
@@ -141,13 +138,9 @@ def test_damaged_metadata_store_is_one_line_exit_2_and_kept(tmp_path):
     store = tmp_path / "out" / "metadata.sqlite"
     store.parent.mkdir()
     store.write_bytes(b"not sqlite at all" * 10)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "local_runner.py"), "--output", str(store.parent)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
+    done = _local_runner("--output", str(store.parent))
     assert done.returncode == 2
     assert "is not a SQLite database" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert store.read_bytes() == b"not sqlite at all" * 10
     assert sorted(p.name for p in store.parent.iterdir()) == ["metadata.sqlite"]
 
@@ -157,11 +150,7 @@ def test_second_run_on_a_busy_output_folder_is_one_line_exit_3(tmp_path):
 
     output = tmp_path / "out"
     with run_lock.held(output / "run.lock"):
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "local_runner.py"), "--output", str(output)],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
-        )
+        done = _local_runner("--output", str(output))
     assert done.returncode == 3
     assert done.stderr.startswith(f"error: another pipeline run is using {output} (pid ")
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (output / "metadata.sqlite").exists() and not (output / "logs").exists()
