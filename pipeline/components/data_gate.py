@@ -1,4 +1,4 @@
-"""DataGate: stop the run when ExampleValidator found anomalies or the data drifted.
+"""DataGate: stop the run when ExampleValidator found anomalies, a split is empty, or the data drifted.
 
 ExampleValidator records anomalies and lets the pipeline go on to train on the
 bad data; this component reads what it recorded and fails, so Transform,
@@ -6,6 +6,7 @@ Trainer and Pusher (which run after it) never see that data. With the previous
 span's statistics it also applies the schema's drift comparators (TFDV), which
 ExampleValidator in TFX 1.16 does not; `accept_drift` lets a run through
 drift (never through anomalies), and MLMD keeps that choice with the execution.
+A split without examples is a stop too: TFDV finds no anomaly in an empty split.
 """
 # No `from __future__ import annotations`: TFX's @component reads real annotations.
 import os
