@@ -73,6 +73,9 @@ HEADER = b"fare,tips,payment_type\n"
         ({"a.csv": b"\xef\xbb\xbf" + HEADER + b"1,0,Cash\n"}, "byte-order mark"),
         ({"a.csv": HEADER + b"1,0,Cash\n", "b.csv": b"tips,fare,payment_type\n0,1,Cash\n"},
          "a.csv and b.csv .* different header rows"),
+        ({"a.csv": HEADER + b"1,0,Cash\n\n2,0\n"}, "a.csv line 4 has 2 values where the header has 3 columns"),
+        ({"a.csv": HEADER + b'1,0,"Cash\n'}, "a.csv has unbalanced quotes"),
+        ({"a.csv": HEADER + "1,0,Café\n".encode("latin-1")}, "not UTF-8 text"),
     ],
 )
 def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, message):
@@ -84,7 +87,7 @@ def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, m
 
 def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_path):
     (tmp_path / "a.csv").write_bytes(HEADER)
-    (tmp_path / "b.csv").write_bytes(HEADER.replace(b"\n", b"\r\n") + b"1,0,Cash\r\n")
+    (tmp_path / "b.csv").write_bytes(HEADER.replace(b"\n", b"\r\n") + b'1,0,Cash\r\n\r\n2,0,"Credit\nCard, quoted"\r\n')
     assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv", "b.csv"]
 
 
