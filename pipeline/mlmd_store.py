@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+RUN_CONTEXT = "pipeline_run"
+# MLMD's Execution.State numbers, in the words the summary, the progress line and the report use.
+STATE_WORDS = {1: "new", 2: "running", 3: "ran", 4: "failed", 5: "cached", 6: "canceled"}
 
 
 class StoreError(RuntimeError):
@@ -45,3 +48,16 @@ def open_readonly(path: str):  # noqa: ANN201 - MetadataStore; ml_metadata is im
         return metadata_store.MetadataStore(config)
     except RuntimeError as error:
         raise StoreError(f"metadata store {path} cannot be opened: {str(error).splitlines()[0][:200]}") from None
+
+
+def run_contexts(store) -> list:  # noqa: ANN001 - MetadataStore
+    """The pipeline_run contexts, oldest first (a context's name is the run id)."""
+    return sorted(store.get_contexts_by_type(RUN_CONTEXT), key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def node_name(store, execution_id: int) -> str:  # noqa: ANN001 - MetadataStore
+    """The pipeline node (component id) that ran an execution, '?' if MLMD has none."""
+    for context in store.get_contexts_by_execution(execution_id):
+        if context.type == "node":
+            return context.name.split(".", 1)[-1]
+    return "?"

@@ -16,9 +16,8 @@ import threading
 import time
 from typing import TextIO
 
-from pipeline.mlmd_store import open_readonly
+from pipeline.mlmd_store import STATE_WORDS, node_name, open_readonly, run_contexts
 
-STATE_WORDS = {1: "new", 2: "running", 3: "ran", 4: "failed", 5: "cached", 6: "canceled"}
 ENDED = {"ran", "failed", "cached", "canceled"}
 
 
@@ -37,18 +36,14 @@ class Step:
 
 
 def _run_ids(store) -> dict[str, int]:  # noqa: ANN001
-    return {c.name: c.id for c in store.get_contexts_by_type("pipeline_run")}
+    return {c.name: c.id for c in run_contexts(store)}
 
 
 def read_steps(store, context_id: int) -> list[Step]:  # noqa: ANN001
     """The executions of one pipeline run, in start order, named by their node."""
     steps = []
     for execution in sorted(store.get_executions_by_context(context_id), key=lambda e: (e.create_time_since_epoch, e.id)):
-        name = "?"
-        for context in store.get_contexts_by_execution(execution.id):
-            if context.type == "node":
-                name = context.name.split(".", 1)[-1]
-        steps.append(Step(name, STATE_WORDS.get(execution.last_known_state, "?"),
+        steps.append(Step(node_name(store, execution.id), STATE_WORDS.get(execution.last_known_state, "?"),
                           execution.create_time_since_epoch, execution.last_update_time_since_epoch))
     return steps
 

@@ -12,15 +12,8 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.mlmd_store import open_readonly
+from pipeline.mlmd_store import RUN_CONTEXT, STATE_WORDS, node_name, open_readonly, run_contexts
 
-STATE_WORDS = {
-    metadata_store_pb2.Execution.COMPLETE: "ran",
-    metadata_store_pb2.Execution.CACHED: "cached",
-    metadata_store_pb2.Execution.FAILED: "failed",
-    metadata_store_pb2.Execution.RUNNING: "running",
-    metadata_store_pb2.Execution.CANCELED: "canceled",
-}
 REPORTED_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration", "example_count")
 
 
@@ -70,15 +63,8 @@ def _fmt(value: float) -> str:
 
 
 def latest_run_id(store: metadata_store.MetadataStore) -> str | None:
-    runs = store.get_contexts_by_type("pipeline_run")
-    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id)).name if runs else None
-
-
-def _node_name(store: metadata_store.MetadataStore, execution_id: int) -> str:
-    for context in store.get_contexts_by_execution(execution_id):
-        if context.type == "node":
-            return context.name.split(".", 1)[-1]
-    return "?"
+    runs = run_contexts(store)
+    return runs[-1].name if runs else None
 
 
 def _outputs(store, execution_id: int, artifact_type: str) -> list[metadata_store_pb2.Artifact]:
@@ -94,11 +80,11 @@ def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | Non
     run_id = run_id or latest_run_id(store)
     if run_id is None:
         return None
-    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
     executions = sorted(store.get_executions_by_context(context.id), key=lambda e: (e.create_time_since_epoch, e.id))
     components, evaluation_uri, eval_config, blessing, pushed = [], None, "", None, None
     for execution in executions:
-        name = _node_name(store, execution.id)
+        name = node_name(store, execution.id)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
         components.append(ComponentRun(name, STATE_WORDS.get(execution.last_known_state, "?"), seconds))
         for artifact in _outputs(store, execution.id, "ModelEvaluation"):

@@ -15,12 +15,10 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from pipeline.mlmd_store import StoreError, open_readonly
+from pipeline.mlmd_store import RUN_CONTEXT, STATE_WORDS, StoreError, node_name, open_readonly, run_contexts
 
 INPUTS = (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT)
 OUTPUTS = (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT)
-STATE_WORDS = {mlmd.Execution.COMPLETE: "ran", mlmd.Execution.CACHED: "cached", mlmd.Execution.FAILED: "failed",
-               mlmd.Execution.RUNNING: "running", mlmd.Execution.CANCELED: "canceled", mlmd.Execution.NEW: "new"}
 GATE_NODE = "DataGate"
 CHECK_OUTPUTS = {"statistics", "anomalies"}
 
@@ -59,13 +57,6 @@ def properties(item: mlmd.Artifact | mlmd.Execution) -> dict[str, Any]:
     return out
 
 
-def node_name(store: metadata_store.MetadataStore, execution_id: int) -> str:
-    for context in store.get_contexts_by_execution(execution_id):
-        if context.type == "node":
-            return context.name.split(".", 1)[-1]
-    return "?"
-
-
 def _artifacts_by_key(store: metadata_store.MetadataStore, execution_id: int, kinds: tuple) -> dict[str, list]:
     events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type in kinds]
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
@@ -78,7 +69,7 @@ def _artifacts_by_key(store: metadata_store.MetadataStore, execution_id: int, ki
 
 
 def run_executions(store: metadata_store.MetadataStore, run_id: str) -> list[Execution]:
-    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
     if context is None:
         raise StoreError(f"no run {run_id!r} in MLMD; `runs` lists the run ids")
     executions = sorted(store.get_executions_by_context(context.id), key=lambda e: (e.create_time_since_epoch, e.id))
@@ -89,8 +80,7 @@ def run_executions(store: metadata_store.MetadataStore, run_id: str) -> list[Exe
 
 def run_ids(store: metadata_store.MetadataStore) -> list[str]:
     """All run ids, oldest first."""
-    runs = store.get_contexts_by_type("pipeline_run")
-    return [c.name for c in sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))]
+    return [c.name for c in run_contexts(store)]
 
 
 def outcome(executions: list[Execution]) -> str:
@@ -222,7 +212,7 @@ def lineage(store: metadata_store.MetadataStore, version: str) -> list[Step]:
 
 def step(store: metadata_store.MetadataStore, execution_id: int) -> Step:
     [execution] = store.get_executions_by_id([execution_id])
-    runs = [c.name for c in store.get_contexts_by_execution(execution_id) if c.type == "pipeline_run"]
+    runs = [c.name for c in store.get_contexts_by_execution(execution_id) if c.type == RUN_CONTEXT]
     as_dicts = lambda found: {k: [_artifact_dict(a) for a in v] for k, v in found.items()}  # noqa: E731
     return Step(node_name(store, execution_id), execution_id, STATE_WORDS.get(execution.last_known_state, "?"),
                 properties(execution), as_dicts(_artifacts_by_key(store, execution_id, INPUTS)),
