@@ -38,10 +38,12 @@ def installed():
 
     import dill._dill
     from apache_beam.runners.worker import statecache
+    from apache_beam.transforms import userstate
 
     signature_modules = [importlib.import_module(name) for name in local_beam.SIGNATURE_USERS]
     saved = [(statecache, "get_deep_size", statecache.get_deep_size), (dill._dill, "_trace", dill._dill._trace)]
     saved += [(module, "get_signature", module.get_signature) for module in signature_modules]
+    saved.append((userstate, "get_dofn_specs", userstate.get_dofn_specs))
     local_beam.install()
     yield {name: value for _, name, value in saved}
     for module, name, value in saved:
@@ -106,6 +108,59 @@ def test_every_beam_module_that_binds_get_signature_gets_the_cached_one(installe
     assert decorators.get_signature is not installed["get_signature"]
 
 
+def _stateful_dofn_class():
+    import apache_beam as beam
+    from apache_beam.coders import VarIntCoder
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+
+    class Buffered(beam.DoFn):
+        BUFFER = BagStateSpec("buffer", VarIntCoder())
+        FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+        def process(self, element, buffer=beam.DoFn.StateParam(BUFFER), flush=beam.DoFn.TimerParam(FLUSH)):  # noqa: B008 - Beam's idiom
+            buffer.add(element[1])
+
+        @on_timer(FLUSH)
+        def flushed(self, buffer=beam.DoFn.StateParam(BUFFER)):  # noqa: B008
+            yield sum(buffer.read())
+
+    return Buffered
+
+
+def test_dofn_state_and_timer_specs_are_the_ones_beam_computes(installed, monkeypatch) -> None:
+    import apache_beam as beam
+    from apache_beam.transforms import userstate
+
+    original = installed["get_dofn_specs"]
+    stateful, plain, mapped = _stateful_dofn_class()(), beam.DoFn(), beam.Map(len).fn
+    for dofn in (stateful, plain, mapped) * 2:
+        assert userstate.get_dofn_specs(dofn) == original(dofn)
+    assert {spec.name for spec in userstate.get_dofn_specs(stateful)[0]} == {"buffer"}
+    assert userstate.is_stateful_dofn(stateful) and not userstate.is_stateful_dofn(plain)
+    userstate.validate_stateful_dofn(stateful)
+
+    userstate.get_dofn_specs(stateful)[0].clear()  # a caller's own copy: the next caller still sees the spec
+    assert len(userstate.get_dofn_specs(stateful)[0]) == 1
+
+
+def test_dofn_specs_are_computed_once_per_dofn_object(installed, monkeypatch) -> None:
+    import apache_beam as beam
+    from apache_beam.transforms import userstate
+
+    computed = []
+    with monkeypatch.context() as patch:
+        patch.setattr(userstate, "get_dofn_specs", lambda dofn: computed.append(dofn) or (set(), set()))
+        local_beam._install_dofn_specs_cache()
+        first, second = beam.DoFn(), beam.DoFn()
+        for _ in range(3):
+            userstate.get_dofn_specs(first), userstate.get_dofn_specs(second)
+        assert computed == [first, second]
+        del first  # its entry goes with it: a new object, even one at the same address, is computed afresh
+        userstate.get_dofn_specs(beam.DoFn())
+        assert len(computed) == 3
+
+
 def test_dill_log_level_still_follows_the_trace_switch(installed) -> None:
     import dill._dill
     from apache_beam.internal import pickler
@@ -120,8 +175,12 @@ def test_dill_log_level_still_follows_the_trace_switch(installed) -> None:
 def test_installing_twice_keeps_one_set_of_wrappers(installed) -> None:
     import dill._dill
     from apache_beam.runners.worker import statecache
+    from apache_beam.transforms import userstate
     from apache_beam.typehints import decorators
 
-    first = (statecache.get_deep_size, decorators.get_signature, dill._dill._trace)
+    def wrappers() -> tuple:
+        return statecache.get_deep_size, decorators.get_signature, userstate.get_dofn_specs, dill._dill._trace
+
+    first = wrappers()
     local_beam.install()
-    assert (statecache.get_deep_size, decorators.get_signature, dill._dill._trace) == first
+    assert wrappers() == first
