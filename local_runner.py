@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import os
 import shlex
 import sys
@@ -21,6 +22,13 @@ from pipeline.configs import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 RUN_LOCK = "run.lock"
+
+# A run builds about 700k long-lived objects (TensorFlow, TFX, Beam, the
+# models); with Python's default thresholds (700, 10, 10) the collector
+# re-scans them in a dozen full collections, 4.8 s of a cold run here. With a
+# larger young generation it is one full collection and 2.4 s in all, at the
+# same peak memory (measured with gc.callbacks; 50k instead of 10k cost +60 MB).
+RUN_GC_THRESHOLDS = (10_000, 20, 10)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +165,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             print("\n".join(record["summary"]))
             return EXIT_OK
 
+    gc.set_threshold(*RUN_GC_THRESHOLDS)  # before TensorFlow and TFX are imported: they are most of those objects
     log_path = os.path.join(os.path.dirname(config.pipeline_root), "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
     where = config.data_root if config.span is None else f"{config.data_root} span {config.span}"
     drift = "" if config.previous_span is None else f", drift vs span {config.previous_span}"
