@@ -50,9 +50,18 @@ def open_readonly(path: str):  # noqa: ANN201 - MetadataStore; ml_metadata is im
         raise StoreError(f"metadata store {path} cannot be opened: {str(error).splitlines()[0][:200]}") from None
 
 
+def _oldest_first(items: list) -> list:
+    return sorted(items, key=lambda item: (item.create_time_since_epoch, item.id))
+
+
 def run_contexts(store) -> list:  # noqa: ANN001 - MetadataStore
     """The pipeline_run contexts, oldest first (a context's name is the run id)."""
-    return sorted(store.get_contexts_by_type(RUN_CONTEXT), key=lambda c: (c.create_time_since_epoch, c.id))
+    return _oldest_first(store.get_contexts_by_type(RUN_CONTEXT))
+
+
+def executions_in_start_order(store, context_id: int) -> list:  # noqa: ANN001 - MetadataStore
+    """The executions of one pipeline_run context, in start order."""
+    return _oldest_first(store.get_executions_by_context(context_id))
 
 
 def node_name(store, execution_id: int) -> str:  # noqa: ANN001 - MetadataStore

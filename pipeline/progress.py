@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TextIO
 
-from pipeline.mlmd_store import STATE_WORDS, node_name, open_readonly, run_contexts
+from pipeline.mlmd_store import STATE_WORDS, executions_in_start_order, node_name, open_readonly, run_contexts
 
 ENDED = {"ran", "failed", "cached", "canceled"}
 
@@ -42,7 +42,7 @@ def _run_ids(store) -> dict[str, int]:  # noqa: ANN001
 def read_steps(store, context_id: int) -> list[Step]:  # noqa: ANN001
     """The executions of one pipeline run, in start order, named by their node."""
     steps = []
-    for execution in sorted(store.get_executions_by_context(context_id), key=lambda e: (e.create_time_since_epoch, e.id)):
+    for execution in executions_in_start_order(store, context_id):
         steps.append(Step(node_name(store, execution.id), STATE_WORDS.get(execution.last_known_state, "?"),
                           execution.create_time_since_epoch, execution.last_update_time_since_epoch))
     return steps

@@ -12,7 +12,14 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.mlmd_store import RUN_CONTEXT, STATE_WORDS, node_name, open_readonly, run_contexts
+from pipeline.mlmd_store import (
+    RUN_CONTEXT,
+    STATE_WORDS,
+    executions_in_start_order,
+    node_name,
+    open_readonly,
+    run_contexts,
+)
 
 REPORTED_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration", "example_count")
 
@@ -81,7 +88,7 @@ def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | Non
     if run_id is None:
         return None
     context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
-    executions = sorted(store.get_executions_by_context(context.id), key=lambda e: (e.create_time_since_epoch, e.id))
+    executions = executions_in_start_order(store, context.id)
     components, evaluation_uri, eval_config, blessing, pushed = [], None, "", None, None
     for execution in executions:
         name = node_name(store, execution.id)

@@ -15,7 +15,15 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from pipeline.mlmd_store import RUN_CONTEXT, STATE_WORDS, StoreError, node_name, open_readonly, run_contexts
+from pipeline.mlmd_store import (
+    RUN_CONTEXT,
+    STATE_WORDS,
+    StoreError,
+    executions_in_start_order,
+    node_name,
+    open_readonly,
+    run_contexts,
+)
 
 INPUTS = (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT)
 OUTPUTS = (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT)
@@ -72,7 +80,7 @@ def run_executions(store: metadata_store.MetadataStore, run_id: str) -> list[Exe
     context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
     if context is None:
         raise StoreError(f"no run {run_id!r} in MLMD; `runs` lists the run ids")
-    executions = sorted(store.get_executions_by_context(context.id), key=lambda e: (e.create_time_since_epoch, e.id))
+    executions = executions_in_start_order(store, context.id)
     return [Execution(e.id, node_name(store, e.id), STATE_WORDS.get(e.last_known_state, "?"),
                       e.create_time_since_epoch, e.last_update_time_since_epoch, properties(e),
                       _artifacts_by_key(store, e.id, OUTPUTS)) for e in executions]
