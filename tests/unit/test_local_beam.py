@@ -37,6 +37,7 @@ def installed():
     import importlib
 
     import dill._dill
+    from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.worker import statecache
     from apache_beam.transforms import userstate
 
@@ -44,6 +45,7 @@ def installed():
     saved = [(statecache, "get_deep_size", statecache.get_deep_size), (dill._dill, "_trace", dill._dill._trace)]
     saved += [(module, "get_signature", module.get_signature) for module in signature_modules]
     saved.append((userstate, "get_dofn_specs", userstate.get_dofn_specs))
+    saved.append((PipelineOptions, "view_as", PipelineOptions.view_as))
     local_beam.install()
     yield {name: value for _, name, value in saved}
     for module, name, value in saved:
@@ -161,6 +163,37 @@ def test_dofn_specs_are_computed_once_per_dofn_object(installed, monkeypatch) ->
         assert len(computed) == 3
 
 
+def test_options_views_read_and_write_what_beam_s_views_do(installed) -> None:
+    from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, StandardOptions, TypeOptions
+
+    fresh = installed["view_as"]
+    options = PipelineOptions(["--runner=DirectRunner", "--experiments=a", "--direct_num_workers=3"])
+    view = options.view_as(StandardOptions)
+    assert view.runner == fresh(options, StandardOptions).runner == "DirectRunner"
+    assert options.view_as(TypeOptions).allow_unsafe_triggers is False
+    # A write through one view is seen by every view, kept or new, as with Beam's own views.
+    options.view_as(DebugOptions).experiments = ["a", "b"]
+    assert fresh(options, DebugOptions).experiments == ["a", "b"]
+    fresh(options, StandardOptions).streaming = True
+    assert options.view_as(StandardOptions).streaming is True
+    assert options.get_all_options()["direct_num_workers"] == 3
+    # A view of a view, as TFX and Beam take them.
+    assert options.view_as(StandardOptions).view_as(DebugOptions).experiments == ["a", "b"]
+
+
+def test_an_options_view_is_built_once_per_options_object_and_class(installed) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
+
+    first, second = PipelineOptions([]), PipelineOptions(["--streaming"])
+    assert first.view_as(StandardOptions) is first.view_as(StandardOptions)
+    assert first.view_as(TypeOptions) is not first.view_as(StandardOptions)
+    assert second.view_as(StandardOptions) is not first.view_as(StandardOptions)
+    assert second.view_as(StandardOptions).streaming and not first.view_as(StandardOptions).streaming
+    kept = first.view_as(StandardOptions)
+    first._all_options = dict(first._all_options, streaming=True)  # values replaced: a new view over them
+    assert first.view_as(StandardOptions) is not kept and first.view_as(StandardOptions).streaming
+
+
 def test_dill_log_level_still_follows_the_trace_switch(installed) -> None:
     import dill._dill
     from apache_beam.internal import pickler
@@ -174,12 +207,14 @@ def test_dill_log_level_still_follows_the_trace_switch(installed) -> None:
 
 def test_installing_twice_keeps_one_set_of_wrappers(installed) -> None:
     import dill._dill
+    from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.worker import statecache
     from apache_beam.transforms import userstate
     from apache_beam.typehints import decorators
 
     def wrappers() -> tuple:
-        return statecache.get_deep_size, decorators.get_signature, userstate.get_dofn_specs, dill._dill._trace
+        return (statecache.get_deep_size, decorators.get_signature, userstate.get_dofn_specs,
+                PipelineOptions.view_as, dill._dill._trace)
 
     first = wrappers()
     local_beam.install()
