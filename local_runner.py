@@ -179,12 +179,13 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         with output_to(log_path) as console:
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-            from pipeline import local_beam
+            from pipeline import local_beam, local_tft
             from pipeline.components.data_gate import DataGateError
             from pipeline.pipeline import create_pipeline
             from pipeline.progress import watch
 
             local_beam.install()
+            local_tft.install()
 
             try:
                 with watch(config.metadata_path, console, enabled=progress):
