@@ -26,15 +26,18 @@ BUCKET_FEATURES = [
 ]
 FEATURE_BUCKET_COUNT = 10
 
-# Small integer categories used directly as ids, with their cardinality.
+# Integer categories with a fixed domain in the schema, used directly as ids,
+# with their cardinality (largest id + 1). Chicago's community areas are
+# numbered 1-77: a vocabulary would only relearn that list on every run.
 CATEGORICAL_INT_FEATURES = {
     "trip_start_hour": 24,
     "trip_start_day": 8,
     "trip_start_month": 13,
+    "pickup_community_area": 78,
+    "dropoff_community_area": 78,
 }
 
-# Integer-coded areas and tracts, and free-text categories: vocabularies.
-VOCAB_INT_FEATURES = ["pickup_community_area", "dropoff_community_area"]
+# Free-text categories: vocabularies.
 VOCAB_STRING_FEATURES = ["payment_type", "company"]
 VOCAB_SIZE = 200
 OOV_SIZE = 10
@@ -52,7 +55,6 @@ FARE_CROSS_BUCKETS = 20
 
 INT_COLUMNS = sorted(
     list(CATEGORICAL_INT_FEATURES)
-    + VOCAB_INT_FEATURES
     + ["trip_seconds", "trip_start_timestamp", "pickup_census_tract", "dropoff_census_tract"]
 )
 FLOAT_COLUMNS = sorted(
@@ -65,7 +67,6 @@ SERVING_FEATURES = sorted(
     DENSE_FLOAT_FEATURES
     + BUCKET_FEATURES
     + list(CATEGORICAL_INT_FEATURES)
-    + VOCAB_INT_FEATURES
     + VOCAB_STRING_FEATURES
 )
 

@@ -70,13 +70,9 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
         valid = present & (values >= 0) & (values < size)
         outputs[xf(key)] = tf.where(valid, values, tf.constant(size, tf.int64))
 
-    for key in features.VOCAB_INT_FEATURES + features.VOCAB_STRING_FEATURES:
-        x = inputs[key]
-        default = tf.constant(b"" if x.dtype == tf.string else 0, dtype=x.dtype)
-        values, present = _densify(x, default)
-        if values.dtype != tf.string:
-            values = tf.strings.as_string(values)
-        values = tf.where(present, values, tf.constant(b""))
+    for key in features.VOCAB_STRING_FEATURES:
+        # A missing value is the empty string, an entry of its own.
+        values, _ = _densify(inputs[key], tf.constant(b""))
         outputs[xf(key)] = tft.compute_and_apply_vocabulary(
             values,
             top_k=features.VOCAB_SIZE,
@@ -106,7 +102,7 @@ def categorical_sizes() -> dict[str, int]:
         sizes[features.transformed_name(key)] = features.FEATURE_BUCKET_COUNT + 1
     for key, size in features.CATEGORICAL_INT_FEATURES.items():
         sizes[features.transformed_name(key)] = size + 1
-    for key in features.VOCAB_INT_FEATURES + features.VOCAB_STRING_FEATURES:
+    for key in features.VOCAB_STRING_FEATURES:
         sizes[features.transformed_name(key)] = VOCAB_IDS
     return sizes
 

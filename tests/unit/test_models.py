@@ -94,6 +94,18 @@ def test_missing_coordinate_gets_its_own_bucket(transform_output):
         assert np.asarray(transformed[i]["dropoff_latitude_xf"]).item() == features.FEATURE_BUCKET_COUNT
 
 
+def test_integer_categories_are_their_own_ids_and_missing_ones_share_one(transform_output):
+    _, transformed = transform_output
+    rows = _raw_rows()
+    missing = 0
+    for key, size in features.CATEGORICAL_INT_FEATURES.items():
+        for row, out in zip(rows, transformed, strict=True):
+            expected = int(float(row[key])) if row[key] != "" else size
+            missing += row[key] == ""
+            assert np.asarray(out[features.transformed_name(key)]).item() == expected, (key, row[key])
+    assert missing, "the sample rows should include a missing community area"
+
+
 @pytest.fixture(scope="module")
 def exported(transform_output, tmp_path_factory):
     tft_output, _ = transform_output
