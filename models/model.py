@@ -8,6 +8,7 @@ Missing values in serving_default: NaN for a number, "" for a string.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import keras
@@ -29,7 +30,7 @@ def model_input_names() -> list[str]:
     return sorted(preprocessing.numeric_outputs() + list(preprocessing.categorical_sizes()))
 
 
-def build_model(learning_rate: float = 0.003) -> keras.Model:
+def build_model(learning_rate: float = 0.003, steps_per_execution: int = 1) -> keras.Model:
     """Wide and deep: a learned weight per crossed id, plus a small regularized tower.
 
     The data is small (10k training rows), so the deep part is narrow and
@@ -63,6 +64,7 @@ def build_model(learning_rate: float = 0.003) -> keras.Model:
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
     )
     # Adam's slot variables now, not lazily inside the first traced train step:
     # a tf.function that creates variables on its first trace is traced a
@@ -207,15 +209,22 @@ def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
     train = transformed_dataset(fn_args.train_files, tf_transform_output, batch_size, shuffle=True)
     evaluation = transformed_dataset(fn_args.eval_files, tf_transform_output, batch_size, shuffle=False)
 
-    model = build_model(float(config.get("learning_rate", 0.003)))
     steps_per_epoch = max(1, min(fn_args.train_steps, 200))
     epochs = max(1, round(fn_args.train_steps / steps_per_epoch))
+    validation_steps = fn_args.eval_steps or 20
+    # The model is small, so a step costs little next to Keras's per-call
+    # overhead: several steps per call (2.5-3 s less fit here). Keras runs
+    # whole calls, so the count divides both the epoch and the validation.
+    model = build_model(
+        float(config.get("learning_rate", 0.003)),
+        steps_per_execution=math.gcd(steps_per_epoch, validation_steps),
+    )
     model.fit(
         train,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=evaluation,
-        validation_steps=fn_args.eval_steps or 20,
+        validation_steps=validation_steps,
         callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
         verbose=2,
     )
