@@ -78,18 +78,21 @@ def _to_model_inputs(transformed: dict) -> dict:
 
 
 def transformed_dataset(
-    file_patterns: list[str], tf_transform_output: tft.TFTransformOutput, batch_size: int, shuffle: bool
+    file_patterns: list[str], module: ExportModule, batch_size: int, shuffle: bool
 ) -> tf.data.Dataset:
-    """(features, label) batches, read once into memory and repeated forever."""
+    """(features, label) batches: raw examples through the Transform graph once, kept in memory, repeated forever.
+
+    The same Transform function as the exported signatures (traced once for
+    both); Transform does not write a transformed copy of the data for this.
+    """
     files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
-    spec = tf_transform_output.transformed_feature_spec()
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").cache()
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+    dataset = dataset.map(lambda records: module.transform_raw(tf.io.parse_example(records, module.raw_spec)))
+    dataset = dataset.map(lambda transformed: (_to_model_inputs(transformed), transformed[LABEL]))
+    dataset = dataset.unbatch().cache()
     if shuffle:
         dataset = dataset.shuffle(50_000, seed=SEED, reshuffle_each_iteration=True)
-    dataset = dataset.repeat().batch(batch_size)
-    dataset = dataset.map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(lambda parsed: (_to_model_inputs(parsed), parsed[LABEL]))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.repeat().batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 class ExportModule(tf.Module):
@@ -107,7 +110,7 @@ class ExportModule(tf.Module):
         raw_spec = tf_transform_output.raw_feature_spec()
         if not all(isinstance(spec, tf.io.VarLenFeature) for spec in raw_spec.values()):
             raise ValueError("the export expects every raw feature optional (VarLenFeature) in the schema")
-        self._raw_spec = raw_spec
+        self.raw_spec = raw_spec
         self._serving_raw_spec = {k: v for k, v in raw_spec.items() if k != features.TIPS_KEY}
         # The Transform graph is applied in this one function, which all three
         # signatures call: TFT prunes and copies its v1 graph for every call, so
@@ -150,7 +153,7 @@ class ExportModule(tf.Module):
         empty = tf.zeros([0, 2], tf.int64)
         return {
             name: raw[name] if name in raw else tf.SparseTensor(empty, tf.zeros([0], spec.dtype), tf.stack([rows, 1]))
-            for name, spec in self._raw_spec.items()
+            for name, spec in self.raw_spec.items()
         }
 
     def _outputs(self, raw: dict) -> dict:
@@ -170,7 +173,7 @@ class ExportModule(tf.Module):
             else:
                 present = tf.math.is_finite(value)
             indices = tf.where(present)
-            target = self._raw_spec[name].dtype
+            target = self.raw_spec[name].dtype
             values = tf.gather_nd(value, indices)
             if target != tf.string:
                 values = tf.cast(tf.round(values) if target.is_integer else values, target)
@@ -185,7 +188,7 @@ class ExportModule(tf.Module):
         return self._outputs(tf.io.parse_example(examples, self._serving_raw_spec))
 
     def _transform_examples(self, examples: tf.Tensor) -> dict:
-        return self.transform_raw(tf.io.parse_example(examples, self._raw_spec))
+        return self.transform_raw(tf.io.parse_example(examples, self.raw_spec))
 
     def signatures(self) -> dict:
         return {
@@ -194,10 +197,12 @@ class ExportModule(tf.Module):
             "transform_features": self.transform_features,
         }
 
+    def save(self, export_dir: str) -> None:
+        tf.saved_model.save(self, export_dir, signatures=self.signatures())
+
 
 def export(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
-    module = ExportModule(model, tf_transform_output)
-    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    ExportModule(model, tf_transform_output).save(export_dir)
 
 
 def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
@@ -205,10 +210,6 @@ def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
     keras.utils.set_random_seed(SEED)
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", 256))
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = transformed_dataset(fn_args.train_files, tf_transform_output, batch_size, shuffle=True)
-    evaluation = transformed_dataset(fn_args.eval_files, tf_transform_output, batch_size, shuffle=False)
-
     steps_per_epoch = max(1, min(fn_args.train_steps, 200))
     epochs = max(1, round(fn_args.train_steps / steps_per_epoch))
     validation_steps = fn_args.eval_steps or 20
@@ -219,6 +220,9 @@ def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
         float(config.get("learning_rate", 0.003)),
         steps_per_execution=math.gcd(steps_per_epoch, validation_steps),
     )
+    module = ExportModule(model, tft.TFTransformOutput(fn_args.transform_output))
+    train = transformed_dataset(fn_args.train_files, module, batch_size, shuffle=True)
+    evaluation = transformed_dataset(fn_args.eval_files, module, batch_size, shuffle=False)
     model.fit(
         train,
         epochs=epochs,
@@ -228,5 +232,5 @@ def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
         callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
         verbose=2,
     )
-    export(model, tf_transform_output, fn_args.serving_model_dir)
+    module.save(fn_args.serving_model_dir)
     os.makedirs(fn_args.model_run_dir, exist_ok=True)

@@ -182,6 +182,10 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         # Nothing feeds the analyzer cache back (each run analyzes one span
         # whole); writing it costs a Beam sink per analyzer.
         disable_analyzer_cache=True,
+        # The Trainer applies the Transform graph itself as it reads the raw
+        # examples (models/model.py): no transformed copy of the data to
+        # write and read back (about 5 s of Transform here).
+        materialize=False,
     )
     transform.add_upstream_node(data_gate)
 
@@ -193,7 +197,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         trainer_class, trainer_extra = VertexTrainer, _vertex_training_config(config)
     trainer = trainer_class(
         run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_importer.outputs["schema"],
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),

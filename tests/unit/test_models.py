@@ -183,3 +183,25 @@ def test_training_creates_no_variables_inside_the_traced_step(transform_output):
     with tf.variable_creator_scope(record):
         keras_model.fit(inputs, labels, batch_size=32, epochs=1, verbose=0)
     assert created == []
+
+
+def test_training_batches_are_what_the_served_transform_makes(transform_output, tmp_path):
+    """The Trainer reads raw examples through the very Transform function the signatures export: no skew."""
+    tft_output, _ = transform_output
+    rows = _raw_rows()[:300]
+    path = str(tmp_path / "examples.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for row in rows:
+            writer.write(_example(row))
+    module = model.ExportModule(model.build_model(), tft_output)
+    inputs, labels = next(iter(model.transformed_dataset([path], module, batch_size=len(rows), shuffle=False)))
+    served = module.transform_features(tf.constant([_example(r) for r in rows]))
+    assert set(inputs) == set(model.model_input_names())
+    for name in model.model_input_names():
+        np.testing.assert_array_equal(inputs[name].numpy().reshape(-1), served[name].numpy().reshape(-1), err_msg=name)
+    assert labels.numpy().tolist() == served[model.LABEL].numpy().tolist()
+    # Shuffled: the same rows, in another order.
+    shuffled, _ = next(iter(model.transformed_dataset([path], module, batch_size=len(rows), shuffle=True)))
+    fares = features.transformed_name(features.FARE_KEY)
+    assert sorted(shuffled[fares].numpy().reshape(-1)) == sorted(inputs[fares].numpy().reshape(-1))
+    assert shuffled[fares].numpy().reshape(-1).tolist() != inputs[fares].numpy().reshape(-1).tolist()
