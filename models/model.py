@@ -201,10 +201,6 @@ class ExportModule(tf.Module):
         tf.saved_model.save(self, export_dir, signatures=self.signatures())
 
 
-def export(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
-    ExportModule(model, tf_transform_output).save(export_dir)
-
-
 def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
     """TFX Trainer entry point."""
     keras.utils.set_random_seed(SEED)

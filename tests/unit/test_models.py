@@ -111,7 +111,7 @@ def exported(transform_output, tmp_path_factory):
     tft_output, _ = transform_output
     keras_model = model.build_model()
     path = str(tmp_path_factory.mktemp("export") / "model")
-    model.export(keras_model, tft_output, path)
+    model.ExportModule(keras_model, tft_output).save(path)
     return tf.saved_model.load(path)
 
 
