@@ -201,13 +201,28 @@ class ExportModule(tf.Module):
         tf.saved_model.save(self, export_dir, signatures=self.signatures())
 
 
+EPOCH_STEPS = 200  # the usual epoch length: a validation and a TensorBoard point each
+MAX_EPOCHS = 10
+
+
+def epochs_for(train_steps: int) -> tuple[int, int]:
+    """(epochs, steps per epoch) training exactly train_steps steps.
+
+    Epochs of about EPOCH_STEPS steps, when train_steps splits evenly into at
+    most MAX_EPOCHS of them; otherwise one epoch of all the steps.
+    """
+    for epochs in range(max(1, math.ceil(train_steps / EPOCH_STEPS)), MAX_EPOCHS + 1):
+        if train_steps % epochs == 0:
+            return epochs, train_steps // epochs
+    return 1, train_steps
+
+
 def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
     """TFX Trainer entry point."""
     keras.utils.set_random_seed(SEED)
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", 256))
-    steps_per_epoch = max(1, min(fn_args.train_steps, 200))
-    epochs = max(1, round(fn_args.train_steps / steps_per_epoch))
+    epochs, steps_per_epoch = epochs_for(fn_args.train_steps)
     validation_steps = fn_args.eval_steps or 20
     # The model is small, so a step costs little next to Keras's per-call
     # overhead: several steps per call (2.5-3 s less fit here). Keras runs

@@ -205,3 +205,16 @@ def test_training_batches_are_what_the_served_transform_makes(transform_output, 
     fares = features.transformed_name(features.FARE_KEY)
     assert sorted(shuffled[fares].numpy().reshape(-1)) == sorted(inputs[fares].numpy().reshape(-1))
     assert shuffled[fares].numpy().reshape(-1).tolist() != inputs[fares].numpy().reshape(-1).tolist()
+
+
+@pytest.mark.parametrize("train_steps", [1, 7, 199, 200, 211, 250, 300, 500, 600, 1000, 1999, 2000, 5000])
+def test_training_runs_exactly_the_steps_asked_for(train_steps):
+    epochs, steps_per_epoch = model.epochs_for(train_steps)
+    assert epochs * steps_per_epoch == train_steps
+    assert 1 <= epochs <= model.MAX_EPOCHS
+    if epochs > 1:
+        assert steps_per_epoch <= model.EPOCH_STEPS
+
+
+def test_the_default_schedule_is_three_epochs_of_two_hundred():
+    assert model.epochs_for(600) == (3, 200)
