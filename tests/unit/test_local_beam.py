@@ -31,9 +31,8 @@ def test_user_beam_args_without_a_dependency_flag_get_one() -> None:
     assert args == ("--direct_num_workers=2", f"--setup_file={configs.PROJECT_ROOT / 'setup.py'}")
 
 
-@pytest.fixture
-def installed():
-    """local_beam.install() for one test, with Beam's and dill's own functions put back after it."""
+def _patch_points() -> list[tuple[object, str]]:
+    """(owner, attribute) of every function local_beam.install() replaces."""
     import importlib
 
     import dill._dill
@@ -41,15 +40,20 @@ def installed():
     from apache_beam.runners.worker import statecache
     from apache_beam.transforms import userstate
 
-    signature_modules = [importlib.import_module(name) for name in local_beam.SIGNATURE_USERS]
-    saved = [(statecache, "get_deep_size", statecache.get_deep_size), (dill._dill, "_trace", dill._dill._trace)]
-    saved += [(module, "get_signature", module.get_signature) for module in signature_modules]
-    saved.append((userstate, "get_dofn_specs", userstate.get_dofn_specs))
-    saved.append((PipelineOptions, "view_as", PipelineOptions.view_as))
+    points = [(statecache, "get_deep_size"), (dill._dill, "_trace"), (userstate, "get_dofn_specs"),
+              (PipelineOptions, "view_as")]
+    points += [(importlib.import_module(name), "get_signature") for name in local_beam.SIGNATURE_USERS]
+    return points
+
+
+@pytest.fixture
+def installed():
+    """local_beam.install() for one test, with Beam's and dill's own functions put back after it."""
+    saved = [(owner, name, getattr(owner, name)) for owner, name in _patch_points()]
     local_beam.install()
     yield {name: value for _, name, value in saved}
-    for module, name, value in saved:
-        setattr(module, name, value)
+    for owner, name, value in saved:
+        setattr(owner, name, value)
 
 
 def test_side_input_sizes_are_what_beam_computes(installed) -> None:
@@ -206,16 +210,10 @@ def test_dill_log_level_still_follows_the_trace_switch(installed) -> None:
 
 
 def test_installing_twice_keeps_one_set_of_wrappers(installed) -> None:
-    import dill._dill
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.runners.worker import statecache
-    from apache_beam.transforms import userstate
-    from apache_beam.typehints import decorators
-
-    def wrappers() -> tuple:
-        return (statecache.get_deep_size, decorators.get_signature, userstate.get_dofn_specs,
-                PipelineOptions.view_as, dill._dill._trace)
+    def wrappers() -> list:
+        return [getattr(owner, name) for owner, name in _patch_points()]
 
     first = wrappers()
+    assert all(getattr(wrapper, "_local_beam", False) for wrapper in first)
     local_beam.install()
     assert wrappers() == first
