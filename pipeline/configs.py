@@ -163,7 +163,7 @@ class PipelineConfig:
 
 
 def models_code_fingerprint() -> str:
-    """Hash of models/*.py, so Transform and Trainer re-run when the ML code changes.
+    """Hash of models/*.py, so Transform, Trainer and Evaluator re-run when the ML code changes.
 
     The components name their functions by module path (no per-run wheel build);
     without this, TFX's cache could not see an edit to that code.

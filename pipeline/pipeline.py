@@ -25,7 +25,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
-from models import features
+from models import eval_metrics, features
 from pipeline.components import dedup_pusher
 from pipeline.components.data_gate import DataGate
 from pipeline.configs import PipelineConfig
@@ -75,10 +75,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                             tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
                         ],
                     ),
-                    tfma.MetricConfig(class_name="BinaryAccuracy"),
-                    tfma.MetricConfig(class_name="Precision"),
-                    tfma.MetricConfig(class_name="Recall"),
-                    tfma.MetricConfig(class_name="Calibration"),
+                    # Accuracy, precision, recall and calibration, read off AUC's histogram.
+                    *eval_metrics.metric_configs(),
                 ]
             )
         ],
