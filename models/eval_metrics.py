@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import (
     binary_confusion_matrices,
@@ -34,8 +35,18 @@ from tensorflow_model_analysis.metrics import (
 )
 
 
+def _with_metric(computations: list, key: metric_types.MetricKey, value_of) -> list:  # noqa: ANN001
+    """`computations` and one derived metric: key = value_of(the output of the last of them)."""
+    source = computations[-1].keys[-1]
+
+    def result(metrics: dict) -> dict:
+        return {key: value_of(metrics[source])}
+
+    return [*computations, metric_types.DerivedMetricComputation(keys=[key], result=result)]
+
+
 class _FromHistogram:
-    """Mixin for TFMA confusion-matrix metrics: matrices rebinned from the shared histogram."""
+    """Mixin for a TFMA metric computed from AUC's calibration histogram (subclasses say how)."""
 
     # TFMA passes a create-computations function only the arguments its
     # signature names (model_name among them), so each is spelled out.
@@ -56,10 +67,6 @@ class _FromHistogram:
     ) -> metric_types.MetricComputations:
         if num_thresholds is not None or top_k is not None or class_id is not None:
             raise ValueError(f"{type(self).__name__} takes thresholds only (no num_thresholds, top_k, class_id)")
-        if thresholds is None:
-            thresholds = [self._default_threshold()]
-        elif isinstance(thresholds, float):
-            thresholds = [thresholds]
         key = metric_types.MetricKey(
             name=name,
             model_name=model_name,
@@ -68,76 +75,61 @@ class _FromHistogram:
             example_weighted=example_weighted,
             aggregation_type=aggregation_type,
         )
-        computations = binary_confusion_matrices.binary_confusion_matrices(
-            thresholds=thresholds,
-            use_histogram=True,
-            eval_config=eval_config,
-            model_name=model_name,
-            output_name=output_name,
-            sub_key=sub_key,
-            aggregation_type=aggregation_type,
-            class_weights=class_weights,
-            example_weighted=example_weighted,
+        histogram_args = {
+            "eval_config": eval_config,
+            "model_name": model_name,
+            "output_name": output_name,
+            "sub_key": sub_key,
+            "aggregation_type": aggregation_type,
+            "class_weights": class_weights,
+            "example_weighted": example_weighted,
+        }
+        return self._from_histogram(key, thresholds, histogram_args)
+
+    def _from_histogram(self, key: metric_types.MetricKey, thresholds, histogram_args: dict) -> list:  # noqa: ANN001
+        raise NotImplementedError
+
+
+class _ConfusionMatrixFromHistogram(_FromHistogram):
+    """TFMA's confusion-matrix metrics, their matrices rebinned from the histogram."""
+
+    def _from_histogram(self, key: metric_types.MetricKey, thresholds, histogram_args: dict) -> list:  # noqa: ANN001
+        if thresholds is None:
+            thresholds = [self._default_threshold()]
+        elif isinstance(thresholds, float):
+            thresholds = [thresholds]
+        matrices = binary_confusion_matrices.binary_confusion_matrices(
+            thresholds=thresholds, use_histogram=True, **histogram_args
         )
-        matrices_key = computations[-1].keys[-1]
-
-        def result(metrics: dict) -> dict:
-            return {key: self._metric_value(key=key, matrices=metrics[matrices_key])}
-
-        computations.append(metric_types.DerivedMetricComputation(keys=[key], result=result))
-        return computations
+        return _with_metric(matrices, key, lambda value: self._metric_value(key=key, matrices=value))
 
 
-class HistogramBinaryAccuracy(_FromHistogram, confusion_matrix_metrics.BinaryAccuracy):
+class HistogramBinaryAccuracy(_ConfusionMatrixFromHistogram, confusion_matrix_metrics.BinaryAccuracy):
     pass
 
 
-class HistogramPrecision(_FromHistogram, confusion_matrix_metrics.Precision):
+class HistogramPrecision(_ConfusionMatrixFromHistogram, confusion_matrix_metrics.Precision):
     pass
 
 
-class HistogramRecall(_FromHistogram, confusion_matrix_metrics.Recall):
+class HistogramRecall(_ConfusionMatrixFromHistogram, confusion_matrix_metrics.Recall):
     pass
 
 
-def _calibration(
-    name: str = "calibration",
-    eval_config=None,  # noqa: ANN001 - TFMA's signature
-    model_name: str = "",
-    output_name: str = "",
-    sub_key=None,  # noqa: ANN001
-    aggregation_type=None,  # noqa: ANN001
-    class_weights=None,  # noqa: ANN001
-    example_weighted: bool = False,
-) -> metric_types.MetricComputations:
-    key = metric_types.MetricKey(
-        name=name, model_name=model_name, output_name=output_name, sub_key=sub_key, example_weighted=example_weighted
-    )
-    computations = calibration_histogram.calibration_histogram(
-        eval_config=eval_config,
-        model_name=model_name,
-        output_name=output_name,
-        sub_key=sub_key,
-        aggregation_type=aggregation_type,
-        class_weights=class_weights,
-        example_weighted=example_weighted,
-    )
-    histogram_key = computations[-1].keys[-1]
-
-    def result(metrics: dict) -> dict:
-        labels = math.fsum(bucket.weighted_labels for bucket in metrics[histogram_key])
-        predictions = math.fsum(bucket.weighted_predictions for bucket in metrics[histogram_key])
-        return {key: float("nan") if math.isclose(labels, 0.0) else predictions / labels}
-
-    computations.append(metric_types.DerivedMetricComputation(keys=[key], result=result))
-    return computations
-
-
-class HistogramCalibration(tfma.metrics.Metric):
+class HistogramCalibration(_FromHistogram, tfma.metrics.Metric):
     """Total predictions / total labels, as TFMA's Calibration."""
 
     def __init__(self, name: str = "calibration"):
-        super().__init__(metric_util.merge_per_key_computations(_calibration), name=name)
+        super().__init__(metric_util.merge_per_key_computations(self._metric_computations), name=name)
+
+    def _from_histogram(self, key: metric_types.MetricKey, thresholds, histogram_args: dict) -> list:  # noqa: ANN001
+        return _with_metric(calibration_histogram.calibration_histogram(**histogram_args), key, _calibration_of)
+
+
+def _calibration_of(histogram: calibration_histogram.Histogram) -> float:
+    labels = math.fsum(bucket.weighted_labels for bucket in histogram)
+    predictions = math.fsum(bucket.weighted_predictions for bucket in histogram)
+    return float("nan") if np.isclose(labels, 0.0) else predictions / labels  # as TFMA's Calibration
 
 
 HISTOGRAM_METRICS = (HistogramBinaryAccuracy, HistogramPrecision, HistogramRecall, HistogramCalibration)
