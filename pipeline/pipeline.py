@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
 from tfx.components.evaluator.component import Evaluator
-from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
@@ -27,6 +26,7 @@ from tfx.types import Channel, standard_artifacts
 
 from models import eval_metrics, features
 from pipeline.components import dedup_pusher
+from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen
 from pipeline.components.data_gate import DataGate
 from pipeline.configs import PipelineConfig
 from pipeline.spans import SPAN_PATTERN
@@ -123,11 +123,11 @@ SPLIT_CONFIG = example_gen_pb2.Output(
 )
 
 
-def _example_gen(config: PipelineConfig, span: int | None) -> CsvExampleGen:
+def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleGen:
     """CsvExampleGen over the flat folder, or over exactly one span-<N>/ folder (recorded in MLMD)."""
     if span is None:
-        return CsvExampleGen(input_base=config.data_root, output_config=SPLIT_CONFIG)
-    return CsvExampleGen(
+        return BatchedCsvExampleGen(input_base=config.data_root, output_config=SPLIT_CONFIG)
+    return BatchedCsvExampleGen(
         input_base=config.data_root,
         input_config=example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="single_split", pattern=SPAN_PATTERN)]

@@ -1,0 +1,155 @@
+"""CsvExampleGen's executor, converting CSV rows a batch at a time.
+
+TFX's CSV executor turns every row into a tf.Example in Python, cell by cell
+(a Python handler and a proto per cell), and infers the column types row by
+row: on the taxi sample that is most of CsvExampleGen's 6-9 s. This executor
+is TFX's, with one part replaced: the rows of a file are read, parsed and
+type-checked the same way (TFX's own record reader, CSV reader and type
+rules), then converted a batch at a time through Arrow and tfx_bsl's C++
+encoder. Everything around it is TFX's own: the split by hash of the
+example, the gzipped TFRecord files, the artifact properties.
+
+The output is the same examples in the same splits: a missing cell is an
+empty value list, a column without any value has features without a kind,
+ints are int64 and floats float32, the header must match across files,
+blank lines are skipped. Each record is the example's deterministic
+serialization, which is also what TFX hashes to choose its split.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+from tfx.components.example_gen.csv_example_gen import executor as csv_executor
+from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
+from tfx.utils import io_utils
+from tfx_bsl.coders import csv_decoder, example_coder
+
+ColumnType = csv_decoder.ColumnType
+ROWS_PER_BATCH = 4096
+
+# A column's values as TFX's CSV executor stores them (csv_example_gen/executor.py).
+_ARROW_TYPES = {
+    ColumnType.INT: pa.large_list(pa.int64()),
+    ColumnType.FLOAT: pa.large_list(pa.float32()),
+    ColumnType.STRING: pa.large_list(pa.large_binary()),
+}
+_PARSERS = {ColumnType.INT: int, ColumnType.FLOAT: float}
+
+
+class _ReadCsvRowBatches(beam.DoFn):
+    """A CSV file -> lists of parsed rows (cells as bytes), blank lines skipped, in file order."""
+
+    def __init__(self) -> None:
+        self._rows_per_batch = ROWS_PER_BATCH
+
+    def process(self, csv_filepath: str) -> Iterator[list[list[bytes]]]:
+        reader = csv_decoder._CSVRecordReader(",")  # noqa: SLF001 - TFX's own parsing, for the same cells
+        batch = []
+        for record in csv_executor._ReadCsvRecordsFromTextFile().process(csv_filepath):  # noqa: SLF001
+            cells = reader.ReadLine(record)
+            if cells:
+                batch.append(cells)
+                if len(batch) == self._rows_per_batch:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+
+class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
+    """TFX's column type inference (INT < FLOAT < STRING), fed a batch of rows at a time."""
+
+    def add_input(self, accumulator: dict, rows: list[list[bytes]]) -> dict:
+        width = len(self._column_names)
+        for row in rows:
+            if len(row) != width:
+                raise ValueError(f"Columns do not match specified csv headers: {self._column_names} -> {row}")
+        batch_types = {}
+        for name, cells in zip(self._column_names, zip(*rows, strict=True), strict=True):
+            if accumulator.get(name) == ColumnType.STRING:
+                continue
+            batch_types[name] = max(map(csv_decoder._InferValueType, set(cells)))  # noqa: SLF001
+        return self.merge_accumulators([accumulator, batch_types])
+
+
+def _column_array(cells: tuple[bytes, ...], column_type: ColumnType) -> pa.Array:
+    """One column as Arrow lists: one value per present cell, an empty list per missing one."""
+    if column_type not in _ARROW_TYPES:  # no value in any row: TFX writes a feature without a kind
+        return pa.nulls(len(cells), _ARROW_TYPES[ColumnType.STRING])
+    present = [cell for cell in cells if cell]
+    offsets = np.zeros(len(cells) + 1, np.int64)
+    np.cumsum([bool(cell) for cell in cells], out=offsets[1:])
+    arrow_type = _ARROW_TYPES[column_type]
+    parse = _PARSERS.get(column_type)
+    if parse is None:
+        values = pa.array(present, arrow_type.value_type)
+    else:
+        # float32 as the proto's FloatList stores it (round to nearest; inf beyond its range).
+        with np.errstate(over="ignore"):
+            values = pa.array(np.array([parse(cell) for cell in present]).astype(arrow_type.value_type.to_pandas_dtype()))
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
+
+
+@beam.typehints.with_output_types(bytes)
+class _RowBatchToExamples(beam.DoFn):
+    """A batch of parsed rows -> each row's tf.Example, deterministically serialized."""
+
+    def setup(self) -> None:
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+
+    def process(self, rows: list[list[bytes]], column_infos: list) -> Iterable[bytes]:
+        # A repeated header name keeps its last column, as in TFX's feature dict.
+        columns = {
+            info.name: _column_array(cells, info.type)
+            for info, cells in zip(column_infos, zip(*rows, strict=True), strict=True)
+        }
+        batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
+        for encoded in self._encoder.encode(batch):
+            yield tf.train.Example.FromString(encoded).SerializeToString(deterministic=True)
+
+
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(bytes)  # serialized, where TFX's gives protos
+class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the input pattern handling is TFX's
+    """TFX's CSV-to-examples transform, a batch of rows at a time."""
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        csv_files = fileio.glob(self._csv_pattern)
+        if not csv_files:
+            raise RuntimeError(f"Split pattern {self._csv_pattern} does not match any files.")
+        column_names = io_utils.load_csv_column_names(csv_files[0])
+        for csv_file in csv_files[1:]:
+            if io_utils.load_csv_column_names(csv_file) != column_names:
+                raise RuntimeError(f"Files in same split {self._csv_pattern} have different header.")
+        row_batches = (
+            pipeline
+            | "CreateFilenames" >> beam.Create(csv_files)
+            | "ReadCsvRowBatches" >> beam.ParDo(_ReadCsvRowBatches())
+        )
+        column_infos = beam.pvalue.AsSingleton(
+            row_batches
+            | "InferColumnTypes" >> beam.CombineGlobally(
+                _BatchColumnTypeInferrer(column_names, skip_blank_lines=True)
+            )
+        )
+        return row_batches | "ToTFExample" >> beam.ParDo(_RowBatchToExamples(), column_infos)
+
+
+class Executor(csv_executor.Executor):
+    """TFX's CsvExampleGen executor with the batched conversion."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 - TFX's name
+        return _BatchedCsvToExample
+
+
+
+class BatchedCsvExampleGen(CsvExampleGen):
+    """CsvExampleGen (same arguments, outputs and splits) with the batched executor."""
+
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
