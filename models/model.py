@@ -100,7 +100,13 @@ class ExportModule(tf.Module):
 
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
         super().__init__()
-        self.model = model
+        # The Keras model itself is kept out of the SavedModel, its weights in:
+        # tracked, the model brought its optimizer and metric state and Keras's
+        # own traced default signature, which every load then rebuilt (measured:
+        # export 2.9-3.3 -> 1.8-2.4 s, load 1.1-1.4 -> 0.6-1.1 s, saved_model.pb
+        # 698 -> 503 kB; the same predictions).
+        self._hold_untracked(model)
+        self.model_weights = list(model.weights)
         # Tracked so the transform graph's tables and vocabulary assets are saved.
         # Applied through .call(), never __call__: a layer that Keras never saw
         # called is saved as its tracked resources only ("Skipping full
@@ -146,6 +152,10 @@ class ExportModule(tf.Module):
         self.transform_features = tf.function(
             self._transform_examples, input_signature=example_spec, autograph=False
         )
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _hold_untracked(self, model: keras.Model) -> None:
+        self.model = model  # what the signatures call; its weights are tracked above
 
     def _complete(self, raw: dict) -> dict:
         """Raw columns a caller does not send (the label source, unused ones) as empty, i.e. missing."""

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -107,12 +109,26 @@ def test_integer_categories_are_their_own_ids_and_missing_ones_share_one(transfo
 
 
 @pytest.fixture(scope="module")
-def exported(transform_output, tmp_path_factory):
+def export_dir(transform_output, tmp_path_factory) -> tuple[str, keras.Model]:
     tft_output, _ = transform_output
     keras_model = model.build_model()
     path = str(tmp_path_factory.mktemp("export") / "model")
     model.ExportModule(keras_model, tft_output).save(path)
-    return tf.saved_model.load(path)
+    return path, keras_model
+
+
+@pytest.fixture(scope="module")
+def exported(export_dir):
+    return tf.saved_model.load(export_dir[0])
+
+
+def test_export_ships_the_model_weights_and_no_training_state(export_dir):
+    """TF Serving loads the weights it serves with, not Adam's slots or the metrics' counters."""
+    path, keras_model = export_dir
+    saved = [name for name, _ in tf.train.list_variables(os.path.join(path, "variables", "variables"))
+             if name.endswith("VARIABLE_VALUE") and "/.ATTRIBUTES/" in name]
+    assert len(saved) == len(keras_model.weights)
+    assert not [name for name in saved if "optimizer" in name or "metric" in name]
 
 
 def _json_rows(rows: list[dict]) -> dict:
