@@ -33,13 +33,13 @@ from tfx_bsl.coders import csv_decoder, example_coder
 ColumnType = csv_decoder.ColumnType
 ROWS_PER_BATCH = 4096
 
-# A column's values as TFX's CSV executor stores them (csv_example_gen/executor.py).
-_ARROW_TYPES = {
-    ColumnType.INT: pa.large_list(pa.int64()),
-    ColumnType.FLOAT: pa.large_list(pa.float32()),
-    ColumnType.STRING: pa.large_list(pa.large_binary()),
+# How TFX's CSV executor stores a cell of each column type (csv_example_gen/executor.py):
+# the Python parse of the cell (None: its bytes as they are) and the value type.
+_CELL_VALUES = {
+    ColumnType.INT: (int, pa.int64()),
+    ColumnType.FLOAT: (float, pa.float32()),
+    ColumnType.STRING: (None, pa.large_binary()),
 }
-_PARSERS = {ColumnType.INT: int, ColumnType.FLOAT: float}
 
 
 class _ReadCsvRowBatches(beam.DoFn):
@@ -80,20 +80,17 @@ class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
 
 def _column_array(cells: tuple[bytes, ...], column_type: ColumnType) -> pa.Array:
     """One column as Arrow lists: one value per present cell, an empty list per missing one."""
-    if column_type not in _ARROW_TYPES:  # no value in any row: TFX writes a feature without a kind
-        return pa.nulls(len(cells), _ARROW_TYPES[ColumnType.STRING])
+    if column_type not in _CELL_VALUES:  # no value in any row: TFX writes a feature without a kind
+        return pa.nulls(len(cells), pa.large_list(pa.large_binary()))
+    parse, value_type = _CELL_VALUES[column_type]
     present = [cell for cell in cells if cell]
-    offsets = np.zeros(len(cells) + 1, np.int64)
-    np.cumsum([bool(cell) for cell in cells], out=offsets[1:])
-    arrow_type = _ARROW_TYPES[column_type]
-    parse = _PARSERS.get(column_type)
-    if parse is None:
-        values = pa.array(present, arrow_type.value_type)
-    else:
+    if parse is not None:
         # float32 as the proto's FloatList stores it (round to nearest; inf beyond its range).
         with np.errstate(over="ignore"):
-            values = pa.array(np.array([parse(cell) for cell in present]).astype(arrow_type.value_type.to_pandas_dtype()))
-    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
+            present = np.array([parse(cell) for cell in present]).astype(value_type.to_pandas_dtype())
+    offsets = np.zeros(len(cells) + 1, np.int64)
+    np.cumsum([bool(cell) for cell in cells], out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(present, value_type))
 
 
 @beam.typehints.with_output_types(bytes)
