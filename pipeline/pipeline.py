@@ -69,8 +69,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="ExampleCount"),
                     # Blessing is decided on the overall slice; small slices (a few
                     # "Dispute" rides) would veto every model on noise alone.
-                    tfma.MetricConfig(
-                        class_name="AUC",
+                    eval_metrics.metric_config(
+                        eval_metrics.HistogramAUC,
                         per_slice_thresholds=[
                             tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
                         ],

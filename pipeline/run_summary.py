@@ -161,13 +161,15 @@ def _threshold_words(eval_config_json: str) -> list[str]:
     words = []
     for spec in config.metrics_specs:
         for metric in spec.metrics:
+            # models/eval_metrics.py's HistogramAUC is TFMA's AUC, read off the histogram.
+            name = metric.class_name.removeprefix("Histogram")
             for per_slice in metric.per_slice_thresholds:
                 threshold = per_slice.threshold
                 if threshold.HasField("value_threshold"):
-                    words.append(f"{metric.class_name} >= {threshold.value_threshold.lower_bound.value:.2f}")
+                    words.append(f"{name} >= {threshold.value_threshold.lower_bound.value:.2f}")
                 if threshold.HasField("change_threshold"):
                     words.append(
-                        f"{metric.class_name} not below the serving model "
+                        f"{name} not below the serving model "
                         f"(allowed drop: {_allowed_drop(threshold)})"
                     )
     return words

@@ -7,13 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import metric_specs, metric_types
+from tensorflow_model_analysis.metrics import (
+    binary_confusion_matrices,
+    calibration_histogram,
+    metric_specs,
+    metric_types,
+)
 
 from models import eval_metrics
 from pipeline import configs
 from pipeline import pipeline as tfx_pipeline
 
-STANDARD = [tfma.MetricConfig(class_name=name) for name in ("BinaryAccuracy", "Precision", "Recall", "Calibration")]
+STANDARD = [tfma.MetricConfig(class_name=name) for name in ("AUC", "BinaryAccuracy", "Precision", "Recall", "Calibration")]
+OURS = [eval_metrics.metric_config(eval_metrics.HistogramAUC), *eval_metrics.metric_configs()]
 
 
 def _compute(metrics: list[tfma.MetricConfig], rows: list[tuple[float, float]]) -> dict[tuple, dict[str, float]]:
@@ -45,10 +51,10 @@ def _rows(count: int, seed: int) -> list[tuple[float, float]]:
 def test_histogram_metrics_equal_tfma_metrics_on_every_slice() -> None:
     rows = _rows(2000, seed=0)
     standard = _compute(STANDARD, rows)
-    ours = _compute(eval_metrics.metric_configs(), rows)
+    ours = _compute(OURS, rows)
     assert set(ours) == set(standard) and len(ours) == 5  # overall and four groups
     for slice_key, values in standard.items():
-        assert set(ours[slice_key]) == set(values) == {"binary_accuracy", "precision", "recall", "calibration"}
+        assert set(ours[slice_key]) == set(values) == {"auc", "binary_accuracy", "precision", "recall", "calibration"}
         for name, value in values.items():
             assert ours[slice_key][name] == pytest.approx(value, rel=1e-9), (slice_key, name)
     labels = np.array([label for label, _ in rows])
@@ -59,14 +65,15 @@ def test_histogram_metrics_equal_tfma_metrics_on_every_slice() -> None:
 
 def test_a_slice_without_positive_labels_gets_what_tfma_gives_not_an_error() -> None:
     rows = [(0.0, 0.2), (0.0, 0.7), (0.0, 0.4)]
-    ours, standard = _compute(eval_metrics.metric_configs(), rows)[()], _compute(STANDARD, rows)[()]
+    ours, standard = _compute(OURS, rows)[()], _compute(STANDARD, rows)[()]
     assert math.isnan(ours["calibration"]) and math.isnan(standard["calibration"])
+    assert ours["auc"] == standard["auc"] == 0.0
     assert ours["precision"] == standard["precision"] == 0.0
     assert ours["binary_accuracy"] == standard["binary_accuracy"] == pytest.approx(2 / 3)
 
 
 def test_multi_class_options_are_refused_in_one_line() -> None:
-    with pytest.raises(ValueError, match="takes thresholds only"):
+    with pytest.raises(ValueError, match="is for binary models"):
         precision = tfma.MetricConfig(class_name="HistogramPrecision", module=eval_metrics.__name__, config='{"top_k": 2}')
         metric_specs.to_computations([tfma.MetricsSpec(metrics=[precision])], tfma.EvalConfig())
 
@@ -84,3 +91,43 @@ def test_pipeline_evaluator_runs_one_per_example_combiner_besides_the_example_co
     assert any(name.startswith("_calibration_histogram") for name in per_example)
     reported = {key.name for computation in computations for key in computation.keys if not key.name.startswith("_")}
     assert {"auc", "binary_accuracy", "precision", "recall", "calibration", "example_count"} <= reported
+
+
+def _tfma_matrices(thresholds: list[float], histogram: list) -> binary_confusion_matrices.Matrices:
+    """What TFMA's histogram path computes (binary_confusion_matrices' derived result), step by step."""
+    if len(thresholds) == 1 and thresholds[0] < 0:
+        return binary_confusion_matrices._histogram_to_binary_confusion_matrices(thresholds, histogram)
+    epsilon = binary_confusion_matrices._EPSILON
+    edges = [t + epsilon if t != 0 else t for t in thresholds]
+    edges = ([-epsilon] if thresholds[0] >= 0 else []) + edges + ([1.0 + epsilon] if thresholds[-1] < 1.0 else [])
+    return binary_confusion_matrices._histogram_to_binary_confusion_matrices(
+        thresholds, calibration_histogram.rebin(edges, histogram)
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_confusion_matrices_equal_tfma_histogram_path(seed: int) -> None:
+    random = np.random.RandomState(seed)
+    buckets = calibration_histogram.DEFAULT_NUM_BUCKETS
+    # A sparse histogram as TFMA's combiner leaves it: sorted ids, the catch-all
+    # buckets 0 and buckets + 1 sometimes used, fractional and whole weights.
+    ids = np.unique(random.randint(0, buckets + 2, random.randint(1, 3000)))
+    histogram = [
+        calibration_histogram.Bucket(int(i), float(labels), float(random.uniform()), float(labels + negatives))
+        for i, labels, negatives in zip(
+            ids, random.randint(0, 4, len(ids)) * random.choice([1.0, 0.37]), random.randint(0, 4, len(ids)), strict=True
+        )
+    ]
+    threshold_sets = [
+        binary_confusion_matrices._interpolated_thresholds(10000),
+        binary_confusion_matrices._interpolated_thresholds(200),
+        [0.5],
+        [0.0],
+        [0.25, 0.5, 0.75],
+        [0.0, 0.5, 1.0],
+        [-0.5, 0.3, 1.2],
+        [float("-inf")],
+    ]
+    for thresholds in threshold_sets:
+        expected, got = _tfma_matrices(thresholds, histogram), eval_metrics.confusion_matrices(thresholds, histogram)
+        assert got == expected, thresholds
