@@ -177,14 +177,16 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         with output_to(log_path) as console:
+            from pipeline import local_beam
+
+            local_beam.install()  # before TFX imports Beam: one of its fixes is for that import
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-            from pipeline import local_beam, local_tft
+            from pipeline import local_tft
             from pipeline.components.data_gate import DataGateError
             from pipeline.pipeline import create_pipeline
             from pipeline.progress import watch
 
-            local_beam.install()
             local_tft.install()
 
             try:

@@ -34,6 +34,7 @@ def test_user_beam_args_without_a_dependency_flag_get_one() -> None:
 def _patch_points() -> list[tuple[object, str]]:
     """(owner, attribute) of every function local_beam.install() replaces."""
     import importlib
+    import importlib.metadata
 
     import dill._dill
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -41,7 +42,7 @@ def _patch_points() -> list[tuple[object, str]]:
     from apache_beam.transforms import userstate
 
     points = [(statecache, "get_deep_size"), (dill._dill, "_trace"), (userstate, "get_dofn_specs"),
-              (PipelineOptions, "view_as")]
+              (PipelineOptions, "view_as"), (importlib.metadata, "packages_distributions")]
     points += [(importlib.import_module(name), "get_signature") for name in local_beam.SIGNATURE_USERS]
     return points
 
@@ -217,3 +218,14 @@ def test_installing_twice_keeps_one_set_of_wrappers(installed) -> None:
     assert all(getattr(wrapper, "_local_beam", False) for wrapper in first)
     local_beam.install()
     assert wrappers() == first
+
+
+def test_the_kept_distributions_mapping_is_pythons_and_each_caller_gets_its_own_copy(installed) -> None:
+    import importlib.metadata
+
+    original = installed["packages_distributions"]
+    first = importlib.metadata.packages_distributions()
+    assert first == original() and "apache-beam" in first["apache_beam"]
+    first["apache_beam"].append("changed by a caller")
+    first["not_a_module"] = ["x"]
+    assert importlib.metadata.packages_distributions() == original()
