@@ -88,6 +88,64 @@ def confusion_matrices(
     return binary_confusion_matrices.Matrices(thresholds, tp, tn, fp, fn)
 
 
+def _histogram(**histogram_args) -> list[metric_types.MetricComputation]:  # noqa: ANN003 - TFMA's arguments
+    """TFMA's calibration histogram computation (its key, buckets and defaults), with the combiner below."""
+    (tfma_histogram,) = calibration_histogram.calibration_histogram(**histogram_args)
+    combiner = _HistogramCombiner(
+        key=tfma_histogram.keys[0],
+        eval_config=histogram_args["eval_config"],
+        aggregation_type=histogram_args["aggregation_type"],
+        class_weights=histogram_args["class_weights"],
+        example_weighted=histogram_args["example_weighted"],
+        # calibration_histogram()'s defaults: 10,000 buckets over [0, 1], by prediction.
+        num_buckets=calibration_histogram.DEFAULT_NUM_BUCKETS,
+        left=0.0,
+        right=1.0,
+        prediction_based_bucketing=True,
+        fractional_labels=True,
+    )
+    return [metric_types.MetricComputation(tfma_histogram.keys, tfma_histogram.preprocessors, combiner)]
+
+
+class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  # noqa: SLF001 - TFMA's own
+    """TFMA's histogram combiner; its partial histograms cross Beam's shuffle as four lists of numbers.
+
+    Beam encodes each bundle's partial histogram per slice before it groups
+    them, and its coder pickles TFMA's accumulator (a dict of dataclass
+    Buckets) one bucket at a time: 65,000 pickles and as many unpickles in an
+    Evaluator run here. Compacted to lists of ids and sums, the coder writes
+    them natively. Merging and the output are TFMA's, on the same Buckets.
+    """
+
+    def compact(self, accumulator: dict | tuple) -> tuple[list, list, list, list]:
+        buckets = list(_buckets(accumulator).values())
+        return (
+            [bucket.bucket_id for bucket in buckets],
+            [bucket.weighted_labels for bucket in buckets],
+            [bucket.weighted_predictions for bucket in buckets],
+            [bucket.weighted_examples for bucket in buckets],
+        )
+
+    def add_input(self, accumulator: dict | tuple, element: metric_types.StandardMetricInputs) -> dict:
+        return super().add_input(_buckets(accumulator), element)
+
+    def merge_accumulators(self, accumulators) -> dict:  # noqa: ANN001 - any iterable of accumulators
+        return super().merge_accumulators(_buckets(accumulator) for accumulator in accumulators)
+
+    def extract_output(self, accumulator: dict | tuple) -> dict:
+        return super().extract_output(_buckets(accumulator))
+
+
+def _buckets(accumulator: dict | tuple) -> dict:
+    """TFMA's accumulator (bucket id -> Bucket), from itself or from its compacted lists."""
+    if isinstance(accumulator, dict):
+        return accumulator
+    return {
+        bucket_id: calibration_histogram.Bucket(bucket_id, labels, predictions, examples)
+        for bucket_id, labels, predictions, examples in zip(*accumulator, strict=True)
+    }
+
+
 class _FromHistogram:
     """Mixin for a TFMA metric computed from AUC's calibration histogram (subclasses say how)."""
 
@@ -120,7 +178,7 @@ class _FromHistogram:
             example_weighted=example_weighted,
             aggregation_type=aggregation_type,
         )
-        histogram = calibration_histogram.calibration_histogram(
+        histogram = _histogram(
             eval_config=eval_config,
             model_name=model_name,
             output_name=output_name,

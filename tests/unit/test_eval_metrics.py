@@ -131,3 +131,34 @@ def test_confusion_matrices_equal_tfma_histogram_path(seed: int) -> None:
     for thresholds in threshold_sets:
         expected, got = _tfma_matrices(thresholds, histogram), eval_metrics.confusion_matrices(thresholds, histogram)
         assert got == expected, thresholds
+
+
+def test_histogram_combiner_compacted_for_the_shuffle_merges_to_tfma_histogram() -> None:
+    """Partial histograms compacted (as Beam encodes them between bundles) merge to TFMA's own histogram."""
+    (computation,) = eval_metrics._histogram(
+        eval_config=None, model_name="", output_name="", sub_key=None, aggregation_type=None, class_weights=None,
+        example_weighted=False,
+    )
+    (tfma_computation,) = calibration_histogram.calibration_histogram()
+    assert computation.keys == tfma_computation.keys
+    ours, theirs = computation.combiner, tfma_computation.combiner
+    rows = _rows(3000, seed=1)
+    inputs = [
+        metric_types.StandardMetricInputs(labels=np.array([label]), predictions=np.array([prediction]))
+        for label, prediction in rows
+    ]
+
+    def partials(combiner, compact: bool) -> list:
+        accumulators = []
+        for part in (inputs[:1000], inputs[1000:1001], inputs[1001:]):
+            accumulator = combiner.create_accumulator()
+            for element in part:
+                accumulator = combiner.add_input(accumulator, element)
+            accumulators.append(combiner.compact(accumulator) if compact else accumulator)
+        return accumulators
+
+    compacted = partials(ours, compact=True)
+    assert all(isinstance(part, tuple) and all(isinstance(column, list) for column in part) for part in compacted)
+    expected = theirs.extract_output(theirs.merge_accumulators(partials(theirs, compact=False)))
+    assert ours.extract_output(ours.merge_accumulators(compacted)) == expected
+    assert ours.extract_output(compacted[0]) == theirs.extract_output(partials(theirs, compact=False)[0])
