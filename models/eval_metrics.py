@@ -39,6 +39,11 @@ from tensorflow_model_analysis.metrics import (
     metric_util,
 )
 
+# The prediction histogram: bucket ids (ascending), weighted labels, weighted
+# predictions and weighted examples, one entry per non-empty bucket.
+Columns = tuple[list[int], list[float], list[float], list[float]]
+HISTOGRAM_NAME = "_prediction_histogram"
+
 
 def _with_metric(computations: list, key: metric_types.MetricKey, value_of) -> list:  # noqa: ANN001
     """`computations` and one derived metric: key = value_of(the output of the last of them)."""
@@ -50,9 +55,7 @@ def _with_metric(computations: list, key: metric_types.MetricKey, value_of) -> l
     return [*computations, metric_types.DerivedMetricComputation(keys=[key], result=result)]
 
 
-def confusion_matrices(
-    thresholds: list[float], histogram: calibration_histogram.Histogram
-) -> binary_confusion_matrices.Matrices:
+def confusion_matrices(thresholds: list[float], histogram: Columns) -> binary_confusion_matrices.Matrices:
     """TFMA's binary_confusion_matrices(thresholds, use_histogram=True) result, with numpy.
 
     The same steps as TFMA's rebin and _histogram_to_binary_confusion_matrices
@@ -60,9 +63,9 @@ def confusion_matrices(
     running sums in bucket order), so the same floats.
     """
     epsilon = binary_confusion_matrices._EPSILON  # noqa: SLF001 - TFMA's own edges
-    ids = np.array([bucket.bucket_id for bucket in histogram], dtype=np.int64)
-    labels = np.array([bucket.weighted_labels for bucket in histogram], dtype=np.float64)
-    examples = np.array([bucket.weighted_examples for bucket in histogram], dtype=np.float64)
+    ids = np.array(histogram[0], dtype=np.int64)
+    labels = np.array(histogram[1], dtype=np.float64)
+    examples = np.array(histogram[3], dtype=np.float64)
     if not (len(thresholds) == 1 and thresholds[0] < 0):
         edges = [t + epsilon if t != 0 else t for t in thresholds]
         if thresholds[0] >= 0:
@@ -89,10 +92,15 @@ def confusion_matrices(
 
 
 def _histogram(**histogram_args) -> list[metric_types.MetricComputation]:  # noqa: ANN003 - TFMA's arguments
-    """TFMA's calibration histogram computation (its key, buckets and defaults), with the combiner below."""
+    """TFMA's calibration histogram computation (its buckets and defaults), with the combiner below.
+
+    Under a name of its own: its value is Columns, not TFMA's list of Buckets,
+    so TFMA's own metrics (which read that) must never be handed it.
+    """
     (tfma_histogram,) = calibration_histogram.calibration_histogram(**histogram_args)
+    key = tfma_histogram.keys[0]._replace(name=HISTOGRAM_NAME)
     combiner = _HistogramCombiner(
-        key=tfma_histogram.keys[0],
+        key=key,
         eval_config=histogram_args["eval_config"],
         aggregation_type=histogram_args["aggregation_type"],
         class_weights=histogram_args["class_weights"],
@@ -104,39 +112,44 @@ def _histogram(**histogram_args) -> list[metric_types.MetricComputation]:  # noq
         prediction_based_bucketing=True,
         fractional_labels=True,
     )
-    return [metric_types.MetricComputation(tfma_histogram.keys, tfma_histogram.preprocessors, combiner)]
+    return [metric_types.MetricComputation([key], tfma_histogram.preprocessors, combiner)]
 
 
 class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  # noqa: SLF001 - TFMA's own
-    """TFMA's histogram combiner; its partial histograms cross Beam's shuffle as four lists of numbers.
+    """TFMA's histogram combiner; its histograms cross Beam's shuffles as Columns (four lists of numbers).
 
     Beam encodes each bundle's partial histogram per slice before it groups
-    them, and its coder pickles TFMA's accumulator (a dict of dataclass
-    Buckets) one bucket at a time: 65,000 pickles and as many unpickles in an
-    Evaluator run here. Compacted to lists of ids and sums, the coder writes
-    them natively. Merging and the output are TFMA's, on the same Buckets.
+    them, and the merged ones again on their way to the writer; its coder
+    pickles TFMA's histograms (dataclass Buckets) one bucket at a time: about
+    80,000 pickles and as many unpickles in an Evaluator run here. Lists of
+    numbers it writes natively. Adding and merging are TFMA's, on its Buckets.
     """
 
-    def compact(self, accumulator: dict | tuple) -> tuple[list, list, list, list]:
-        buckets = list(_buckets(accumulator).values())
-        return (
-            [bucket.bucket_id for bucket in buckets],
-            [bucket.weighted_labels for bucket in buckets],
-            [bucket.weighted_predictions for bucket in buckets],
-            [bucket.weighted_examples for bucket in buckets],
-        )
+    def compact(self, accumulator: dict | Columns) -> Columns:
+        return _columns(_buckets(accumulator).values())
 
-    def add_input(self, accumulator: dict | tuple, element: metric_types.StandardMetricInputs) -> dict:
+    def add_input(self, accumulator: dict | Columns, element: metric_types.StandardMetricInputs) -> dict:
         return super().add_input(_buckets(accumulator), element)
 
     def merge_accumulators(self, accumulators) -> dict:  # noqa: ANN001 - any iterable of accumulators
         return super().merge_accumulators(_buckets(accumulator) for accumulator in accumulators)
 
-    def extract_output(self, accumulator: dict | tuple) -> dict:
-        return super().extract_output(_buckets(accumulator))
+    def extract_output(self, accumulator: dict | Columns) -> dict:
+        ((key, buckets),) = super().extract_output(_buckets(accumulator)).items()  # sorted by bucket id
+        return {key: _columns(buckets)}
 
 
-def _buckets(accumulator: dict | tuple) -> dict:
+def _columns(buckets) -> Columns:  # noqa: ANN001 - any iterable of Buckets
+    buckets = list(buckets)
+    return (
+        [bucket.bucket_id for bucket in buckets],
+        [bucket.weighted_labels for bucket in buckets],
+        [bucket.weighted_predictions for bucket in buckets],
+        [bucket.weighted_examples for bucket in buckets],
+    )
+
+
+def _buckets(accumulator: dict | Columns) -> dict:
     """TFMA's accumulator (bucket id -> Bucket), from itself or from its compacted lists."""
     if isinstance(accumulator, dict):
         return accumulator
@@ -210,7 +223,7 @@ class _ConfusionMatrixFromHistogram(_FromHistogram):
                 raise ValueError("num_thresholds must be > 1")
             thresholds = binary_confusion_matrices._interpolated_thresholds(count)  # noqa: SLF001 - TFMA's own
 
-        def value(histogram: calibration_histogram.Histogram) -> float:
+        def value(histogram: Columns) -> float:
             return self._metric_value(key=key, matrices=confusion_matrices(thresholds, histogram), **options)
 
         return value
@@ -244,9 +257,8 @@ class HistogramCalibration(_FromHistogram, tfma.metrics.Metric):
         return _calibration_of
 
 
-def _calibration_of(histogram: calibration_histogram.Histogram) -> float:
-    labels = math.fsum(bucket.weighted_labels for bucket in histogram)
-    predictions = math.fsum(bucket.weighted_predictions for bucket in histogram)
+def _calibration_of(histogram: Columns) -> float:
+    labels, predictions = math.fsum(histogram[1]), math.fsum(histogram[2])
     return float("nan") if np.isclose(labels, 0.0) else predictions / labels  # as TFMA's Calibration
 
 
