@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import keras
 import tensorflow as tf
@@ -229,8 +230,47 @@ class ExportModule(tf.Module):
             "transform_features": self.transform_features,
         }
 
+    def trace_signatures(self) -> None:
+        """Trace the exported signatures as tf.saved_model.save will, so that it finds them traced."""
+        with save_context.save_context(EXPORT_OPTIONS):
+            for signature in self.signatures().values():
+                signature.get_concrete_function()
+
     def save(self, export_dir: str) -> None:
         tf.saved_model.save(self, export_dir, signatures=self.signatures(), options=EXPORT_OPTIONS)
+
+
+class TraceExportWhileTraining(keras.callbacks.Callback):
+    """Traces the export's signatures in a thread while the epochs after the first one train.
+
+    Tracing is Python; those epochs run in TF's C++ runtime with the GIL
+    released, so the two share the machine's cores instead of taking turns
+    (the trace is ~0.5 s of the export). With a single epoch it is left to the
+    export. finish() waits for it and raises what it raised.
+    """
+
+    def __init__(self, module: ExportModule):
+        super().__init__()
+        self._module = module
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._thread is None and epoch + 1 < self.params.get("epochs", 1):
+            self._thread = threading.Thread(target=self._trace, name="trace-export", daemon=True)
+            self._thread.start()
+
+    def _trace(self) -> None:
+        try:
+            self._module.trace_signatures()
+        except BaseException as error:  # noqa: BLE001 - raised in the training thread by finish()
+            self._error = error
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 EPOCH_STEPS = 200  # the usual epoch length: a validation and a TensorBoard point each
@@ -266,14 +306,16 @@ def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
     module = ExportModule(model, tft.TFTransformOutput(fn_args.transform_output))
     train = transformed_dataset(fn_args.train_files, module, batch_size, shuffle=True)
     evaluation = transformed_dataset(fn_args.eval_files, module, batch_size, shuffle=False)
+    trace_export = TraceExportWhileTraining(module)
     model.fit(
         train,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=evaluation,
         validation_steps=validation_steps,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
+        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"), trace_export],
         verbose=2,
     )
+    trace_export.finish()
     module.save(fn_args.serving_model_dir)
     os.makedirs(fn_args.model_run_dir, exist_ok=True)

@@ -234,3 +234,29 @@ def test_training_runs_exactly_the_steps_asked_for(train_steps):
 
 def test_the_default_schedule_is_three_epochs_of_two_hundred():
     assert model.epochs_for(600) == (3, 200)
+
+
+def test_signatures_traced_beside_training_are_what_the_export_saves(transform_output, tmp_path):
+    """Traced in a thread during the later epochs, then saved as traced (no second trace), with the final weights."""
+    tft_output, _ = transform_output
+    rows = _raw_rows()[:300]
+    path = str(tmp_path / "examples.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for row in rows:
+            writer.write(_example(row))
+    keras_model = model.build_model()
+    module = model.ExportModule(keras_model, tft_output)
+    trace = model.TraceExportWhileTraining(module)
+    data = model.transformed_dataset([path], module, batch_size=50, shuffle=True)
+    keras_model.fit(data, epochs=3, steps_per_epoch=4, callbacks=[trace], verbose=0)
+    trace.finish()
+    signatures = module.signatures()
+    assert {name: fn.experimental_get_tracing_count() for name, fn in signatures.items()} == dict.fromkeys(signatures, 1)
+    module.save(str(tmp_path / "export"))
+    assert {name: fn.experimental_get_tracing_count() for name, fn in signatures.items()} == dict.fromkeys(signatures, 1)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    examples = tf.constant([_example(row) for row in rows[:40]])
+    saved = loaded.signatures["serving_tf_example"](examples=examples)[model.PROBABILITY_OUTPUT].numpy()
+    trained = module.serving_tf_example(examples)[model.PROBABILITY_OUTPUT].numpy()
+    np.testing.assert_allclose(saved, trained, rtol=1e-6)
+    assert saved.std() > 0
