@@ -29,6 +29,11 @@ Costs measured with py-spy on a cold `make run` (Beam 2.59, TFX 1.16, dill
 - Beam resets dill's log level after every pickle and unpickle; each reset
   clears the level cache of every logger in the process (1-2 s per run). The
   level is now set only when it changes.
+- Beam's state sampler (the thread that attributes time to steps) sleeps up
+  to 200 ms between samples, and every bundle ends by joining it: the run
+  waited 0.7-0.9 s in all for sleeping samplers. Sampling now every 5 ms at
+  most, each wait is at most that: 0.15 s in all (149 bundles). The sampling
+  loop runs without the GIL.
 - Importing Beam imports its GCP IO, and so four Google Cloud client packages;
   google-api-core checks the Python version as each is imported, and to name
   the package in its warning it calls importlib.metadata.packages_distributions(),
@@ -93,6 +98,7 @@ def install() -> None:
     _install_dofn_specs_cache()
     _install_options_view_cache()
     _install_quiet_dill_trace()
+    _install_prompt_state_sampler()
 
 
 def _install_distributions_memo() -> None:
@@ -224,3 +230,22 @@ def _install_quiet_dill_trace() -> None:
 
     _trace._local_beam = True  # type: ignore[attr-defined]
     dill._dill._trace = _trace
+
+
+STATE_SAMPLING_PERIOD_MS = 5  # Beam's default is 200
+
+
+def _install_prompt_state_sampler() -> None:
+    from apache_beam.runners.worker import statesampler
+
+    original = statesampler.StateSampler
+    if getattr(original, "_local_beam", False):
+        return
+
+    class StateSampler(original):  # bundle_processor makes one per bundle processor, by this module attribute
+        _local_beam = True
+
+        def __init__(self, prefix, counter_factory, sampling_period_ms=STATE_SAMPLING_PERIOD_MS):  # noqa: ANN001
+            super().__init__(prefix, counter_factory, sampling_period_ms=min(sampling_period_ms, STATE_SAMPLING_PERIOD_MS))
+
+    statesampler.StateSampler = StateSampler

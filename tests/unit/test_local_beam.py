@@ -38,10 +38,10 @@ def _patch_points() -> list[tuple[object, str]]:
 
     import dill._dill
     from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.runners.worker import statecache
+    from apache_beam.runners.worker import statecache, statesampler
     from apache_beam.transforms import userstate
 
-    points = [(statecache, "get_deep_size"), (dill._dill, "_trace"), (userstate, "get_dofn_specs"),
+    points = [(statesampler, "StateSampler"), (statecache, "get_deep_size"), (dill._dill, "_trace"), (userstate, "get_dofn_specs"),
               (PipelineOptions, "view_as"), (importlib.metadata, "packages_distributions")]
     points += [(importlib.import_module(name), "get_signature") for name in local_beam.SIGNATURE_USERS]
     return points
@@ -229,3 +229,17 @@ def test_the_kept_distributions_mapping_is_pythons_and_each_caller_gets_its_own_
     first["apache_beam"].append("changed by a caller")
     first["not_a_module"] = ["x"]
     assert importlib.metadata.packages_distributions() == original()
+
+
+def test_bundles_sample_state_often_enough_that_ending_one_is_prompt(installed) -> None:
+    """Every bundle ends by joining its sampler thread, which sleeps up to one sampling period."""
+    from apache_beam.runners.worker import bundle_processor, statesampler
+    from apache_beam.utils.counters import CounterFactory
+
+    assert bundle_processor.statesampler is statesampler  # where bundle processors make theirs
+    sampler = statesampler.StateSampler("stage", CounterFactory())
+    assert isinstance(sampler, installed["StateSampler"])
+    assert sampler.sampling_period_ms == local_beam.STATE_SAMPLING_PERIOD_MS < 200
+    sampler.start()
+    sampler.stop()
+    assert sampler.finished
