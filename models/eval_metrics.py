@@ -183,23 +183,15 @@ class _FromHistogram:
     ) -> metric_types.MetricComputations:
         if top_k is not None or class_id is not None:
             raise ValueError(f"{type(self).__name__} is for binary models: no top_k or class_id")
-        key = metric_types.MetricKey(
-            name=name,
-            model_name=model_name,
-            output_name=output_name,
-            sub_key=sub_key,
-            example_weighted=example_weighted,
-            aggregation_type=aggregation_type,
-        )
-        histogram = _histogram(
-            eval_config=eval_config,
-            model_name=model_name,
-            output_name=output_name,
-            sub_key=sub_key,
-            aggregation_type=aggregation_type,
-            class_weights=class_weights,
-            example_weighted=example_weighted,
-        )
+        of_output = {  # what the metric and the histogram are of
+            "model_name": model_name,
+            "output_name": output_name,
+            "sub_key": sub_key,
+            "aggregation_type": aggregation_type,
+            "example_weighted": example_weighted,
+        }
+        key = metric_types.MetricKey(name=name, **of_output)
+        histogram = _histogram(eval_config=eval_config, class_weights=class_weights, **of_output)
         return _with_metric(histogram, key, self._value_of(key, thresholds, num_thresholds, options))
 
     def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202

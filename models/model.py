@@ -119,6 +119,7 @@ class ExportModule(tf.Module):
         # export 2.9-3.3 -> 1.8-2.4 s, load 1.1-1.4 -> 0.6-1.1 s, saved_model.pb
         # 698 -> 503 kB; the same predictions).
         self._hold_untracked(model)
+        self._transform_trace = None  # see traced_transform
         self.model_weights = list(model.weights)
         # Tracked so the transform graph's tables and vocabulary assets are saved.
         # Applied through .call(), never __call__: a layer that Keras never saw
@@ -169,7 +170,6 @@ class ExportModule(tf.Module):
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _hold_untracked(self, model: keras.Model) -> None:
         self.model = model  # what the signatures call; its weights are tracked above
-        self._transform_trace = None  # see traced_transform
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def traced_transform(self):  # noqa: ANN201 - a tf ConcreteFunction

@@ -44,6 +44,15 @@ def _example(row: dict) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def _examples_file(rows: list[dict], folder: Path) -> str:
+    """The rows as CsvExampleGen's output: a gzipped TFRecord file of tf.Examples."""
+    path = str(folder / "examples.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for row in rows:
+            writer.write(_example(row))
+    return path
+
+
 @pytest.fixture(scope="module")
 def transform_output(tmp_path_factory):
     """A real transform graph: tf.Transform's Beam analyzers over the rows."""
@@ -205,10 +214,7 @@ def test_training_batches_are_what_the_served_transform_makes(transform_output, 
     """The Trainer reads raw examples through the very Transform function the signatures export: no skew."""
     tft_output, _ = transform_output
     rows = _raw_rows()[:300]
-    path = str(tmp_path / "examples.gz")
-    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        for row in rows:
-            writer.write(_example(row))
+    path = _examples_file(rows, tmp_path)
     module = model.ExportModule(model.build_model(), tft_output)
     dataset = model.transformed_dataset([path], module, batch_size=len(rows), shuffle=False)
     assert not dataset.options().autotune.enabled  # its thread could hold fit() up at the end by seconds
@@ -242,10 +248,7 @@ def test_signatures_traced_beside_training_are_what_the_export_saves(transform_o
     """Traced in a thread during the later epochs, then saved as traced (no second trace), with the final weights."""
     tft_output, _ = transform_output
     rows = _raw_rows()[:300]
-    path = str(tmp_path / "examples.gz")
-    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        for row in rows:
-            writer.write(_example(row))
+    path = _examples_file(rows, tmp_path)
     keras_model = model.build_model()
     module = model.ExportModule(keras_model, tft_output)
     trace = model.TraceExportWhileTraining(module)
