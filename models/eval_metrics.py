@@ -91,28 +91,40 @@ def confusion_matrices(thresholds: list[float], histogram: Columns) -> binary_co
     return binary_confusion_matrices.Matrices(thresholds, tp, tn, fp, fn)
 
 
-def _histogram(**histogram_args) -> list[metric_types.MetricComputation]:  # noqa: ANN003 - TFMA's arguments
-    """TFMA's calibration histogram computation (its buckets and defaults), with the combiner below.
+def _histogram(
+    eval_config,  # noqa: ANN001 - TFMA's EvalConfig or None
+    class_weights: dict | None,
+    model_name: str,
+    output_name: str,
+    sub_key,  # noqa: ANN001 - TFMA's SubKey or None
+    aggregation_type,  # noqa: ANN001 - TFMA's AggregationType or None
+    example_weighted: bool,
+) -> list[metric_types.MetricComputation]:
+    """TFMA's calibration histogram with its defaults (10,000 buckets over [0, 1], by prediction), combined below.
 
     Under a name of its own: its value is Columns, not TFMA's list of Buckets,
     so TFMA's own metrics (which read that) must never be handed it.
     """
-    (tfma_histogram,) = calibration_histogram.calibration_histogram(**histogram_args)
-    key = tfma_histogram.keys[0]._replace(name=HISTOGRAM_NAME)
+    key = metric_types.PlotKey(
+        name=HISTOGRAM_NAME,
+        model_name=model_name,
+        output_name=output_name,
+        sub_key=sub_key,
+        example_weighted=example_weighted,
+    )
     combiner = _HistogramCombiner(
         key=key,
-        eval_config=histogram_args["eval_config"],
-        aggregation_type=histogram_args["aggregation_type"],
-        class_weights=histogram_args["class_weights"],
-        example_weighted=histogram_args["example_weighted"],
-        # calibration_histogram()'s defaults: 10,000 buckets over [0, 1], by prediction.
+        eval_config=eval_config,
+        aggregation_type=aggregation_type,
+        class_weights=class_weights,
+        example_weighted=example_weighted,
         num_buckets=calibration_histogram.DEFAULT_NUM_BUCKETS,
         left=0.0,
         right=1.0,
         prediction_based_bucketing=True,
         fractional_labels=True,
     )
-    return [metric_types.MetricComputation([key], tfma_histogram.preprocessors, combiner)]
+    return [metric_types.MetricComputation([key], None, combiner)]
 
 
 class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  # noqa: SLF001 - TFMA's own

@@ -150,6 +150,11 @@ def _allowed_drop(threshold) -> str:  # noqa: ANN001
     return "none" if drop < 1e-6 else f"{drop:.4f}"
 
 
+def tfma_metric_class(class_name: str) -> str:
+    """The TFMA metric a MetricConfig class name computes: models/eval_metrics.py's Histogram<X> is TFMA's <X>."""
+    return class_name.removeprefix("Histogram")
+
+
 def _threshold_words(eval_config_json: str) -> list[str]:
     """The blessing rules as the Evaluator ran them (it drops change rules when there is no baseline)."""
     import tensorflow_model_analysis as tfma
@@ -161,8 +166,7 @@ def _threshold_words(eval_config_json: str) -> list[str]:
     words = []
     for spec in config.metrics_specs:
         for metric in spec.metrics:
-            # models/eval_metrics.py's HistogramAUC is TFMA's AUC, read off the histogram.
-            name = metric.class_name.removeprefix("Histogram")
+            name = tfma_metric_class(metric.class_name)
             for per_slice in metric.per_slice_thresholds:
                 threshold = per_slice.threshold
                 if threshold.HasField("value_threshold"):

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.run_summary import tfma_metric_class
 from report import mlmd, svg
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -24,9 +25,6 @@ def report_path(output: str, run_id: str) -> Path:
     return Path(output) / "reports" / f"{mlmd.safe_run_id(run_id)}.html"
 
 
-AUC_CLASSES = ("AUC", "HistogramAUC")  # TFMA's, and the one models/eval_metrics.py reads off the histogram
-
-
 def _auc_threshold(eval_config_json: str) -> float | None:
     """The AUC lower bound the Evaluator applied, for the threshold line on the charts."""
     try:
@@ -35,7 +33,7 @@ def _auc_threshold(eval_config_json: str) -> float | None:
         return None
     for spec in config.get("metrics_specs", config.get("metricsSpecs", [])):
         for metric in spec.get("metrics", []):
-            if metric.get("class_name", metric.get("className")) not in AUC_CLASSES:
+            if tfma_metric_class(metric.get("class_name", metric.get("className", ""))) != "AUC":
                 continue
             for per_slice in metric.get("per_slice_thresholds", metric.get("perSliceThresholds", [])):
                 bound = per_slice.get("threshold", {}).get("value_threshold", {}).get("lower_bound")
