@@ -14,9 +14,15 @@ empty value list, a column without any value has features without a kind,
 ints are int64 and floats float32, the header must match across files,
 blank lines are skipped. Each record is the example's deterministic
 serialization, which is also what TFX hashes to choose its split.
+
+Unlike TFX's, its output is the same from run to run, order included (see
+seeded_reshuffle): the Trainer reads the examples in file order, so a new
+order trained a slightly different model from the same data.
 """
 from __future__ import annotations
 
+import contextlib
+import random
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -138,12 +144,41 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
         return row_batches | "ToTFExample" >> beam.ParDo(_RowBatchToExamples(), column_infos)
 
 
+RESHUFFLE_SEED = 0
+
+
+@contextlib.contextmanager
+def seeded_reshuffle() -> Iterator[None]:
+    """Python's random, which Beam's Reshuffle keys examples with, seeded while inside; restored after.
+
+    TFX writes each split through beam.Reshuffle: every example gets a random
+    key in [0, 2**32) and the examples are grouped by key. In-process, each
+    group comes out in the order its first example went in, so the file keeps
+    the read order unless two examples of a split draw the same key: then the
+    second moves up next to the first. On the taxi sample's 10,036 training
+    examples that is about 1 run in 85, and the Trainer, which reads the
+    examples in file order, trained a different model (eval AUC 0.9470 instead
+    of 0.9468). Seeded, the same data gives the same keys, the same order and
+    the same model. Beam workers in other processes (multi-processing, Dataflow)
+    draw their own keys, as with TFX's executor.
+    """
+    state = random.getstate()
+    random.seed(RESHUFFLE_SEED)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 class Executor(csv_executor.Executor):
-    """TFX's CsvExampleGen executor with the batched conversion."""
+    """TFX's CsvExampleGen executor with the batched conversion and a run-to-run stable order."""
+
+    def Do(self, input_dict: dict, output_dict: dict, exec_properties: dict) -> None:  # noqa: N802 - TFX's name
+        with seeded_reshuffle():
+            super().Do(input_dict, output_dict, exec_properties)
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 - TFX's name
         return _BatchedCsvToExample
-
 
 
 class BatchedCsvExampleGen(CsvExampleGen):
