@@ -159,9 +159,10 @@ def seeded_reshuffle() -> Iterator[None]:
     examples that happens in about 1 run in 85 (n^2 / 2^33), and the Trainer,
     which reads the examples in file order, then trained a different model
     (seen once here: eval AUC 0.9470 / accuracy 0.8927 instead of 0.9468 /
-    0.8931, one example moved 881 places). Seeded, the same data gives the same keys, the same order and
-    the same model. Beam workers in other processes (multi-processing, Dataflow)
-    draw their own keys, as with TFX's executor.
+    0.8931, one example moved 881 places). Seeded, the same data gives the
+    same keys, the same order and the same model. Beam workers in other
+    processes (multi-processing, Dataflow) draw their own keys, as with TFX's
+    executor.
     """
     state = random.getstate()
     random.seed(RESHUFFLE_SEED)
