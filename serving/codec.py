@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 from serving.errors import invalid
 
@@ -74,7 +75,8 @@ class SignatureInfo:
 
 
 def _dtype_label(dtype: tf.DType) -> str:
-    return "DT_" + dtype.name.upper()
+    """The DataType enum name, as metadata shows it: DT_DOUBLE, not DT_FLOAT64."""
+    return types_pb2.DataType.Name(dtype.as_datatype_enum)
 
 
 def _flatten(value: Any, name: str) -> tuple[list[int], list[Any]]:
@@ -214,9 +216,12 @@ def _parse_columns(inputs: Any, sig: SignatureInfo) -> dict[str, np.ndarray]:
             raise invalid(f"signature '{sig.name}' has {len(sig.inputs)} inputs; 'inputs' must be an object naming them")
         (spec,) = sig.inputs.values()
         return {spec.name: to_array(inputs, spec)}
-    _check_names(set(inputs), sig, "")
-    feeds = {name: to_array(value, sig.inputs[name]) for name, value in inputs.items()}
-    return feeds
+    # Only the signature's inputs are read, as TF Serving's FillTensorMapFromInputsMap:
+    # other keys are ignored (a row with an unknown key is refused, as there).
+    missing = sorted(set(sig.inputs) - set(inputs))
+    if missing:
+        raise invalid(f"missing input '{missing[0]}' for signature '{sig.name}'")
+    return {name: to_array(inputs[name], spec) for name, spec in sig.inputs.items()}
 
 
 def batch_size(feeds: dict[str, np.ndarray]) -> int:

@@ -5,6 +5,7 @@ import grpc
 
 # TF Serving's mapping of canonical error codes to HTTP statuses (http_server.cc).
 HTTP_STATUS = {
+    "CANCELLED": 499,  # the client went away; nothing reads the answer (nginx's "client closed request")
     "INVALID_ARGUMENT": 400,
     "FAILED_PRECONDITION": 400,
     "OUT_OF_RANGE": 400,

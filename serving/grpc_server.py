@@ -157,8 +157,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            version, label = _spec_target(request.model_spec)
-            states = self.core.registry.model(request.model_spec.name).status(version, label)
+            version, _label = _spec_target(request.model_spec)  # a label is not read, as in TF Serving
+            states = self.core.registry.model_states(request.model_spec.name, version)
             response = get_model_status_pb2.GetModelStatusResponse()
             for s in states:
                 row = response.model_version_status.add(version=s.version, state=_STATES.Value(s.state))

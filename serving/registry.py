@@ -212,10 +212,14 @@ class ModelManager:
             raise not_found(f"Servable not found for request: Specific({self.name}, {version})")
         return available[version]
 
-    def status(self, version: int | None = None, label: str | None = None) -> list[VersionState]:
-        """Version states, newest first, as GetModelStatus reports them."""
-        if label is not None:
-            version = self._labelled_version(label)
+    def status(self, version: int | None = None) -> list[VersionState]:
+        """Version states, newest first, as GetModelStatus reports them.
+
+        There is no label argument: TF Serving's GetModelStatus reads only the
+        name and version of the request's model spec, so a status request for
+        /labels/<l> lists every version, whichever the label (get_model_status_impl.cc).
+        Which version a label resolves to is in the label's metadata.
+        """
         states = dict(self._states)
         if version is not None:
             if version not in states:
@@ -244,6 +248,12 @@ class Registry:
         if name not in self.models:
             raise not_found(f"Servable not found for request: Latest({name})")
         return self.models[name]
+
+    def model_states(self, name: str, version: int | None = None) -> list[VersionState]:
+        """GetModelStatus: an unknown model is "Could not find any versions", as one without versions."""
+        if name not in self.models:
+            raise not_found(f"Could not find any versions of model {name}")
+        return self.models[name].status(version)
 
     def poll_once(self) -> None:
         for manager in list(self.models.values()):

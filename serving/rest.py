@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from serving import codec
 from serving.core import ServingCore, within
@@ -49,8 +50,8 @@ def _parse_path(method: str, path: str) -> tuple[str, int | None, str | None, st
     if not m:
         raise invalid(f"Malformed request: {method} /v1/models/{path}")
     version = m["version"]
-    if version is not None and not (version.isdigit() and 0 < int(version) < 2**63):
-        raise invalid(f"Malformed request: {method} /v1/models/{path} (version must be a positive integer)")
+    if version is not None and not (version.isdigit() and int(version) < 2**63):
+        raise invalid(f"Malformed request: {method} /v1/models/{path} (version must be a non-negative integer)")
     return m["model"], int(version) if version else None, m["label"], m["suffix"]
 
 
@@ -83,16 +84,20 @@ def create_app(core: ServingCore, parse_threads: int = 2,
     def metrics() -> Response:
         return Response(core.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    @app.get("/v1/models")
+    def no_model_named() -> Response:
+        return json_response({"error": "Missing model name in request."}, 400)
+
     @app.get("/v1/models/{path:path}")
     def get_model(path: str) -> Response:
         try:
             model, version, label, suffix = _parse_path("GET", path)
-            manager = core.registry.model(model)
             if suffix == "/metadata":
-                return json_response(core.registry.metadata(manager.resolve(version, label)))
+                return json_response(core.registry.metadata(core.resolve(model, version, label)))
             if suffix:
                 raise invalid(f"Malformed request: GET /v1/models/{path}")
-            states = manager.status(version, label)
+            # A label is not read here, as in TF Serving: every version is listed.
+            states = core.registry.model_states(model, version)
             return json_response({"model_version_status": [
                 {"version": str(s.version), "state": s.state,
                  "status": {"error_code": s.error_code, "error_message": s.error_message}}
@@ -109,12 +114,15 @@ def create_app(core: ServingCore, parse_threads: int = 2,
 
         async def read_all() -> bytes:
             chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limits.max_body_bytes:  # chunked uploads have no content-length
-                    raise ServingError("RESOURCE_EXHAUSTED", f"request body exceeds the limit of "
-                                       f"{limits.max_body_bytes} bytes; split the request", 413)
-                chunks.append(chunk)
+            try:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limits.max_body_bytes:  # chunked uploads have no content-length
+                        raise ServingError("RESOURCE_EXHAUSTED", f"request body exceeds the limit of "
+                                           f"{limits.max_body_bytes} bytes; split the request", 413)
+                    chunks.append(chunk)
+            except ClientDisconnect:  # the client's own doing, not a server error: counted as CANCELLED
+                raise ServingError("CANCELLED", "the client closed the connection before sending the whole body") from None
             return b"".join(chunks)
 
         return await within(read_all(), limits.body_timeout_s,
@@ -134,8 +142,8 @@ def create_app(core: ServingCore, parse_threads: int = 2,
 
     async def serve(servable: Any, verb: str, body: Any, tracked: Any, big: bool) -> dict[str, Any]:
         signature_name = body.get("signature_name") if isinstance(body, dict) else None
-        if signature_name is not None and not isinstance(signature_name, str):
-            raise invalid("'signature_name' must be a string")
+        if isinstance(body, dict) and "signature_name" in body and not isinstance(signature_name, str):
+            raise invalid("'signature_name' key must be a string value.")  # null too, as TF Serving
         if verb != "predict":
             tracked.signature = signature_name or "serving_default"
             return await offload(core.examples_call, servable, signature_name, body, verb, big=True)

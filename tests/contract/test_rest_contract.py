@@ -66,10 +66,13 @@ def test_status_reports_an_available_version(http: httpx.Client, target: Target)
 def test_label_status_and_predict(http: httpx.Client, target: Target) -> None:
     if not target.label:
         pytest.skip("no --serving-label given")
+    # GetModelStatus reads no label: a label's status lists every version, as the model's does.
     status = http.get(f"/v1/models/{target.model}/labels/{target.label}").json()["model_version_status"]
-    assert status[0]["state"] == "AVAILABLE"
+    assert status == http.get(f"/v1/models/{target.model}").json()["model_version_status"]
+    # The label's metadata names the version it resolves to, an available one.
     meta = http.get(f"/v1/models/{target.model}/labels/{target.label}/metadata").json()
-    assert meta["model_spec"]["version"] == status[0]["version"]
+    available = {s["version"] for s in status if s["state"] == "AVAILABLE"}
+    assert meta["model_spec"]["version"] in available
     resp = post(http, f"/v1/models/{target.model}/labels/{target.label}:predict", {"instances": ROWS[:1]})
     assert resp.status_code == 200, resp.text
     assert_valid_predictions(resp.json()["predictions"], 1)

@@ -60,12 +60,17 @@ def test_unknown_model_or_version_is_404(http: httpx.Client, target: Target, pat
     _assert_error(resp, 404)
 
 
-@pytest.mark.parametrize("verb", ["", ":predict"])
+@pytest.mark.parametrize("verb", ["/metadata", ":predict"])
 def test_unknown_label_is_400_as_in_tf_serving(http: httpx.Client, target: Target, verb: str) -> None:
     # ServerCore answers INVALID_ARGUMENT "Unrecognized servable version label: <label>".
     url = f"/v1/models/{target.model}/labels/no_such_label{verb}"
-    resp = http.get(url) if not verb else post(http, url, GOOD)
+    resp = http.get(url) if verb == "/metadata" else post(http, url, GOOD)
     assert "Unrecognized servable version label: no_such_label" in _assert_error(resp, 400)
+
+
+def test_status_of_an_unknown_model_is_404(http: httpx.Client, target: Target) -> None:
+    error = _assert_error(http.get("/v1/models/no_such_model"), 404)
+    assert error == "Could not find any versions of model no_such_model"
 
 
 def test_classify_and_regress_need_matching_signatures(http: httpx.Client, target: Target) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,10 @@ def http(server: ServingServer):
 def test_status_lists_latest_and_labelled_versions(http: httpx.Client) -> None:
     body = http.get("/v1/models/toy").json()
     assert [(s["version"], s["state"]) for s in body["model_version_status"]] == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
-    assert http.get("/v1/models/toy/labels/stable").json()["model_version_status"][0]["version"] == "1"
+    # As TF Serving's GetModelStatus: a label is not read, every version is listed, even for an unknown label.
+    for label in ("stable", "canary", "no_such_label"):
+        assert http.get(f"/v1/models/toy/labels/{label}").json() == body
+    assert http.get("/v1/models/toy/labels/stable/metadata").json()["model_spec"]["version"] == "1"
     assert http.get("/v1/models/toy/versions/2").json()["model_version_status"][0]["state"] == "AVAILABLE"
 
 
@@ -57,6 +61,13 @@ def test_columnar_b64_and_nan(http: httpx.Client) -> None:
     resp = http.post("/v1/models/toy/versions/1:predict", content='{"inputs": {"x": [NaN, 2], "s": [' + json.dumps(s) + ', ""]}}')
     assert resp.status_code == 200, resp.text
     assert resp.text.startswith('{"outputs":{"n":[5,0],"y":[NaN,2.0]')
+
+
+def test_columnar_keys_outside_the_signature_are_ignored_as_in_tf_serving(http: httpx.Client) -> None:
+    # FillTensorMapFromInputsMap reads the signature's inputs only; a row with an unknown key is refused.
+    resp = http.post("/v1/models/toy/versions/1:predict", json={"inputs": {"x": [1.5], "s": ["ab"], "z": [1]}})
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"outputs": {"n": [2], "y": [1.5]}}
 
 
 def test_metadata_has_signatures(http: httpx.Client) -> None:
@@ -78,17 +89,23 @@ def test_classify_and_regress(http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("method,path,body,status,fragment", [
-    ("GET", "/v1/models/nope", None, 404, "nope"),
+    ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
+    ("GET", "/v1/models/nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
     ("GET", "/v1/models/toy/versions/9", None, 404, "version 9"),
-    ("GET", "/v1/models/toy/labels/beta", None, 400, "Unrecognized servable version label: beta"),
+    ("GET", "/v1/models/toy/labels/beta/metadata", None, 400, "Unrecognized servable version label: beta"),
     ("GET", "/v1/models/toy/versions/abc", None, 400, "Malformed"),
+    ("GET", "/v1/models/toy/versions/0", None, 404, "Could not find version 0 of model toy"),
+    ("GET", "/v1/models", None, 400, "Missing model name in request."),
+    ("POST", "/v1/models/toy:predict", {"signature_name": None, "instances": [{"x": 1, "s": ""}]}, 400,
+     "'signature_name' key must be a string value"),
     ("POST", "/v1/models/toy/versions/9:predict", {"instances": [{"x": 1, "s": ""}]}, 404, "Specific(toy, 9)"),
     ("POST", "/v1/models/toy:explode", {}, 400, "Malformed"),
     ("POST", "/v1/models/toy:predict", b'{"instances": [', 400, "JSON"),
-    ("POST", "/v1/models/toy:predict", {"instances": [{"x": "a", "s": ""}]}, 400, "'x' expects numbers"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": "a", "s": ""}]}, 400, "'x' expects numbers (DT_DOUBLE)"),
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": 3}]}, 400, "'s' expects strings"),
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1}]}, 400, "missing input 's'"),
-    ("POST", "/v1/models/toy:predict", {"inputs": {"x": [1], "s": [""], "z": [1]}}, 400, "unknown input 'z'"),
+    ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "", "z": 1}]}, 400, "unknown input 'z'"),
+    ("POST", "/v1/models/toy:predict", {"inputs": {"x": [1]}}, 400, "missing input 's'"),
     ("POST", "/v1/models/toy:predict", {"inputs": {"x": [1, 2], "s": [""]}}, 400, "different batch sizes"),
     ("POST", "/v1/models/toy:predict", {"inputs": {"x": [[1]], "s": [""]}}, 400, "shape"),
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": ""}], "inputs": {}}, 400, "exactly one"),
@@ -135,3 +152,16 @@ def test_a_stalled_body_times_out_with_408_and_the_server_keeps_serving(tmp_path
         assert b"timed out reading the request body" in reply
         resp = httpx.post(f"{srv.url}/v1/models/toy:predict", json={"instances": [{"x": 2.0, "s": "ab"}]}, timeout=10)
         assert resp.status_code == 200 and resp.json()["predictions"][0]["y"] == 6.0
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_cancelled_not_internal(server: ServingServer,
+                                                                           http: httpx.Client) -> None:
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"instances\"")  # and hangs up
+    deadline = time.monotonic() + 10
+    while 'status="CANCELLED"' not in (text := http.get("/monitoring/prometheus/metrics").text):
+        assert time.monotonic() < deadline, "the hang-up was not counted"
+        time.sleep(0.05)
+    assert 'status="INTERNAL"' not in text
+    assert http.post("/v1/models/toy:predict", json={"instances": [{"x": 1.0, "s": "a"}]}).status_code == 200
