@@ -60,13 +60,18 @@ def all_checks(*checks: callable) -> callable:
 
 
 def wait_for_label(url: str, model: str, label: str, version: int, seconds: float = 120.0) -> bool:
-    """True once the server answers the label with the version (it polls its config file)."""
+    """True once the server answers the label with the version (it polls its config file).
+
+    Asked of the label's metadata, whose model_spec names the version the label
+    resolves to among the loaded ones: TF Serving's model status ignores a
+    label and lists every version.
+    """
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/labels/{label}", timeout=5)
-            statuses = answer.json().get("model_version_status", []) if answer.status_code == 200 else []
-            if statuses and statuses[0].get("version") == str(version) and statuses[0].get("state") == "AVAILABLE":
+            answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/labels/{label}/metadata", timeout=5)
+            spec = answer.json().get("model_spec", {}) if answer.status_code == 200 else {}
+            if spec.get("version") == str(version):
                 return True
         except (httpx.HTTPError, ValueError):
             pass
@@ -118,7 +123,8 @@ def health(url: str, model: str, version: int) -> Health:
         value = float(match["value"])
         if match["name"] == "serving_requests_total":
             requests += int(value)
-            if labels.get("status", "OK") not in ("OK", "200"):
+            # CANCELLED: the client hung up before its request was whole; not the version's failure.
+            if labels.get("status", "OK") not in ("OK", "200", "CANCELLED"):
                 errors += int(value)
         elif match["name"] == "serving_request_latency_seconds_bucket":
             bound = float("inf") if labels["le"] == "+Inf" else float(labels["le"])

@@ -107,6 +107,7 @@ def test_loaded_check_and_a_real_server_following_the_labels(tmp_path: Path) -> 
         labels.promote(d, check)
         assert wait_for_label(server.url, "toy", "stable", 3, seconds=15)
         labels.rollback(d, check)  # 1 stayed pinned, so it is loaded: no failed request in between
+        assert wait_for_label(server.url, "toy", "stable", 1, seconds=15)  # back to an older version
         deadline = time.monotonic() + 15
         answers = []
         while time.monotonic() < deadline:
