@@ -40,12 +40,14 @@ def _deployment(output: str, model_name: str, config_path: str | None):  # noqa:
 
 
 def _change(action: str, output: str, model_name: str, config_path: str | None, version: int | None,
-            url: str, offline: bool, wait: float, as_json: bool) -> int:
+            url: str, offline: bool, wait: float, as_json: bool, healthy: callable | None = None) -> int:
     from monitoring import labels
     from monitoring.canary import all_checks, blessed_check, loaded_check, wait_for_label
 
     deployment = _deployment(output, model_name, config_path)
     check = blessed_check(output) if offline else all_checks(blessed_check(output), loaded_check(url, model_name))
+    if healthy is not None:
+        check = all_checks(check, healthy)
     before = deployment.labels() if deployment.config_path.exists() else {}
     try:
         after = getattr(labels, action)(deployment, check, version)
@@ -62,7 +64,7 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
     return EXIT_OK
 
 
-@click.command(epilog="Exit codes: 0 promoted; 1 refused (not pushed, not blessed, not loaded), nothing changed.")
+@click.command(epilog="Exit codes: 0 promoted; 1 refused (not pushed, not blessed, not loaded, not healthy yet), nothing changed.")
 @output_option
 @model_option
 @config_option
@@ -70,12 +72,29 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
 @url_option
 @offline_option
 @wait_option
+@click.option("--if-healthy", is_flag=True,
+              help="promote only if the version has served enough requests with few errors, fast enough "
+                   "(the local server's per-version metrics; for a cron job)")
+@click.option("--min-requests", type=click.IntRange(1), default=100, show_default=True,
+              help="with --if-healthy: requests the version must have served")
+@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="with --if-healthy: largest share of non-OK answers")
+@click.option("--max-p95-ms", type=click.FloatRange(0, min_open=True), default=250.0, show_default=True,
+              help="with --if-healthy: largest 95th-percentile latency (histogram bucket bound)")
 @json_option
 @verbosity_options
 def promote(output: str, model_name: str, config_path: str | None, version: int | None, url: str, offline: bool,
-            wait: float, as_json: bool) -> int:
+            wait: float, if_healthy: bool, min_requests: int, max_error_rate: float, max_p95_ms: float,
+            as_json: bool) -> int:
     """Move the `stable` label to the canary (or --version). The old stable stays loaded for rollback."""
-    return _change("promote", output, model_name, config_path, version, url, offline, wait, as_json)
+    healthy = None
+    if if_healthy:
+        if offline:
+            raise UsageProblem("--if-healthy reads the server's metrics; it cannot be used with --offline")
+        from monitoring.canary import healthy_check
+
+        healthy = healthy_check(url, model_name, min_requests, max_error_rate, max_p95_ms / 1000)
+    return _change("promote", output, model_name, config_path, version, url, offline, wait, as_json, healthy)
 
 
 @click.command(epilog="Exit codes: 0 rolled back; 1 refused (nothing earlier, not blessed, not loaded), nothing changed.")

@@ -2,8 +2,10 @@
 
 TF Serving refuses a label on a version it has not loaded, and a label on an
 unblessed model would bypass the Evaluator: both are checked before a write.
-Health for automatic promotion comes from the server's Prometheus metrics, which
-TF Serving and the local server both expose.
+Health for `promote --if-healthy` comes from the local server's Prometheus
+metrics, which count requests per version. TF Serving's count them per model
+only (/tensorflow/serving/request_count has model_name and status labels), so
+against it the check says it cannot tell the canary apart and promotes nothing.
 """
 from __future__ import annotations
 
@@ -111,6 +113,9 @@ def health(url: str, model: str, version: int) -> Health:
         text = httpx.get(url.rstrip("/") + METRICS_PATH, timeout=5).text
     except httpx.HTTPError as error:
         raise LabelError(f"cannot read metrics from {url}: {type(error).__name__}") from None
+    if "serving_requests_total" not in text:
+        raise LabelError(f"the server at {url} has no per-version request counts (TF Serving counts per model); "
+                         "judge the canary from your own monitoring and promote without --if-healthy")
     requests = errors = 0
     buckets: dict[float, float] = {}
     for line in text.splitlines():
@@ -134,3 +139,12 @@ def health(url: str, model: str, version: int) -> Health:
         total = buckets[float("inf")]
         p95 = next(bound for bound in sorted(buckets) if buckets[bound] >= 0.95 * total)
     return Health(requests, errors, p95)
+
+
+def healthy_check(url: str, model: str, min_requests: int, max_error_rate: float, max_p95_seconds: float) -> callable:
+    """Refuses a version that has not yet served min_requests, or served them with too many errors or too slowly."""
+    def check(version: int) -> None:
+        ok, why = health(url, model, version).verdict(min_requests, max_error_rate, max_p95_seconds)
+        if not ok:
+            raise LabelError(f"version {version} is not healthy enough at {url}: {why}")
+    return check

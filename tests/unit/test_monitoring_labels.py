@@ -10,7 +10,7 @@ import pytest
 
 from cli.main import main
 from monitoring import labels
-from monitoring.canary import loaded_check, wait_for_label
+from monitoring.canary import healthy_check, loaded_check, wait_for_label
 from monitoring.labels import Deployment, LabelError
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
@@ -122,3 +122,40 @@ def test_loaded_check_and_a_real_server_following_the_labels(tmp_path: Path) -> 
         server.stop()
     with pytest.raises(LabelError, match="cannot reach the model server"):
         check(1)
+
+
+def test_promote_if_healthy_waits_for_enough_good_fast_canary_requests(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 3)
+    server = ServerOptions(models=[], rest_port=0, grpc_port=None, file_system_poll_wait_seconds=0.2,
+                           model_config_file=d.config_path, model_config_file_poll_wait_seconds=0.2)
+    with ServingServer(server) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        assert wait_for_label(srv.url, "toy", "canary", 3, seconds=15)
+        before = d.config_path.read_text()
+
+        def promote(**bounds: float) -> None:
+            limits = {"min_requests": 10, "max_error_rate": 0.2, "max_p95_seconds": 5.0, **bounds}
+            labels.promote(d, healthy_check(srv.url, "toy", **limits))
+
+        with pytest.raises(LabelError, match="only 0 of 10 requests"):
+            promote()
+        for row in [ROW] * 6 + [{"instances": [{"x": "not a number", "s": "a"}]}] * 3:
+            http.post("/v1/models/toy/labels/canary:predict", json=row)
+        http.post("/v1/models/toy/labels/stable:predict", json=ROW)  # the stable version's, not counted
+        with pytest.raises(LabelError, match="only 9 of 10"):
+            promote()
+        http.post("/v1/models/toy/labels/canary:predict", json=ROW)
+        with pytest.raises(LabelError, match=r"error rate 30\.000% > 20\.000%"):
+            promote()
+        for _ in range(6):
+            http.post("/v1/models/toy/labels/canary:predict", json=ROW)
+        with pytest.raises(LabelError, match="p95 latency"):
+            promote(max_p95_seconds=1e-9)
+        assert d.config_path.read_text() == before
+        promote()  # 3 errors in 16 requests
+        assert d.labels() == {"stable": 3}
+    # the CLI refuses the combination that cannot read the metrics
+    assert main(["promote", "--output", str(tmp_path), "--model", "toy", "--if-healthy", "--offline"]) == 2
+    assert "--if-healthy reads the server's metrics" in capsys.readouterr().err
