@@ -98,11 +98,35 @@ def check_beam_args(beam_args: tuple[str, ...]) -> None:
         unknown = sorted(set(given) - set(known))
         if unknown:
             raise ConfigError(f"--beam-args: Beam has no option --{unknown[0]}")
+        stray = _stray_token(beam_args, known)
+        if stray is not None:
+            raise ConfigError(f"--beam-args: {stray!r} is not an option or an option's value "
+                              "(Beam would drop it); write --name=value")
         try:
-            if known.get("runner"):
-                create_runner(known["runner"])
+            runner = create_runner(known["runner"]) if known.get("runner") else None
         except ValueError as error:
             raise ConfigError(f"--beam-args: {str(error).split('. Valid values', 1)[0]}") from None
+        if runner is not None and not type(runner).__module__.startswith("apache_beam.runners.direct."):
+            raise ConfigError(f"--beam-args: a local run executes Beam in this process (DirectRunner); "
+                              f"--runner={known['runner']} needs a cluster or a cloud: Dataflow runs through "
+                              "vertex_runner.py")
+
+
+def _stray_token(beam_args: tuple[str, ...], known: dict) -> str | None:
+    """The first arg that is neither an option nor the value after one: Beam drops it without a word.
+
+    Beam's own single-dash flags are dropped too ("single dash flags are not allowed").
+    """
+    expects_value = False
+    for token in beam_args:
+        if expects_value:
+            expects_value = False
+        elif token.startswith("--") and len(token) > 2:
+            name = token[2:].split("=", 1)[0]
+            expects_value = "=" not in token and not isinstance(known.get(name), bool)
+        else:
+            return token
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

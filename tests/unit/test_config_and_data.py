@@ -114,6 +114,10 @@ def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProc
         (["--beam-args=--direct_num_workers=abc"], "invalid int value: 'abc'"),
         (["--beam-args=--direct_nun_workers=2"], "Beam has no option --direct_nun_workers"),
         (["--beam-args=--runner=Nope"], "Unexpected pipeline runner: Nope"),
+        (["--beam-args=garbage"], "'garbage' is not an option or an option's value"),
+        (["--beam-args=--direct_num_workers 2 3"], "'3' is not an option"),
+        (["--beam-args=--save_main_session stray"], "'stray' is not an option"),  # a flag takes no value
+        (["--beam-args=--runner=DataflowRunner"], "Dataflow runs through vertex_runner.py"),
     ],
 )
 def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):
@@ -121,6 +125,16 @@ def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("--direct_num_workers", "2", "--direct_running_mode=multi_threading"),  # a value as its own token
+    ("--save_main_session", "--direct_num_workers=2"),  # a flag, then an option
+    ("--runner=DirectRunner", "--direct_num_workers", "-1"),  # a value may start with a dash
+    ("--runner=SwitchingDirectRunner",),
+])
+def test_beam_args_a_local_run_can_use_pass_the_check(args):
+    configs.check_beam_args(args)
 
 
 def test_unusable_output_folder_is_one_line_exit_2(tmp_path):
