@@ -199,9 +199,14 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         print("interrupted: completed components stay cached; run again to resume", file=sys.stderr)
         return EXIT_FAILED
 
+    from pipeline.mlmd_store import StoreError
     from pipeline.run_summary import summarize
 
-    summary = summarize(config.metadata_path)
+    try:
+        summary = summarize(config.metadata_path)
+    except StoreError as error:  # damaged while the run wrote it (a full disk): say so, once
+        print(f"error: the run's record cannot be read back: {error}", file=sys.stderr)
+        return EXIT_FAILED
     if failure is not None:
         gate = _find(failure, DataGateError)
         if gate is not None:

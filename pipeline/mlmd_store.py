@@ -6,7 +6,9 @@ file is a StoreError with one line saying what to do, never MLMD's traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from urllib.parse import quote
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 RUN_CONTEXT = "pipeline_run"
@@ -29,6 +31,24 @@ def sqlite_problem(path: str) -> str | None:
         return f"metadata store {path} cannot be read: {error.strerror or error}"
     if header and header != SQLITE_HEADER:
         return f"metadata store {path} is not a SQLite database (damaged?)"
+    return _damage(path) if header else None
+
+
+def _damage(path: str) -> str | None:
+    """SQLite's own quick_check, read-only: a file with a good header and a damaged body
+    (cut short by a full disk or a copy) otherwise fails only inside MLMD, or not at all
+    until a run has trained. Milliseconds for a store of many runs."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=10)) as db:
+            verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
+    except sqlite3.OperationalError:
+        return None  # busy (a run writing it) or not readable just now: no verdict, MLMD will say
+    except sqlite3.DatabaseError as error:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return f"metadata store {path} is damaged ({error})"
+    if verdict != ["ok"]:
+        return f"metadata store {path} is damaged (SQLite: {verdict[0]})"
     return None
 
 
@@ -38,6 +58,8 @@ def open_readonly(path: str):  # noqa: ANN201 - MetadataStore; ml_metadata is im
 
     if not os.path.isfile(path):
         raise StoreError(f"no MLMD store at {path}; run the pipeline first or pass --output")
+    if os.path.getsize(path) == 0:
+        raise StoreError(f"the MLMD store {path} is empty: no run recorded yet")
     problem = sqlite_problem(path)
     if problem:
         raise StoreError(problem)

@@ -162,6 +162,40 @@ def test_damaged_metadata_store_is_one_line_exit_2_and_kept(tmp_path):
     assert sorted(p.name for p in store.parent.iterdir()) == ["metadata.sqlite"]
 
 
+def _sqlite_cut_short(path):
+    """A SQLite file whose header is good and whose second half is gone (a full disk, a cut copy)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x TEXT)")
+        db.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 200)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return path.read_bytes()
+
+
+def test_metadata_store_cut_short_is_one_line_exit_2_and_kept(tmp_path):
+    store = tmp_path / "out" / "metadata.sqlite"
+    store.parent.mkdir()
+    damaged = _sqlite_cut_short(store)
+    done = _local_runner("--output", str(store.parent), "--rerun")
+    assert done.returncode == 2
+    assert f"metadata store {store} is damaged" in done.stderr
+    assert store.read_bytes() == damaged
+
+
+def test_readers_of_an_empty_or_cut_short_store_get_one_line(tmp_path):
+    from pipeline.mlmd_store import StoreError, open_readonly
+
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(StoreError, match="is empty: no run recorded yet"):
+        open_readonly(str(empty))
+    _sqlite_cut_short(tmp_path / "cut.sqlite")
+    with pytest.raises(StoreError, match="is damaged"):
+        open_readonly(str(tmp_path / "cut.sqlite"))
+
+
 def test_second_run_on_a_busy_output_folder_is_one_line_exit_3(tmp_path):
     from pipeline import run_lock
 
