@@ -34,6 +34,16 @@ class UsageProblem(CliError):
         super().__init__(message, EXIT_USAGE)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, which lets nan through (every comparison with it is false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         root = ctx.find_root()

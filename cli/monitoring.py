@@ -13,6 +13,7 @@ from cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     CliError,
+    FiniteFloatRange,
     UsageProblem,
     emit_json,
     info,
@@ -29,7 +30,7 @@ url_option = click.option("--url", default="http://127.0.0.1:8501", show_default
                           help="model server whose loaded versions are checked (and waited for)")
 offline_option = click.option("--offline", is_flag=True,
                               help="do not ask the server whether the version is loaded (server down)")
-wait_option = click.option("--wait", type=click.FloatRange(0, 600), default=0, show_default=True, metavar="SECONDS",
+wait_option = click.option("--wait", type=FiniteFloatRange(0, 600), default=0, show_default=True, metavar="SECONDS",
                            help="wait until the server answers the new stable label")
 
 
@@ -48,8 +49,8 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
     check = blessed_check(output) if offline else all_checks(blessed_check(output), loaded_check(url, model_name))
     if healthy is not None:
         check = all_checks(check, healthy)
-    before = deployment.labels() if deployment.config_path.exists() else {}
     try:
+        before = deployment.labels() if deployment.config_path.exists() else {}
         after = getattr(labels, action)(deployment, check, version)
     except labels.LabelError as error:
         raise CliError(f"{action}: {error}; labels unchanged") from None
@@ -77,9 +78,9 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
                    "(the local server's per-version metrics; for a cron job)")
 @click.option("--min-requests", type=click.IntRange(1), default=100, show_default=True,
               help="with --if-healthy: requests the version must have served")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+@click.option("--max-error-rate", type=FiniteFloatRange(0, 1), default=0.01, show_default=True,
               help="with --if-healthy: largest share of non-OK answers")
-@click.option("--max-p95-ms", type=click.FloatRange(0, min_open=True), default=250.0, show_default=True,
+@click.option("--max-p95-ms", type=FiniteFloatRange(0, min_open=True), default=250.0, show_default=True,
               help="with --if-healthy: largest 95th-percentile latency (histogram bucket bound)")
 @json_option
 @verbosity_options
@@ -200,7 +201,7 @@ def monitor_options(func):  # noqa: ANN001, ANN201 - click decorator stack
         click.option("--request-log", metavar="DIR|FILE",
                      help="request log folder (the server's --request-log-dir) or one .jsonl file "
                           "(default: <output>/request_log)"),
-        click.option("--window-hours", "hours", type=click.FloatRange(min=0, min_open=True), default=24.0,
+        click.option("--window-hours", "hours", type=FiniteFloatRange(min=0, min_open=True), default=24.0,
                      show_default=True, help="judge the requests of the last N hours"),
         click.option("--since", help="window start (unix seconds or ISO time); overrides --window-hours"),
         click.option("--until", help="window end (default: now)"),

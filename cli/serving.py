@@ -11,7 +11,17 @@ from typing import Any, TextIO
 import click
 
 from cli.argparse_bridge import bridge
-from cli.common import EXIT_OK, CliError, UsageProblem, detail, emit_json, info, json_option, verbosity_options
+from cli.common import (
+    EXIT_OK,
+    CliError,
+    FiniteFloatRange,
+    UsageProblem,
+    detail,
+    emit_json,
+    info,
+    json_option,
+    verbosity_options,
+)
 
 
 def _serve_main(argv: list[str]) -> int:
@@ -109,7 +119,7 @@ def _format(prediction: dict[str, Any]) -> str:
 @click.option("--version", "model_version", type=int, help="a specific model version")
 @click.option("--label", help="a version label, e.g. stable or canary")
 @click.option("--signature", default="serving_default", show_default=True)
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds per request")
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=10.0, show_default=True, help="seconds per request")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="rows per request")
 @click.option("--drop-unknown", is_flag=True, help="ignore columns that are not model inputs (e.g. the label)")
 @json_option

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -45,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> object:
-    """Flags -> ServerOptions, with every inconsistency as a ValueError line."""
-    from serving.batching import BatchingParameters
+    """Flags -> ServerOptions, with every inconsistency as a ValueError line.
+
+    The flags are checked before TensorFlow is imported (seconds, and log noise
+    ahead of the one error line).
+    """
     from serving.config import MODEL_NAME_RE, ModelSpec
-    from serving.core import Limits
-    from serving.server import ServerOptions, parse_batching_parameters
 
     if args.model_base_path is None and args.model_config_file is None:
         raise ValueError("give --model-base-path (and --model-name) or --model-config-file")
@@ -70,8 +72,16 @@ def options_from_args(args: argparse.Namespace) -> object:
         raise ValueError("--request-log-sample-rate needs --request-log-dir")
     if min(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism, args.model_threads) < 0:
         raise ValueError("--model-threads and --tensorflow-*-parallelism must be >= 0")
-    if min(args.max_body_bytes, args.max_batch_rows, args.max_inflight) < 1 or args.request_timeout_seconds <= 0:
+    if min(args.max_body_bytes, args.max_batch_rows, args.max_inflight) < 1 or not (
+            0 < args.request_timeout_seconds < math.inf):
         raise ValueError("--max-body-bytes, --max-batch-rows, --max-inflight and --request-timeout-seconds must be > 0")
+    for flag in ("file_system_poll_wait_seconds", "model_config_file_poll_wait_seconds"):
+        if not 0 <= getattr(args, flag) < math.inf:
+            raise ValueError(f"--{flag.replace('_', '-')} must be a number of seconds >= 0 (0: never)")
+    from serving.batching import BatchingParameters
+    from serving.core import Limits
+    from serving.server import ServerOptions, parse_batching_parameters
+
     batching = None
     if args.enable_batching or args.batching_parameters_file:
         batching = BatchingParameters()

@@ -93,6 +93,10 @@ def test_vertex_keeps_its_subcommands_and_flags() -> None:
     (["nonsense"], "error: No such command 'nonsense'"),
     (["vertex", "compile", "--project", "Bad_Project"], "error: project 'Bad_Project'"),
     (["lineage"], "error: Missing argument 'VERSION'"),
+    (["promote", "--wait", "nan"], "error: Invalid value for '--wait': 'nan' is not a number."),
+    (["promote", "--if-healthy", "--max-p95-ms", "nan"], "error: Invalid value for '--max-p95-ms': 'nan' is not a number."),
+    (["monitor", "--window-hours", "nan"], "error: Invalid value for '--window-hours': 'nan' is not a number."),
+    (["predict", "--timeout", "nan", "rows.jsonl"], "error: Invalid value for '--timeout': 'nan' is not a number."),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv: list[str], fragment: str, tmp_path, monkeypatch,
                                                  capsys: pytest.CaptureFixture) -> None:

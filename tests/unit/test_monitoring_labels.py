@@ -159,3 +159,14 @@ def test_promote_if_healthy_waits_for_enough_good_fast_canary_requests(tmp_path:
     # the CLI refuses the combination that cannot read the metrics
     assert main(["promote", "--output", str(tmp_path), "--model", "toy", "--if-healthy", "--offline"]) == 2
     assert "--if-healthy reads the server's metrics" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback"])
+def test_cli_change_on_a_malformed_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                      action: str) -> None:
+    d = _deployment(tmp_path)
+    d.config_path.write_text("garbage {")
+    assert main([action, "--output", str(tmp_path), "--model", "toy", "--offline"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {action}: {d.config_path}: not a ModelServerConfig") and err.count("\n") == 1
+    assert d.config_path.read_text() == "garbage {"

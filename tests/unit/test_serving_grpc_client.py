@@ -181,6 +181,22 @@ def test_busy_ports_fail_with_one_line(server: ServingServer, capsys: pytest.Cap
     assert "cannot bind gRPC port" in err[-1] and err[-1].startswith("error: ")
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--rest-api-port", "99999"], "--rest-api-port 99999 is not a port number"),
+    (["--request-timeout-seconds", "nan"], "--request-timeout-seconds must be > 0"),
+    (["--file-system-poll-wait-seconds", "-1"], "--file-system-poll-wait-seconds must be a number of seconds >= 0"),
+    (["--model-config-file-poll-wait-seconds", "inf"], "--model-config-file-poll-wait-seconds must be a number"),
+    (["--request-log-sample-rate", "nan"], "--request-log-sample-rate must be within [0, 1]"),
+])
+def test_bad_server_flags_are_one_line_before_tensorflow_loads(tmp_path: Path, flags: list[str], message: str) -> None:
+    probe = ("import sys; from serving.__main__ import main; code = main(sys.argv[1:]); "
+             "sys.exit(code + 10 * ('tensorflow' in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, "--model-base-path", str(tmp_path), *flags],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2, done.stderr  # 12: refused, but only after importing TensorFlow
+    assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"] and message in done.stderr
+
+
 def test_client_retries_503_then_reports_it(tmp_path: Path) -> None:
     push_toy(tmp_path, 1)
     opts = ServerOptions(models=[ModelSpec("toy", str(tmp_path))], rest_port=0, grpc_port=None,
