@@ -71,6 +71,7 @@ def _scan(path: Path) -> tuple[list[str], int]:
                     "become part of the first column's name: save it as plain CSV"
                 )
             names = header.strip().split(",")  # as tfx io_utils.load_csv_column_names reads it
+            _check_column_names(path, names)
             quotes = _QuoteCounter(handle)
             reader = csv.reader(quotes)
             rows = 0
@@ -91,6 +92,20 @@ def _scan(path: Path) -> tuple[list[str], int]:
     except csv.Error as error:
         raise ConfigError(f"data file {path} is not valid CSV: {error}") from None
     return names, rows
+
+
+def _check_column_names(path: Path, names: list[str]) -> None:
+    """CsvExampleGen splits the header on commas and keeps every character: a quoted name or
+    one with spaces around it would reach the data gate as a new column plus a missing one."""
+    for name in names:
+        if '"' in name:
+            raise ConfigError(f"data file {path} quotes its column names in the header row ({name}): "
+                              "CsvExampleGen reads the header literally, quotes included; write it unquoted")
+        if name != name.strip():
+            raise ConfigError(f"data file {path} has spaces around the column name {name!r} in its header row: "
+                              "CsvExampleGen would keep them in the name")
+        if not name:
+            raise ConfigError(f"data file {path} has an empty column name in its header row")
 
 
 class _QuoteCounter:

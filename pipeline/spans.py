@@ -28,7 +28,12 @@ def list_spans(folder: str) -> list[int]:
     path = Path(folder)
     if not path.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in path.iterdir() if p.is_dir() and (m := SPAN_DIR.match(p.name)))
+    found = {p.name: int(m.group(1)) for p in path.iterdir() if p.is_dir() and (m := SPAN_DIR.match(p.name))}
+    padded = sorted(name for name, number in found.items() if name != f"span-{number}")
+    if padded:
+        raise ConfigError(f"span folder {Path(folder) / padded[0]}: write span numbers without leading zeros "
+                          f"(span-{found[padded[0]]}), as the pipeline's span-{{SPAN}} pattern names them")
+    return sorted(found.values())
 
 
 def choose_spans(folder: str, span: int | None) -> tuple[int | None, int | None]:
@@ -68,19 +73,29 @@ def split(source: str, out: str, by: str) -> dict[int, tuple[str, int]]:
             for row in reader:
                 if not row[TIMESTAMP]:
                     continue
-                periods.setdefault(_period(row, by), []).append(row)
+                try:
+                    period = _period(row, by)
+                except (ValueError, OverflowError, OSError):
+                    raise ConfigError(f"{file} line {reader.line_num}: {TIMESTAMP} {row[TIMESTAMP]!r} is not "
+                                      "seconds since 1970 (an integer)") from None
+                periods.setdefault(period, []).append(row)
     target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder to create span-<N>/ folders in")
     if list_spans(out):
         raise ConfigError(f"{out} already holds spans; choose an empty folder")
     written = {}
-    for number, period in enumerate(sorted(periods), start=1):
-        folder = target / f"span-{number}"
-        folder.mkdir(parents=True)
-        with open(folder / "data.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(periods[period])
-        written[number] = (period, len(periods[period]))
+    try:
+        for number, period in enumerate(sorted(periods), start=1):
+            folder = target / f"span-{number}"
+            folder.mkdir(parents=True)
+            with open(folder / "data.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(periods[period])
+            written[number] = (period, len(periods[period]))
+    except OSError as error:
+        raise ConfigError(f"cannot write spans to {out}: {error.strerror or error}") from None
     return written
 
 

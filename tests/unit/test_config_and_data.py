@@ -76,6 +76,9 @@ HEADER = b"fare,tips,payment_type\n"
         ({"a.csv": HEADER + b"1,0,Cash\n\n2,0\n"}, "a.csv line 4 has 2 values where the header has 3 columns"),
         ({"a.csv": HEADER + b'1,0,"Cash\n'}, "a.csv has unbalanced quotes"),
         ({"a.csv": HEADER + "1,0,Café\n".encode("latin-1")}, "not UTF-8 text"),
+        ({"a.csv": b'"fare","tips","payment_type"\n"1","0","Cash"\n'}, 'quotes its column names .*\\("fare"\\)'),
+        ({"a.csv": b"fare, tips,payment_type\n1,0,Cash\n"}, "spaces around the column name ' tips'"),
+        ({"a.csv": b"fare,,payment_type\n1,0,Cash\n"}, "an empty column name"),
     ],
 )
 def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, message):

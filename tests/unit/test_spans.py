@@ -40,6 +40,26 @@ def test_missing_or_empty_span_is_named(tmp_path):
         spans.choose_spans(str(tmp_path), 2)
 
 
+def test_zero_padded_span_folders_are_named(tmp_path):
+    _write(tmp_path / "span-01")
+    with pytest.raises(ConfigError, match=r"span-01: write span numbers without leading zeros \(span-1\)"):
+        spans.choose_spans(str(tmp_path), None)
+
+
+def test_split_refuses_bad_timestamps_and_a_file_as_out(tmp_path, capsys):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "data.csv").write_text("trip_start_timestamp,fare\n1400000000,5\nyesterday,6\n")
+    assert spans.main(["split", "--data", str(source), "--out", str(tmp_path / "spans")]) == 2
+    assert capsys.readouterr().err == (f"error: {source / 'data.csv'} line 3: trip_start_timestamp 'yesterday' "
+                                       "is not seconds since 1970 (an integer)\n")
+    (source / "data.csv").write_text("trip_start_timestamp,fare\n1400000000,5\n")
+    (tmp_path / "a-file").write_text("kept")
+    assert spans.main(["split", "--data", str(source), "--out", str(tmp_path / "a-file")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "a-file").read_text() == "kept"
+    assert not (tmp_path / "spans").exists()
+
+
 def test_split_by_year_orders_spans_in_time(tmp_path):
     assert spans.main(["split", "--out", str(tmp_path / "spans")]) == 0
     found = spans.list_spans(str(tmp_path / "spans"))
