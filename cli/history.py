@@ -4,11 +4,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import click
 
 from cli.common import (
     EXIT_OK,
+    CliError,
     UsageProblem,
     detail,
     emit_json,
@@ -101,6 +103,10 @@ def report(output: str, run_id: str | None, all_runs: bool) -> int:
                 path = write_report(output, one)
         except mlmd.StoreError as error:
             raise UsageProblem(str(error)) from None
+        except OSError as error:  # reports/ is a file, the disk is full, no permission
+            reason = "it is a file, not a folder" if isinstance(error, (FileExistsError, NotADirectoryError)) \
+                else error.strerror or str(error)
+            raise CliError(f"cannot write the report in {Path(output) / 'reports'}: {reason}") from None
         click.echo(str(path))
     return EXIT_OK
 

@@ -55,6 +55,16 @@ def test_runs_and_lineage(trained_output) -> None:
     assert taxi("lineage", "42", "-o", str(trained_output)).returncode == 2
 
 
+def test_report_where_reports_is_a_file_is_one_line(trained_output, tmp_path) -> None:
+    (tmp_path / "metadata.sqlite").symlink_to(trained_output / "metadata.sqlite")  # artifact URIs are absolute
+    (tmp_path / "reports").write_text("kept")
+    made = taxi("report", "-o", str(tmp_path), "-q")
+    assert made.returncode == 1
+    assert made.stderr.strip().splitlines() == [
+        f"error: cannot write the report in {tmp_path / 'reports'}: it is a file, not a folder"]
+    assert (tmp_path / "reports").read_text() == "kept"
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: apt-get install -y chromium)")
 def test_report_renders_in_chromium(trained_output, tmp_path) -> None:
     made = taxi("report", "-o", str(trained_output))
