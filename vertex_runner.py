@@ -128,9 +128,11 @@ def run(argv: list[str] | None = None) -> int:
     s = settings_from(args)
     if args.command == "compile":
         vs.check_compile(s)
-        from pipeline.vertex.compile import compile_pipeline
+        from pipeline.vertex.compile import check_output, compile_pipeline
 
-        print(compile_pipeline(s, args.output or s.template))
+        output = s.template if args.output is None else args.output
+        check_output(output)  # before TFX is imported
+        print(compile_pipeline(s, output))
         return 0
 
     # Everything below talks to Vertex: validate fully first, then import the SDK.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.configs import IMAGE_REPO_ROOT, PipelineConfig, vertex_config
+from pipeline.configs import IMAGE_REPO_ROOT, ConfigError, PipelineConfig, vertex_config
 from pipeline.vertex.settings import VertexSettings
 
 DATA_ROOT_PARAMETER = "data-root"
@@ -92,6 +92,19 @@ def build_config(s: VertexSettings) -> PipelineConfig:
     )
 
 
+def check_output(output: str) -> Path:
+    """The JSON file to write, or a ConfigError before anything is compiled."""
+    if not output.strip():
+        raise ConfigError("--output is empty: give the path of the pipeline JSON to write")
+    out = Path(output)
+    if out.is_dir():
+        raise ConfigError(f"--output {output} is a folder: give the path of the JSON file to write in it")
+    existing = next(parent for parent in out.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--output {output}: {existing} is a file, not a folder")
+    return out
+
+
 def compile_pipeline(s: VertexSettings, output: str) -> Path:
     """Write the pipeline JSON; the data root is a runtime parameter so a run can point at a new span."""
     config = build_config(s)
@@ -102,7 +115,7 @@ def compile_pipeline(s: VertexSettings, output: str) -> Path:
 
     data_root = data_types.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=config.data_root)
     pipeline = create_pipeline(dataclasses.replace(config, data_root=data_root))
-    out = Path(output)
+    out = check_output(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.unlink()  # the runner refuses to overwrite; a recompile should replace it

@@ -140,3 +140,17 @@ def test_recompile_replaces_the_output(tmp_path: Path) -> None:
     assert vertex_runner.main(["compile", *BASE, "--output", str(out), "--no-enable-cache"]) == 0
     job = json.loads(out.read_text())
     assert all(not t.get("cachingOptions", {}).get("enableCache") for t in _tasks(job).values())
+
+
+@pytest.mark.parametrize("output, message", [
+    ("", "--output is empty"),
+    ("{tmp}", "is a folder: give the path of the JSON file"),
+    ("{tmp}/a-file/p.json", "a-file is a file, not a folder"),
+])
+def test_unusable_output_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture, output: str,
+                                            message: str) -> None:
+    (tmp_path / "a-file").write_text("kept")
+    assert vertex_runner.main(["compile", *BASE, "--output", output.format(tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output ") and message in err and err.count("\n") == 1
+    assert (tmp_path / "a-file").read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
