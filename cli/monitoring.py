@@ -122,8 +122,12 @@ def rollback(output: str, model_name: str, config_path: str | None, version: int
 @verbosity_options
 def labels(output: str, model_name: str, config_path: str | None, as_json: bool) -> int:
     """Show the labels, the pushed versions and the label history; flag labels on missing versions."""
+    import os
+
     from monitoring.labels import LabelError, dangling
 
+    if config_path is None and not os.path.isdir(output):
+        raise UsageProblem(f"output folder {output} does not exist; pass the pipeline's --output")
     deployment = _deployment(output, model_name, config_path)
     try:
         current, broken = deployment.labels(), dangling(deployment)

@@ -151,6 +151,8 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
             for start in range(0, len(rows), batch_size):
                 predictions += client.predict(rows[start:start + batch_size])
     except ServingClientError as error:
+        if error.status in ("connection", "timeout"):  # no answer at all
+            raise CliError(error.message) from None
         raise CliError(f"the server answered {error.status}: {error.message}") from None
     except (ValueError, KeyError) as error:
         raise UsageProblem(str(error).strip("'")) from None

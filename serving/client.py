@@ -100,8 +100,11 @@ class ServingClient:
         """Input name -> DT_* of the signature, read once from the metadata."""
         if self._dtypes is None:
             meta = self._rest("GET", f"{self._model_path()}/metadata")
-            sig = meta["metadata"]["signature_def"]["signature_def"][self.signature]
-            self._dtypes = {k: v["dtype"] for k, v in sig["inputs"].items()}
+            signatures = meta["metadata"]["signature_def"]["signature_def"]
+            if self.signature not in signatures:
+                raise ValueError(f"the model has no signature {self.signature!r}; "
+                                 f"it has: {', '.join(sorted(signatures))}")
+            self._dtypes = {k: v["dtype"] for k, v in signatures[self.signature]["inputs"].items()}
         return self._dtypes
 
     def _fill(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

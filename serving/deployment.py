@@ -94,6 +94,9 @@ def pushed_versions(model_dir: Path) -> list[int]:
 def check(deploy_dir: Path, push_dir: Path | None = None) -> list[str]:
     """Problems with the deployment files; empty when they are consistent."""
     problems: list[str] = []
+    if push_dir is not None and not push_dir.is_dir():
+        problems.append(f"--push-dir {push_dir} is not a folder (give <pipeline output>/serving_model)")
+        push_dir = None  # its labels cannot be checked: one line, not one per label
     expected = render_files()
     for name in ("docker-compose.yml", "batching_parameters.txt", "monitoring.config"):
         path = deploy_dir / name

@@ -47,6 +47,7 @@ def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:
     ("x,s\nmany,a\n", [], 2, "error: row 0: x='many' is not a number"),
     ("x,s\n1,bad!\n", [], 1, "error: the server answered 400"),
     ("x,s\n", [], 2, "error: "),
+    ("x,s\n1,a\n", ["--signature", "nope"], 2, "error: the model has no signature 'nope'; it has: classify_x,"),
 ])
 def test_bad_rows_and_refusals_are_one_line(server, tmp_path, capsys, content, args, code, fragment) -> None:
     rows = tmp_path / "rows.csv"
@@ -60,7 +61,7 @@ def test_unreachable_server_is_exit_1(tmp_path, capsys) -> None:
     rows = tmp_path / "rows.csv"
     rows.write_text("x,s\n1,a\n")
     assert main(["predict", str(rows), "--url", "http://127.0.0.1:9", "--model", "toy", "--timeout", "1"]) == 1
-    assert capsys.readouterr().err.startswith("error: the server answered connection: cannot reach")
+    assert capsys.readouterr().err.startswith("error: cannot reach http://127.0.0.1:9")
 
 
 def test_drop_unknown_and_types() -> None:

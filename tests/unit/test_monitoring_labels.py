@@ -79,6 +79,9 @@ def test_cli_labels_flags_a_label_on_a_deleted_version(tmp_path: Path, capsys: p
     d = _deployment(tmp_path)
     labels.label_after_push(d, 3)
     assert main(["labels", "--output", str(tmp_path), "--model", "toy"]) == 0
+    assert main(["labels", "--output", str(tmp_path / "typo"), "--model", "toy"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: output folder {tmp_path / 'typo'} does not exist; "
+                                            "pass the pipeline's --output\n")
     shutil.rmtree(d.push_dir / "3")
     assert main(["labels", "--output", str(tmp_path), "--model", "toy"]) == 1
     assert "error: label 'stable' points at version 3" in capsys.readouterr().err

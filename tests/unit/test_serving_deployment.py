@@ -58,6 +58,8 @@ def test_models_config_labels_pushed_versions(tmp_path: Path) -> None:
     assert deployment.main(["write", "--dir", str(deploy)]) == 0
     out.replace(deploy / "models.config")
     assert deployment.check(deploy, push_dir) == []
+    assert deployment.check(deploy, tmp_path / "no-such-output") == [
+        f"--push-dir {tmp_path / 'no-such-output'} is not a folder (give <pipeline output>/serving_model)"]
     assert deployment.main(["models-config", "--push-dir", str(push_dir), "--stable", "1700000900",
                             "--out", str(out)]) == 2
 
