@@ -70,8 +70,9 @@ def check_metadata_file(path: str) -> None:
         raise ConfigError(f"{problem}; move it aside to start a new run history in this output folder")
 
 
-def check_beam_args(beam_args: tuple[str, ...]) -> None:
-    """ConfigError for Beam args Beam would refuse mid-run or silently drop.
+def check_beam_args(beam_args: tuple[str, ...], local: bool = True) -> None:
+    """ConfigError for Beam args Beam would refuse mid-run or silently drop; for a local run
+    (`local`), also for a runner that does not run in this process.
 
     Unchecked, a bad value (`--direct_num_workers=abc`) exits from inside the
     first Beam component with argparse's message in the log, an unknown runner
@@ -106,7 +107,7 @@ def check_beam_args(beam_args: tuple[str, ...]) -> None:
             runner = create_runner(known["runner"]) if known.get("runner") else None
         except ValueError as error:
             raise ConfigError(f"--beam-args: {str(error).split('. Valid values', 1)[0]}") from None
-        if runner is not None and not type(runner).__module__.startswith("apache_beam.runners.direct."):
+        if local and runner is not None and not type(runner).__module__.startswith("apache_beam.runners.direct."):
             raise ConfigError(f"--beam-args: a local run executes Beam in this process (DirectRunner); "
                               f"--runner={known['runner']} needs a cluster or a cloud: Dataflow runs through "
                               "vertex_runner.py")

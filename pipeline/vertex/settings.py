@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.configs import IMAGE_SCHEMA_PATH, PIPELINE_NAME_RE, ConfigError
+from pipeline.configs import IMAGE_SCHEMA_PATH, PIPELINE_NAME_RE, ConfigError, check_beam_args
 from pipeline.vertex.cron import check_cron
 
 ENV_PREFIX = "VERTEX_"
@@ -35,6 +35,13 @@ PIPELINE_KNOBS = (
 )
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+# A container image reference, per the grammar of distribution/reference: [host[:port]/]path[:tag][@digest].
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = re.compile(
+    r"^(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?"
+    rf"{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?$"
+)
 _FLAG_NAMES = {"parameters": "param", "labels": "label", "beam_args": "beam-arg"}
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
@@ -273,6 +280,13 @@ def check_compile(s: VertexSettings) -> None:
     for arg in s.beam_args:
         if not arg.startswith("--"):
             raise ConfigError(f"beam arg {arg!r} must look like --name=value")
+    if s.beam_args:  # the options Beam would drop or refuse on Dataflow; imports Beam (~1 s)
+        check_beam_args(s.beam_args, local=False)
+    for name in ("image", "serving_image"):
+        image = getattr(s, name)
+        if image and not _IMAGE_RE.match(image):
+            raise ConfigError(f"{name.replace('_', ' ')} {image!r} is not a container image reference "
+                              "such as REGION-docker.pkg.dev/PROJECT/REPO/NAME:TAG")
     if s.vertex_serving:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", s.endpoint):
             raise ConfigError(f"endpoint name {s.endpoint!r} may hold only letters, digits, '_' and '-'")
