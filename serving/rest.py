@@ -88,6 +88,11 @@ def create_app(core: ServingCore, parse_threads: int = 2,
     def no_model_named() -> Response:
         return json_response({"error": "Missing model name in request."}, 400)
 
+    @app.api_route("/v1/models/{path:path}", methods=["PUT", "DELETE", "PATCH"])
+    def other_method(request: Request, path: str) -> Response:
+        # TF Serving answers any method but GET and POST as a malformed request (400), not 405.
+        return json_response({"error": f"Malformed request: {request.method} /v1/models/{path}"}, 400)
+
     @app.get("/v1/models/{path:path}")
     def get_model(path: str) -> Response:
         try:

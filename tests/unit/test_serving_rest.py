@@ -96,6 +96,8 @@ def test_classify_and_regress(http: httpx.Client) -> None:
     ("GET", "/v1/models/toy/versions/abc", None, 400, "Malformed"),
     ("GET", "/v1/models/toy/versions/0", None, 404, "Could not find version 0 of model toy"),
     ("GET", "/v1/models", None, 400, "Missing model name in request."),
+    ("DELETE", "/v1/models/toy", None, 400, "Malformed request: DELETE /v1/models/toy"),
+    ("PUT", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": ""}]}, 400, "Malformed request: PUT"),
     ("POST", "/v1/models/toy:predict", {"signature_name": None, "instances": [{"x": 1, "s": ""}]}, 400,
      "'signature_name' key must be a string value"),
     ("POST", "/v1/models/toy/versions/9:predict", {"instances": [{"x": 1, "s": ""}]}, 404, "Specific(toy, 9)"),
