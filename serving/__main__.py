@@ -51,7 +51,7 @@ def options_from_args(args: argparse.Namespace) -> object:
     The flags are checked before TensorFlow is imported (seconds, and log noise
     ahead of the one error line).
     """
-    from serving.config import MODEL_NAME_RE, ModelSpec
+    from serving.config import MODEL_NAME_RE, ModelSpec, load_model_config
 
     if args.model_base_path is None and args.model_config_file is None:
         raise ValueError("give --model-base-path (and --model-name) or --model-config-file")
@@ -59,6 +59,8 @@ def options_from_args(args: argparse.Namespace) -> object:
         raise ValueError(f"--model-base-path {args.model_base_path} is not a directory")
     if args.model_config_file is not None and not args.model_config_file.is_file():
         raise ValueError(f"--model-config-file {args.model_config_file} does not exist")
+    if args.model_config_file is not None:
+        load_model_config(args.model_config_file)  # a bad file is one line here, before TensorFlow loads
     name = args.model_name or "default"
     if not MODEL_NAME_RE.match(name):
         raise ValueError(f"--model-name {name!r} is not a valid model name")

@@ -187,10 +187,13 @@ def test_busy_ports_fail_with_one_line(server: ServingServer, capsys: pytest.Cap
     (["--file-system-poll-wait-seconds", "-1"], "--file-system-poll-wait-seconds must be a number of seconds >= 0"),
     (["--model-config-file-poll-wait-seconds", "inf"], "--model-config-file-poll-wait-seconds must be a number"),
     (["--request-log-sample-rate", "nan"], "--request-log-sample-rate must be within [0, 1]"),
+    (["--model-config-file", "{tmp}/bad.config"], "bad.config"),
 ])
 def test_bad_server_flags_are_one_line_before_tensorflow_loads(tmp_path: Path, flags: list[str], message: str) -> None:
     probe = ("import sys; from serving.__main__ import main; code = main(sys.argv[1:]); "
              "sys.exit(code + 10 * ('tensorflow' in sys.modules))")
+    (tmp_path / "bad.config").write_text("model_config_list { config { name: 'x' base_path: 5 } }")
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
     done = subprocess.run([sys.executable, "-c", probe, "--model-base-path", str(tmp_path), *flags],
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2, done.stderr  # 12: refused, but only after importing TensorFlow
