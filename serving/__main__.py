@@ -59,9 +59,14 @@ def options_from_args(args: argparse.Namespace) -> object:
         raise ValueError(f"--model-base-path {args.model_base_path} is not a directory")
     if args.model_config_file is not None and not args.model_config_file.is_file():
         raise ValueError(f"--model-config-file {args.model_config_file} does not exist")
-    if args.model_config_file is not None:
-        load_model_config(args.model_config_file)  # a bad file is one line here, before TensorFlow loads
-    name = args.model_name or "default"
+    configured = load_model_config(args.model_config_file) if args.model_config_file is not None else []
+    name = args.model_name or "default"  # a bad config file is one line above, before TensorFlow loads
+    if args.model_name is None and args.model_base_path is not None and configured:
+        # --model-base-path overrides the base path of the config's model: the one it has, or the named one.
+        if len(configured) > 1:
+            raise ValueError(f"{args.model_config_file} serves {len(configured)} models; "
+                             "say whose base path --model-base-path replaces with --model-name")
+        name = configured[0].name
     if not MODEL_NAME_RE.match(name):
         raise ValueError(f"--model-name {name!r} is not a valid model name")
     for flag in ("rest_api_port", "grpc_port"):

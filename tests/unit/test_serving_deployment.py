@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 import yaml
 from google.protobuf import text_format
@@ -69,3 +70,18 @@ def test_committed_models_config_parses_with_tf_serving_proto() -> None:
     text_format.Parse((DEPLOY / "models.config").read_text(), proto)
     (cfg,) = proto.model_config_list.config
     assert cfg.name == deployment.MODEL_NAME and cfg.base_path == f"/models/{cfg.name}"
+
+
+def test_model_base_path_overrides_the_production_configs_model(tmp_path: Path) -> None:
+    # README: python -m serving --model-config-file serving/deploy/models.config --model-base-path <push dir>
+    from serving.__main__ import build_parser, options_from_args
+
+    args = build_parser().parse_args(["--model-config-file", str(DEPLOY / "models.config"),
+                                      "--model-base-path", str(tmp_path)])
+    assert options_from_args(args).base_path_override == {deployment.MODEL_NAME: str(tmp_path.resolve())}
+    two = tmp_path / "two.config"
+    two.write_text("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'tensorflow' } "
+                   "config { name: 'b' base_path: '/b' model_platform: 'tensorflow' } }")
+    args = build_parser().parse_args(["--model-config-file", str(two), "--model-base-path", str(tmp_path)])
+    with pytest.raises(ValueError, match="serves 2 models; say whose base path"):
+        options_from_args(args)
