@@ -13,7 +13,8 @@ import click
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 failed (the run, the server, a request, Vertex); "
-                   "2 bad usage or config, or the data gate stopped the run.")
+                   "2 bad usage or config, or the data gate stopped the run; "
+                   "3 the output folder is busy with another run (run, trigger).")
 DEFAULT_OUTPUT = "tfx_output"
 
 F = TypeVar("F", bound=Callable[..., Any])
