@@ -128,11 +128,9 @@ def run(argv: list[str] | None = None) -> int:
     s = settings_from(args)
     if args.command == "compile":
         vs.check_compile(s)
-        from pipeline.vertex.compile import check_output, compile_pipeline
+        from pipeline.vertex.compile import compile_pipeline
 
-        output = s.template if args.output is None else args.output
-        check_output(output)  # before TFX is imported
-        print(compile_pipeline(s, output))
+        print(compile_pipeline(s, s.template if args.output is None else args.output))
         return 0
 
     # Everything below talks to Vertex: validate fully first, then import the SDK.

@@ -107,6 +107,7 @@ def check_output(output: str) -> Path:
 
 def compile_pipeline(s: VertexSettings, output: str) -> Path:
     """Write the pipeline JSON; the data root is a runtime parameter so a run can point at a new span."""
+    out = check_output(output)  # before TFX is imported
     config = build_config(s)
     from tfx.orchestration import data_types
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
@@ -115,7 +116,6 @@ def compile_pipeline(s: VertexSettings, output: str) -> Path:
 
     data_root = data_types.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=config.data_root)
     pipeline = create_pipeline(dataclasses.replace(config, data_root=data_root))
-    out = check_output(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.unlink()  # the runner refuses to overwrite; a recompile should replace it
