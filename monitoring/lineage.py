@@ -1,7 +1,7 @@
-"""What MLMD knows about a pushed version: blessed?, trained on which span and statistics.
+"""What MLMD knows about a pushed version: blessed?, trained on which span, Examples and statistics.
 
 Reuses report.mlmd's lineage walk (the same one `taxi lineage` prints), so the
-monitor compares served traffic with exactly the statistics that trained the
+monitor compares served traffic with exactly the Examples that trained the
 model in service, cache hits included.
 """
 from __future__ import annotations
@@ -25,6 +25,16 @@ class VersionRecord:
     blessed: bool
     span: int | None
     statistics_uri: str | None  # StatisticsGen output over the training Examples
+    examples_uri: str | None = None  # ExampleGen output the model was trained on
+
+    def examples_files(self, split: str = "train") -> list[str]:
+        if not self.examples_uri:
+            raise LineageError(f"no training examples recorded for version {self.version}")
+        folder = os.path.join(self.examples_uri, f"Split-{split}")
+        files = sorted(os.path.join(folder, f) for f in os.listdir(folder)) if os.path.isdir(folder) else []
+        if not files:
+            raise LineageError(f"training examples of version {self.version} are gone: {folder}")
+        return files
 
     def statistics_file(self, split: str = "train") -> str:
         if not self.statistics_uri:
@@ -44,15 +54,16 @@ def version_record(output: str, version: int) -> VersionRecord:
         steps = mlmd.lineage(store, str(version))
     except mlmd.StoreError as error:
         raise LineageError(str(error)) from None
-    blessed, span, stats = False, None, None
+    blessed, span, stats, examples = False, None, None, None
     for step in steps:
         for artifact in step.inputs.get("model_blessing", []):
             blessed = blessed or bool(artifact["properties"].get("blessed"))
         if step.node == EXAMPLE_GEN_NODE:
             for artifact in step.outputs.get("examples", []):
+                examples = artifact["uri"]
                 value = artifact["properties"].get("span")
                 span = int(value) if value is not None else span
         if step.node == TRAINING_STATISTICS_NODE:
             for artifact in step.outputs.get("statistics", []):
                 stats = artifact["uri"]
-    return VersionRecord(int(version), blessed, span, stats)
+    return VersionRecord(int(version), blessed, span, stats, examples)

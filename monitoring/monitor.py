@@ -7,7 +7,7 @@ from pathlib import Path
 from monitoring.labels import STABLE, Deployment
 from monitoring.lineage import LineageError, version_record
 from monitoring.requests import RequestLogError, read_window
-from monitoring.skew import SkewReport, compare, serving_schema, serving_statistics
+from monitoring.skew import SkewReport, compare, served_batch, serving_schema, serving_statistics, training_batch
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "schema.pbtxt"
 
@@ -51,6 +51,7 @@ def run(spec: MonitorInput) -> SkewReport:
     try:
         record = version_record(spec.output, version)
         stats_file = record.statistics_file("train")
+        example_files = record.examples_files("train")
     except LineageError as error:
         raise MonitorError(str(error)) from None
     if not spec.schema.is_file():
@@ -64,11 +65,12 @@ def run(spec: MonitorInput) -> SkewReport:
                            "judge skew; widen the window or raise the server's --request-log-sample-rate")
     schema = serving_schema(spec.schema, set(SERVING_FEATURES))
     try:
-        served = serving_statistics(window, schema)
-    except RequestLogError as error:
+        served = served_batch(window, schema)
+        training = training_batch(example_files)
+    except ValueError as error:  # RequestLogError too: bad logs, unreadable training examples
         raise MonitorError(str(error)) from None
-    results = compare(stats_file, served, schema)
+    results = compare(stats_file, training, served, serving_statistics(served, schema), schema)
     info = {"since": spec.since, "until": spec.until, "first_ts": window.first_ts, "last_ts": window.last_ts,
             "records": window.records, "files": window.files, "skipped": window.skipped,
-            "training_statistics": stats_file}
+            "training_statistics": stats_file, "training_examples": example_files, "training_rows": training.num_rows}
     return SkewReport(spec.model, version, record.span, info, window.rows, results)

@@ -1,16 +1,19 @@
-"""Request logs -> TFDV statistics -> skew verdicts, on real taxi rows and the curated schema."""
+"""Request logs -> statistics and exact counts -> skew verdicts, on real taxi rows and the curated schema."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.features import SERVING_FEATURES
+from monitoring import distances, skew
 from monitoring import report as report_files
-from monitoring import skew
+from monitoring.lineage import LineageError, VersionRecord
 from monitoring.requests import RequestLogError, Window, read_window
 from pipeline import data
 from tests.conftest import ROOT
@@ -43,39 +46,126 @@ def _log(path: Path, rows: list[dict], ts: float = 1000.0, batch: int = 50, mode
                                      "protocol": "rest", "inputs": inputs, "outputs": {}}) + "\n")
 
 
+def _all_rows() -> list[dict]:
+    with open(Path(data.bundled_taxi_data()) / "data.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _batch(rows: list[dict], fare_scale: float = 1.0):  # noqa: ANN202 - pyarrow.RecordBatch
+    schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
+    columns = {n: [_value(n, r[n]) for r in rows] for n in SERVING_FEATURES}
+    columns["fare"] = [v * fare_scale for v in columns["fare"]]
+    return skew.served_batch(Window(columns, len(rows), 1, [], {}, 0, 0), schema)
+
+
+@dataclasses.dataclass
+class Training:
+    stats: str  # as StatisticsGen writes them (binary DatasetFeatureStatisticsList)
+    batch: object  # the raw training rows, as decoded from ExampleGen's tf.Examples
+
+
 @pytest.fixture(scope="module")
-def training_stats(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Statistics of 2013's rows, as StatisticsGen writes them (binary DatasetFeatureStatisticsList)."""
-    rows = _rows(2013)[::2]
+def training(tmp_path_factory: pytest.TempPathFactory) -> Training:
+    """Half of 2013's rows as the training data of the model in service."""
+    batch = _batch(_rows(2013)[::2])
     schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
-    window = Window({n: [_value(n, r[n]) for r in rows] for n in SERVING_FEATURES}, len(rows), 1, [], {}, 0, 0)
     path = tmp_path_factory.mktemp("stats") / "FeatureStats.pb"
-    path.write_bytes(skew.serving_statistics(window, schema).SerializeToString())
-    return str(path)
+    path.write_bytes(skew.serving_statistics(batch, schema).SerializeToString())
+    return Training(str(path), batch)
 
 
-def _compare(log: Path, training_stats: str) -> list[skew.FeatureResult]:
+def _compare_batch(served, training: Training) -> list[skew.FeatureResult]:  # noqa: ANN001
     schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
-    window = read_window(log, 0, 2e9, "taxi")
-    return skew.compare(training_stats, skew.serving_statistics(window, schema), schema)
+    return skew.compare(training.stats, training.batch, served, skew.serving_statistics(served, schema), schema)
 
 
-def test_same_year_is_ok_next_year_is_skew(tmp_path: Path, training_stats: str) -> None:
+def _compare(log: Path, training: Training) -> list[skew.FeatureResult]:
+    schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
+    return _compare_batch(skew.served_batch(read_window(log, 0, 2e9, "taxi"), schema), training)
+
+
+def test_same_year_is_ok_next_year_is_skew(tmp_path: Path, training: Training) -> None:
     same, later = tmp_path / "same.jsonl", tmp_path / "later.jsonl"
     _log(same, _rows(2013)[1::2])
     _log(later, _rows(2014))
-    ok = _compare(same, training_stats)
+    ok = _compare(same, training)
     assert [r for r in ok if r.verdict != "ok"] == []
-    assert {r.feature for r in ok if r.check == "skew"} == {"payment_type", "company", "fare", "trip_miles", "pickup_latitude"}
-    shifted = _compare(later, training_stats)
-    assert {r.feature for r in shifted if r.verdict == "over threshold"} >= {"payment_type", "pickup_latitude"}
+    assert {r.feature for r in ok if r.check == "skew"} == {"payment_type", "company", "fare", "trip_miles", "trip_seconds",
+                                                          "pickup_latitude"}
+    shifted = _compare(later, training)
+    # 2014 records a trip's miles far more often (0 miles: 44% of 2013's trips, 22% of 2014's) and pays by card more.
+    assert {r.feature for r in shifted if r.verdict == "over threshold"} == {"payment_type", "trip_miles"}
 
 
-def test_serving_anomaly_is_reported(tmp_path: Path, training_stats: str) -> None:
+def test_random_samples_of_the_training_data_are_not_skew() -> None:
+    """TFDV's rebinned histograms flagged fare (0.33 > 0.08) on samples like these: one 700-dollar fare set the buckets."""
+    rows = _all_rows()
+    training = Training("", _batch(rows))
+    schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
+    rng = np.random.default_rng(7)
+    for size in (500, 2000):
+        for _ in range(6):
+            served = _batch([rows[i] for i in rng.choice(len(rows), size, replace=False)])
+            results = skew.exact_skew(training.batch, served, schema)
+            assert [r for r in results if r.verdict != "ok"] == [], results
+
+
+def test_a_fare_increase_is_skew_even_in_500_rows(training: Training) -> None:
+    same_year = _rows(2013)[1::2]
+    for rows in (same_year, same_year[:500]):
+        results = _compare_batch(_batch(rows, fare_scale=1.25), training)
+        over = [r for r in results if r.verdict != "ok"]
+        assert [r.feature for r in over] == ["fare"] and over[0].p_value < distances.SIGNIFICANCE
+    small = [r for r in _compare_batch(_batch(same_year[:500], fare_scale=1.05), training) if r.feature == "fare"]
+    assert small[0].verdict == "ok" and small[0].distance < small[0].threshold
+
+
+def test_exact_distances() -> None:
+    same = distances.measure("jensen_shannon_divergence", [1.0, 2.0, 3.0] * 50, [3.0, 2.0, 1.0] * 50)
+    assert same.value == 0 and same.p_value == pytest.approx(1.0)
+    apart = distances.measure("jensen_shannon_divergence", list(np.arange(0, 100.0)), [1000.0] * 100)
+    assert apart.value == pytest.approx(1.0) and apart.p_value < 1e-20
+    shares = distances.measure("infinity_norm", ["a"] * 60 + ["b"] * 40, ["a"] * 30 + ["b"] * 50 + ["new"] * 20)
+    assert shares.value == pytest.approx(0.3) and shares.bins == 3
+    assert not distances.Distance(0.5, 0.01, 3).skewed(0.1) and distances.Distance(0.5, 0.0001, 3).skewed(0.1)
+    tied = distances.numeric_counts(np.array([0.0] * 60 + list(range(1, 41))), np.array([0.0, 50.0]))
+    # The 60 zeros fill six deciles and are one bin; the outer bins hold only values outside the training range.
+    assert list(tied[0][:2]) == [0, 60] and tied[0][-1] == 0 and tied[0].sum() == 100
+    assert list(tied[1][:2]) == [0, 1] and tied[1][-1] == 1
+    with pytest.raises(ValueError, match="no exact measure"):
+        distances.measure("normalized_abs_difference", [1], [1])
+    with pytest.raises(ValueError, match="at least one value"):
+        distances.measure("infinity_norm", [], ["a"])
+
+
+def test_training_examples_are_read_from_example_gen_shards(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    split = tmp_path / "examples" / "Split-train"
+    split.mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(split / "data_tfrecord-00000-of-00001.gz"), options="GZIP") as writer:
+        for fare, payment in ((3.25, b"Cash"), (7.5, b"Credit Card")):
+            example = tf.train.Example()
+            example.features.feature["fare"].float_list.value.append(fare)
+            example.features.feature["payment_type"].bytes_list.value.append(payment)
+            writer.write(example.SerializeToString())
+    record = VersionRecord(3, True, None, None, str(tmp_path / "examples"))
+    batch = skew.training_batch(record.examples_files("train"))
+    assert skew.column_values(batch, "fare") == [3.25, 7.5]
+    assert skew.column_values(batch, "payment_type") == [b"Cash", b"Credit Card"]
+    assert skew.column_values(batch, "company") == []
+    with pytest.raises(LineageError, match="training examples of version 3 are gone"):
+        record.examples_files("eval")
+    (split / "data_tfrecord-00000-of-00001.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="cannot be read"):
+        skew.training_batch(record.examples_files("train"))
+
+
+def test_serving_anomaly_is_reported(tmp_path: Path, training: Training) -> None:
     rows = [dict(r, payment_type="Bitcoin") for r in _rows(2013)[1:400:2]]
     log = tmp_path / "bad.jsonl"
     _log(log, rows)
-    results = _compare(log, training_stats)
+    results = _compare(log, training)
     assert any(r.feature == "payment_type" and r.check == "schema" and r.verdict == "anomaly" for r in results)
 
 
@@ -101,10 +191,10 @@ def test_window_filters_and_bad_logs(tmp_path: Path) -> None:
         read_window(tmp_path / "nope", 0, 1, "taxi")
 
 
-def test_report_files(tmp_path: Path, training_stats: str) -> None:
+def test_report_files(tmp_path: Path, training: Training) -> None:
     log = tmp_path / "later.jsonl"
     _log(log, _rows(2014)[:1500])
-    result = skew.SkewReport("taxi", 7, 1, {"files": [str(log)]}, 1500, _compare(log, training_stats))
+    result = skew.SkewReport("taxi", 7, 1, {"files": [str(log)]}, 1500, _compare(log, training))
     json_path, html_path = report_files.write(result, tmp_path / "out")
     saved = json.loads(json_path.read_text())
     assert saved["verdict"] == "skew" and "payment_type" in saved["over_threshold"]
