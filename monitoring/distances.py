@@ -1,6 +1,10 @@
-"""Skew distances on exact counts of raw values, and whether they are more than sampling noise.
+"""Skew and drift distances on exact counts of raw values, and whether they are more than sampling noise.
 
-TFDV's skew comparators work on the summary histograms in two statistics protos.
+One engine for both comparisons the schema declares: `taxi monitor` (served
+values vs the training Examples, skew_comparator) and the data gate (a span's
+Examples vs the previous span's, drift_comparator).
+
+TFDV's comparators work on the summary histograms in two statistics protos.
 For numeric features it rebins the two equal-width histograms onto shared bounds
 assuming values spread evenly inside each bucket; one 700-dollar fare makes the
 training buckets 70 dollars wide, and then a random sample of the training data
@@ -20,13 +24,21 @@ rows drawn from the training data itself put payment_type's share 0.04 off in
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
 
+EXACT_KINDS = ("infinity_norm", "jensen_shannon_divergence")
+MAX_ROWS = 200_000
 QUANTILE_BINS = 10
 SIGNIFICANCE = 0.001
 MIN_EXPECTED = 5.0  # chi-square's usual rule: bins with fewer expected served rows are pooled
+
+
+class NoExamples(ValueError):
+    """The shards hold no rows (or there are none)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,3 +120,79 @@ def measure(kind: str, training: Sequence, served: Sequence) -> Distance:
     else:
         raise ValueError(f"no exact measure for {kind}")
     return Distance(round(value, 6), homogeneity_p_value(a, b), len(a))
+
+
+def comparators(schema, field: str) -> list[tuple[str, str, float]]:  # noqa: ANN001 - schema_pb2.Schema
+    """(feature, kind, threshold) for each comparator of `field` (skew_comparator | drift_comparator) counted here."""
+    return [(f.name, kind, getattr(getattr(f, field), kind).threshold)
+            for f in schema.feature for kind in EXACT_KINDS if getattr(f, field).HasField(kind)]
+
+
+def without_exact(schema, field: str):  # noqa: ANN001, ANN201 - schema_pb2.Schema
+    """A copy of the schema with the comparators counted here removed; TFDV compares whatever is left."""
+    rest = type(schema)()
+    rest.CopyFrom(schema)
+    for feature in rest.feature:
+        for kind in EXACT_KINDS:
+            getattr(feature, field).ClearField(kind)
+    return rest
+
+
+def split_files(examples_uri: str, split: str) -> list[str]:
+    """The TFRecord shards ExampleGen wrote for one split (empty when the folder is gone)."""
+    folder = os.path.join(examples_uri, f"Split-{split}")
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def read_examples(files: list[str], limit: int = MAX_ROWS) -> pa.RecordBatch:
+    """The first `limit` tf.Examples of the shards (ExampleGen assigns rows to shards by hash) as Arrow."""
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
+    try:
+        records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=compression).take(limit)]
+    except tf.errors.OpError as error:
+        raise ValueError(f"the examples cannot be read ({error.message.splitlines()[0]}): {', '.join(files)}") from None
+    if not records:
+        raise NoExamples(f"the examples hold no rows: {', '.join(files) or 'no shard files'}")
+    return example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
+
+
+def column_values(batch: pa.RecordBatch, name: str) -> list:
+    """The present values of one feature (one per row at most for this schema); NaN counts as missing."""
+    if name not in batch.schema.names:
+        return []
+    return [v for v in batch.column(name).flatten().to_pylist() if v is not None and v == v]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    feature: str
+    kind: str
+    threshold: float
+    distance: Distance | None  # None when a side has no values of the feature
+    values: int  # present values on the compared (served / new span) side
+    empty_side: str = ""  # "baseline" | "compared" when a side has none
+
+    @property
+    def over(self) -> bool:
+        return self.distance is not None and self.distance.skewed(self.threshold)
+
+    @property
+    def noise(self) -> bool:
+        """Over the threshold, but within what sampling alone would give."""
+        return self.distance is not None and self.distance.value > self.threshold and not self.over
+
+
+def compare_batches(found: list[tuple[str, str, float]], baseline: pa.RecordBatch,
+                    compared: pa.RecordBatch) -> list[Comparison]:
+    """Each comparator measured on the two batches' raw values."""
+    out = []
+    for name, kind, threshold in found:
+        before, after = column_values(baseline, name), column_values(compared, name)
+        if not before or not after:
+            out.append(Comparison(name, kind, threshold, None, len(after), "baseline" if not before else "compared"))
+            continue
+        out.append(Comparison(name, kind, threshold, measure(kind, before, after), len(after)))
+    return out

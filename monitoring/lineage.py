@@ -30,10 +30,12 @@ class VersionRecord:
     def examples_files(self, split: str = "train") -> list[str]:
         if not self.examples_uri:
             raise LineageError(f"no training examples recorded for version {self.version}")
-        folder = os.path.join(self.examples_uri, f"Split-{split}")
-        files = sorted(os.path.join(folder, f) for f in os.listdir(folder)) if os.path.isdir(folder) else []
+        from monitoring.distances import split_files
+
+        files = split_files(self.examples_uri, split)
         if not files:
-            raise LineageError(f"training examples of version {self.version} are gone: {folder}")
+            raise LineageError(f"training examples of version {self.version} are gone: "
+                               f"{os.path.join(self.examples_uri, f'Split-{split}')}")
         return files
 
     def statistics_file(self, split: str = "train") -> str:

@@ -1,13 +1,14 @@
-"""One monitoring pass: logged traffic in a window vs the training statistics of the model in service."""
+"""One monitoring pass: logged traffic in a window vs the training Examples of the model in service."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+from monitoring.distances import read_examples
 from monitoring.labels import STABLE, Deployment
 from monitoring.lineage import LineageError, version_record
 from monitoring.requests import RequestLogError, read_window
-from monitoring.skew import SkewReport, compare, served_batch, serving_schema, serving_statistics, training_batch
+from monitoring.skew import SkewReport, compare, served_batch, serving_schema, serving_statistics
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "schema.pbtxt"
 
@@ -66,7 +67,7 @@ def run(spec: MonitorInput) -> SkewReport:
     schema = serving_schema(spec.schema, set(SERVING_FEATURES))
     try:
         served = served_batch(window, schema)
-        training = training_batch(example_files)
+        training = read_examples(example_files)
     except ValueError as error:  # RequestLogError too: bad logs, unreadable training examples
         raise MonitorError(str(error)) from None
     results = compare(stats_file, training, served, serving_statistics(served, schema), schema)

@@ -21,8 +21,7 @@ from monitoring import distances
 from monitoring.requests import Window, to_record_batch
 
 SERVING_ENV = "SERVING"
-EXACT_COMPARATORS = {"infinity_norm": "l_infty", "jensen_shannon_divergence": "jensen_shannon_divergence"}
-MAX_TRAINING_ROWS = 200_000
+EXACT_MEASURES = {"infinity_norm": "l_infty", "jensen_shannon_divergence": "jensen_shannon_divergence"}
 SKEW_REASONS = ("COMPARATOR_L_INFTY_HIGH", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
                 "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH")
 
@@ -96,52 +95,17 @@ def serving_statistics(batch: pa.RecordBatch, schema):  # noqa: ANN001, ANN201 -
     return stats_impl.generate_statistics_in_memory(batch, stats_options.StatsOptions(schema=schema))
 
 
-def training_batch(files: list[str], limit: int = MAX_TRAINING_ROWS) -> pa.RecordBatch:
-    """The first `limit` tf.Examples of the training split (ExampleGen's shards are hash-assigned) as Arrow."""
-    import tensorflow as tf
-    from tfx_bsl.coders import example_coder
-
-    compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
-    try:
-        records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=compression).take(limit)]
-    except tf.errors.OpError as error:
-        raise ValueError(f"the training examples cannot be read ({error.message.splitlines()[0]}): "
-                         f"{', '.join(files)}") from None
-    if not records:
-        raise ValueError(f"the training examples hold no rows: {', '.join(files)}")
-    return example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
-
-
-def column_values(batch: pa.RecordBatch, name: str) -> list:
-    """The present values of one feature (one per row at most for this schema); NaN counts as missing."""
-    if name not in batch.schema.names:
-        return []
-    values = batch.column(name).flatten().to_pylist()
-    return [v for v in values if v is not None and v == v]
-
-
-def exact_comparators(schema) -> list[tuple[str, str, float]]:  # noqa: ANN001 - schema_pb2.Schema
-    """(feature, comparator kind, threshold) for every skew comparator distances.py counts exactly."""
-    return [(f.name, kind, getattr(f.skew_comparator, kind).threshold)
-            for f in schema.feature for kind in EXACT_COMPARATORS if f.skew_comparator.HasField(kind)]
-
-
 def exact_skew(training: pa.RecordBatch, served: pa.RecordBatch, schema) -> list[FeatureResult]:  # noqa: ANN001
     results = []
-    for name, kind, threshold in exact_comparators(schema):
-        train_values, served_values = column_values(training, name), column_values(served, name)
-        label = EXACT_COMPARATORS[kind]
-        if not train_values or not served_values:
-            side = "training examples" if not train_values else "served rows"
-            results.append(FeatureResult(name, "skew", label, None, threshold, "ok", f"no values in the {side}"))
+    for c in distances.compare_batches(distances.comparators(schema, "skew_comparator"), training, served):
+        label = EXACT_MEASURES[c.kind]
+        if c.distance is None:
+            side = "training examples" if c.empty_side == "baseline" else "served rows"
+            results.append(FeatureResult(c.feature, "skew", label, None, c.threshold, "ok", f"no values in the {side}"))
             continue
-        distance = distances.measure(kind, train_values, served_values)
-        skewed = distance.skewed(threshold)
-        detail = ""
-        if distance.value > threshold and not skewed:
-            detail = f"within sampling noise of {len(served_values)} rows (p={distance.p_value:.2g})"
-        results.append(FeatureResult(name, "skew", label, round(distance.value, 4), threshold,
-                                     "over threshold" if skewed else "ok", detail, distance.p_value))
+        detail = f"within sampling noise of {c.values} rows (p={c.distance.p_value:.2g})" if c.noise else ""
+        results.append(FeatureResult(c.feature, "skew", label, round(c.distance.value, 4), c.threshold,
+                                     "over threshold" if c.over else "ok", detail, c.distance.p_value))
     return results
 
 
@@ -152,11 +116,7 @@ def compare(training_stats_path: str, training: pa.RecordBatch, served: pa.Recor
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     results = exact_skew(training, served, schema)
-    rest = type(schema)()
-    rest.CopyFrom(schema)
-    for feature in rest.feature:
-        for kind in EXACT_COMPARATORS:
-            feature.skew_comparator.ClearField(kind)
+    rest = distances.without_exact(schema, "skew_comparator")
     measured = tfdv.validate_statistics(tfdv.load_stats_binary(training_stats_path), rest,
                                         environment=SERVING_ENV, serving_statistics=serving_stats)
     for info in measured.drift_skew_info:

@@ -156,7 +156,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         )
         baseline = [previous_examples, previous_statistics]
     # ExampleValidator only records anomalies; the gate is what stops the run.
-    gate_inputs = {"baseline_statistics": baseline[1].outputs["statistics"]} if baseline else {}
+    gate_inputs = {"baseline_statistics": baseline[1].outputs["statistics"], "examples": example_gen.outputs["examples"],
+                   "baseline_examples": baseline[0].outputs["examples"]} if baseline else {}
     data_gate = DataGate(
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],

@@ -58,13 +58,13 @@ def _chain(steps: list[mlmd.Step]) -> list[dict[str, Any]]:
     return [found[k] for k in CHAIN if k in found]
 
 
-def _drift(statistics_uri: str | None, baseline_uri: str | None, schema_uri: str | None) -> list:
-    """The span-to-span drift the data gate judged, recomputed from the same artifacts."""
-    if not (statistics_uri and baseline_uri and schema_uri):
+def _drift(*uris: str | None) -> list:
+    """The span-to-span drift the data gate judged, recomputed from the same artifacts (see drift_measurements)."""
+    if not all(uris):
         return []
     from pipeline.components.data_gate import drift_measurements
 
-    return drift_measurements(statistics_uri, baseline_uri, schema_uri)
+    return drift_measurements(*uris)
 
 
 def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
@@ -88,7 +88,8 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
 
     splits = data_section(uri("StatisticsGen", "statistics"), uri("ExampleValidator", "anomalies"))
     drift = _drift(uri("StatisticsGen", "statistics"), uri("PreviousSpanStatisticsGen", "statistics"),
-                   uri("ImportSchemaGen", "schema"))
+                   uri("ImportSchemaGen", "schema"), uri("CsvExampleGen", "examples"),
+                   uri("PreviousSpanExampleGen", "examples"))
     model = None
     evaluator = by_node.get("Evaluator")
     evaluation_uri = uri("Evaluator", "evaluation")

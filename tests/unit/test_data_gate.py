@@ -1,8 +1,9 @@
-"""The data gate's own check: a split without examples stops the run (TFDV reports nothing for it)."""
+"""The data gate's own checks: a split without examples stops the run (TFDV reports nothing for it), and drift."""
 from __future__ import annotations
 
 import pytest
-from tensorflow_metadata.proto.v0 import statistics_pb2
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from pipeline.components.data_gate import empty_splits
@@ -30,3 +31,67 @@ def test_splits_without_examples_are_named(tmp_path, counts, empty):
     lines = empty_splits(_statistics(tmp_path, counts))
     assert [line.split("]")[0].strip(" [") for line in lines] == empty
     assert all("NO_EXAMPLES" in line for line in lines)
+
+
+def _span_artifacts(root, rows: list, schema) -> tuple:  # noqa: ANN001 - paths and schema_pb2.Schema
+    """Examples and statistics of one span's train split, as ExampleGen and StatisticsGen write them."""
+    import tensorflow as tf
+    import tensorflow_data_validation as tfdv
+
+    examples, statistics = root / "examples" / "Split-train", root / "statistics" / "Split-train"
+    examples.mkdir(parents=True)
+    statistics.mkdir(parents=True)
+    kinds = {f.name: f.type for f in schema.feature}
+    with tf.io.TFRecordWriter(str(examples / "data_tfrecord-00000-of-00001.gz"), options="GZIP") as writer:
+        for row in rows:
+            example = tf.train.Example()
+            for name, text in row.items():
+                if text == "" or name not in kinds:
+                    continue
+                feature = example.features.feature[name]
+                if kinds[name] == schema_pb2.INT:
+                    feature.int64_list.value.append(int(text))
+                elif kinds[name] == schema_pb2.FLOAT:
+                    feature.float_list.value.append(float(text))
+                else:
+                    feature.bytes_list.value.append(text.encode())
+            writer.write(example.SerializeToString())
+    stats = tfdv.generate_statistics_from_tfrecord(str(examples / "*.gz"))
+    (statistics / "FeatureStats.pb").write_bytes(stats.SerializeToString())
+    return str(root / "statistics"), str(root / "examples")
+
+
+def test_drift_is_counted_exactly_random_halves_pass_and_a_fare_rise_stops(tmp_path):
+    """TFDV's histogram JSD put fare at 0.31-0.33 between random halves of the taxi data (threshold 0.02 now)."""
+    import csv
+    import random
+    from pathlib import Path
+
+    from pipeline.components.data_gate import drift_measurements
+    from pipeline.data import bundled_taxi_data
+    from tests.conftest import ROOT
+
+    with open(Path(bundled_taxi_data()) / "data.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    random.Random(3).shuffle(rows)
+    half = len(rows) // 2
+    schema_dir = tmp_path / "schema"
+    schema_dir.mkdir()
+    (schema_dir / "schema.pbtxt").write_text((ROOT / "schema" / "schema.pbtxt").read_text())
+    schema = schema_pb2.Schema()
+    text_format.Parse((ROOT / "schema" / "schema.pbtxt").read_text(), schema)
+    previous = _span_artifacts(tmp_path / "previous", rows[:half], schema)
+    same = _span_artifacts(tmp_path / "same", rows[half:], schema)
+    risen = _span_artifacts(tmp_path / "risen", [{**r, "fare": str(float(r["fare"]) * 1.25)} for r in rows[half:]],
+                            schema)
+
+    def measured(span: tuple) -> dict:
+        found = drift_measurements(span[0], previous[0], str(schema_dir), span[1], previous[1])
+        return {name: (value, over) for name, value, _threshold, over in found}
+
+    calm = measured(same)
+    assert set(calm) == {"fare", "trip_miles", "trip_seconds", "pickup_latitude", "payment_type", "company"}
+    assert not any(over for _value, over in calm.values()), calm
+    assert calm["fare"][0] < 0.005
+    moved = measured(risen)
+    assert [name for name, (_value, over) in moved.items() if over] == ["fare"]

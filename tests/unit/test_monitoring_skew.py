@@ -150,15 +150,15 @@ def test_training_examples_are_read_from_example_gen_shards(tmp_path: Path) -> N
             example.features.feature["payment_type"].bytes_list.value.append(payment)
             writer.write(example.SerializeToString())
     record = VersionRecord(3, True, None, None, str(tmp_path / "examples"))
-    batch = skew.training_batch(record.examples_files("train"))
-    assert skew.column_values(batch, "fare") == [3.25, 7.5]
-    assert skew.column_values(batch, "payment_type") == [b"Cash", b"Credit Card"]
-    assert skew.column_values(batch, "company") == []
+    batch = distances.read_examples(record.examples_files("train"))
+    assert distances.column_values(batch, "fare") == [3.25, 7.5]
+    assert distances.column_values(batch, "payment_type") == [b"Cash", b"Credit Card"]
+    assert distances.column_values(batch, "company") == []
     with pytest.raises(LineageError, match="training examples of version 3 are gone"):
         record.examples_files("eval")
     (split / "data_tfrecord-00000-of-00001.gz").write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="cannot be read"):
-        skew.training_batch(record.examples_files("train"))
+        distances.read_examples(record.examples_files("train"))
 
 
 def test_serving_anomaly_is_reported(tmp_path: Path, training: Training) -> None:

@@ -1,6 +1,7 @@
-"""Where `taxi monitor`'s skew thresholds come from: noise, yearly shifts and synthetic shifts, measured.
+"""Where the schema's skew and drift thresholds come from: noise, yearly shifts and synthetic shifts, measured.
 
-On the bundled taxi data, through the monitor's own code (monitoring.skew.exact_skew):
+On the bundled taxi data, through the code `taxi monitor` (monitoring.skew.exact_skew)
+and the data gate (monitoring.distances.compare_batches) run:
 
 - noise: random samples of the data scored against all of it. Nothing should be
   skew. TFDV's histogram comparison of the same samples is shown next to it, which
@@ -8,11 +9,13 @@ On the bundled taxi data, through the monitor's own code (monitoring.skew.exact_
 - years: 2/3 of 2013 as the training data, scored against its other third and
   against 2014, 2015 and 2016;
 - synthetic: the other third of 2013 with fares or trip times scaled up, or pickup
-  points moved north.
+  points moved north;
+- drift: random halves of the data, and each year against the one before, with the
+  drift comparators (TFDV's histogram JSD beside the exact one).
 
-    .venv/bin/python benchmarks/skew_calibration.py [--draws 30] [--sizes 500,2000] [--seed 0]
+    .venv/bin/python benchmarks/comparator_calibration.py [--draws 30] [--sizes 500,2000] [--seed 0]
 
-Writes benchmarks/results/skew_calibration.{json,md}.
+Writes benchmarks/results/comparator_calibration.{json,md}.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.features import SERVING_FEATURES  # noqa: E402
-from monitoring import skew  # noqa: E402
+from monitoring import distances, skew  # noqa: E402
 from monitoring.requests import Window  # noqa: E402
 from pipeline import data  # noqa: E402
 
@@ -68,6 +71,18 @@ def _tfdv_scores(training_stats, served, schema) -> dict[str, float]:  # noqa: A
     measured = tfdv.validate_statistics(training_stats, schema, environment=skew.SERVING_ENV,
                                         serving_statistics=skew.serving_statistics(served, schema))
     return {".".join(i.path.step): m.value for i in measured.drift_skew_info for m in i.skew_measurements}
+
+
+def _drift(previous, current, schema) -> dict[str, dict]:  # noqa: ANN001
+    """Exact and TFDV-histogram drift of `current` against `previous`, per drift comparator."""
+    import tensorflow_data_validation as tfdv
+
+    found = tfdv.validate_statistics(skew.serving_statistics(current, schema), schema,
+                                     previous_statistics=skew.serving_statistics(previous, schema))
+    tfdv_values = {".".join(i.path.step): m.value for i in found.drift_skew_info for m in i.drift_measurements}
+    return {c.feature: {"distance": c.distance.value, "threshold": c.threshold, "p_value": c.distance.p_value,
+                        "drift": c.over, "tfdv_histogram": tfdv_values.get(c.feature)}
+            for c in distances.compare_batches(distances.comparators(schema, "drift_comparator"), previous, current)}
 
 
 def _span(values: list[float]) -> str:
@@ -111,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         cases[f"2013 third, {label}"] = _batch(other_third, schema, change)
         cases[f"500 of it, {label}"] = _batch(other_third[:500], schema, change)
     shifts = {name: _scores(training, served, schema) for name, served in cases.items()}
+    drift = {}
+    for draw in range(3):
+        order = rng.permutation(len(rows))
+        half = len(rows) // 2
+        drift[f"random halves, draw {draw + 1}"] = _drift(_batch([rows[i] for i in order[:half]], schema),
+                                                          _batch([rows[i] for i in order[half:]], schema), schema)
+    years = {year: _batch([r for r in rows if _year(r) == year], schema) for year in (2013, 2014, 2015, 2016)}
+    for year in (2014, 2015, 2016):
+        drift[f"{year} after {year - 1}"] = _drift(years[year - 1], years[year], schema)
 
     features = list(shifts["2014"])
     summary = []
@@ -125,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                             "skew": sum(d["exact"][f]["skew"] for d in draws),
                             "tfdv_histogram_jsd": _span([d["tfdv"][f] for d in draws if f in d["tfdv"]])})
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "skew_calibration.json").write_text(json.dumps({"noise": summary, "shifts": shifts}, indent=1))
-    lines = ["# Skew calibration (`benchmarks/skew_calibration.py`)", "",
+    (args.out / "comparator_calibration.json").write_text(json.dumps({"noise": summary, "shifts": shifts, "drift": drift}, indent=1))
+    lines = ["# Skew and drift calibration (`benchmarks/comparator_calibration.py`)", "",
              f"Noise: {args.draws} random samples per size of the bundled data against all of it.", "",
              "| size | feature | exact distance | over threshold | skew verdicts | TFDV histogram JSD |",
              "|---|---|---|---|---|---|"]
@@ -138,7 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, scores in shifts.items():
         cells = [f"{s['distance']:.4f}{' !' if s['skew'] else ''}" for s in (scores[f] for f in features)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    (args.out / "skew_calibration.md").write_text("\n".join(lines) + "\n")
+    drifted = list(drift["2014 after 2013"])
+    lines += ["", "Drift: exact distance (TFDV histogram JSD in brackets; `!` = the gate stops).", "",
+              "| spans | " + " | ".join(f"{f} (> {drift['2014 after 2013'][f]['threshold']})" for f in drifted) + " |",
+              "|---|" + "---|" * len(drifted)]
+    for name, scores in drift.items():
+        cells = []
+        for f in drifted:
+            s = scores[f]
+            tfdv = "" if s["tfdv_histogram"] is None else f" ({s['tfdv_histogram']:.3f})"
+            cells.append(f"{s['distance']:.4f}{tfdv}{' !' if s['drift'] else ''}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    (args.out / "comparator_calibration.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     false_alarms = sum(any(s["skew"] for s in n["exact"].values()) for n in noise)
     print(f"\nfalse alarms: {false_alarms} of {len(noise)} random samples")
