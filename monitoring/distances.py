@@ -139,9 +139,13 @@ def without_exact(schema, field: str):  # noqa: ANN001, ANN201 - schema_pb2.Sche
 
 
 def split_files(examples_uri: str, split: str) -> list[str]:
-    """The TFRecord shards ExampleGen wrote for one split (empty when the folder is gone)."""
+    """The TFRecord shards ExampleGen wrote for one split (empty when the folder is gone); gs:// works too."""
+    import tensorflow as tf
+
     folder = os.path.join(examples_uri, f"Split-{split}")
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)) if os.path.isdir(folder) else []
+    if not tf.io.gfile.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in tf.io.gfile.listdir(folder) if not f.endswith("/"))
 
 
 def read_examples(files: list[str], limit: int = MAX_ROWS) -> pa.RecordBatch:
