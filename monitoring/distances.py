@@ -128,14 +128,14 @@ def comparators(schema, field: str) -> list[tuple[str, str, float]]:  # noqa: AN
             for f in schema.feature for kind in EXACT_KINDS if getattr(f, field).HasField(kind)]
 
 
-def without_exact(schema, field: str):  # noqa: ANN001, ANN201 - schema_pb2.Schema
-    """A copy of the schema with the comparators counted here removed; TFDV compares whatever is left."""
+def left_to_tfdv(schema, field: str):  # noqa: ANN001, ANN201 - schema_pb2.Schema | None
+    """A copy of the schema without the comparators counted here, or None when no comparator is left for TFDV."""
     rest = type(schema)()
     rest.CopyFrom(schema)
     for feature in rest.feature:
         for kind in EXACT_KINDS:
             getattr(feature, field).ClearField(kind)
-    return rest
+    return rest if any(f.HasField(field) and getattr(f, field).ListFields() for f in rest.feature) else None
 
 
 def split_files(examples_uri: str, split: str) -> list[str]:

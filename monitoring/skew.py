@@ -116,9 +116,9 @@ def compare(training_stats_path: str, training: pa.RecordBatch, served: pa.Recor
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     results = exact_skew(training, served, schema)
-    rest = distances.without_exact(schema, "skew_comparator")
-    measured = tfdv.validate_statistics(tfdv.load_stats_binary(training_stats_path), rest,
-                                        environment=SERVING_ENV, serving_statistics=serving_stats)
+    rest = distances.left_to_tfdv(schema, "skew_comparator")
+    measured = anomalies_pb2.Anomalies() if rest is None else tfdv.validate_statistics(
+        tfdv.load_stats_binary(training_stats_path), rest, environment=SERVING_ENV, serving_statistics=serving_stats)
     for info in measured.drift_skew_info:
         name = ".".join(info.path.step)
         for m in info.skew_measurements:

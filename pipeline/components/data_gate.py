@@ -119,7 +119,10 @@ def drift_measurements(statistics_uri: str, baseline_uri: str, schema_uri: str,
         for c in distances.compare_batches(found, batches[1], batches[0]):
             if c.distance is not None:
                 rows[c.feature] = (c.feature, c.distance.value, c.threshold, c.over)
-    rest = tfdv.validate_statistics(_split_statistics(statistics_uri), distances.without_exact(schema, "drift_comparator"),
+    rest = distances.left_to_tfdv(schema, "drift_comparator")
+    if rest is None:
+        return sorted(rows.values())
+    rest = tfdv.validate_statistics(_split_statistics(statistics_uri), rest,
                                     previous_statistics=_split_statistics(baseline_uri))
     over = {name for name, info in rest.anomaly_info.items() if any(r.type in DRIFT_REASONS for r in info.reason)}
     for info in rest.drift_skew_info:
