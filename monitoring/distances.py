@@ -31,7 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 EXACT_KINDS = ("infinity_norm", "jensen_shannon_divergence")
-MAX_ROWS = 200_000
+MAX_ROWS = 200_000  # a uniform sample beyond this: exact counts on it, reading all rows once
+READ_BATCH = 8192
 QUANTILE_BINS = 10
 SIGNIFICANCE = 0.001
 MIN_EXPECTED = 5.0  # chi-square's usual rule: bins with fewer expected served rows are pooled
@@ -148,19 +149,32 @@ def split_files(examples_uri: str, split: str) -> list[str]:
     return sorted(os.path.join(folder, f) for f in tf.io.gfile.listdir(folder) if not f.endswith("/"))
 
 
-def read_examples(files: list[str], limit: int = MAX_ROWS) -> pa.RecordBatch:
-    """The first `limit` tf.Examples of the shards (ExampleGen assigns rows to shards by hash) as Arrow."""
+def read_examples(files: list[str], limit: int = MAX_ROWS, seed: int = 0) -> pa.RecordBatch:
+    """Every tf.Example of the shards as Arrow, or a uniform random `limit` of them when there are more.
+
+    The sample is bottom-k on seeded random keys over all records: the same files
+    give the same rows, and no shard or stretch of the source file is favoured
+    (in-process ExampleGen keeps the CSV's order inside a shard, so "the first
+    `limit` rows" would be the earliest trips of a time-sorted file).
+    """
     import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
     compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
+    keys = np.random.default_rng(seed)
+    kept, kept_keys = np.empty(0, dtype=object), np.empty(0)
     try:
-        records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=compression).take(limit)]
+        for chunk in tf.data.TFRecordDataset(files, compression_type=compression).batch(READ_BATCH):
+            kept = np.concatenate([kept, chunk.numpy().astype(object)])
+            kept_keys = np.concatenate([kept_keys, keys.random(len(kept) - len(kept_keys))])
+            if len(kept) > limit:
+                smallest = np.sort(np.argpartition(kept_keys, limit)[:limit])  # file order kept
+                kept, kept_keys = kept[smallest], kept_keys[smallest]
     except tf.errors.OpError as error:
         raise ValueError(f"the examples cannot be read ({error.message.splitlines()[0]}): {', '.join(files)}") from None
-    if not records:
+    if not len(kept):
         raise NoExamples(f"the examples hold no rows: {', '.join(files) or 'no shard files'}")
-    return example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
+    return example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(list(kept))
 
 
 def column_values(batch: pa.RecordBatch, name: str) -> list:

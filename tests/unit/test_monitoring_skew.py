@@ -161,6 +161,26 @@ def test_training_examples_are_read_from_example_gen_shards(tmp_path: Path) -> N
         distances.read_examples(record.examples_files("train"))
 
 
+def test_training_rows_beyond_the_cap_are_a_uniform_sample_of_every_shard(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    files = []
+    for shard in range(2):  # shard 0: fares 0..999 in file order (a time-sorted CSV); shard 1: fares 1000..1999
+        files.append(str(tmp_path / f"data_tfrecord-0000{shard}-of-00002.gz"))
+        with tf.io.TFRecordWriter(files[-1], options="GZIP") as writer:
+            for fare in range(shard * 1000, shard * 1000 + 1000):
+                example = tf.train.Example()
+                example.features.feature["fare"].float_list.value.append(fare)
+                writer.write(example.SerializeToString())
+    fares = np.array(distances.column_values(distances.read_examples(files, limit=400), "fare"))
+    assert len(fares) == 400 and len(set(fares)) == 400
+    assert 150 < (fares < 1000).sum() < 250  # both shards, not the first 400 rows of shard 0
+    assert 300 < np.median(fares[fares < 1000]) < 700  # and all of each shard, not its first rows
+    again = distances.column_values(distances.read_examples(files, limit=400), "fare")
+    assert again == list(fares)  # the same files give the same sample
+    assert len(distances.column_values(distances.read_examples(files), "fare")) == 2000
+
+
 def test_serving_anomaly_is_reported(tmp_path: Path, training: Training) -> None:
     rows = [dict(r, payment_type="Bitcoin") for r in _rows(2013)[1:400:2]]
     log = tmp_path / "bad.jsonl"
