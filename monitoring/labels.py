@@ -4,8 +4,10 @@ The labels live in the TF Serving ModelServerConfig that both TF Serving and the
 local server read, so a label change is a file change the server polls. Every
 change is checked first (the target is pushed, blessed and, when a server URL
 is given, loaded), written atomically under a lock, and appended to a history
-file, which is how `rollback` knows the previous stable version. The previous
-stable version stays pinned in the version policy so a rollback is instant.
+file, which is how `rollback` knows the previous stable version (a version
+rolled back from is never a rollback's target). The version a rollback would
+return to stays pinned in the version policy, so a rollback is instant. Labels
+other than stable and canary are carried over untouched.
 """
 from __future__ import annotations
 
@@ -64,16 +66,22 @@ class Deployment:
         return dict(self.read()[1].labels) if self.read()[1] else {}
 
     def history(self) -> list[dict]:
-        """Label changes, oldest first; a damaged line is skipped, not fatal."""
+        """Label changes, oldest first; a damaged line (not JSON, or not a change record) is skipped, not fatal."""
         if not self.history_path.is_file():
             return []
         out = []
-        for line in self.history_path.read_text().splitlines():
+        for line in self.history_path.read_text(errors="replace").splitlines():
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(entry, dict) and all(_label_map(entry.get(side)) for side in ("before", "after")):
+                out.append(entry)
         return out
+
+
+def _label_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
 
 
 @contextlib.contextmanager
@@ -103,29 +111,56 @@ def dangling(deployment: Deployment) -> dict[str, int]:
     return {k: v for k, v in deployment.labels().items() if v not in on_disk}
 
 
-def previous_stable(deployment: Deployment, current: int | None) -> int | None:
-    """The stable version before the current one, from the history, still on disk."""
+def stable_stack(history: list[dict]) -> list[int]:
+    """The stable versions a run of rollbacks walks back through, oldest first, replayed from the history.
+
+    A change of stable pushes the new version; a rollback pops back to its target,
+    so the version rolled back from is never a later rollback's target.
+    """
+    stack: list[int] = []
+    for entry in history:
+        before, after = entry["before"].get(STABLE), entry["after"].get(STABLE)
+        if after is None or after == before:
+            continue
+        if entry.get("action") == "rollback":
+            if after in stack:
+                del stack[stack.index(after) + 1:]
+            else:  # rolled back to a version given by hand: it replaces the one rolled back from
+                stack[-1:] = [after]
+            continue
+        if before is not None and not stack:
+            stack.append(before)
+        stack.append(after)
+    return stack
+
+
+def previous_stable(deployment: Deployment, current: int | None, history: list[dict] | None = None) -> int | None:
+    """The version a rollback returns to: the stable one before `current`, from the history, still on disk."""
     on_disk = set(deployment.pushed())
-    for entry in reversed(deployment.history()):
-        before = entry.get("before", {}).get(STABLE)
-        if before and before != current and before in on_disk:
-            return int(before)
-    return None
+    stack = stable_stack(deployment.history() if history is None else history)
+    if current in stack:
+        stack = stack[:stack.index(current)]
+    return next((v for v in reversed(stack) if v in on_disk and v != current), None)
+
+
+def rolled_back_from(deployment: Deployment) -> set[int]:
+    return {e["before"][STABLE] for e in deployment.history() if e.get("action") == "rollback" and STABLE in e["before"]}
 
 
 def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: str,
            before: dict[str, int]) -> dict[str, int]:
-    """Atomic replace of the config; the old stable stays pinned so rollback needs no load."""
+    """Atomic replace of the config; the version a rollback would return to stays pinned, so it needs no load."""
     on_disk = set(deployment.pushed())
     missing = {k: v for k, v in labels.items() if v not in on_disk}
     if missing:
         label, version = next(iter(missing.items()))
         raise LabelError(f"label '{label}' would point at version {version}, which is not in {deployment.push_dir}")
     specs, spec = deployment.read()
+    entry = {"ts": time.time(), "action": action, "reason": reason, "before": before, "after": labels}
     keep = set(labels.values())
-    old_stable = before.get(STABLE)
-    if old_stable in on_disk and old_stable is not None:
-        keep.add(old_stable)
+    fallback = previous_stable(deployment, labels.get(STABLE), deployment.history() + [entry])
+    if fallback is not None:
+        keep.add(fallback)
     base_path = spec.base_path if spec else str(deployment.push_dir.resolve())
     new_spec = ModelSpec(deployment.model_name, base_path, VersionPolicy("specific", versions=tuple(sorted(keep))),
                          dict(labels))
@@ -136,10 +171,14 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
     tmp = deployment.config_path.with_name(f".{deployment.config_path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, deployment.config_path)
-    entry = {"ts": time.time(), "action": action, "reason": reason, "before": before, "after": labels}
     with deployment.history_path.open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
     return labels
+
+
+def _others(labels: dict[str, int], on_disk: list[int]) -> dict[str, int]:
+    """Labels this package does not own (e.g. a hand-made `shadow`): carried over while their version exists."""
+    return {k: v for k, v in labels.items() if k not in (STABLE, CANARY) and v in on_disk}
 
 
 # (version) -> None, raising LabelError when the version must not carry a label.
@@ -153,15 +192,17 @@ def label_after_push(deployment: Deployment, version: int, check: Check | None =
         if check:
             check(version)
         stable = before.get(STABLE)
+        others = _others(before, deployment.pushed())
         if stable is None or stable not in deployment.pushed():
-            return _write(deployment, {STABLE: version}, "first-push", f"version {version} pushed", before)
+            return _write(deployment, {**others, STABLE: version}, "first-push", f"version {version} pushed", before)
         if stable == version:
             return before
-        return _write(deployment, {STABLE: stable, CANARY: version}, "canary", f"version {version} pushed", before)
+        return _write(deployment, {**others, STABLE: stable, CANARY: version}, "canary", f"version {version} pushed",
+                      before)
 
 
 def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
-    """stable := the canary (or a given version); the canary label is then dropped."""
+    """stable := the canary (or a given version); the canary label is dropped when it was the one promoted."""
     with _locked(deployment):
         before = deployment.labels()
         target = version if version is not None else before.get(CANARY)
@@ -173,7 +214,11 @@ def promote(deployment: Deployment, check: Check, version: int | None = None) ->
         if before.get(STABLE) == target:
             raise LabelError(f"version {target} is already stable")
         check(target)
-        return _write(deployment, {STABLE: target}, "promote", f"stable {before.get(STABLE)} -> {target}", before)
+        after = {**_others(before, deployment.pushed()), STABLE: target}
+        canary = before.get(CANARY)
+        if canary is not None and canary != target and canary in deployment.pushed():
+            after[CANARY] = canary  # promoting another version leaves the canary under test
+        return _write(deployment, after, "promote", f"stable {before.get(STABLE)} -> {target}", before)
 
 
 def rollback(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
@@ -182,8 +227,9 @@ def rollback(deployment: Deployment, check: Check, version: int | None = None) -
         before = deployment.labels()
         current = before.get(STABLE)
         target = version if version is not None else previous_stable(deployment, current)
-        if target is None:
-            older = [v for v in deployment.pushed() if current is None or v < current]
+        if target is None:  # no history (a hand-written config): the newest older push not rolled back from
+            skip = rolled_back_from(deployment)
+            older = [v for v in deployment.pushed() if (current is None or v < current) and v not in skip]
             target = older[-1] if older else None
         if target is None:
             raise LabelError(f"no earlier version to roll back to (stable is {current}; "
@@ -193,7 +239,7 @@ def rollback(deployment: Deployment, check: Check, version: int | None = None) -
         if target == current:
             raise LabelError(f"version {target} is already stable")
         check(target)
-        after = {STABLE: target}
+        after = {**_others(before, deployment.pushed()), STABLE: target}
         canary = before.get(CANARY)
         if canary is not None and canary not in (current, target) and canary in deployment.pushed():
             after[CANARY] = canary

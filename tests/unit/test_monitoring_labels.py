@@ -42,6 +42,40 @@ def test_first_push_is_stable_then_canary_promote_rollback(tmp_path: Path) -> No
     assert [e["action"] for e in d.history()] == ["first-push", "canary", "promote", "canary", "rollback"]
 
 
+def test_rollback_walks_back_never_forth_and_its_target_stays_loaded(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, versions=(1, 2, 3, 4))
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 2)
+    labels.promote(d, _ok)  # stable 2
+    labels.label_after_push(d, 3)
+    assert set(d.read()[1].policy.versions) == {1, 2, 3}  # 1, the rollback target, is still loaded
+    labels.promote(d, _ok)  # stable 3
+    labels.label_after_push(d, 4)
+    assert set(d.read()[1].policy.versions) == {2, 3, 4}
+    assert labels.rollback(d, _ok) == {"stable": 2, "canary": 4}
+    assert set(d.read()[1].policy.versions) == {1, 2, 4}  # the next rollback's target, not the bad 3
+    assert labels.rollback(d, _ok) == {"stable": 1, "canary": 4}  # further back, never to 3 again
+    with pytest.raises(LabelError, match="no earlier version"):
+        labels.rollback(d, _ok)
+    labels.promote(d, _ok)  # the canary 4 after all
+    assert labels.rollback(d, _ok) == {"stable": 1}
+
+
+def test_promote_keeps_labels_it_does_not_move_and_damaged_history_is_skipped(tmp_path: Path) -> None:
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 3)
+    d.config_path.write_text(d.config_path.read_text().replace('value: 3\n', 'value: 3\n    }\n    version_labels {\n'
+                                                               '      key: "shadow"\n      value: 1\n', 1))
+    assert d.labels() == {"stable": 1, "canary": 3, "shadow": 1}
+    with d.history_path.open("a") as handle:
+        handle.write('42\n{"before": "x", "after": {}}\n{"before": {"stable": "1"}, "after": {}}\nnot json\n')
+    assert [e["action"] for e in d.history()] == ["first-push", "canary"]
+    assert labels.promote(d, _ok, version=2) == {"shadow": 1, "stable": 2, "canary": 3}  # canary 3 still on test
+    assert labels.rollback(d, _ok) == {"shadow": 1, "stable": 1, "canary": 3}
+    assert main(["labels", "--output", str(tmp_path), "--model", "toy"]) == 0
+
+
 def test_refusals_leave_config_and_history_untouched(tmp_path: Path) -> None:
     d = _deployment(tmp_path)
     labels.label_after_push(d, 1)
