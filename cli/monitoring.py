@@ -34,9 +34,21 @@ wait_option = click.option("--wait", type=FiniteFloatRange(0, 600), default=0, s
                            help="wait until the server answers the new stable label")
 
 
+def _existing(output: str, config_path: str | None) -> None:
+    """A typo in --output or --config must not start a fresh, empty label history elsewhere."""
+    import os
+
+    if config_path is not None and not os.path.isfile(config_path):
+        raise UsageProblem(f"--config {config_path} does not exist; leave it out to use "
+                           f"<output>/serving_model/models.config")
+    if config_path is None and not os.path.isdir(output):
+        raise UsageProblem(f"output folder {output} does not exist; pass the pipeline's --output")
+
+
 def _deployment(output: str, model_name: str, config_path: str | None):  # noqa: ANN202 - Deployment
     from monitoring.labels import Deployment
 
+    _existing(output, config_path)
     return Deployment.for_output(output, model_name, config_path)
 
 
@@ -122,12 +134,8 @@ def rollback(output: str, model_name: str, config_path: str | None, version: int
 @verbosity_options
 def labels(output: str, model_name: str, config_path: str | None, as_json: bool) -> int:
     """Show the labels, the pushed versions and the label history; flag labels on missing versions."""
-    import os
-
     from monitoring.labels import LabelError, dangling
 
-    if config_path is None and not os.path.isdir(output):
-        raise UsageProblem(f"output folder {output} does not exist; pass the pipeline's --output")
     deployment = _deployment(output, model_name, config_path)
     try:
         current, broken = deployment.labels(), dangling(deployment)
@@ -181,6 +189,7 @@ def _monitor(output: str, model_name: str, config_path: str | None, request_log:
     from monitoring.labels import LabelError
     from monitoring.monitor import DEFAULT_SCHEMA, MonitorError, MonitorInput, run
 
+    _existing(output, config_path)
     start, end = _window(since, until, hours)
     spec = MonitorInput(output, Path(request_log) if request_log else Path(output) / "request_log", start, end,
                         model_name, version, Path(schema) if schema else DEFAULT_SCHEMA, min_rows, config_path)
@@ -236,6 +245,8 @@ def monitor(output: str, model_name: str, config_path: str | None, request_log: 
     """
     if retrain and not data:
         raise UsageProblem("--retrain needs --data (the folder the pipeline trains from)")
+    if config_path is not None:  # a typo here is fatal even with --retrain, unlike a window without traffic
+        _existing(output, config_path)
     try:
         result = _monitor(output, model_name, config_path, request_log, since, until, hours, version, schema,
                           min_rows, report_dir, as_json)

@@ -97,6 +97,10 @@ def test_vertex_keeps_its_subcommands_and_flags() -> None:
     (["promote", "--if-healthy", "--max-p95-ms", "nan"], "error: Invalid value for '--max-p95-ms': 'nan' is not a number."),
     (["monitor", "--window-hours", "nan"], "error: Invalid value for '--window-hours': 'nan' is not a number."),
     (["predict", "--timeout", "nan", "rows.jsonl"], "error: Invalid value for '--timeout': 'nan' is not a number."),
+    (["promote", "--offline", "--output", "typo"], "error: output folder typo does not exist"),
+    (["rollback", "--offline", "--config", "typo.config"], "error: --config typo.config does not exist"),
+    (["labels", "--config", "typo.config"], "error: --config typo.config does not exist"),
+    (["monitor", "--config", "typo.config", "--retrain", "--data", "spans"], "error: --config typo.config does not"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv: list[str], fragment: str, tmp_path, monkeypatch,
                                                  capsys: pytest.CaptureFixture) -> None:
@@ -104,6 +108,7 @@ def test_bad_input_is_one_error_line_and_exit_2(argv: list[str], fragment: str, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(fragment), err
+    assert not list(tmp_path.iterdir())  # no lock, history or output folder left behind by a refused command
 
 
 @pytest.mark.parametrize("command", [["runs"], ["lineage", "1"]])
