@@ -182,6 +182,7 @@ def _window(since: str | None, until: str | None, hours: float) -> tuple[float, 
 def _monitor(output: str, model_name: str, config_path: str | None, request_log: str | None, since: str | None,
              until: str | None, hours: float, version: int | None, schema: str | None, min_rows: int,
              report_dir: str | None, as_json: bool):  # noqa: ANN202 - SkewReport
+    import os
     from pathlib import Path
 
     from cli.common import silenced
@@ -193,13 +194,21 @@ def _monitor(output: str, model_name: str, config_path: str | None, request_log:
     start, end = _window(since, until, hours)
     spec = MonitorInput(output, Path(request_log) if request_log else Path(output) / "request_log", start, end,
                         model_name, version, Path(schema) if schema else DEFAULT_SCHEMA, min_rows, config_path)
+    reports = Path(report_dir) if report_dir else Path(output) / "monitoring"
+    try:  # before the analysis, not after it
+        reports.mkdir(parents=True, exist_ok=True)
+        if not os.access(reports, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as error:
+        raise UsageProblem(f"report folder {reports} cannot be written ({error.strerror or error}); "
+                           "pass another --report-dir") from None
     info(f"monitoring {spec.request_log} ...")
     try:
         with silenced():
             result = run(spec)
     except (MonitorError, LabelError) as error:
         raise UsageProblem(str(error)) from None
-    json_path, html_path = report_files.write(result, Path(report_dir) if report_dir else Path(output) / "monitoring")
+    json_path, html_path = report_files.write(result, reports)
     if as_json:
         emit_json({**result.as_json(), "report_json": str(json_path), "report_html": str(html_path)})
     else:

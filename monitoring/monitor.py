@@ -8,7 +8,7 @@ from monitoring.distances import read_examples
 from monitoring.labels import STABLE, Deployment
 from monitoring.lineage import LineageError, version_record
 from monitoring.requests import RequestLogError, read_window
-from monitoring.skew import SkewReport, compare, served_batch, serving_schema, serving_statistics
+from monitoring.skew import SkewReport, compare, schema_types, served_batch, serving_schema, serving_statistics
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "schema.pbtxt"
 
@@ -47,6 +47,12 @@ def model_in_service(deployment: Deployment) -> int:
 def run(spec: MonitorInput) -> SkewReport:
     from models.features import SERVING_FEATURES
 
+    if not spec.schema.is_file():
+        raise MonitorError(f"schema {spec.schema} does not exist")
+    try:
+        schema = serving_schema(spec.schema, set(SERVING_FEATURES))
+    except Exception as error:  # noqa: BLE001 - text_format.ParseError and what a non-text file raises
+        raise MonitorError(f"schema {spec.schema} is not a TFMD schema text proto ({str(error)[:120]})") from None
     deployment = Deployment.for_output(spec.output, spec.model, spec.config)
     version = spec.version if spec.version is not None else model_in_service(deployment)
     try:
@@ -55,16 +61,13 @@ def run(spec: MonitorInput) -> SkewReport:
         example_files = record.examples_files("train")
     except LineageError as error:
         raise MonitorError(str(error)) from None
-    if not spec.schema.is_file():
-        raise MonitorError(f"schema {spec.schema} does not exist")
     try:
-        window = read_window(spec.request_log, spec.since, spec.until, spec.model)
+        window = read_window(spec.request_log, spec.since, spec.until, spec.model, types=schema_types(schema))
     except RequestLogError as error:
         raise MonitorError(str(error)) from None
     if window.rows < spec.min_rows:
         raise MonitorError(f"only {window.rows} logged rows in the window (< --min-rows {spec.min_rows}): too few to "
                            "judge skew; widen the window or raise the server's --request-log-sample-rate")
-    schema = serving_schema(spec.schema, set(SERVING_FEATURES))
     try:
         served = served_batch(window, schema)
         training = read_examples(example_files)

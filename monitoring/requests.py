@@ -49,9 +49,33 @@ def _is_missing(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
+INT64_LIMIT = 2.0**63
+
+
+def typed(kind: str, value: Any) -> Any:
+    """A served value as the schema's type (INT | FLOAT | BYTES); ValueError when it cannot be one."""
+    if kind == "BYTES":
+        return str(value).encode("utf-8")
+    if isinstance(value, (list, dict, bool)):
+        raise ValueError(f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number") from None
+    if kind == "INT":
+        if not math.isfinite(number) or abs(number) >= INT64_LIMIT:
+            raise ValueError(f"{value!r} is not an integer")
+        return int(number)
+    return number
+
+
 def read_window(path: Path, since: float, until: float, model: str, version: int | None = None,
-                max_rows: int = 2_000_000) -> Window:
-    """Columns of every logged row in the window; malformed lines are counted, not fatal, unless all are."""
+                max_rows: int = 2_000_000, types: dict[str, str] | None = None) -> Window:
+    """Columns of every logged row in the window; malformed lines are counted, not fatal, unless all are.
+
+    types (feature -> INT | FLOAT | BYTES): a line with a value that is not of its
+    feature's type (a string fare, an infinite trip_start_day) is skipped and counted.
+    """
     columns: dict[str, list[Any]] = {}
     skipped: dict[str, int] = {}
     rows = records = 0
@@ -89,6 +113,12 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
                 if rows + size > max_rows:
                     skip("over the row limit")
                     continue
+                try:
+                    batch = [[v if _is_missing(v) or name not in (types or {}) else typed(types[name], v)
+                              for v in values] for name, values in zip(inputs, batch, strict=True)]
+                except ValueError:
+                    skip("value not of its schema type")
+                    continue
                 for name, values in zip(inputs, batch, strict=True):
                     column = columns.setdefault(name, [None] * rows)
                     column.extend(values)
@@ -113,18 +143,11 @@ def to_record_batch(window: Window, types: dict[str, str]) -> pa.RecordBatch:
         for value in values:
             if _is_missing(value):
                 lists.append([])
-            elif kind == "BYTES":
-                lists.append([str(value).encode("utf-8")])
-            elif kind == "INT":
-                try:
-                    lists.append([int(float(value))])
-                except (TypeError, ValueError):
-                    raise RequestLogError(f"feature {name}: {value!r} is not an integer") from None
-            else:
-                try:
-                    lists.append([float(value)])
-                except (TypeError, ValueError):
-                    raise RequestLogError(f"feature {name}: {value!r} is not a number") from None
+                continue
+            try:
+                lists.append([value if isinstance(value, bytes) else typed(kind, value)])
+            except ValueError as error:
+                raise RequestLogError(f"feature {name}: {error}") from None
         value_type = {"BYTES": pa.binary(), "INT": pa.int64()}.get(kind, pa.float32())
         arrays.append(pa.array(lists, type=pa.list_(value_type)))
         names.append(name)

@@ -117,3 +117,15 @@ def test_damaged_metadata_store_is_one_error_line(command: list[str], tmp_path, 
     assert main([*command, "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: metadata store {tmp_path / 'metadata.sqlite'} is not a SQLite database (damaged?)"], err
+
+
+def test_monitor_refuses_a_bad_schema_or_report_folder_before_any_work(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "not_a_schema.pbtxt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "a_file").write_text("")
+    assert main(["monitor", "--output", str(tmp_path), "--schema", str(tmp_path / "not_a_schema.pbtxt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: schema {tmp_path / 'not_a_schema.pbtxt'} is not a TFMD schema"), err
+    assert main(["monitor", "--output", str(tmp_path), "--report-dir", str(tmp_path / "a_file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: report folder {tmp_path / 'a_file'} cannot be written (File exists); pass another "
+                   "--report-dir"], err

@@ -211,6 +211,23 @@ def test_window_filters_and_bad_logs(tmp_path: Path) -> None:
         read_window(tmp_path / "nope", 0, 1, "taxi")
 
 
+def test_lines_with_values_not_of_their_schema_type_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """The server takes any JSON number for a DT_DOUBLE input, Infinity too, and logs it."""
+    schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
+    log = tmp_path / "requests.jsonl"
+    rows = _rows(2013)[:100]
+    _log(log, rows)
+    good = json.loads(log.read_text().splitlines()[0])
+    with log.open("a") as handle:
+        for name, value in (("trip_start_day", math.inf), ("trip_start_day", 1e300), ("trip_start_hour", 10**30),
+                            ("fare", "abc"), ("fare", [1.0]), ("company", {"a": 1})):
+            inputs = {**good["inputs"], name: [value] * len(good["inputs"][name])}
+            handle.write(json.dumps({**good, "inputs": inputs}) + "\n")
+    window = read_window(log, 0, 2e9, "taxi", types=skew.schema_types(schema))
+    assert window.rows == 150 and window.skipped == {"value not of its schema type": 5}  # a dict is a (strange) string
+    assert skew.served_batch(window, schema).num_rows == 150
+
+
 def test_report_files(tmp_path: Path, training: Training) -> None:
     log = tmp_path / "later.jsonl"
     _log(log, _rows(2014)[:1500])
