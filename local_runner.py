@@ -153,6 +153,9 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
         print(f"error: another pipeline run is using {output} ({busy}); wait for it to end or pass another --output",
               file=sys.stderr)
         return EXIT_BUSY
+    except run_lock.LockUnavailable as error:
+        print(f"error: the output folder {output} is not writable ({error}); pass another --output", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bool) -> int:

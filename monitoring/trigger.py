@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,6 +86,28 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     return Decision(bool(reasons), reasons, chosen, version, model_span)
 
 
+def _run_to_the_end(command: list[str], timeout: float) -> int:
+    """The run's exit code. A SIGTERM to the trigger (cron's timeout, systemd stop) is passed on and waited for:
+    a run left behind would go on unlogged, and the released lock would let the next trigger start a second.
+    Ctrl-C reaches the run from the terminal by itself; the trigger waits for it to end."""
+    child = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    handlers = {}
+    try:
+        handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum)),
+                    signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
+    try:
+        return child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.terminate()
+        child.wait()
+        return 1
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
 def run(decision: Decision, output: str, data: str, runner_args: list[str] = (), timeout: float = 3 * 3600) -> int:
     """Start local_runner.py under the lock; returns its exit code. TriggerBusy when a run holds the lock."""
     lock_path = monitoring_dir(output) / "trigger.lock"
@@ -96,11 +119,7 @@ def run(decision: Decision, output: str, data: str, runner_args: list[str] = (),
             command += list(runner_args)
             log_decision(output, {"decision": "retrain", "reasons": decision.reasons, "command": command})
             sys.stdout.flush()
-            try:
-                done = subprocess.run(command, cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                code = done.returncode
-            except subprocess.TimeoutExpired:
-                code = 1
+            code = _run_to_the_end(command, timeout)
             log_decision(output, {"decision": "finished", "exit_code": code, "command": command})
             return code
     except run_lock.LockBusy as busy:

@@ -223,6 +223,10 @@ def local_config(
 ) -> PipelineConfig:
     """The config for a local run: everything lives under one output folder."""
     output = os.path.abspath(output_dir)
+    data = os.path.realpath(data_root)
+    if os.path.commonpath([data, os.path.realpath(output)]) == data:
+        raise ConfigError(f"--output {output_dir} is the data folder or inside it: CsvExampleGen reads every file "
+                          "there, the run's own included; pick an output folder outside the data")
     beam_args = tuple(overrides.pop("beam_pipeline_args", DEFAULT_LOCAL_BEAM_ARGS))  # type: ignore[arg-type]
     if beam_args != DEFAULT_LOCAL_BEAM_ARGS:  # the defaults are known good; checking imports Beam (~1 s)
         check_beam_args(beam_args)

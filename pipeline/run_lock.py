@@ -19,6 +19,10 @@ class LockBusy(RuntimeError):
     """Another process holds the lock; the message names it (pid, start time)."""
 
 
+class LockUnavailable(RuntimeError):
+    """The lock file cannot be created (a read-only output folder); the message says where and why."""
+
+
 def holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text() or "{}")
@@ -34,8 +38,12 @@ def held(path: Path) -> Iterator[None]:
 
     The kernel drops the lock when the process dies, so a killed run never leaves it stale.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - closed by the with below
+    except OSError as error:
+        raise LockUnavailable(f"cannot write {path}: {error.strerror or error}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

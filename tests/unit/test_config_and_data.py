@@ -34,7 +34,7 @@ def test_missing_value_representation():
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        configs.local_config(str(tmp_path), str(tmp_path / "out"), **overrides)
+        configs.local_config(str(tmp_path / "data"), str(tmp_path / "out"), **overrides)
 
 
 def test_default_threshold_never_blesses_the_base_rate():
@@ -208,3 +208,28 @@ def test_second_run_on_a_busy_output_folder_is_one_line_exit_3(tmp_path):
     assert done.returncode == 3
     assert done.stderr.startswith(f"error: another pipeline run is using {output} (pid ")
     assert not (output / "metadata.sqlite").exists() and not (output / "logs").exists()
+
+
+def test_output_inside_the_data_folder_is_refused_before_anything_is_written(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from pipeline import data as data_module
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(Path(data_module.bundled_taxi_data()) / "data.csv", data / "data.csv")
+    for output in (data, data / "out"):
+        done = _local_runner("--data", str(data), "--output", str(output))
+        assert done.returncode == 2
+        assert f"--output {output} is the data folder or inside it" in done.stderr
+    assert [p.name for p in data.iterdir()] == ["data.csv"]  # the data folder stays readable by CsvExampleGen
+
+
+def test_a_lock_that_cannot_be_created_is_its_own_error(tmp_path):
+    from pipeline import run_lock
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(run_lock.LockUnavailable, match="cannot write .*a-file/run.lock"):
+        with run_lock.held(tmp_path / "a-file" / "run.lock"):
+            pass

@@ -80,7 +80,7 @@ def test_multi_class_options_are_refused_in_one_line() -> None:
 
 def test_pipeline_evaluator_runs_one_per_example_combiner_besides_the_example_count(tmp_path) -> None:
     """AUC's histogram feeds every other metric: per example and slice, two combiners, not five."""
-    config = tfx_pipeline.eval_config(configs.local_config(str(tmp_path), str(tmp_path / "out")))
+    config = tfx_pipeline.eval_config(configs.local_config(str(tmp_path / "data"), str(tmp_path / "out")))
     computations = metric_specs.to_computations(config.metrics_specs, config)
     per_example = {
         computation.keys[0].name

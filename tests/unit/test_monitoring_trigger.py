@@ -39,6 +39,45 @@ def test_missing_span_is_a_clear_error_and_logged(tmp_path: Path, capsys: pytest
     assert _decisions(out)[-1]["decision"] == "error"
 
 
+@pytest.mark.parametrize("extra, fragment", [
+    (["--dryrun"], "error: not a trigger flag, nor a local_runner.py flag after --: unrecognized arguments: --dryrun"),
+    (["--dry-run", "--", "--bogus"], "error: not a trigger flag, nor a local_runner.py flag after --: unrecognized"),
+    (["--", "--train-steps", "many"], "error: not a trigger flag, nor a local_runner.py flag after --: argument"),
+    (["--", "--output", "elsewhere"], "error: --output is set by trigger itself"),
+])
+def test_runner_flags_are_checked_before_anything_is_decided(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                              extra: list[str], fragment: str) -> None:
+    out = tmp_path / "out"
+    assert main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path)), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(fragment), err
+    assert not out.exists()  # no decision logged, nothing started
+
+
+def test_a_stopped_trigger_stops_its_run_and_logs_the_end(tmp_path: Path) -> None:
+    """cron's timeout or systemd sends SIGTERM to the trigger: the run must not go on orphaned and unlogged."""
+    import signal
+
+    out = tmp_path / "out"
+    script = ("import sys, monitoring.trigger as t\n"
+              "t.ROOT = __import__('pathlib').Path(sys.argv[1])\n"
+              "d = t.Decision(True, ['test'], None, None, None)\n"
+              "sys.exit(t.run(d, sys.argv[2], sys.argv[3]))\n")
+    fake_root = tmp_path / "root"
+    fake_root.mkdir()
+    (fake_root / "local_runner.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    trig = subprocess.Popen([sys.executable, "-c", script, str(fake_root), str(out), str(tmp_path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    try:
+        assert trig.stdout.readline().strip() == "started"
+        trig.send_signal(signal.SIGTERM)
+        assert trig.wait(20) == 256 - signal.SIGTERM or trig.returncode == -signal.SIGTERM
+    finally:
+        trig.kill()
+    finished = _decisions(out)[-1]
+    assert finished["decision"] == "finished" and finished["exit_code"] == -signal.SIGTERM
+
+
 def test_second_trigger_refuses_while_a_run_holds_the_lock(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     lock = out / "monitoring" / "trigger.lock"
