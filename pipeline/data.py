@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.configs import ConfigError
+
+SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
 
 
 def bundled_taxi_data() -> str:
@@ -28,8 +31,17 @@ def check_csv_folder(folder: str) -> list[Path]:
         raise ConfigError(f"data folder {folder} does not exist")
     if not path.is_dir():
         raise ConfigError(f"data path {folder} is not a folder: pass the folder that holds the CSV files")
-    files = sorted(path.iterdir())  # what CsvExampleGen's `*` pattern reads, hidden files and folders included
+    try:
+        files = sorted(path.iterdir())  # what CsvExampleGen's `*` pattern reads, hidden files and folders included
+    except OSError as error:
+        raise ConfigError(f"data folder {folder} cannot be read: {error.strerror or error}") from None
     folders = [p.name for p in files if p.is_dir()]
+    if folders and all(SPAN_FOLDER.match(name) for name in folders):
+        raise ConfigError(
+            f"data folder {folder} holds span folders ({', '.join(folders[:3])})"
+            + (" next to other files: keep only span-<N>/ folders in it" if len(folders) < len(files) else
+               f": pass one of them (e.g. {path / folders[-1]}), or run the pipeline with --data {folder} --span N")
+        )
     if folders:
         raise ConfigError(
             f"data folder {folder} holds folders ({', '.join(folders[:3])}) that CsvExampleGen would read as "
@@ -72,7 +84,7 @@ def _scan(path: Path) -> tuple[list[str], int]:
                 )
             names = header.strip().split(",")  # as tfx io_utils.load_csv_column_names reads it
             _check_column_names(path, names)
-            quotes = _QuoteCounter(handle)
+            quotes = _QuoteCounter(handle, first_line=2)
             reader = csv.reader(quotes)
             rows = 0
             for values in reader:
@@ -85,13 +97,28 @@ def _scan(path: Path) -> tuple[list[str], int]:
                     )
                 rows += 1
             if quotes.count % 2:
-                raise ConfigError(f"data file {path} has unbalanced quotes: a quoted value is never closed")
+                raise ConfigError(f"data file {path} line {quotes.opened}: a quoted value is never closed")
+    except OSError as error:
+        raise ConfigError(f"data file {path} cannot be read: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
-        raise ConfigError(f"data file {path} is not UTF-8 text ({error.reason}, byte "
-                          f"{error.object[error.start]:#04x}): CsvExampleGen reads UTF-8; save it as such") from None
+        raise ConfigError(f"data file {path} line {_first_undecodable_line(path)} is not UTF-8 text ({error.reason}, "
+                          f"byte {error.object[error.start]:#04x}): CsvExampleGen reads UTF-8; save it as such") from None
     except csv.Error as error:
+        if quotes.count % 2:
+            raise ConfigError(f"data file {path} line {quotes.opened}: a quoted value is never closed ({error})") from None
         raise ConfigError(f"data file {path} is not valid CSV: {error}") from None
     return names, rows
+
+
+def _first_undecodable_line(path: Path) -> int:
+    """Text is decoded in blocks, so the error does not know its line; a second pass over the bytes does."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def _check_column_names(path: Path, names: list[str]) -> None:
@@ -106,17 +133,25 @@ def _check_column_names(path: Path, names: list[str]) -> None:
                               "CsvExampleGen would keep them in the name")
         if not name:
             raise ConfigError(f"data file {path} has an empty column name in its header row")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"data file {path} names the column {repeated[0]} twice in its header row")
 
 
 class _QuoteCounter:
     """The lines of a file, counting `"` on the way: an odd total is CsvExampleGen's
     "unbalanced quotes" failure, which Python's csv reader lets through at the end of a file."""
 
-    def __init__(self, lines: Iterator[str]) -> None:
+    def __init__(self, lines: Iterator[str], first_line: int = 1) -> None:
         self.lines = lines
         self.count = 0
+        self.first_line = first_line
+        self.opened = 0  # the line where the quote still open was opened
 
     def __iter__(self) -> Iterator[str]:
-        for line in self.lines:
+        for number, line in enumerate(self.lines, start=self.first_line):
+            was_open = self.count % 2
             self.count += line.count('"')
+            if self.count % 2 and not was_open:
+                self.opened = number
             yield line

@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import re
 import sys
 from pathlib import Path
 
 from pipeline import data
 from pipeline.configs import ConfigError
 
-SPAN_DIR = re.compile(r"^span-(\d+)$")
 SPAN_PATTERN = "span-{SPAN}/*"
 TIMESTAMP = "trip_start_timestamp"
 
@@ -28,7 +26,15 @@ def list_spans(folder: str) -> list[int]:
     path = Path(folder)
     if not path.is_dir():
         return []
-    found = {p.name: int(m.group(1)) for p in path.iterdir() if p.is_dir() and (m := SPAN_DIR.match(p.name))}
+    try:
+        entries = list(path.iterdir())
+    except OSError as error:
+        raise ConfigError(f"data folder {folder} cannot be read: {error.strerror or error}") from None
+    found = {p.name: int(m.group(1)) for p in entries if p.is_dir() and (m := data.SPAN_FOLDER.match(p.name))}
+    loose = sorted(p.name for p in entries if p.suffix.lower() == ".csv" and p.is_file())
+    if found and loose:
+        raise ConfigError(f"data folder {folder} holds span-<N>/ folders and CSV files ({', '.join(loose[:3])}), "
+                          "which no run would read: move the files into a span folder or out")
     padded = sorted(name for name, number in found.items() if name != f"span-{number}")
     if padded:
         raise ConfigError(f"span folder {Path(folder) / padded[0]}: write span numbers without leading zeros "
@@ -80,6 +86,8 @@ def split(source: str, out: str, by: str) -> dict[int, tuple[str, int]]:
                                       "seconds since 1970 (an integer)") from None
                 periods.setdefault(period, []).append(row)
     target = Path(out)
+    if target.resolve() == Path(source).resolve():
+        raise ConfigError(f"--out {out} is the source folder; give a new folder for the span-<N>/ folders")
     if target.exists() and not target.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder to create span-<N>/ folders in")
     if list_spans(out):

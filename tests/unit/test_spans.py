@@ -102,3 +102,21 @@ def test_schema_draft_names_added_dropped_and_retyped_features():
         "  - gone: in the curated schema, not in the data",
         "  ~ fare: curated type FLOAT, data type BYTES",
     ]
+
+
+def test_csv_files_next_to_span_folders_and_a_spans_folder_as_flat_data_are_named(tmp_path, capsys):
+    from pipeline import data
+
+    for n in (1, 2):
+        _write(tmp_path / "spans" / f"span-{n}")
+    with pytest.raises(ConfigError, match=r"pass one of them \(e.g. .*span-2\), or run the pipeline with --data"):
+        data.check_csv_folder(str(tmp_path / "spans"))  # what schema_draft and split take: one table
+    (tmp_path / "spans" / "data.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match=r"holds span-<N>/ folders and CSV files \(data.csv\), which no run would read"):
+        spans.choose_spans(str(tmp_path / "spans"), None)
+    (tmp_path / "spans" / "data.csv").unlink()
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "data.csv").write_text("trip_start_timestamp,fare\n1400000000,5\n")
+    assert spans.main(["split", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "flat")]) == 2
+    assert "is the source folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "flat").iterdir()] == ["data.csv"]
