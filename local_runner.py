@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", default=defaults["model_name"].default, help="serving model name (default: %(default)s)")
     parser.add_argument("--pipeline-name", default="taxi-pipeline", help="pipeline name in MLMD (default: %(default)s)")
     parser.add_argument("--train-steps", type=int, default=defaults["train_steps"].default, help="default: %(default)s")
-    parser.add_argument("--eval-steps", type=int, default=None, help="Trainer validation steps (default: whole eval split)")
+    parser.add_argument("--eval-steps", type=int, default=None, help="Trainer validation batches (default: 20, about one pass over the bundled eval split)")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"].default, help="default: %(default)s")
     parser.add_argument("--learning-rate", type=float, default=defaults["learning_rate"].default, help="default: %(default)s")
     parser.add_argument("--auc-threshold", type=float, default=defaults["auc_threshold"].default,

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import click
@@ -55,12 +56,19 @@ NUMERIC = {"DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16"}
 INTEGER = {"DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64"}
 
 
+def _without_bom(handle: TextIO) -> Iterator[str]:
+    """Excel's "CSV UTF-8" starts with a byte-order mark; left in, it renames the first column."""
+    for number, line in enumerate(handle):
+        yield line.removeprefix("\ufeff") if number == 0 else line
+
+
 def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
     """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given."""
+    lines = _without_bom(handle)
     if fmt == "csv":
-        return [dict(row) for row in csv.DictReader(handle)]
+        return [dict(row) for row in csv.DictReader(lines)]
     rows = []
-    for number, line in enumerate(handle, 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -36,6 +36,16 @@ def differences(curated, draft) -> list[str]:  # noqa: ANN001 - tensorflow_metad
     return lines
 
 
+def _check_out(out: Path) -> None:
+    """Before the statistics pass (seconds), not after it."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the draft's file path (e.g. {out / 'schema.draft.pbtxt'})")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConfigError(f"--out {out} cannot be written: permission denied")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make schema", description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="folder of CSV files (default: the bundled taxi sample)")
@@ -44,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.data or data.bundled_taxi_data()
     try:
         data.check_csv_folder(folder)
+        _check_out(Path(args.out))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ version) instead of being edited by hand and found broken in production.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -158,7 +160,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{label} {version} is not a pushed version in {args.push_dir / args.model_name} "
                   f"(have: {on_disk[-5:] or 'none'})", file=sys.stderr)
             return 2
-    args.out.write_text(render_files(model_spec(args.model_name, args.stable, args.canary))["models.config"])
+    text = render_files(model_spec(args.model_name, args.stable, args.canary))["models.config"]
+    try:  # whole or not at all: a server polling the file never reads half of it
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, args.out)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        print(f"error: cannot write --out {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -30,6 +30,9 @@ def test_csv_rows_are_typed_by_the_signature_and_predicted(server, tmp_path, cap
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert out[0] == {"row": 0, "y": 3.0, "n": 2}
     assert out[1]["n"] == 3  # the empty number became NaN, as the model's missing value
+    rows.write_bytes("\ufeffx,s\n1.5,ab\n".encode())  # Excel's "CSV UTF-8": the mark must not rename x
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"row": 0, "y": 3.0, "n": 2}
 
 
 def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:

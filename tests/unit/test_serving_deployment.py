@@ -63,6 +63,9 @@ def test_models_config_labels_pushed_versions(tmp_path: Path) -> None:
         f"--push-dir {tmp_path / 'no-such-output'} is not a folder (give <pipeline output>/serving_model)"]
     assert deployment.main(["models-config", "--push-dir", str(push_dir), "--stable", "1700000900",
                             "--out", str(out)]) == 2
+    for bad_out in (tmp_path / "nodir" / "models.config", tmp_path):  # one error line, no traceback
+        assert deployment.main(["models-config", "--push-dir", str(push_dir), "--stable", "1700000000",
+                                "--out", str(bad_out)]) == 2
 
 
 def test_committed_models_config_parses_with_tf_serving_proto() -> None:

@@ -120,3 +120,15 @@ def test_csv_files_next_to_span_folders_and_a_spans_folder_as_flat_data_are_name
     assert spans.main(["split", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "flat")]) == 2
     assert "is the source folder" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "flat").iterdir()] == ["data.csv"]
+
+
+def test_schema_draft_refuses_an_unwritable_out_before_the_statistics_pass(tmp_path, capsys):
+    from pipeline import schema_draft
+
+    (tmp_path / "a-file").write_text("kept")
+    for out, fragment in ((tmp_path / "nodir" / "draft.pbtxt", "does not exist"),
+                          (tmp_path / "a-file" / "draft.pbtxt", "does not exist"),
+                          (tmp_path, "is a folder")):
+        assert schema_draft.main(["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: --out {out}") and fragment in err[0], err
