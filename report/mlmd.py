@@ -28,6 +28,7 @@ from pipeline.mlmd_store import (
 INPUTS = (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT)
 OUTPUTS = (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT)
 GATE_NODE = "DataGate"
+BASELINE_INPUT = "baseline_model"  # the Evaluator's model in service, compared with
 CHECK_OUTPUTS = {"statistics", "anomalies"}
 
 
@@ -190,31 +191,45 @@ def _artifact_dict(artifact: mlmd.Artifact) -> dict[str, Any]:
 
 
 def lineage(store: metadata_store.MetadataStore, version: str) -> list[Step]:
-    """Every execution upstream of a pushed version, from the data to the push, plus the data checks."""
+    """Every execution upstream of a pushed version, from the data to the push, plus the data checks.
+
+    The Evaluator's baseline (the model in service it was compared with) is listed
+    as its input, not walked: its own lineage is another version's. The data checks
+    are those of the run that pushed the version (a gate that stopped an earlier
+    run on the same data, and the --accept-drift run that let it through, both
+    consumed that data).
+    """
     start = pushed_model(store, version)
     seen: dict[int, Step] = {}
     frontier = [_producer(store, start.id)]
+    push_runs = set()
     while frontier:
         execution_id = frontier.pop()
         if execution_id is None or execution_id in seen:
             continue
         seen[execution_id] = found = step(store, execution_id)
-        for artifacts in found.inputs.values():
-            frontier += [_producer(store, a["id"]) for a in artifacts]
+        push_runs = push_runs or set(found.run_ids)
+        for key, artifacts in found.inputs.items():
+            if key != BASELINE_INPUT:
+                frontier += [_producer(store, a["id"]) for a in artifacts]
     # StatisticsGen, ExampleValidator and DataGate feed no artifact to Transform (the
     # gate is an ordering dependency): follow the Examples forward through the checks.
-    checks: dict[str, Step] = {}
+    candidates: dict[str, list[Step]] = {}
+    visited = set(seen)
     artifacts = {a["id"] for s in seen.values() for a in s.outputs.get("examples", []) if a["type"] == "Examples"}
     while artifacts:
         consumers = {e.execution_id for e in store.get_events_by_artifact_ids(sorted(artifacts)) if e.type in INPUTS}
         artifacts = set()
-        for execution_id in sorted(consumers - set(seen)):
+        for execution_id in sorted(consumers - visited):
+            visited.add(execution_id)
             check = step(store, execution_id)
-            if check.node in checks or not (CHECK_OUTPUTS & set(check.outputs) or check.node == GATE_NODE):
-                continue  # a later cache hit of the same check, or not a check at all
-            checks[check.node] = check
+            if not (CHECK_OUTPUTS & set(check.outputs) or check.node == GATE_NODE):
+                continue  # not a check at all
+            candidates.setdefault(check.node, []).append(check)
             artifacts |= {a["id"] for key in CHECK_OUTPUTS for a in check.outputs.get(key, [])}
-    seen.update({s.execution_id: s for s in checks.values()})
+    for found in candidates.values():  # the push's own run, else the first (a later run was a cache hit)
+        chosen = next((c for c in found if push_runs & set(c.run_ids)), found[0])
+        seen[chosen.execution_id] = chosen
     return sorted(seen.values(), key=lambda s: s.execution_id)
 
 

@@ -37,7 +37,7 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     assert "[drift] payment_type" in stopped.stderr and "--accept-drift" in stopped.stderr
     assert pushed_versions(output) == []
 
-    accepted = run_local(output, "--data", str(data), "--accept-drift", "--no-report")
+    accepted = run_local(output, "--data", str(data), "--accept-drift", "--no-report", "--auc-threshold", "0.6")
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert "(drift accepted)" in accepted.stdout
     summary = summarize(str(output / "metadata.sqlite"))
@@ -51,3 +51,11 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     html = write_report(str(output)).read_text()
     assert "Drift against the previous span" in html
     assert "payment_type" in html and "accepted by --accept-drift" in html
+
+    # The lineage of the pushed model names the gate that let it through, not the one that stopped the first run.
+    from report import mlmd
+
+    steps = mlmd.lineage(mlmd.open_store(str(output)), str(pushed_versions(output)[-1]))
+    gates = [s for s in steps if s.node == "DataGate"]
+    assert len(gates) == 1 and bool(gates[0].properties.get("accept_drift")) and gates[0].state != "failed", gates
+    assert len({s.node for s in steps}) == len(steps)  # one execution per component
