@@ -50,6 +50,7 @@ async def within(awaitable: Any, seconds: float, on_timeout: Callable[[], Servin
 
 # Largest call that runs in the caller's thread when the server is otherwise idle.
 INLINE_MAX_ROWS = 16
+UNKNOWN_LABEL = "<unknown>"  # the metrics' model label for a model name the server does not serve
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,11 @@ class ServingCore:
             status = "INTERNAL"
             raise
         finally:
-            self.metrics.observe(tracked.model, tracked.version, tracked.signature, method, protocol, status,
+            # Label values come from the client's URL and body: only names the server knows become series,
+            # or a client looping over made-up model names would grow /metrics without bound.
+            known = tracked.model in self.registry.models
+            self.metrics.observe(tracked.model if known else UNKNOWN_LABEL, tracked.version,
+                                 tracked.signature if known and tracked.version else "", method, protocol, status,
                                  time.perf_counter() - start)
 
     def examples_call(self, servable: Servable, signature_name: str | None, body: Any,

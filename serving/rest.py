@@ -9,6 +9,7 @@ batcher, and the event loop stays free to read the next request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -27,12 +28,15 @@ from serving.errors import ServingError, invalid
 
 log = logging.getLogger("serving")
 
+# Case-insensitive like TF Serving's RE2 patterns ("(?i)/v1/models/..."): /V1/Models/taxi:PREDICT is a predict.
+# Model names and labels keep their case.
 PATH_RE = re.compile(
     r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<suffix>/metadata|:[A-Za-z]+)?$"
+    r"(?P<suffix>/metadata|:[A-Za-z]+)?$", re.IGNORECASE
 )
 VERBS = ("predict", "classify", "regress")
-MODELS_PREFIX = "/v1/models/"
+MODELS_ROOT = "/v1/models"
+MODELS_PREFIX = MODELS_ROOT + "/"
 BIG_BODY_BYTES = 64 * 1024
 
 
@@ -52,7 +56,7 @@ def _parse_path(method: str, path: str) -> tuple[str, int | None, str | None, st
     version = m["version"]
     if version is not None and not (version.isdigit() and int(version) < 2**63):
         raise invalid(f"Malformed request: {method} /v1/models/{path} (version must be a non-negative integer)")
-    return m["model"], int(version) if version else None, m["label"], m["suffix"]
+    return m["model"], int(version) if version else None, m["label"], m["suffix"] and m["suffix"].lower()
 
 
 def create_app(core: ServingCore, parse_threads: int = 2,
@@ -88,7 +92,7 @@ def create_app(core: ServingCore, parse_threads: int = 2,
     def no_model_named() -> Response:
         return json_response({"error": "Missing model name in request."}, 400)
 
-    @app.api_route("/v1/models/{path:path}", methods=["PUT", "DELETE", "PATCH"])
+    @app.api_route("/v1/models/{path:path}", methods=["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
     def other_method(request: Request, path: str) -> Response:
         # TF Serving answers any method but GET and POST as a malformed request (400), not 405.
         return json_response({"error": f"Malformed request: {request.method} /v1/models/{path}"}, 400)
@@ -150,7 +154,8 @@ def create_app(core: ServingCore, parse_threads: int = 2,
         if isinstance(body, dict) and "signature_name" in body and not isinstance(signature_name, str):
             raise invalid("'signature_name' key must be a string value.")  # null too, as TF Serving
         if verb != "predict":
-            tracked.signature = signature_name or "serving_default"
+            with contextlib.suppress(ServingError):  # an unknown name is refused below, and not a metrics label
+                tracked.signature = servable.signature(signature_name).name
             return await offload(core.examples_call, servable, signature_name, body, verb, big=True)
         sig = servable.signature(signature_name)
         tracked.signature = sig.name
@@ -189,6 +194,8 @@ def create_app(core: ServingCore, parse_threads: int = 2,
         """POST /v1/models/... goes straight to its endpoint: FastAPI's routing,
         dependency solving and three middleware layers cost ~0.1 ms per
         request, and this endpoint uses none of them (it answers its own errors)."""
+        if scope["type"] == "http" and scope["path"][:len(MODELS_ROOT)].lower() == MODELS_ROOT:
+            scope = {**scope, "path": MODELS_ROOT + scope["path"][len(MODELS_ROOT):]}  # /V1/MODELS/... too
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(MODELS_PREFIX):
             return await app(scope, receive, send)
         try:

@@ -98,6 +98,8 @@ def test_classify_and_regress(http: httpx.Client) -> None:
     ("GET", "/v1/models", None, 400, "Missing model name in request."),
     ("DELETE", "/v1/models/toy", None, 400, "Malformed request: DELETE /v1/models/toy"),
     ("PUT", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": ""}]}, 400, "Malformed request: PUT"),
+    ("OPTIONS", "/v1/models/toy", None, 400, "Malformed request: OPTIONS"),
+    ("POST", "/v1/models/toy:Explode", {}, 400, "Malformed"),
     ("POST", "/v1/models/toy:predict", {"signature_name": None, "instances": [{"x": 1, "s": ""}]}, 400,
      "'signature_name' key must be a string value"),
     ("POST", "/v1/models/toy/versions/9:predict", {"instances": [{"x": 1, "s": ""}]}, 404, "Specific(toy, 9)"),
@@ -130,6 +132,26 @@ def test_metrics_count_requests(http: httpx.Client) -> None:
     text = http.get("/monitoring/prometheus/metrics").text
     assert 'serving_requests_total{method="predict",model="toy",protocol="rest",signature="serving_default",status="OK",version="2"}' in text
     assert "serving_request_latency_seconds_bucket" in text
+
+
+
+def test_paths_are_case_insensitive_like_tf_serving_but_names_are_not(http: httpx.Client) -> None:
+    row = {"instances": [{"x": 1, "s": ""}]}
+    assert http.post("/V1/Models/toy/Versions/2:PREDICT", json=row).json() == http.post("/v1/models/toy:predict",
+                                                                                          json=row).json()
+    assert http.get("/v1/MODELS/toy/METADATA").json()["model_spec"]["name"] == "toy"
+    assert http.get("/V1/models/toy").status_code == 200
+    assert http.post("/v1/models/TOY:predict", json=row).status_code == 404  # the model name keeps its case
+    assert http.head("/v1/models/toy").status_code == 400  # any method but GET and POST, as TF Serving
+
+
+def test_made_up_model_and_signature_names_do_not_become_metric_series(http: httpx.Client) -> None:
+    for i in range(20):
+        http.post(f"/v1/models/m{i}{'x' * 500}:predict", json={"instances": [{"x": 1, "s": ""}]})
+        http.post("/v1/models/toy:classify", json={"signature_name": f"zz{i}", "examples": [{"x": 1.0}]})
+    text = http.get("/monitoring/prometheus/metrics").text
+    assert "xxxx" not in text and 'signature="zz' not in text
+    assert 'model="<unknown>"' in text and 'status="NOT_FOUND"' in text  # still counted, under one series
 
 
 def test_request_log_is_written(server: ServingServer, http: httpx.Client) -> None:
