@@ -91,8 +91,10 @@ def report(output: str, run_id: str | None, all_runs: bool) -> int:
     """
     from report import mlmd
 
-    if run_id and all_runs:
+    if run_id is not None and all_runs:
         raise UsageProblem("give --run or --all, not both")
+    if run_id is not None and not run_id.strip():
+        raise UsageProblem("--run is empty; `taxi runs` lists the run ids (leave --run out for the latest)")
     ids = mlmd.run_ids(_store(output)) if all_runs else [run_id]
     info("reading statistics, TFMA and MLMD...")
     for one in ids:

@@ -159,15 +159,20 @@ def labels(output: str, model_name: str, config_path: str | None, as_json: bool)
 def _window(since: str | None, until: str | None, hours: float) -> tuple[float, float]:
     """--since/--until as unix seconds or ISO times; default the last --window-hours."""
     import datetime as dt
+    import math
     import time
 
     def parse(text: str, flag: str) -> float:
         try:
-            return float(text)
+            seconds = float(text)
         except ValueError:
             pass
-        try:
-            moment = dt.datetime.fromisoformat(text)
+        else:
+            if not math.isfinite(seconds):
+                raise UsageProblem(f"{flag} {text!r} is not a time")
+            return seconds
+        try:  # Python 3.10's fromisoformat does not read the "Z" that date -u and most logs write
+            moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
         except ValueError:
             raise UsageProblem(f"{flag} {text!r} is neither unix seconds nor an ISO time") from None
         return (moment if moment.tzinfo else moment.astimezone()).timestamp()

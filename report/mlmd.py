@@ -80,7 +80,7 @@ def _artifacts_by_key(store: metadata_store.MetadataStore, execution_id: int, ki
 def run_executions(store: metadata_store.MetadataStore, run_id: str) -> list[Execution]:
     context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
     if context is None:
-        raise StoreError(f"no run {run_id!r} in MLMD; `runs` lists the run ids")
+        raise StoreError(f"no run {run_id!r} in MLMD; `taxi runs` lists the run ids")
     executions = executions_in_start_order(store, context.id)
     return [Execution(e.id, node_name(store, e.id), STATE_WORDS.get(e.last_known_state, "?"),
                       e.create_time_since_epoch, e.last_update_time_since_epoch, properties(e),

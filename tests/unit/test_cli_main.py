@@ -100,6 +100,10 @@ def test_vertex_keeps_its_subcommands_and_flags() -> None:
     (["promote", "--offline", "--output", "typo"], "error: output folder typo does not exist"),
     (["rollback", "--offline", "--config", "typo.config"], "error: --config typo.config does not exist"),
     (["labels", "--config", "typo.config"], "error: --config typo.config does not exist"),
+    (["report", "--run", ""], "error: --run is empty; `taxi runs` lists the run ids"),
+    (["monitor", "--output", ".", "--since", "nan"], "error: --since 'nan' is not a time"),
+    (["monitor", "--output", ".", "--since", "2026-11-23T22:00:00Z", "--until", "2026-11-23T21:00:00Z"],
+     "error: --since must be before --until"),  # the Z is read, not refused
     (["monitor", "--config", "typo.config", "--retrain", "--data", "spans"], "error: --config typo.config does not"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv: list[str], fragment: str, tmp_path, monkeypatch,
