@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lowest eval AUC the Evaluator blesses (default: %(default)s)")
     parser.add_argument("--auc-change-tolerance", type=float, default=defaults["auc_change_tolerance"].default,
                         help="how far AUC may fall below the serving model and still be blessed (default: %(default)s)")
+    parser.add_argument("--min-error-reduction", type=float, default=defaults["min_error_reduction"].default,
+                        help="share of the errors of always answering the majority class a blessed model must "
+                             "remove, at threshold 0.5 (default: %(default)s)")
     parser.add_argument("--beam-args", default=" ".join(configs.DEFAULT_LOCAL_BEAM_ARGS),
                         help="Beam pipeline args, one quoted string (default: %(default)r)")
     parser.add_argument("--span", type=int, default=None,
@@ -95,6 +98,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         learning_rate=args.learning_rate,
         auc_threshold=args.auc_threshold,
         auc_change_tolerance=args.auc_change_tolerance,
+        min_error_reduction=args.min_error_reduction,
         beam_pipeline_args=beam_args,
         enable_cache=not args.no_cache,
         span=span,

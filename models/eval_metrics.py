@@ -313,6 +313,31 @@ def _calibration_of(histogram: Columns) -> float:
     return float("nan") if np.isclose(labels, 0.0) else predictions / labels  # as TFMA's Calibration
 
 
+class BaseRateErrorReduction(_FromHistogram, tfma.metrics.Metric):
+    """The share of the base rate's errors the model removes: (accuracy - base) / (1 - base), at 0.5.
+
+    base: the accuracy of always answering the majority class. A model can rank
+    well (AUC 0.92) and still almost never say "big tip" (recall 0.006, accuracy
+    0.7725 where answering "no" everywhere scores 0.7713): that removes 0.5% of
+    the errors. Unlike an accuracy bound, it means the same on spans with other base rates.
+    """
+
+    def __init__(self, name: str = "base_rate_error_reduction"):
+        super().__init__(metric_util.merge_per_key_computations(self._metric_computations), name=name)
+
+    def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202
+        if thresholds is not None or num_thresholds is not None:
+            raise ValueError(f"{type(self).__name__} takes no thresholds")
+        return _base_rate_error_reduction
+
+
+def _base_rate_error_reduction(histogram: Columns) -> float:
+    matrices = confusion_matrices([0.5], histogram)
+    tp, tn, fp, fn = (float(getattr(matrices, name)[0]) for name in ("tp", "tn", "fp", "fn"))
+    base_errors = min(tp + fn, tn + fp)  # always answering the majority class is wrong on the minority
+    return float("nan") if base_errors <= 0 else (base_errors - (fp + fn)) / base_errors
+
+
 HISTOGRAM_METRICS = (HistogramBinaryAccuracy, HistogramPrecision, HistogramRecall, HistogramCalibration)
 
 

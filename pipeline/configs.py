@@ -145,6 +145,8 @@ class PipelineConfig:
     learning_rate: float = 0.003
     auc_threshold: float = 0.90
     auc_change_tolerance: float = 0.0
+    # Share of the base rate's errors (always answering the majority class) a blessed model must remove.
+    min_error_reduction: float = 0.10
     beam_pipeline_args: tuple[str, ...] = DEFAULT_LOCAL_BEAM_ARGS
     enable_cache: bool = True
     code_fingerprint: str = ""
@@ -183,6 +185,9 @@ class PipelineConfig:
                 f"AUC threshold must be in [0.5, 1]; got {self.auc_threshold} "
                 "(below 0.5 a model no better than chance could be blessed)"
             )
+        if not 0.0 < self.min_error_reduction <= 1.0:
+            raise ConfigError(f"min error reduction must be in (0, 1], got {self.min_error_reduction} "
+                              "(at 0 a model no better than always answering 'no' could be blessed)")
         if not 0.0 <= self.auc_change_tolerance < 0.5:
             raise ConfigError(f"AUC change tolerance must be in [0, 0.5), got {self.auc_change_tolerance}")
 

@@ -77,6 +77,14 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                     ),
                     # Accuracy, precision, recall and calibration, read off AUC's histogram.
                     *eval_metrics.metric_configs(),
+                    # A model must beat answering "no big tip" everywhere by a margin, whatever its AUC.
+                    eval_metrics.metric_config(
+                        eval_metrics.BaseRateErrorReduction,
+                        per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                            slicing_specs=[tfma.SlicingSpec()],
+                            threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                                lower_bound={"value": config.min_error_reduction})))],
+                    ),
                 ]
             )
         ],

@@ -21,6 +21,7 @@ from pipeline.mlmd_store import (
     run_contexts,
 )
 
+BASE_RATE_METRIC = "base_rate_error_reduction"  # models/eval_metrics.BaseRateErrorReduction
 REPORTED_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration", "example_count")
 
 
@@ -140,6 +141,9 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     if failure.metric_key.is_diff:
         return f"{name} fell {abs(value):.4f} below the serving model (allowed: {_allowed_drop(threshold)})"
     bound = threshold.value_threshold.lower_bound.value
+    if failure.metric_key.name == BASE_RATE_METRIC and not math.isnan(value):
+        return (f"removes {value:.1%} of the errors of always answering the majority class "
+                f"(< required {bound:.0%})")
     if math.isnan(value):
         return f"{name} could not be computed (< required {bound:.2f})"
     return f"{name} {value:.4f} < required {bound:.2f}"
@@ -169,7 +173,10 @@ def _threshold_words(eval_config_json: str) -> list[str]:
             name = tfma_metric_class(metric.class_name)
             for per_slice in metric.per_slice_thresholds:
                 threshold = per_slice.threshold
-                if threshold.HasField("value_threshold"):
+                if threshold.HasField("value_threshold") and metric.class_name == "BaseRateErrorReduction":
+                    words.append(f"removes >= {threshold.value_threshold.lower_bound.value:.0%} of the errors of "
+                                 "always answering the majority class")
+                elif threshold.HasField("value_threshold"):
                     words.append(f"{name} >= {threshold.value_threshold.lower_bound.value:.2f}")
                 if threshold.HasField("change_threshold"):
                     words.append(

@@ -173,3 +173,36 @@ def test_histogram_combiner_compacted_for_the_shuffle_merges_to_tfma_histogram()
     expected = output(theirs, theirs.merge_accumulators(partials(theirs, compact=False)))
     assert output(ours, ours.merge_accumulators(compacted)) == eval_metrics._columns(expected)
     assert output(ours, compacted[0]) == eval_metrics._columns(output(theirs, partials(theirs, compact=False)[0]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_base_rate_error_reduction_through_tfma(seed: int) -> None:
+    """The share of always-the-majority-answer's errors removed, run by TFMA like the Evaluator runs it."""
+    rows = _rows(400, seed)
+    flat = [(label, 0.1 + 0.3 * label) for label, _ in rows]  # ranks perfectly, never says yes
+    for data in (rows, flat):
+        values = _compute([eval_metrics.metric_config(eval_metrics.HistogramBinaryAccuracy),
+                           eval_metrics.metric_config(eval_metrics.BaseRateErrorReduction)], data)[()]
+        positives = sum(label for label, _ in data) / len(data)
+        base_errors = min(positives, 1 - positives)
+        expected = (base_errors - (1 - values["binary_accuracy"])) / base_errors
+        assert values["base_rate_error_reduction"] == pytest.approx(expected, abs=1e-9)
+    assert values["base_rate_error_reduction"] <= 0  # the flat model removes none
+
+
+def test_blessing_rules_and_a_refusal_in_words(tmp_path) -> None:
+    from google.protobuf import json_format
+    from tensorflow_model_analysis.proto import validation_result_pb2
+
+    from pipeline import run_summary
+
+    config = tfx_pipeline.eval_config(configs.local_config(str(tmp_path / "data"), str(tmp_path / "out")))
+    assert run_summary._threshold_words(json_format.MessageToJson(config)) == [
+        "AUC >= 0.90", "AUC not below the serving model (allowed drop: none)",
+        "removes >= 10% of the errors of always answering the majority class"]
+    failure = validation_result_pb2.ValidationFailure()
+    failure.metric_key.name = "base_rate_error_reduction"
+    failure.metric_value.double_value.value = 0.0053
+    failure.metric_threshold.value_threshold.lower_bound.value = 0.1
+    assert run_summary._failure_words(failure) == ("removes 0.5% of the errors of always answering the majority "
+                                                    "class (< required 10%)")
