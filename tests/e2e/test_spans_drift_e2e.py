@@ -37,7 +37,10 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     assert "[drift] payment_type" in stopped.stderr and "--accept-drift" in stopped.stderr
     assert pushed_versions(output) == []
 
-    accepted = run_local(output, "--data", str(data), "--accept-drift", "--no-report", "--auc-threshold", "0.6")
+    # With 90% card payments span 2 teaches little (AUC 0.63, removes 0.4% of the base rate's errors): low bars,
+    # so that this run pushes and its lineage can be read below. Training is seeded, so the figures repeat.
+    accepted = run_local(output, "--data", str(data), "--accept-drift", "--no-report", "--auc-threshold", "0.55",
+                         "--min-error-reduction", "0.0001")
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert "(drift accepted)" in accepted.stdout
     summary = summarize(str(output / "metadata.sqlite"))
