@@ -296,24 +296,37 @@ class HistogramRecall(_ConfusionMatrixFromHistogram, confusion_matrix_metrics.Re
     pass
 
 
-class HistogramCalibration(_FromHistogram, tfma.metrics.Metric):
-    """Total predictions / total labels, as TFMA's Calibration."""
+class _OneFunctionOfHistogram(_FromHistogram, tfma.metrics.Metric):
+    """A metric that is one function of the histogram (`value`), with no thresholds of its own."""
 
-    def __init__(self, name: str = "calibration"):
-        super().__init__(metric_util.merge_per_key_computations(self._metric_computations), name=name)
+    default_name = ""
+
+    def __init__(self, name: str | None = None):
+        super().__init__(metric_util.merge_per_key_computations(self._metric_computations),
+                         name=name or self.default_name)
 
     def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202
         if thresholds is not None or num_thresholds is not None:
             raise ValueError(f"{type(self).__name__} takes no thresholds")
-        return _calibration_of
+        return type(self).value
+
+    @staticmethod
+    def value(histogram: Columns) -> float:
+        raise NotImplementedError
 
 
-def _calibration_of(histogram: Columns) -> float:
-    labels, predictions = math.fsum(histogram[1]), math.fsum(histogram[2])
-    return float("nan") if np.isclose(labels, 0.0) else predictions / labels  # as TFMA's Calibration
+class HistogramCalibration(_OneFunctionOfHistogram):
+    """Total predictions / total labels, as TFMA's Calibration."""
+
+    default_name = "calibration"
+
+    @staticmethod
+    def value(histogram: Columns) -> float:
+        labels, predictions = math.fsum(histogram[1]), math.fsum(histogram[2])
+        return float("nan") if np.isclose(labels, 0.0) else predictions / labels  # as TFMA's Calibration
 
 
-class BaseRateErrorReduction(_FromHistogram, tfma.metrics.Metric):
+class BaseRateErrorReduction(_OneFunctionOfHistogram):
     """The share of the base rate's errors the model removes: (accuracy - base) / (1 - base), at 0.5.
 
     base: the accuracy of always answering the majority class. A model can rank
@@ -322,20 +335,14 @@ class BaseRateErrorReduction(_FromHistogram, tfma.metrics.Metric):
     the errors. Unlike an accuracy bound, it means the same on spans with other base rates.
     """
 
-    def __init__(self, name: str = "base_rate_error_reduction"):
-        super().__init__(metric_util.merge_per_key_computations(self._metric_computations), name=name)
+    default_name = "base_rate_error_reduction"
 
-    def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202
-        if thresholds is not None or num_thresholds is not None:
-            raise ValueError(f"{type(self).__name__} takes no thresholds")
-        return _base_rate_error_reduction
-
-
-def _base_rate_error_reduction(histogram: Columns) -> float:
-    matrices = confusion_matrices([0.5], histogram)
-    tp, tn, fp, fn = (float(getattr(matrices, name)[0]) for name in ("tp", "tn", "fp", "fn"))
-    base_errors = min(tp + fn, tn + fp)  # always answering the majority class is wrong on the minority
-    return float("nan") if base_errors <= 0 else (base_errors - (fp + fn)) / base_errors
+    @staticmethod
+    def value(histogram: Columns) -> float:
+        matrices = confusion_matrices([0.5], histogram)
+        tp, tn, fp, fn = (float(getattr(matrices, name)[0]) for name in ("tp", "tn", "fp", "fn"))
+        base_errors = min(tp + fn, tn + fp)  # always answering the majority class is wrong on the minority
+        return float("nan") if base_errors <= 0 else (base_errors - (fp + fn)) / base_errors
 
 
 HISTOGRAM_METRICS = (HistogramBinaryAccuracy, HistogramPrecision, HistogramRecall, HistogramCalibration)
