@@ -133,23 +133,21 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
 
 
 def to_record_batch(window: Window, types: dict[str, str]) -> pa.RecordBatch:
-    """types: feature -> INT | FLOAT | BYTES (from the schema); unknown features are left out."""
+    """types: feature -> INT | FLOAT | BYTES (from the schema); unknown features are left out.
+
+    The values were typed once, line by line, by read_window(types=...); Arrow
+    only lays them out (and refuses, per feature, what a hand-built window got wrong).
+    """
     arrays, names = [], []
     for name, values in sorted(window.columns.items()):
         kind = types.get(name)
         if kind is None:
             continue
-        lists: list[list[Any]] = []
-        for value in values:
-            if _is_missing(value):
-                lists.append([])
-                continue
-            try:
-                lists.append([value if isinstance(value, bytes) else typed(kind, value)])
-            except ValueError as error:
-                raise RequestLogError(f"feature {name}: {error}") from None
         value_type = {"BYTES": pa.binary(), "INT": pa.int64()}.get(kind, pa.float32())
-        arrays.append(pa.array(lists, type=pa.list_(value_type)))
+        try:
+            arrays.append(pa.array([[] if _is_missing(v) else [v] for v in values], type=pa.list_(value_type)))
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as error:
+            raise RequestLogError(f"feature {name}: not {kind} values ({str(error)[:120]})") from None
         names.append(name)
     if not names:
         raise RequestLogError("the logged requests hold none of the schema's features")
