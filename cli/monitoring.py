@@ -332,22 +332,11 @@ def trigger(output: str, model_name: str, data: str, span: int | None, skew_repo
                               [FeatureResult(**r) for r in raw["results"]], raw.get("created", 0))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise UsageProblem(f"--skew-report {skew_report} is not a monitor JSON report: {error}") from None
-    _check_runner_args(list(runner_args))
+    from monitoring.trigger import TriggerError, check_runner_args
+
+    try:
+        check_runner_args(list(runner_args))
+    except TriggerError as error:
+        raise UsageProblem(str(error)) from None
     return _trigger(output, data, model_name, skew, span, list(runner_args), dry_run)
 
-
-def _check_runner_args(runner_args: list[str]) -> None:
-    """local_runner.py's own parser reads them now, not after a retrain decision was logged (a dry run too):
-    a misspelt trigger flag (--dryrun) lands here and must not start a run."""
-    import local_runner
-
-    owned = [a for a in runner_args if a.split("=")[0] in ("--data", "--output", "--span", "--no-progress")]
-    if owned:
-        raise UsageProblem(f"{owned[0]} is set by trigger itself; pass it to trigger, not after --")
-    parser = local_runner.build_parser()
-
-    def refuse(message: str) -> None:
-        raise UsageProblem(f"not a trigger flag, nor a local_runner.py flag after --: {message}")
-
-    parser.error = refuse
-    parser.parse_args(runner_args)

@@ -86,6 +86,26 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     return Decision(bool(reasons), reasons, chosen, version, model_span)
 
 
+OWN_FLAGS = ("--data", "--output", "--no-progress", "--span")  # what run() below passes local_runner.py itself
+
+
+def check_runner_args(runner_args: list[str]) -> None:
+    """local_runner.py's own parser reads them before a retrain decision is logged (a dry run too):
+    a misspelt trigger flag (--dryrun) lands here and must not start a run. TriggerError says why."""
+    import local_runner
+
+    owned = [a for a in runner_args if a.split("=")[0] in OWN_FLAGS]
+    if owned:
+        raise TriggerError(f"{owned[0]} is set by trigger itself; pass it to trigger, not after --")
+    parser = local_runner.build_parser()
+
+    def refuse(message: str) -> None:
+        raise TriggerError(f"not a trigger flag, nor a local_runner.py flag after --: {message}")
+
+    parser.error = refuse
+    parser.parse_args(runner_args)
+
+
 def _run_to_the_end(command: list[str], timeout: float) -> int:
     """The run's exit code. A SIGTERM to the trigger (cron's timeout, systemd stop) is passed on and waited for:
     a run left behind would go on unlogged, and the released lock would let the next trigger start a second.
