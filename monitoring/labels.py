@@ -143,10 +143,6 @@ def previous_stable(deployment: Deployment, current: int | None, history: list[d
     return next((v for v in reversed(stack) if v in on_disk and v != current), None)
 
 
-def rolled_back_from(deployment: Deployment) -> set[int]:
-    return {e["before"][STABLE] for e in deployment.history() if e.get("action") == "rollback" and STABLE in e["before"]}
-
-
 def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: str,
            before: dict[str, int]) -> dict[str, int]:
     """Atomic replace of the config; the version a rollback would return to stays pinned, so it needs no load."""
@@ -224,23 +220,22 @@ def promote(deployment: Deployment, check: Check, version: int | None = None) ->
 def rollback(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
     """stable := the previous stable version (or a given one); a canary of the rolled-back version is dropped."""
     with _locked(deployment):
-        before = deployment.labels()
+        before, history, pushed = deployment.labels(), deployment.history(), deployment.pushed()
         current = before.get(STABLE)
-        target = version if version is not None else previous_stable(deployment, current)
-        if target is None:  # no history (a hand-written config): the newest older push not rolled back from
-            skip = rolled_back_from(deployment)
-            older = [v for v in deployment.pushed() if (current is None or v < current) and v not in skip]
+        target = version if version is not None else previous_stable(deployment, current, history)
+        if target is None:  # no earlier stable in the history still on disk: the newest older push not rolled back from
+            skip = {e["before"][STABLE] for e in history if e.get("action") == "rollback" and STABLE in e["before"]}
+            older = [v for v in pushed if (current is None or v < current) and v not in skip]
             target = older[-1] if older else None
         if target is None:
-            raise LabelError(f"no earlier version to roll back to (stable is {current}; "
-                             f"pushed: {deployment.pushed()[-5:] or 'none'})")
-        if target not in deployment.pushed():
+            raise LabelError(f"no earlier version to roll back to (stable is {current}; pushed: {pushed[-5:] or 'none'})")
+        if target not in pushed:
             raise LabelError(f"cannot roll back to version {target}: it is not in {deployment.push_dir}")
         if target == current:
             raise LabelError(f"version {target} is already stable")
         check(target)
-        after = {**_others(before, deployment.pushed()), STABLE: target}
+        after = {**_others(before, pushed), STABLE: target}
         canary = before.get(CANARY)
-        if canary is not None and canary not in (current, target) and canary in deployment.pushed():
+        if canary is not None and canary not in (current, target) and canary in pushed:
             after[CANARY] = canary
         return _write(deployment, after, "rollback", f"stable {current} -> {target}", before)

@@ -194,8 +194,9 @@ def create_app(core: ServingCore, parse_threads: int = 2,
         """POST /v1/models/... goes straight to its endpoint: FastAPI's routing,
         dependency solving and three middleware layers cost ~0.1 ms per
         request, and this endpoint uses none of them (it answers its own errors)."""
-        if scope["type"] == "http" and scope["path"][:len(MODELS_ROOT)].lower() == MODELS_ROOT:
-            scope = {**scope, "path": MODELS_ROOT + scope["path"][len(MODELS_ROOT):]}  # /V1/MODELS/... too
+        root = scope["path"][:len(MODELS_ROOT)] if scope["type"] == "http" else ""
+        if root != MODELS_ROOT and root.lower() == MODELS_ROOT:  # /V1/Models/...: a copy only then, not per request
+            scope = {**scope, "path": MODELS_ROOT + scope["path"][len(MODELS_ROOT):]}
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(MODELS_PREFIX):
             return await app(scope, receive, send)
         try:
