@@ -31,17 +31,12 @@ def check_csv_folder(folder: str) -> list[Path]:
         raise ConfigError(f"data folder {folder} does not exist")
     if not path.is_dir():
         raise ConfigError(f"data path {folder} is not a folder: pass the folder that holds the CSV files")
-    try:
-        files = sorted(path.iterdir())  # what CsvExampleGen's `*` pattern reads, hidden files and folders included
-    except OSError as error:
-        raise ConfigError(f"data folder {folder} cannot be read: {error.strerror or error}") from None
+    files = entries(folder)  # what CsvExampleGen's `*` pattern reads, hidden files and folders included
     folders = [p.name for p in files if p.is_dir()]
     if folders and all(SPAN_FOLDER.match(name) for name in folders):
-        raise ConfigError(
-            f"data folder {folder} holds span folders ({', '.join(folders[:3])})"
-            + (" next to other files: keep only span-<N>/ folders in it" if len(folders) < len(files) else
-               f": pass one of them (e.g. {path / folders[-1]}), or run the pipeline with --data {folder} --span N")
-        )
+        span_folders(folder, files)  # CSV files beside them: the same refusal a run gives
+        raise ConfigError(f"data folder {folder} holds span folders ({', '.join(folders[:3])}): pass one of them "
+                          f"(e.g. {path / folders[-1]}), or run the pipeline with --data {folder} --span N")
     if folders:
         raise ConfigError(
             f"data folder {folder} holds folders ({', '.join(folders[:3])}) that CsvExampleGen would read as "
@@ -66,6 +61,25 @@ def check_csv_folder(folder: str) -> list[Path]:
     if not any(rows for _, rows in scanned.values()):
         raise ConfigError(f"data folder {folder} has no data rows: its CSV files hold only a header")
     return files
+
+
+def entries(folder: str) -> list[Path]:
+    """The folder's entries, sorted; a folder that cannot be listed is a ConfigError."""
+    try:
+        return sorted(Path(folder).iterdir())
+    except OSError as error:
+        raise ConfigError(f"data folder {folder} cannot be read: {error.strerror or error}") from None
+
+
+def span_folders(folder: str, found: list[Path]) -> dict[str, int]:
+    """{span-<N> folder name: N} among the folder's entries; CSV files beside span folders are refused,
+    since a run reads only span-{SPAN}/* and would silently leave them out."""
+    spans = {p.name: int(m.group(1)) for p in found if p.is_dir() and (m := SPAN_FOLDER.match(p.name))}
+    loose = [p.name for p in found if p.suffix.lower() == ".csv" and p.is_file()]
+    if spans and loose:
+        raise ConfigError(f"data folder {folder} holds span-<N>/ folders and CSV files ({', '.join(loose[:3])}), "
+                          "which no run would read: move the files into a span folder or out")
+    return spans
 
 
 def _scan(path: Path) -> tuple[list[str], int]:

@@ -26,15 +26,7 @@ def list_spans(folder: str) -> list[int]:
     path = Path(folder)
     if not path.is_dir():
         return []
-    try:
-        entries = list(path.iterdir())
-    except OSError as error:
-        raise ConfigError(f"data folder {folder} cannot be read: {error.strerror or error}") from None
-    found = {p.name: int(m.group(1)) for p in entries if p.is_dir() and (m := data.SPAN_FOLDER.match(p.name))}
-    loose = sorted(p.name for p in entries if p.suffix.lower() == ".csv" and p.is_file())
-    if found and loose:
-        raise ConfigError(f"data folder {folder} holds span-<N>/ folders and CSV files ({', '.join(loose[:3])}), "
-                          "which no run would read: move the files into a span folder or out")
+    found = data.span_folders(folder, data.entries(folder))
     padded = sorted(name for name, number in found.items() if name != f"span-{number}")
     if padded:
         raise ConfigError(f"span folder {Path(folder) / padded[0]}: write span numbers without leading zeros "
