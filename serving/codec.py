@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from serving.errors import invalid
+from serving.errors import ServingError, invalid
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -33,6 +34,8 @@ class TensorSpec:
     # Read per request, so computed once: tf.DType's properties cost ~1 us each.
     np_dtype: np.dtype = field(init=False, repr=False, compare=False)
     kind: str = field(init=False, repr=False, compare=False)  # string, bool, int or float
+    # float kinds: the largest whole number the type holds exactly (2^digits - 1); 0 otherwise
+    max_exact_int: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         kind = ("string" if self.dtype == tf.string else "bool" if self.dtype.is_bool
@@ -43,6 +46,8 @@ class TensorSpec:
             np_dtype = np.dtype(object)
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "np_dtype", np_dtype)
+        exact = 2 ** (np.finfo(np_dtype).nmant + 1) - 1 if kind == "float" and np_dtype.kind == "f" else 0
+        object.__setattr__(self, "max_exact_int", exact)
 
     def fits(self, shape: tuple[int, ...] | list[int]) -> bool:
         """Whether an array of this shape matches the declared one (-1: any size)."""
@@ -121,6 +126,33 @@ def json_type(value: Any) -> str:
     return "a list"
 
 
+class _JsonConstant(float):
+    """NaN, Infinity or -Infinity written as such in the request: TF Serving
+    reads them (RapidJSON's kParseNanAndInfFlag), while a number too big for a
+    double (1e400) is a parse error there, not infinity as in Python's json."""
+
+
+_JSON_CONSTANTS = {name: _JsonConstant(name) for name in ("NaN", "Infinity", "-Infinity")}
+TOO_BIG = "JSON Parse error: Number too big to be stored in double"
+
+
+def loads(data: bytes) -> Any:
+    """A request body as Python values, infinities marked by how they were written."""
+    return json.loads(data, parse_constant=_JSON_CONSTANTS.__getitem__)
+
+
+def _overflowed(leaf: Any) -> bool:
+    """A JSON number Python's json turned into infinity because it was too big."""
+    return leaf.__class__ is float and math.isinf(leaf)
+
+
+def _lossy(leaf: Any, spec: TensorSpec) -> ServingError:
+    if abs(leaf) >= 2 ** 1024:  # RapidJSON cannot even parse it
+        return invalid(TOO_BIG)
+    target = {2: "half", 4: "float"}.get(spec.np_dtype.itemsize, "double")
+    return invalid(f"input '{spec.name}': Cannot convert JSON value: {leaf!r} to {target} without loss of precision")
+
+
 def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
     name, dtype = spec.name, spec.dtype
     if spec.kind == "bool":
@@ -128,15 +160,27 @@ def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
             if not isinstance(leaf, bool):
                 raise invalid(f"input '{name}' expects booleans, got {json_type(leaf)}")
         return np.array(leaves, dtype=spec.np_dtype)
+    exact = spec.max_exact_int  # as TF Serving's IsLosslessDecimal: a whole number must be exact in the type
     for leaf in leaves:
         if leaf.__class__ is not float and (isinstance(leaf, bool) or not isinstance(leaf, (int, float))):
             raise invalid(f"input '{name}' expects numbers ({_dtype_label(dtype)}), got {json_type(leaf)}")
+        if leaf.__class__ is int and exact and not -exact <= leaf <= exact:
+            raise _lossy(leaf, spec)
         if spec.kind == "int" and isinstance(leaf, float) and not (math.isfinite(leaf) and leaf.is_integer()):
-            raise invalid(f"input '{name}' expects integers ({_dtype_label(dtype)}), got {leaf!r}")
+            raise invalid(TOO_BIG if _overflowed(leaf) else
+                          f"input '{name}' expects integers ({_dtype_label(dtype)}), got {leaf!r}")
     try:
-        return np.array(leaves, dtype=spec.np_dtype)
+        with np.errstate(over="ignore"):
+            array = np.array(leaves, dtype=spec.np_dtype)
     except OverflowError:
         raise invalid(f"input '{name}': a value is out of range for {_dtype_label(dtype)}") from None
+    if exact and np.isinf(array).any():  # rare: only then are the leaves looked at again
+        for leaf, value in zip(leaves, array.ravel().tolist(), strict=True):
+            if _overflowed(leaf):
+                raise invalid(TOO_BIG)
+            if math.isinf(value) and math.isfinite(leaf):
+                raise _lossy(leaf, spec)  # 1e39 does not fit a float32
+    return array
 
 
 def to_array(value: Any, spec: TensorSpec, batched_rows: bool = False) -> np.ndarray:

@@ -61,6 +61,7 @@ class Limits:
     max_batch_rows: int = 1024
     request_timeout_s: float = 30.0
     body_timeout_s: float = 30.0
+    head_timeout_s: float = 30.0  # request line and headers; see serving/http_protocol.py
     max_inflight: int = 256
 
 
@@ -178,6 +179,9 @@ class ServingCore:
             yield tracked
         except ServingError as exc:
             status = exc.code
+            raise
+        except asyncio.CancelledError:  # the server shutting down under a request
+            status = "UNAVAILABLE"
             raise
         except BaseException:
             status = "INTERNAL"

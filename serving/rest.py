@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,6 +48,37 @@ def json_response(content: Any, status: int = 200) -> Response:
 
 def error_response(exc: ServingError) -> Response:
     return json_response({"error": exc.message}, exc.http_status)
+
+
+def is_gzipped(content_encoding: str | None) -> bool:
+    """TF Serving uncompresses a request body whose Content-Encoding names gzip
+    (net_http's auto_uncompress_input); other codings it cannot read."""
+    codings = {c.strip().lower() for c in (content_encoding or "").split(",")} - {"", "identity"}
+    unknown = codings - {"gzip", "x-gzip"}
+    if unknown:
+        raise invalid(f"Content-Encoding '{sorted(unknown)[0]}' is not supported; send the body as is or gzip it")
+    return bool(codings)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip body (one or more members), refused once it would exceed `limit`
+    bytes: the body limit holds for what the server parses, not what it reads."""
+    out, size = [], 0
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            chunk = inflater.decompress(data, limit - size + 1)
+        except zlib.error as exc:
+            raise invalid(f"request body is not valid gzip ({exc}); send it as is or gzip it whole") from None
+        size += len(chunk)
+        if size > limit:
+            raise ServingError("RESOURCE_EXHAUSTED", f"uncompressed request body exceeds the limit of {limit} "
+                               "bytes; split the request", 413)
+        if not inflater.eof:
+            raise invalid("request body is a truncated gzip stream")
+        out.append(chunk)
+        data = inflater.unused_data
+    return b"".join(out)
 
 
 def _parse_path(method: str, path: str) -> tuple[str, int | None, str | None, str | None]:
@@ -143,9 +175,11 @@ def create_app(core: ServingCore, parse_threads: int = 2,
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
-    def decode(body_bytes: bytes) -> Any:
+    def decode(body_bytes: bytes, gzipped: bool) -> Any:
+        if gzipped:
+            body_bytes = gunzip(body_bytes, limits.max_body_bytes)
         try:
-            return json.loads(body_bytes)
+            return codec.loads(body_bytes)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
 
@@ -178,9 +212,10 @@ def create_app(core: ServingCore, parse_threads: int = 2,
         inflight += 1
         try:
             with core.track(model, verb, "rest") as tracked:
+                gzipped = is_gzipped(request.headers.get("content-encoding"))
                 body_bytes = await read_body(request)
-                big = len(body_bytes) > BIG_BODY_BYTES
-                body = await offload(decode, body_bytes, big=big)
+                big = gzipped or len(body_bytes) > BIG_BODY_BYTES
+                body = await offload(decode, body_bytes, gzipped, big=big)
                 servable = core.resolve(model, version, label)
                 tracked.version = str(servable.version)
                 result = await serve(servable, verb, body, tracked, big)
@@ -201,6 +236,10 @@ def create_app(core: ServingCore, parse_threads: int = 2,
             return await app(scope, receive, send)
         try:
             response = await post_model(Request(scope, receive), scope["path"][len(MODELS_PREFIX):])
+        except asyncio.CancelledError:
+            # Only uvicorn cancels a request (a client hang-up does not): its graceful shutdown ran out
+            # while this one was still being read or run. TF Serving's UNAVAILABLE, not uvicorn's plain 500.
+            response = error_response(ServingError("UNAVAILABLE", "the server is shutting down; send the request again"))
         except Exception as exc:  # noqa: BLE001 - the same answer FastAPI's handler gives
             response = await internal_error(None, exc)
         await response(scope, receive, send)

@@ -20,6 +20,7 @@ from serving.batching import Batcher, BatchingParameters
 from serving.config import ConfigError, ModelSpec, load_model_config
 from serving.core import Limits, ServingCore
 from serving.grpc_server import create_grpc_server
+from serving.http_protocol import with_head_deadline
 from serving.metrics import Metrics
 from serving.registry import Registry
 from serving.request_log import RequestLogger
@@ -47,6 +48,7 @@ class ServerOptions:
     model_threads: int = 1
     tf_intra_op_threads: int = 0  # 0: TensorFlow's default (all cores)
     tf_inter_op_threads: int = 0
+    shutdown_grace_seconds: float = 10.0  # requests still running then are answered 503
 
 
 def parse_batching_parameters(text: str) -> BatchingParameters:
@@ -161,7 +163,8 @@ class ServingServer:
     def _make_uvicorn(self) -> uvicorn.Server:
         config = uvicorn.Config(
             self.app, log_level="warning", access_log=False, timeout_keep_alive=30,
-            timeout_graceful_shutdown=10, lifespan="on", h11_max_incomplete_event_size=64 * 1024,
+            timeout_graceful_shutdown=self.options.shutdown_grace_seconds, lifespan="on", h11_max_incomplete_event_size=64 * 1024,
+            http=with_head_deadline(self.options.limits.head_timeout_s),
         )
         self._uvicorn = uvicorn.Server(config)
         return self._uvicorn
@@ -204,7 +207,7 @@ class ServingServer:
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout=15)
+            self._thread.join(timeout=self.options.shutdown_grace_seconds + 5)
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=5).wait(10)
         self.registry.stop()

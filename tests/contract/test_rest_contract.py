@@ -6,6 +6,7 @@ same SavedModel directly when its directory is known.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import math
 
@@ -111,6 +112,16 @@ def test_nan_literals_and_empty_strings_are_missing_values(http: httpx.Client, t
     assert b"NaN" in resp.request.content
     assert resp.status_code == 200, resp.text
     assert_valid_predictions(resp.json()["predictions"], 1)
+
+
+def test_a_gzip_body_is_read_like_a_plain_one(http: httpx.Client, target: Target) -> None:
+    # TF Serving uncompresses bodies sent with Content-Encoding: gzip (net_http's auto_uncompress_input).
+    body = json.dumps({"instances": ROWS}).encode()
+    plain = post(http, f"/v1/models/{target.model}:predict", body)
+    zipped = http.post(f"/v1/models/{target.model}:predict", content=gzip.compress(body),
+                       headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert plain.status_code == zipped.status_code == 200, zipped.text[:300]
+    assert zipped.json() == plain.json()
 
 
 def _example(row: dict) -> bytes:

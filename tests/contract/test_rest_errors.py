@@ -44,6 +44,7 @@ def _row(**changes: object) -> dict:
     json.dumps({"inputs": {**{k: [v] for k, v in ROWS[0].items()}, "fare": [1.0, 2.0]}}).encode(),  # batch mismatch
     json.dumps({"signature_name": "no_such_signature", **GOOD}).encode(),
     json.dumps({"signature_name": 5, **GOOD}).encode(),
+    json.dumps(_row(fare="BIG")).replace('"BIG"', "1e400").encode(),  # too big for a double: not infinity
 ])
 def test_malformed_predict_is_400(http: httpx.Client, target: Target, body: bytes) -> None:
     _assert_error(post(http, f"/v1/models/{target.model}:predict", body), 400)

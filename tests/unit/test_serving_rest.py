@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from serving.config import ModelSpec, VersionPolicy, render_model_config
@@ -189,3 +192,95 @@ def test_a_client_that_hangs_up_mid_body_is_counted_cancelled_not_internal(serve
         time.sleep(0.05)
     assert 'status="INTERNAL"' not in text
     assert http.post("/v1/models/toy:predict", json={"instances": [{"x": 1.0, "s": "a"}]}).status_code == 200
+
+
+@pytest.mark.parametrize("x,error", [
+    ("1e400", "JSON Parse error: Number too big to be stored in double"),  # Python's json would make it inf
+    ("-1e400", "JSON Parse error: Number too big to be stored in double"),
+    ("9007199254740993", "Cannot convert JSON value: 9007199254740993 to double without loss of precision"),
+    ("Infinity", None), ("-Infinity", None), ("NaN", None), ("1e-400", None), ("12345.5", None),
+])
+def test_numbers_are_read_as_tf_serving_reads_them(http: httpx.Client, x: str, error: str | None) -> None:
+    resp = http.post("/v1/models/toy/versions/1:predict", content=f'{{"instances": [{{"x": {x}, "s": "a"}}]}}')
+    if error is None:
+        assert resp.status_code == 200, resp.text
+        y = resp.json()["predictions"][0]["y"]
+        assert (y != y) if x == "NaN" else y == float(np.float32(float(x)))  # y is a float32 output
+    else:
+        assert resp.status_code == 400 and error in resp.json()["error"], resp.text
+
+
+@pytest.mark.parametrize("value,fits", [("1e39", False), ("16777216", False), ("3.4e38", True), ("16777215", True),
+                                        ("Infinity", True), ("1e-50", True)])
+def test_float32_inputs_refuse_values_they_cannot_hold(value: str, fits: bool) -> None:
+    import tensorflow as tf
+
+    from serving.codec import TensorSpec, loads, to_array
+    from serving.errors import ServingError
+
+    spec = TensorSpec("x", tf.float32, (-1,))
+    if fits:
+        assert to_array(loads(f"[{value}]".encode()), spec).tolist() == [np.float32(float(value))]
+    else:
+        with pytest.raises(ServingError, match="to float without loss of precision"):
+            to_array(loads(f"[{value}]".encode()), spec)
+
+
+def _gzip_post(http: httpx.Client, content: bytes, encoding: str = "gzip") -> httpx.Response:
+    return http.post("/v1/models/toy/versions/1:predict", content=content, headers={"content-encoding": encoding})
+
+
+def test_gzip_bodies_are_uncompressed_within_the_body_limit(http: httpx.Client) -> None:
+    body = b'{"instances": [{"x": 2.5, "s": "ab"}]}'
+    want = {"predictions": [{"n": 2, "y": 2.5}]}
+    assert _gzip_post(http, gzip.compress(body)).json() == want
+    assert _gzip_post(http, gzip.compress(body[:9]) + gzip.compress(body[9:])).json() == want  # two members
+    assert _gzip_post(http, body, "identity").json() == want
+    # a small upload that inflates past --max-body-bytes (200,000 here) is refused like a large one
+    bomb = gzip.compress(body[:-2] + b" " * 300_000 + body[-2:])
+    assert len(bomb) < 200_000
+    resp = _gzip_post(http, bomb)
+    assert resp.status_code == 413 and "uncompressed request body exceeds the limit" in resp.json()["error"]
+    for content, encoding, error in [(body, "gzip", "not valid gzip"), (gzip.compress(body)[:-8], "gzip", "truncated"),
+                                     (body, "br", "Content-Encoding 'br' is not supported")]:
+        resp = _gzip_post(http, content, encoding)
+        assert resp.status_code == 400 and error in resp.json()["error"], resp.text
+
+
+def test_a_connection_whose_request_head_stalls_is_closed(tmp_path: Path) -> None:
+    base = tmp_path / "toy"
+    push_toy(base, 1)
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=None,
+                            file_system_poll_wait_seconds=0, limits=Limits(head_timeout_s=0.5))
+    with ServingServer(options) as srv:
+        silent = socket.create_connection(("127.0.0.1", srv.rest_port), timeout=10)
+        partial = socket.create_connection(("127.0.0.1", srv.rest_port), timeout=10)
+        partial.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: t\r\n")  # and no more headers
+        start = time.monotonic()
+        assert silent.recv(100) == b"" and partial.recv(100) == b""  # closed by the server
+        assert time.monotonic() - start < 5
+        silent.close()
+        partial.close()
+        with httpx.Client(base_url=srv.url, timeout=10) as client:  # an idle keep-alive connection is not cut
+            row = {"instances": [{"x": 1.0, "s": "a"}]}
+            assert client.post("/v1/models/toy:predict", json=row).status_code == 200
+            time.sleep(1.0)
+            assert client.post("/v1/models/toy:predict", json=row).status_code == 200
+
+
+def test_a_request_cut_by_shutdown_gets_a_json_503(tmp_path: Path) -> None:
+    base = tmp_path / "toy"
+    push_toy(base, 1)
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=None,
+                            file_system_poll_wait_seconds=0, shutdown_grace_seconds=0.5)
+    srv = ServingServer(options).start()
+    with socket.create_connection(("127.0.0.1", srv.rest_port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"inst")
+        time.sleep(0.2)
+        stopping = threading.Thread(target=srv.stop)
+        stopping.start()
+        reply = sock.recv(65536)
+        stopping.join()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), reply[:200]
+    assert json.loads(body) == {"error": "the server is shutting down; send the request again"}
