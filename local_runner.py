@@ -8,7 +8,6 @@ Exit codes: 0 the run completed (blessed or not); 1 the run failed;
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from pipeline import configs, data, run_lock, spans
 from pipeline.configs import ConfigError
+from pipeline.console import fds_to
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 RUN_LOCK = "run.lock"
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", default=defaults["model_name"].default, help="serving model name (default: %(default)s)")
     parser.add_argument("--pipeline-name", default="taxi-pipeline", help="pipeline name in MLMD (default: %(default)s)")
     parser.add_argument("--train-steps", type=int, default=defaults["train_steps"].default, help="default: %(default)s")
-    parser.add_argument("--eval-steps", type=int, default=None, help="Trainer validation batches (default: 20, about one pass over the bundled eval split)")
+    parser.add_argument("--eval-steps", type=int, default=None, help="Trainer validation batches per epoch, at most one pass over the eval split (default: 20, about one pass over the bundled eval split)")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"].default, help="default: %(default)s")
     parser.add_argument("--learning-rate", type=float, default=defaults["learning_rate"].default, help="default: %(default)s")
     parser.add_argument("--auc-threshold", type=float, default=defaults["auc_threshold"].default,
@@ -114,27 +114,10 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     return dataclasses.replace(config, schema_path=schema_copy)
 
 
-@contextlib.contextmanager
-def output_to(log_path: str):
+def output_to(log_path: str):  # noqa: ANN201 - a context manager yielding the real stdout
     """Send fd 1 and 2 (Beam, TensorFlow, absl, Keras) to the log; yield the real stdout."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        console = os.fdopen(os.dup(saved_out), "w", buffering=1)
-        try:
-            yield console
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved_out, 1)
-            os.dup2(saved_err, 2)
-            os.close(saved_out)
-            os.close(saved_err)
-            console.close()
+    return fds_to(log_path)
 
 
 def _find(error: BaseException, kind: type) -> BaseException | None:

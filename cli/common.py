@@ -1,12 +1,9 @@
 """What every subcommand shares: exit codes, the error line, verbosity, --output, --json."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -87,26 +84,3 @@ def detail(message: str) -> None:
 
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str, sort_keys=False) + "\n")
-
-
-@contextlib.contextmanager
-def silenced() -> Iterator[None]:
-    """Send fd 1/2 to /dev/null while TensorFlow/TFMA load: their C++ and absl chatter is not a result."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])

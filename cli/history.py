@@ -17,10 +17,10 @@ from cli.common import (
     info,
     json_option,
     output_option,
-    silenced,
     verbosity,
     verbosity_options,
 )
+from pipeline.console import silenced
 
 HEADLINE_METRICS = ("auc", "binary_accuracy")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline import configs, data
 from pipeline.configs import ConfigError
+from pipeline.console import silenced
 
 DRAFT = configs.PROJECT_ROOT / "schema" / "schema.draft.pbtxt"
 
@@ -59,18 +60,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow_data_validation as tfdv
-    from absl import logging
-    from tensorflow_metadata.proto.v0 import schema_pb2
-    from tfx.utils import io_utils
+    print(f"computing statistics of {folder} ...", flush=True)
+    try:
+        with silenced():  # TFDV, Beam and TensorFlow chatter: warnings about this Python, cuFFT, snappy, ...
+            import tensorflow_data_validation as tfdv
+            from tensorflow_metadata.proto.v0 import schema_pb2
+            from tfx.utils import io_utils
 
-    logging.set_verbosity(logging.ERROR)
-
-    statistics = tfdv.generate_statistics_from_csv(data_location=str(Path(folder) / "*.csv"))
-    draft = tfdv.infer_schema(statistics)
-    tfdv.write_schema_text(draft, args.out)
-    curated = io_utils.SchemaReader().read(str(configs.DEFAULT_SCHEMA)) if configs.DEFAULT_SCHEMA.exists() else schema_pb2.Schema()
+            statistics = tfdv.generate_statistics_from_csv(data_location=str(Path(folder) / "*.csv"))
+            draft = tfdv.infer_schema(statistics)
+            tfdv.write_schema_text(draft, args.out)
+            curated = (io_utils.SchemaReader().read(str(configs.DEFAULT_SCHEMA)) if configs.DEFAULT_SCHEMA.exists()
+                       else schema_pb2.Schema())
+    except Exception as error:  # noqa: BLE001 - whatever TFDV raised, one line, not its traceback
+        print(f"error: the statistics pass over {folder} failed: {type(error).__name__}: {error}".splitlines()[0],
+              file=sys.stderr)
+        return 1
     print(f"draft schema written to {args.out} (the pipeline still uses {configs.DEFAULT_SCHEMA})")
     found = differences(curated, draft)
     print("differences from the curated schema:" if found else "no feature or type differences from the curated schema")

@@ -132,3 +132,24 @@ def test_schema_draft_refuses_an_unwritable_out_before_the_statistics_pass(tmp_p
         assert schema_draft.main(["--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: --out {out}") and fragment in err[0], err
+
+
+def test_make_schema_prints_its_result_and_no_library_chatter(tmp_path):
+    """`make schema` in a fresh process: TFDV, Beam and TensorFlow warnings stay off the terminal."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["fare,payment_type,tips"] + [f"{i % 40 + 0.5},{'Cash' if i % 3 else 'Credit Card'},{i % 5}" for i in range(200)]
+    (folder / "trips.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "draft.pbtxt"
+    done = subprocess.run([sys.executable, "-m", "pipeline.schema_draft", "--data", str(folder), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    assert f"draft schema written to {out}" in done.stdout
+    assert "in the curated schema, not in the data" in done.stdout  # the curated schema has more features
+    assert 'name: "payment_type"' in out.read_text()
