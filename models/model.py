@@ -335,13 +335,36 @@ def epochs_for(train_steps: int) -> tuple[int, int]:
     return 1, train_steps
 
 
+DEFAULT_VALIDATION_STEPS = 20  # about one pass over the bundled eval split at batch size 256
+
+
+def validation_steps_for(requested: int | None, eval_patterns: list[str], batch_size: int) -> int:
+    """Validation batches per epoch: the requested number, but at most one pass over the eval split.
+
+    The eval batches repeat forever, so more steps than one pass only count
+    the same examples again, and a slip (--eval-steps 100000000) would turn
+    every epoch's validation into hours. The split is counted only when a
+    number is asked for.
+    """
+    if requested is None:
+        return DEFAULT_VALIDATION_STEPS
+    files = [path for pattern in eval_patterns for path in tf.io.gfile.glob(pattern)]
+    records = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(tf.constant(0, tf.int64),
+                                                                                   lambda n, _: n + 1))
+    one_pass = max(1, math.ceil(records / batch_size))
+    if requested > one_pass:
+        print(f"eval steps: {requested} requested, {one_pass} used: one pass over the eval split "
+              f"({records} examples in batches of {batch_size})")
+    return min(requested, one_pass)
+
+
 def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx FnArgs
     """TFX Trainer entry point."""
     keras.utils.set_random_seed(SEED)
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", 256))
     epochs, steps_per_epoch = epochs_for(fn_args.train_steps)
-    validation_steps = fn_args.eval_steps or 20
+    validation_steps = validation_steps_for(fn_args.eval_steps, fn_args.eval_files, batch_size)
     # The model is small, so a step costs little next to Keras's per-call
     # overhead: several steps per call (2.5-3 s less fit here). Keras runs
     # whole calls, so the count divides both the epoch and the validation.

@@ -313,3 +313,15 @@ def test_signatures_traced_beside_training_are_what_the_export_saves(transform_o
     trained = module.serving_tf_example(examples)[model.PROBABILITY_OUTPUT].numpy()
     np.testing.assert_allclose(saved, trained, rtol=1e-6)
     assert saved.std() > 0
+
+
+@pytest.mark.parametrize("requested,used", [(None, model.DEFAULT_VALIDATION_STEPS), (2, 2), (4, 4), (10**9, 4)])
+def test_validation_never_runs_past_one_pass_over_the_eval_split(tmp_path, requested, used, capsys):
+    """1000 eval examples in batches of 256 are 4 batches: --eval-steps 1000000000 must not loop over them for hours."""
+    shard = tmp_path / "data_tfrecord-00000-of-00001.gz"
+    with tf.io.TFRecordWriter(str(shard), options="GZIP") as writer:
+        for i in range(1000):
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                "x": tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))})).SerializeToString())
+    assert model.validation_steps_for(requested, [str(tmp_path / "*.gz")], 256) == used
+    assert ("one pass over the eval split (1000 examples" in capsys.readouterr().out) == (requested == 10**9)
