@@ -151,14 +151,19 @@ def to_array(value: Any, spec: TensorSpec, batched_rows: bool = False) -> np.nda
         array = _numeric_leaves(leaves, spec)
     if len(shape) != 1:
         array = array.reshape(shape)
-    if not spec.fits(shape):
-        per_row = "each row of " if batched_rows else ""
-        got = list(shape[1:]) if batched_rows else list(shape)
-        want = list(spec.shape[1:]) if batched_rows else list(spec.shape)
-        raise invalid(
-            f"{per_row}input '{spec.name}' has shape {got}, but the signature expects {want} (-1: any size)"
-        )
+    check_shape(spec, shape, batched_rows)
     return array
+
+
+def check_shape(spec: TensorSpec, shape: list[int], batched_rows: bool = False) -> None:
+    """Refuse an input whose shape does not fit the signature's before TF sees
+    it (TF's own error would not say which input, nor what was expected)."""
+    if spec.fits(shape):
+        return
+    per_row = "each row of " if batched_rows else ""
+    got = list(shape[1:]) if batched_rows else list(shape)
+    want = list(spec.shape[1:]) if batched_rows else list(spec.shape)
+    raise invalid(f"{per_row}input '{spec.name}' has shape {got}, but the signature expects {want} (-1: any size)")
 
 
 def parse_predict(body: Any, sig: SignatureInfo) -> tuple[dict[str, np.ndarray], bool]:

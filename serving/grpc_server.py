@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.codec import TensorSpec
+from serving.codec import TensorSpec, check_shape
 from serving.core import ServingCore
 from serving.errors import ServingError, invalid
 from serving.registry import Servable
@@ -156,6 +156,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                         raise invalid(
                             f"input '{name}' has dtype {tf.as_dtype(proto.dtype).name}, the signature expects {want.name}"
                         )
+                    check_shape(sig.inputs[name], [d.size for d in proto.tensor_shape.dim])
                     try:
                         feeds[name] = _ndarray(proto, sig.inputs[name])
                     except (ValueError, TypeError) as exc:

@@ -1,4 +1,4 @@
-"""gRPC Classify/Regress against a real local server, with REST beside it to compare."""
+"""gRPC Classify/Regress and Predict's shape check against a real local server, REST beside it."""
 from __future__ import annotations
 
 import json
@@ -192,6 +192,20 @@ def _predict(x: np.ndarray, s: np.ndarray) -> predict_pb2.PredictRequest:
     request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
     request.inputs["s"].CopyFrom(tf.make_tensor_proto(s))
     return request
+
+
+@pytest.mark.parametrize("x,s,message", [
+    (np.array([[1.0], [2.0]]), np.array([b"a", b"b"], dtype=object),
+     "input 'x' has shape [2, 1], but the signature expects [-1] (-1: any size)"),
+    (np.array(1.0), np.array([b"a"], dtype=object), "input 'x' has shape [], but the signature expects [-1]"),
+    (np.array([1.0]), np.array([[b"a", b"b"]], dtype=object),
+     "input 's' has shape [1, 2], but the signature expects [-1]"),
+])
+def test_predict_refuses_a_wrong_shape_before_the_model_runs(stub: Any, x: np.ndarray, s: np.ndarray,
+                                                             message: str) -> None:
+    error = _rpc_error(stub.Predict, _predict(x, s))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith(message), error.details()
 
 
 def test_examples_calls_stay_out_of_the_request_log_as_over_rest(server: ServingServer, stub: Any,
