@@ -29,6 +29,22 @@ class ServingClientError(Exception):
         self.status, self.message = status, message
 
 
+def _shape(tensor_shape: dict[str, Any]) -> tuple[int, ...] | None:
+    """A TensorShapeProto as metadata JSON writes it -> (-1 = any size), None: unknown rank."""
+    if tensor_shape.get("unknown_rank"):
+        return None
+    return tuple(int(d.get("size", 0)) for d in tensor_shape.get("dim", []))
+
+
+def _is_json(value: Any) -> bool:
+    """A value both protocols can send as it is (bytes, numpy scalars: not over JSON)."""
+    if isinstance(value, list):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return value is None or isinstance(value, (str, int, float))  # bool is an int
+
+
 class ServingClient:
     """predict() over REST or gRPC with timeouts and bounded retries."""
 
@@ -44,6 +60,7 @@ class ServingClient:
         self.version, self.label, self.signature = version, label, signature
         self._http = httpx.Client(timeout=timeout)
         self._dtypes: dict[str, str] | None = None
+        self._shapes: dict[str, tuple[int, ...] | None] = {}  # for gRPC requests, read with the dtypes
         self._stub = None
         if protocol == "grpc":
             import grpc
@@ -104,7 +121,9 @@ class ServingClient:
             if self.signature not in signatures:
                 raise ValueError(f"the model has no signature {self.signature!r}; "
                                  f"it has: {', '.join(sorted(signatures))}")
-            self._dtypes = {k: v["dtype"] for k, v in signatures[self.signature]["inputs"].items()}
+            inputs = signatures[self.signature]["inputs"]
+            self._dtypes = {k: v["dtype"] for k, v in inputs.items()}
+            self._shapes = {k: _shape(v.get("tensor_shape", {})) for k, v in inputs.items()}
         return self._dtypes
 
     def _fill(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -114,6 +133,10 @@ class ServingClient:
             unknown = set(row) - set(dtypes)
             if unknown:
                 raise ValueError(f"row {i}: unknown feature {sorted(unknown)[0]!r}; expected {sorted(dtypes)}")
+            for name, value in row.items():
+                if not _is_json(value):
+                    raise ValueError(f"row {i}: feature {name!r} is {type(value).__name__}; send str, int, float, bool, "
+                                     "None or a list of them ({'b64': <base64 text>} for binary strings)")
             out.append({k: (row.get(k) if row.get(k) is not None else ("" if t == "DT_STRING" else math.nan))
                         for k, t in dtypes.items()})
         return out
@@ -131,9 +154,12 @@ class ServingClient:
 
     def _predict_grpc(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import grpc
-        import numpy as np
         import tensorflow as tf
+        from tensorflow.core.framework import types_pb2
         from tensorflow_serving.apis import predict_pb2
+
+        from serving.codec import TensorSpec, to_array
+        from serving.errors import ServingError
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model
@@ -142,10 +168,14 @@ class ServingClient:
             request.model_spec.version.value = self.version
         elif self.label is not None:
             request.model_spec.version_label = self.label
-        for name, dtype in self.input_dtypes().items():
-            values = [r[name] for r in rows]
-            array = np.array([str(v).encode() for v in values], dtype=object) if dtype == "DT_STRING" else np.array(
-                values, dtype=tf.dtypes.as_dtype(dtype.lower()[3:]).as_numpy_dtype)
+        dtypes = self.input_dtypes()
+        for name in sorted(dtypes):  # the server's order, so the same value is named first
+            # The server's own JSON rules, so a row REST refuses is refused here with the same message.
+            spec = TensorSpec(name, tf.as_dtype(types_pb2.DataType.Value(dtypes[name])), self._shapes[name])
+            try:
+                array = to_array([r[name] for r in rows], spec, batched_rows=True)
+            except ServingError as exc:
+                raise ServingClientError(exc.code, exc.message) from None
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
 
         def call() -> Any:

@@ -79,7 +79,7 @@ class SignatureInfo:
         return cls(name, sig.method_name, specs(sig.inputs), specs(sig.outputs))
 
 
-def _dtype_label(dtype: tf.DType) -> str:
+def dtype_label(dtype: tf.DType) -> str:
     """The DataType enum name, as metadata shows it: DT_DOUBLE, not DT_FLOAT64."""
     return types_pb2.DataType.Name(dtype.as_datatype_enum)
 
@@ -166,17 +166,17 @@ def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
     exact = spec.max_exact_int  # as TF Serving's IsLosslessDecimal: a whole number must be exact in the type
     for leaf in leaves:
         if leaf.__class__ is not float and (isinstance(leaf, bool) or not isinstance(leaf, (int, float))):
-            raise invalid(f"input '{name}' expects numbers ({_dtype_label(dtype)}), got {json_type(leaf)}")
+            raise invalid(f"input '{name}' expects numbers ({dtype_label(dtype)}), got {json_type(leaf)}")
         if leaf.__class__ is int and exact and not -exact <= leaf <= exact:
             raise _lossy(leaf, spec)
         if spec.kind == "int" and isinstance(leaf, float) and not (math.isfinite(leaf) and leaf.is_integer()):
             raise invalid(TOO_BIG if _overflowed(leaf) else
-                          f"input '{name}' expects integers ({_dtype_label(dtype)}), got {leaf!r}")
+                          f"input '{name}' expects integers ({dtype_label(dtype)}), got {leaf!r}")
     try:
         with np.errstate(over="ignore"):
             array = np.array(leaves, dtype=spec.np_dtype)
     except OverflowError:
-        raise invalid(f"input '{name}': a value is out of range for {_dtype_label(dtype)}") from None
+        raise invalid(f"input '{name}': a value is out of range for {dtype_label(dtype)}") from None
     if exact and np.isinf(array).any():  # rare: only then are the leaves looked at again
         for leaf, value in zip(leaves, array.ravel().tolist(), strict=True):
             if _overflowed(leaf):
@@ -198,14 +198,19 @@ def to_array(value: Any, spec: TensorSpec, batched_rows: bool = False) -> np.nda
         array = _numeric_leaves(leaves, spec)
     if len(shape) != 1:
         array = array.reshape(shape)
-    if not spec.fits(shape):
-        per_row = "each row of " if batched_rows else ""
-        got = list(shape[1:]) if batched_rows else list(shape)
-        want = list(spec.shape[1:]) if batched_rows else list(spec.shape)
-        raise invalid(
-            f"{per_row}input '{spec.name}' has shape {got}, but the signature expects {want} (-1: any size)"
-        )
+    check_shape(spec, shape, batched_rows)
     return array
+
+
+def check_shape(spec: TensorSpec, shape: list[int], batched_rows: bool = False) -> None:
+    """Refuse an input whose shape does not fit the signature's before TF sees
+    it (TF's own error would not say which input, nor what was expected)."""
+    if spec.fits(shape):
+        return
+    per_row = "each row of " if batched_rows else ""
+    got = list(shape[1:]) if batched_rows else list(shape)
+    want = list(spec.shape[1:]) if batched_rows else list(spec.shape)
+    raise invalid(f"{per_row}input '{spec.name}' has shape {got}, but the signature expects {want} (-1: any size)")
 
 
 def parse_predict(body: Any, sig: SignatureInfo) -> tuple[dict[str, np.ndarray], bool]:
@@ -343,25 +348,16 @@ def parse_examples(body: Any) -> list[bytes]:
 
 
 def format_classify(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """[[label, score], ...] per example, as TF Serving's classify answers."""
+    """[[label, score], ...] per example, as TF Serving's classify answers
+    ("" or 0 where the signature has no classes or scores output). `outputs`:
+    classes/scores as [rows, classes] (core.examples_call checks them)."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
-    if classes is None and scores is None:
-        raise invalid("classification signature has neither 'classes' nor 'scores' output")
-    ref = scores if scores is not None else classes
-    ref = ref.reshape(ref.shape[0], -1)
-    results = []
-    for i in range(ref.shape[0]):
-        row = []
-        for j in range(ref.shape[1]):
-            label = classes.reshape(ref.shape)[i, j].decode("utf-8", "replace") if classes is not None else ""
-            score = float(str(scores.reshape(ref.shape)[i, j])) if scores is not None else 0.0
-            row.append([label, score])
-        results.append(row)
-    return {"results": results}
+    rows, width = (scores if scores is not None else classes).shape
+    return {"results": [[[classes[i, j].decode("utf-8", "replace") if classes is not None else "",
+                          float(str(scores[i, j])) if scores is not None else 0.0] for j in range(width)]
+                        for i in range(rows)]}
 
 
 def format_regress(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """One number per example, as TF Serving's regress answers."""
-    if "outputs" not in outputs:
-        raise invalid("regression signature has no 'outputs' output")
-    return {"results": to_json("outputs", outputs["outputs"].reshape(-1))}
+    return {"results": to_json("outputs", outputs["outputs"])}

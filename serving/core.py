@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ import numpy as np
 
 from serving import codec
 from serving.batching import Batcher
+from serving.codec import SignatureInfo
 from serving.errors import ServingError, invalid
 from serving.metrics import Metrics
 from serving.registry import Registry, Servable
@@ -155,11 +156,15 @@ class ServingCore:
     def predict(self, servable: Servable, signature: str, feeds: dict[str, np.ndarray],
                 protocol: str) -> dict[str, np.ndarray]:
         """Blocking predict (gRPC threads), sampling the request log on success."""
+        outputs = self._result(self.submit(servable, signature, feeds))
+        return self._finish(servable, signature, feeds, outputs, protocol)
+
+    def _result(self, future: Future) -> dict[str, np.ndarray]:
+        """A model call's outputs, waited for in this thread up to the request timeout."""
         try:
-            outputs = self.submit(servable, signature, feeds).result(timeout=self.limits.request_timeout_s)
+            return future.result(timeout=self.limits.request_timeout_s)
         except FutureTimeout:
             raise self._deadline() from None
-        return self._finish(servable, signature, feeds, outputs, protocol)
 
     async def predict_async(self, servable: Servable, signature: str, feeds: dict[str, np.ndarray],
                             protocol: str, others_waiting: bool) -> dict[str, np.ndarray]:
@@ -194,24 +199,60 @@ class ServingCore:
                                  tracked.signature if known and tracked.version else "", method, protocol, status,
                                  time.perf_counter() - start)
 
-    def examples_call(self, servable: Servable, signature_name: str | None, body: Any,
-                      method: str) -> dict[str, Any]:
-        """:classify / :regress: tf.Examples into a classify/regress signature."""
+    def examples_call(self, servable: Servable, signature_name: str | None, method: str,
+                      examples: Sequence[bytes], tracked: Tracked) -> tuple[SignatureInfo, dict[str, np.ndarray]]:
+        """Serialized tf.Examples -> classify/regress signature -> checked outputs.
+
+        The one path of REST :classify/:regress and gRPC Classify/Regress, so
+        both refuse and answer alike; the front ends only format the outputs.
+        Checks run in TF Serving's order (signature, then "Input is empty.").
+        Not sampled into the request log, on either protocol: its reader
+        (monitoring) compares named feature columns, not serialized examples.
+        """
         sig = servable.signature(signature_name)
-        want = codec.CLASSIFY_METHOD if method == "classify" else codec.REGRESS_METHOD
-        if sig.method_name != want:
-            kind = "classification" if method == "classify" else "regression"
-            raise invalid(
-                f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name} "
-                f"(signature '{sig.name}')"
-            )
-        examples = codec.parse_examples(body)
-        string_inputs = [s for s in sig.inputs.values() if s.dtype.name == "string"]
-        if len(sig.inputs) != 1 or not string_inputs:
-            raise invalid(f"signature '{sig.name}' must take one string input of serialized tf.Examples")
-        feeds = {string_inputs[0].name: np.array(examples, dtype=object)}
-        try:
-            outputs = self.submit(servable, sig.name, feeds).result(timeout=self.limits.request_timeout_s)
-        except FutureTimeout:
-            raise self._deadline() from None
-        return codec.format_classify(outputs) if method == "classify" else codec.format_regress(outputs)
+        tracked.signature = sig.name
+        _check_examples_signature(sig, method)
+        if not examples:
+            raise invalid("Input is empty.")
+        (spec,) = sig.inputs.values()
+        future = self.submit(servable, sig.name, {spec.name: np.array(examples, dtype=object)})
+        return sig, _checked_outputs(method, self._result(future), len(examples))
+
+
+def _check_examples_signature(sig: SignatureInfo, method: str) -> None:
+    """What TF Serving's PreProcessClassification/-Regression require of a signature."""
+    want = codec.CLASSIFY_METHOD if method == "classify" else codec.REGRESS_METHOD
+    if sig.method_name != want:
+        kind = "classification" if method == "classify" else "regression"
+        raise invalid(
+            f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name} (signature '{sig.name}')"
+        )
+    if len(sig.inputs) != 1 or next(iter(sig.inputs.values())).kind != "string":
+        raise invalid(f"signature '{sig.name}' must take one string input of serialized tf.Examples")
+    names = ("classes", "scores") if method == "classify" else ("outputs",)
+    if not set(names) & set(sig.outputs):
+        raise invalid(f"signature '{sig.name}' has no output {' or '.join(repr(n) for n in names)}")
+    for name in (n for n in names if n in sig.outputs):
+        want = "DT_STRING" if name == "classes" else "DT_FLOAT"
+        if codec.dtype_label(sig.outputs[name].dtype) != want:
+            raise invalid(f"Expected {name} Tensor of {want}. Got: {codec.dtype_label(sig.outputs[name].dtype)} "
+                          f"(signature '{sig.name}')")
+
+
+def _checked_outputs(method: str, outputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """classes/scores as [rows, classes], regression outputs as [rows], as
+    TF Serving's PostProcess*Result demand, so no formatter has to guess."""
+    if method == "regress":
+        values = outputs["outputs"]
+        if values.ndim not in (1, 2) or values.size != rows or values.shape[0] != rows:
+            raise invalid(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+                          f"with batch_size {rows} but got {list(values.shape)}")
+        return {"outputs": values.reshape(rows)}
+    checked = {name: outputs[name] for name in ("classes", "scores") if name in outputs}
+    for name, array in checked.items():
+        if array.ndim != 2 or array.shape[0] != rows:
+            raise invalid(f"Expected {name} Tensor shape: [batch_size {rows}, num_classes] but got {list(array.shape)}")
+    if len({array.shape[1] for array in checked.values()}) > 1:
+        raise invalid("Tensors class and score should match in dim_size(1). Got "
+                      + " vs. ".join(str(a.shape[1]) for a in checked.values()))
+    return checked

@@ -13,15 +13,17 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
     status_pb2,
 )
 
-from serving.codec import TensorSpec
+from serving.codec import TensorSpec, check_shape
 from serving.core import ServingCore
 from serving.errors import ServingError, invalid
 from serving.registry import Servable
@@ -76,12 +78,54 @@ def _fill_tensor_proto(proto: Any, array: np.ndarray) -> None:
         proto.tensor_content = array.tobytes()
 
 
+def serialized_examples(request_input: Any) -> list[bytes]:
+    """An Input's tf.Examples as the signature takes them. With a context, its
+    bytes come first in each: parsing keeps the last value of a feature, so an
+    example's own features win (TF Serving's InputToSerializedExampleTensor)."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in request_input.example_list.examples]
+    if kind == "example_list_with_context":
+        listed = request_input.example_list_with_context
+        context = listed.context.SerializeToString()
+        return [context + e.SerializeToString() for e in listed.examples]
+    return []
+
+
+def _classification(outputs: dict[str, np.ndarray]) -> classification_pb2.ClassificationResponse:
+    """classes/scores ([rows, classes], checked by the core) as Classifications;
+    "" or 0 where the signature lacks one, as TF Serving leaves them unset."""
+    response = classification_pb2.ClassificationResponse()
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    rows, width = (scores if scores is not None else classes).shape
+    for i in range(rows):
+        row = response.result.classifications.add()
+        for j in range(width):
+            row.classes.add(label=classes[i, j].decode("utf-8", "replace") if classes is not None else "",
+                            score=float(scores[i, j]) if scores is not None else 0.0)
+    return response
+
+
+def _regression(outputs: dict[str, np.ndarray]) -> regression_pb2.RegressionResponse:
+    response = regression_pb2.RegressionResponse()
+    for value in outputs["outputs"].tolist():
+        response.result.regressions.add(value=value)
+    return response
+
+
+def _fill_model_spec(spec: Any, servable: Servable, signature: str) -> None:
+    """The version and signature that answered, as TF Serving's MakeModelSpec."""
+    spec.name = servable.name
+    spec.version.value = servable.version
+    spec.signature_name = signature
+
+
 def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
     context.abort(exc.grpc_code, exc.message)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata; Classify/Regress through the same core."""
+    """Predict, Classify, Regress and GetModelMetadata; MultiInference stays UNIMPLEMENTED."""
 
     def __init__(self, core: ServingCore) -> None:
         self.core = core
@@ -112,6 +156,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                         raise invalid(
                             f"input '{name}' has dtype {tf.as_dtype(proto.dtype).name}, the signature expects {want.name}"
                         )
+                    check_shape(sig.inputs[name], [d.size for d in proto.tensor_shape.dim])
                     try:
                         feeds[name] = _ndarray(proto, sig.inputs[name])
                     except (ValueError, TypeError) as exc:
@@ -122,11 +167,29 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 if bad:
                     raise invalid(f"output_filter names unknown output '{bad[0]}'")
                 response = predict_pb2.PredictResponse()
-                response.model_spec.name = servable.name
-                response.model_spec.version.value = servable.version
-                response.model_spec.signature_name = sig.name
+                _fill_model_spec(response.model_spec, servable, sig.name)
                 for name in wanted:
                     _fill_tensor_proto(response.outputs[name], np.asarray(outputs[name]))
+                return response
+        except ServingError as exc:
+            _abort(context, exc)
+
+    def Classify(self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext) -> Any:
+        return self._examples_call(request, context, "classify")
+
+    def Regress(self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext) -> Any:
+        return self._examples_call(request, context, "regress")
+
+    def _examples_call(self, request: Any, context: grpc.ServicerContext, method: str) -> Any:
+        """Classify/Regress through the path REST's :classify/:regress take; only the answer's format differs."""
+        try:
+            with self.core.track(request.model_spec.name, method, "grpc") as tracked:
+                servable = self._servable(request.model_spec)
+                tracked.version = str(servable.version)
+                sig, outputs = self.core.examples_call(servable, request.model_spec.signature_name or None, method,
+                                                       serialized_examples(request.input), tracked)
+                response = _classification(outputs) if method == "classify" else _regression(outputs)
+                _fill_model_spec(response.model_spec, servable, sig.name)
                 return response
         except ServingError as exc:
             _abort(context, exc)

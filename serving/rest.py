@@ -9,7 +9,6 @@ batcher, and the event loop stays free to read the next request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -183,14 +182,18 @@ def create_app(core: ServingCore, parse_threads: int = 2,
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
 
+    def examples_call(servable: Any, signature_name: str | None, verb: str, body: Any, tracked: Any) -> dict[str, Any]:
+        """:classify / :regress; the body is read first, as TF Serving's FillClassifyRegressRequestFromJson."""
+        examples = codec.parse_examples(body)
+        _sig, outputs = core.examples_call(servable, signature_name, verb, examples, tracked)
+        return codec.format_classify(outputs) if verb == "classify" else codec.format_regress(outputs)
+
     async def serve(servable: Any, verb: str, body: Any, tracked: Any, big: bool) -> dict[str, Any]:
         signature_name = body.get("signature_name") if isinstance(body, dict) else None
         if isinstance(body, dict) and "signature_name" in body and not isinstance(signature_name, str):
             raise invalid("'signature_name' key must be a string value.")  # null too, as TF Serving
         if verb != "predict":
-            with contextlib.suppress(ServingError):  # an unknown name is refused below, and not a metrics label
-                tracked.signature = servable.signature(signature_name).name
-            return await offload(core.examples_call, servable, signature_name, body, verb, big=True)
+            return await offload(examples_call, servable, signature_name, verb, body, tracked, big=True)
         sig = servable.signature(signature_name)
         tracked.signature = sig.name
         feeds, rows = await offload(codec.parse_predict, body, sig, big=big)

@@ -142,6 +142,33 @@ def test_client_errors_carry_server_message(server: ServingServer) -> None:
     assert info.value.status == 400 and "'x' expects numbers" in info.value.message
 
 
+@pytest.mark.parametrize("bad,message", [
+    ({"x": "1.5"}, "input 'x' expects numbers (DT_DOUBLE), got the string '1.5'"),  # not read as 1.5
+    ({"x": True}, "input 'x' expects numbers (DT_DOUBLE), got a boolean"),  # not sent as 1.0
+    ({"s": 5}, "input 's' expects strings (DT_STRING), got the number 5"),  # not sent as "5"
+    ({"x": [1.0]}, "input 'x' is a ragged list; every row must have the same shape"),  # not a [2, 1] tensor
+])
+def test_client_refuses_a_value_of_the_wrong_type_alike_over_both_protocols(server: ServingServer, bad: dict,
+                                                                              message: str) -> None:
+    errors = {}
+    for protocol in ("rest", "grpc"):
+        with ServingClient(server.url, "toy", protocol=protocol, grpc_target=server.grpc_target) as client:
+            with pytest.raises(ServingClientError) as info:
+                client.predict([{"x": 1.0, "s": "ok"}, {"x": 2.0, "s": "ok", **bad}])
+        errors[protocol] = (info.value.status, info.value.message)
+    assert errors == {"rest": (400, message), "grpc": ("INVALID_ARGUMENT", message)}
+
+
+@pytest.mark.parametrize("bad,kind", [({"s": b"ab"}, "bytes"), ({"x": np.int64(3)}, "int64")])
+def test_client_refuses_values_json_cannot_carry_over_both_protocols(server: ServingServer, bad: dict,
+                                                                      kind: str) -> None:
+    (name,) = bad
+    for protocol in ("rest", "grpc"):
+        with ServingClient(server.url, "toy", protocol=protocol, grpc_target=server.grpc_target) as client:
+            with pytest.raises(ValueError, match=f"^row 1: feature '{name}' is {kind}; send str, int, float"):
+                client.predict([{"x": 1.0, "s": "ok"}, {"x": 2.0, "s": "ok", **bad}])
+
+
 def test_client_retries_then_reports_connection_errors() -> None:
     with ServingClient("http://127.0.0.1:9", "toy", retries=2, backoff=0.01, timeout=2) as client:
         with pytest.raises(ServingClientError) as info:
