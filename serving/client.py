@@ -158,7 +158,7 @@ class ServingClient:
         from tensorflow.core.framework import types_pb2
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.codec import TensorSpec, to_array
+        from serving.codec import TensorSpec, loads, to_array
         from serving.errors import ServingError
 
         request = predict_pb2.PredictRequest()
@@ -173,7 +173,10 @@ class ServingClient:
             # The server's own JSON rules, so a row REST refuses is refused here with the same message.
             spec = TensorSpec(name, tf.as_dtype(types_pb2.DataType.Value(dtypes[name])), self._shapes[name])
             try:
-                array = to_array([r[name] for r in rows], spec, batched_rows=True)
+                # Through JSON and back, as the REST path sends them: inf is the Infinity literal there, not an
+                # overflowed number, and 9007199254740993 reaches a double input as the same int.
+                values = loads(json.dumps([r[name] for r in rows]).encode())
+                array = to_array(values, spec, batched_rows=True)
             except ServingError as exc:
                 raise ServingClientError(exc.code, exc.message) from None
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array))

@@ -159,6 +159,15 @@ def test_client_refuses_a_value_of_the_wrong_type_alike_over_both_protocols(serv
     assert errors == {"rest": (400, message), "grpc": ("INVALID_ARGUMENT", message)}
 
 
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_client_sends_infinities_and_refuses_inexact_numbers_alike(server: ServingServer, protocol: str) -> None:
+    with ServingClient(server.url, "toy", protocol=protocol, grpc_target=server.grpc_target) as client:
+        assert [r["y"] for r in client.predict([{"x": math.inf, "s": "a"}, {"x": -math.inf, "s": "a"}])] == [
+            math.inf, -math.inf]
+        with pytest.raises(ServingClientError, match="9007199254740993 to double without loss of precision"):
+            client.predict([{"x": 9007199254740993, "s": "a"}])
+
+
 @pytest.mark.parametrize("bad,kind", [({"s": b"ab"}, "bytes"), ({"x": np.int64(3)}, "int64")])
 def test_client_refuses_values_json_cannot_carry_over_both_protocols(server: ServingServer, bad: dict,
                                                                       kind: str) -> None:
