@@ -135,6 +135,7 @@ class _JsonConstant(float):
 _JSON_CONSTANTS = {name: _JsonConstant(name) for name in ("NaN", "Infinity", "-Infinity")}
 _DECODER = json.JSONDecoder(parse_constant=_JSON_CONSTANTS.__getitem__)
 TOO_BIG = "JSON Parse error: Number too big to be stored in double"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def loads(data: bytes) -> Any:
@@ -320,13 +321,46 @@ def format_predict(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]
     return {"predictions": [dict(zip(names, vals, strict=False)) for vals in zip(*(cols[n] for n in names), strict=False)]}
 
 
+_KINDS = {"int64_list": "int64", "float_list": "float", "bytes_list": "bytes"}
+
+
+def _feature_value(leaf: Any, name: str) -> tuple[str, Any]:
+    """(Feature kind, value) of one JSON value, as TF Serving's AddValueToFeature reads it."""
+    if isinstance(leaf, bool):
+        return "int64_list", int(leaf)
+    if isinstance(leaf, float):  # written with a point, an exponent, or as NaN/Infinity
+        if _overflowed(leaf):
+            raise invalid(TOO_BIG)
+        if math.isfinite(leaf) and abs(leaf) > FLOAT32_MAX:
+            raise invalid(f"Feature: {name}: Cannot convert JSON value: {leaf!r} to float without loss of precision")
+        return "float_list", leaf
+    if isinstance(leaf, int):
+        if -2**63 <= leaf < 2**63:
+            return "int64_list", leaf
+        if leaf < 2**64:
+            raise invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+        if leaf >= 2**1024:
+            raise invalid(TOO_BIG)
+        return "float_list", float(leaf)  # RapidJSON reads it as a double
+    if isinstance(leaf, str) or (isinstance(leaf, dict) and set(leaf) == {"b64"}):
+        return "bytes_list", _string_leaf(leaf, name)
+    raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(leaf)}")
+
+
 def _feature(value: Any, name: str) -> tf.train.Feature:
-    values = value if isinstance(value, list) else [value]
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[_string_leaf(v, name) for v in values]))
+    """One feature of a :classify/:regress example: every value of one kind (an int then a float is refused
+    there too), an empty list an empty feature."""
+    kind, values = None, []
+    for leaf in value if isinstance(value, list) else [value]:
+        leaf_kind, leaf_value = _feature_value(leaf, name)
+        if kind is not None and leaf_kind != kind:
+            raise invalid(f"Unexpected element type in feature: {name} expecting type: {_KINDS[kind]}")
+        kind = leaf_kind
+        values.append(leaf_value)
+    feature = tf.train.Feature()
+    if kind is not None:
+        getattr(feature, kind).value.extend(values)
+    return feature
 
 
 def parse_examples(body: Any) -> list[bytes]:

@@ -226,6 +226,23 @@ def test_float32_inputs_refuse_values_they_cannot_hold(value: str, fits: bool) -
             to_array(loads(f"[{value}]".encode()), spec)
 
 
+@pytest.mark.parametrize("x,error", [
+    ("[1.5, 2]", "Unexpected element type in feature: x expecting type: float"),  # TF Serving's kinds, no mixing
+    ("[true]", None),  # a boolean is an int64 feature; parse_example then refuses it for a float feature
+    ("null", "Feature: x has element with unexpected JSON type: null"),
+    ("1e39", "Feature: x: Cannot convert JSON value: 1e+39 to float without loss of precision"),
+    ("1e400", "JSON Parse error: Number too big to be stored in double"),
+    ("9223372036854775808", "Feature: x has uint64 element. Only int64 is supported."),
+])
+def test_example_features_are_typed_as_tf_serving_types_them(http: httpx.Client, x: str, error: str | None) -> None:
+    body = f'{{"signature_name": "regress_x", "examples": [{{"x": {x}}}]}}'
+    resp = http.post("/v1/models/toy/versions/1:regress", content=body)
+    assert resp.status_code == 400, resp.text
+    if error is not None:
+        assert resp.json()["error"] == error
+    assert http.post("/v1/models/toy/versions/1:regress", content=body.replace(x, "2.5")).json() == {"results": [2.5]}
+
+
 def _gzip_post(http: httpx.Client, content: bytes, encoding: str = "gzip") -> httpx.Response:
     return http.post("/v1/models/toy/versions/1:predict", content=content, headers={"content-encoding": encoding})
 
