@@ -161,6 +161,8 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
     except ServingClientError as error:
         if error.status in ("connection", "timeout"):  # no answer at all
             raise CliError(error.message) from None
+        if not error.sent:  # the gRPC client checks rows against the signature before sending them
+            raise CliError(f"not sent, the signature refuses it ({error.status}): {error.message}") from None
         raise CliError(f"the server answered {error.status}: {error.message}") from None
     except (ValueError, KeyError) as error:
         raise UsageProblem(str(error).strip("'")) from None

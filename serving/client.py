@@ -22,11 +22,12 @@ RETRY_HTTP = {503}
 
 
 class ServingClientError(Exception):
-    """The server refused or failed a request; `message` is the server's own."""
+    """The server refused or failed a request; `message` is the server's own.
+    `sent` is False when the client refused it first, with the server's rules (gRPC)."""
 
-    def __init__(self, status: int | str, message: str) -> None:
+    def __init__(self, status: int | str, message: str, sent: bool = True) -> None:
         super().__init__(f"{status}: {message}")
-        self.status, self.message = status, message
+        self.status, self.message, self.sent = status, message, sent
 
 
 def _shape(tensor_shape: dict[str, Any]) -> tuple[int, ...] | None:
@@ -178,7 +179,7 @@ class ServingClient:
                 values = loads(json.dumps([r[name] for r in rows]).encode())
                 array = to_array(values, spec, batched_rows=True)
             except ServingError as exc:
-                raise ServingClientError(exc.code, exc.message) from None
+                raise ServingClientError(exc.code, exc.message, sent=False) from None
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
 
         def call() -> Any:

@@ -227,7 +227,13 @@ def _check_examples_signature(sig: SignatureInfo, method: str) -> None:
         raise invalid(
             f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name} (signature '{sig.name}')"
         )
-    if len(sig.inputs) != 1 or next(iter(sig.inputs.values())).kind != "string":
+    if len(sig.inputs) != 1:
+        raise invalid(f"Expected one input Tensor. (signature '{sig.name}' has {len(sig.inputs)})")
+    (name, spec), = sig.inputs.items()
+    if name != "inputs":  # TF Serving looks the input up by this key (kClassifyInputs / kRegressInputs)
+        kind = "classification" if method == "classify" else "regression"
+        raise invalid(f"No {kind} inputs found in SignatureDef '{sig.name}': its one input is '{name}', not 'inputs'")
+    if spec.kind != "string":
         raise invalid(f"signature '{sig.name}' must take one string input of serialized tf.Examples")
     names = ("classes", "scores") if method == "classify" else ("outputs",)
     if not set(names) & set(sig.outputs):

@@ -155,8 +155,9 @@ def test_client_refuses_a_value_of_the_wrong_type_alike_over_both_protocols(serv
         with ServingClient(server.url, "toy", protocol=protocol, grpc_target=server.grpc_target) as client:
             with pytest.raises(ServingClientError) as info:
                 client.predict([{"x": 1.0, "s": "ok"}, {"x": 2.0, "s": "ok", **bad}])
-        errors[protocol] = (info.value.status, info.value.message)
-    assert errors == {"rest": (400, message), "grpc": ("INVALID_ARGUMENT", message)}
+        errors[protocol] = (info.value.status, info.value.message, info.value.sent)
+    # over gRPC the client refuses it with the server's own rules, before sending: sent=False says so
+    assert errors == {"rest": (400, message, True), "grpc": ("INVALID_ARGUMENT", message, False)}
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

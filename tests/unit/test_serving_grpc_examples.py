@@ -224,3 +224,43 @@ def test_examples_calls_stay_out_of_the_request_log_as_over_rest(server: Serving
     assert {r["signature"] for r in records} == {"serving_default"}
     assert {(r["protocol"], r["signature"]) for r in records if r["inputs"].get("x") == [42.0]} == {
         ("grpc", "serving_default")}
+
+
+class _OtherInputs(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def regress_named(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([], tf.float32, default_value=0.0)})["x"]
+        return {"outputs": x}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
+                                  tf.TensorSpec([None], tf.string, name="more")])
+    def regress_two(self, inputs: tf.Tensor, more: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": tf.zeros_like(tf.strings.length(inputs), tf.float32)}
+
+
+@pytest.mark.parametrize("signature,message", [
+    ("regress_named", "No regression inputs found in SignatureDef 'regress_named': its one input is 'examples'"),
+    ("regress_two", "Expected one input Tensor."),
+])
+def test_a_regress_signature_must_take_one_input_named_inputs_as_in_tf_serving(tmp_path: Path, signature: str,
+                                                                                message: str) -> None:
+    """TF Serving's PreProcessRegression looks the input up as 'inputs': a model served here must be servable there."""
+    from serving.testing import push, set_method_names
+
+    module = _OtherInputs()
+    model_dir = tmp_path / "model"
+    tf.saved_model.save(module, str(model_dir), signatures={
+        "regress_named": module.regress_named.get_concrete_function(),
+        "regress_two": module.regress_two.get_concrete_function()})
+    set_method_names(model_dir, {name: "tensorflow/serving/regress" for name in ("regress_named", "regress_two")})
+    push(model_dir, tmp_path / "other", 1)
+    opts = ServerOptions(models=[ModelSpec("other", str(tmp_path / "other"))], rest_port=0, grpc_port=0,
+                         file_system_poll_wait_seconds=0)
+    with ServingServer(opts) as srv, grpc.insecure_channel(srv.grpc_target) as channel:
+        rest = httpx.post(f"{srv.url}/v1/models/other:regress", timeout=10,
+                          json={"signature_name": signature, "examples": [{"x": 1.0}]})
+        assert rest.status_code == 400 and rest.json()["error"].startswith(message), rest.text
+        with pytest.raises(grpc.RpcError) as info:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Regress(
+                _request("regress", [{"x": 1.0}], signature=signature, model="other"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and info.value.details().startswith(message)
