@@ -381,15 +381,20 @@ def parse_examples(body: Any) -> list[bytes]:
     return out
 
 
-def format_classify(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """[[label, score], ...] per example, as TF Serving's classify answers
+def classifications(outputs: dict[str, np.ndarray]) -> list[list[tuple[str, np.float32 | float]]]:
+    """(label, score) per class per example, as TF Serving's PostProcessClassificationResult
     ("" or 0 where the signature has no classes or scores output). `outputs`:
     classes/scores as [rows, classes] (core.examples_call checks them)."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
     rows, width = (scores if scores is not None else classes).shape
-    return {"results": [[[classes[i, j].decode("utf-8", "replace") if classes is not None else "",
-                          float(str(scores[i, j])) if scores is not None else 0.0] for j in range(width)]
-                        for i in range(rows)]}
+    return [[(classes[i, j].decode("utf-8", "replace") if classes is not None else "",
+              scores[i, j] if scores is not None else 0.0) for j in range(width)] for i in range(rows)]
+
+
+def format_classify(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """[[label, score], ...] per example, as TF Serving's classify answers; a float32
+    score is written by its shortest form (0.7, not 0.699999988), as TF Serving's WriteDecimal."""
+    return {"results": [[[label, float(str(score))] for label, score in row] for row in classifications(outputs)]}
 
 
 def format_regress(outputs: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -222,8 +222,8 @@ class ServingCore:
 def _check_examples_signature(sig: SignatureInfo, method: str) -> None:
     """What TF Serving's PreProcessClassification/-Regression require of a signature."""
     want = codec.CLASSIFY_METHOD if method == "classify" else codec.REGRESS_METHOD
+    kind = "classification" if method == "classify" else "regression"
     if sig.method_name != want:
-        kind = "classification" if method == "classify" else "regression"
         raise invalid(
             f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name} (signature '{sig.name}')"
         )
@@ -231,7 +231,6 @@ def _check_examples_signature(sig: SignatureInfo, method: str) -> None:
         raise invalid(f"Expected one input Tensor. (signature '{sig.name}' has {len(sig.inputs)})")
     (name, spec), = sig.inputs.items()
     if name != "inputs":  # TF Serving looks the input up by this key (kClassifyInputs / kRegressInputs)
-        kind = "classification" if method == "classify" else "regression"
         raise invalid(f"No {kind} inputs found in SignatureDef '{sig.name}': its one input is '{name}', not 'inputs'")
     if spec.kind != "string":
         raise invalid(f"signature '{sig.name}' must take one string input of serialized tf.Examples")
@@ -239,10 +238,9 @@ def _check_examples_signature(sig: SignatureInfo, method: str) -> None:
     if not set(names) & set(sig.outputs):
         raise invalid(f"signature '{sig.name}' has no output {' or '.join(repr(n) for n in names)}")
     for name in (n for n in names if n in sig.outputs):
-        want = "DT_STRING" if name == "classes" else "DT_FLOAT"
-        if codec.dtype_label(sig.outputs[name].dtype) != want:
-            raise invalid(f"Expected {name} Tensor of {want}. Got: {codec.dtype_label(sig.outputs[name].dtype)} "
-                          f"(signature '{sig.name}')")
+        want, got = "DT_STRING" if name == "classes" else "DT_FLOAT", codec.dtype_label(sig.outputs[name].dtype)
+        if got != want:
+            raise invalid(f"Expected {name} Tensor of {want}. Got: {got} (signature '{sig.name}')")
 
 
 def _checked_outputs(method: str, outputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.codec import TensorSpec, check_shape
+from serving.codec import TensorSpec, check_shape, classifications
 from serving.core import ServingCore
 from serving.errors import ServingError, invalid
 from serving.registry import Servable
@@ -93,16 +93,11 @@ def serialized_examples(request_input: Any) -> list[bytes]:
 
 
 def _classification(outputs: dict[str, np.ndarray]) -> classification_pb2.ClassificationResponse:
-    """classes/scores ([rows, classes], checked by the core) as Classifications;
-    "" or 0 where the signature lacks one, as TF Serving leaves them unset."""
     response = classification_pb2.ClassificationResponse()
-    classes, scores = outputs.get("classes"), outputs.get("scores")
-    rows, width = (scores if scores is not None else classes).shape
-    for i in range(rows):
-        row = response.result.classifications.add()
-        for j in range(width):
-            row.classes.add(label=classes[i, j].decode("utf-8", "replace") if classes is not None else "",
-                            score=float(scores[i, j]) if scores is not None else 0.0)
+    for row in classifications(outputs):
+        listed = response.result.classifications.add()
+        for label, score in row:
+            listed.classes.add(label=label, score=float(score))
     return response
 
 
