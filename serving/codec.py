@@ -150,11 +150,15 @@ def _overflowed(leaf: Any) -> bool:
     return leaf.__class__ is float and math.isinf(leaf)
 
 
-def _lossy(leaf: Any, spec: TensorSpec) -> ServingError:
-    if abs(leaf) >= 2 ** 1024:  # RapidJSON cannot even parse it
+def _lossy(leaf: Any, where: str, target: str) -> ServingError:
+    """A number the float type cannot hold; one beyond a double RapidJSON cannot even parse."""
+    if _overflowed(leaf) or abs(leaf) >= 2 ** 1024:
         return invalid(TOO_BIG)
-    target = {2: "half", 4: "float"}.get(spec.np_dtype.itemsize, "double")
-    return invalid(f"input '{spec.name}': Cannot convert JSON value: {leaf!r} to {target} without loss of precision")
+    return invalid(f"{where}: Cannot convert JSON value: {leaf!r} to {target} without loss of precision")
+
+
+def _float_name(spec: TensorSpec) -> str:
+    return {2: "half", 4: "float"}.get(spec.np_dtype.itemsize, "double")
 
 
 def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
@@ -169,7 +173,7 @@ def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
         if leaf.__class__ is not float and (isinstance(leaf, bool) or not isinstance(leaf, (int, float))):
             raise invalid(f"input '{name}' expects numbers ({dtype_label(dtype)}), got {json_type(leaf)}")
         if leaf.__class__ is int and exact and not -exact <= leaf <= exact:
-            raise _lossy(leaf, spec)
+            raise _lossy(leaf, f"input '{name}'", _float_name(spec))
         if spec.kind == "int" and isinstance(leaf, float) and not (math.isfinite(leaf) and leaf.is_integer()):
             raise invalid(TOO_BIG if _overflowed(leaf) else
                           f"input '{name}' expects integers ({dtype_label(dtype)}), got {leaf!r}")
@@ -180,10 +184,8 @@ def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
         raise invalid(f"input '{name}': a value is out of range for {dtype_label(dtype)}") from None
     if exact and np.isinf(array).any():  # rare: only then are the leaves looked at again
         for leaf, value in zip(leaves, array.ravel().tolist(), strict=True):
-            if _overflowed(leaf):
-                raise invalid(TOO_BIG)
-            if math.isinf(value) and math.isfinite(leaf):
-                raise _lossy(leaf, spec)  # 1e39 does not fit a float32
+            if math.isinf(value) and (_overflowed(leaf) or math.isfinite(leaf)):  # 1e400; 1e39 in a float32
+                raise _lossy(leaf, f"input '{name}'", _float_name(spec))
     return array
 
 
@@ -328,20 +330,16 @@ def _feature_value(leaf: Any, name: str) -> tuple[str, Any]:
     """(Feature kind, value) of one JSON value, as TF Serving's AddValueToFeature reads it."""
     if isinstance(leaf, bool):
         return "int64_list", int(leaf)
-    if isinstance(leaf, float):  # written with a point, an exponent, or as NaN/Infinity
-        if _overflowed(leaf):
-            raise invalid(TOO_BIG)
-        if math.isfinite(leaf) and abs(leaf) > FLOAT32_MAX:
-            raise invalid(f"Feature: {name}: Cannot convert JSON value: {leaf!r} to float without loss of precision")
-        return "float_list", leaf
-    if isinstance(leaf, int):
-        if -2**63 <= leaf < 2**63:
-            return "int64_list", leaf
-        if leaf < 2**64:
-            raise invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
-        if leaf >= 2**1024:
-            raise invalid(TOO_BIG)
-        return "float_list", float(leaf)  # RapidJSON reads it as a double
+    if isinstance(leaf, int) and -2**63 <= leaf < 2**63:
+        return "int64_list", leaf
+    if isinstance(leaf, int) and 0 < leaf < 2**64:
+        raise invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+    if isinstance(leaf, (int, float)):  # a double to RapidJSON (a point, an exponent, NaN/Infinity, a huge int)
+        if leaf.__class__ is _JsonConstant:
+            return "float_list", leaf
+        if _overflowed(leaf) or abs(leaf) > FLOAT32_MAX:
+            raise _lossy(leaf, f"Feature: {name}", "float")
+        return "float_list", float(leaf)
     if isinstance(leaf, str) or (isinstance(leaf, dict) and set(leaf) == {"b64"}):
         return "bytes_list", _string_leaf(leaf, name)
     raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(leaf)}")

@@ -233,6 +233,7 @@ def test_float32_inputs_refuse_values_they_cannot_hold(value: str, fits: bool) -
     ("1e39", "Feature: x: Cannot convert JSON value: 1e+39 to float without loss of precision"),
     ("1e400", "JSON Parse error: Number too big to be stored in double"),
     ("9223372036854775808", "Feature: x has uint64 element. Only int64 is supported."),
+    ("1" + "0" * 60, f"Feature: x: Cannot convert JSON value: 1{'0' * 60} to float without loss of precision"),
 ])
 def test_example_features_are_typed_as_tf_serving_types_them(http: httpx.Client, x: str, error: str | None) -> None:
     body = f'{{"signature_name": "regress_x", "examples": [{{"x": {x}}}]}}'
