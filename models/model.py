@@ -80,14 +80,19 @@ def _to_model_inputs(transformed: dict) -> dict:
     return {name: tf.reshape(transformed[name], [-1, 1]) for name in model_input_names()}
 
 
+def example_records(file_patterns: list[str]) -> tf.data.TFRecordDataset:
+    """The serialized examples of an ExampleGen split (gzipped TFRecord shards; gs:// too)."""
+    files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
+    return tf.data.TFRecordDataset(files, compression_type="GZIP")
+
+
 def transformed_examples(file_patterns: list[str], module: ExportModule) -> tf.data.Dataset:
     """(features, label) examples: raw examples through the Transform graph once, kept in memory.
 
     The same Transform function as the exported signatures (traced once for
     both); Transform does not write a transformed copy of the data for this.
     """
-    files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+    dataset = example_records(file_patterns).batch(4096)
     # Plain TF calls, no Python control flow on tensors: without AutoGraph, which
     # converted these and the feature-name helpers they call (~0.4 s of building the datasets).
     no_autograph = tf.autograph.experimental.do_not_convert
@@ -348,9 +353,7 @@ def validation_steps_for(requested: int | None, eval_patterns: list[str], batch_
     """
     if requested is None:
         return DEFAULT_VALIDATION_STEPS
-    files = [path for pattern in eval_patterns for path in tf.io.gfile.glob(pattern)]
-    records = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(tf.constant(0, tf.int64),
-                                                                                   lambda n, _: n + 1))
+    records = int(example_records(eval_patterns).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
     one_pass = max(1, math.ceil(records / batch_size))
     if requested > one_pass:
         print(f"eval steps: {requested} requested, {one_pass} used: one pass over the eval split "
