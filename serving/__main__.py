@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config-file", type=Path, help="ModelServerConfig text file (names, policies, labels)")
     p.add_argument("--model-config-file-poll-wait-seconds", type=float, default=0.0,
                    help="re-read the config file this often (0: never)")
+    p.add_argument("--allow-version-labels-for-unavailable-models", action="store_true",
+                   help="a new label may name a version not loaded yet (needed to start with a labelled config); "
+                        "a label moved to another version still needs that version loaded")
     p.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0,
                    help="look for new versions this often (0: only at start)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
@@ -109,6 +112,7 @@ def options_from_args(args: argparse.Namespace) -> object:
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         base_path_override=overrides,
         limits=Limits(max_body_bytes=args.max_body_bytes, max_batch_rows=args.max_batch_rows,
                       request_timeout_s=args.request_timeout_seconds, max_inflight=args.max_inflight),

@@ -71,15 +71,27 @@ def parse_model_config(text: str, source: str = "models.config") -> list[ModelSp
         raise ConfigError(f"{source}: not a ModelServerConfig in text format: {exc}") from None
     if proto.WhichOneof("config") != "model_config_list" or not proto.model_config_list.config:
         raise ConfigError(f"{source}: needs a model_config_list with at least one config")
+    return specs_from_proto(proto.model_config_list, source)
+
+
+def specs_from_proto(config_list: model_server_config_pb2.ModelConfigList, source: str) -> list[ModelSpec]:
+    """A ModelConfigList (from a file or a HandleReloadConfigRequest) -> validated specs.
+
+    Checks what TF Serving's ValidateModelConfigList checks (one entry per
+    name, absolute base paths or URIs), plus what would fail later there.
+    """
     specs, seen = [], set()
-    for cfg in proto.model_config_list.config:
+    for cfg in config_list.config:
         if not MODEL_NAME_RE.match(cfg.name):
             raise ConfigError(f"{source}: invalid model name {cfg.name!r}")
         if cfg.name in seen:
-            raise ConfigError(f"{source}: model '{cfg.name}' is configured twice")
+            raise ConfigError(f"{source}: Illegal to list model {cfg.name} multiple times in config list")
         seen.add(cfg.name)
         if not cfg.base_path:
             raise ConfigError(f"{source}: model '{cfg.name}' has no base_path")
+        if not (cfg.base_path.startswith("/") or "://" in cfg.base_path):
+            raise ConfigError(f"{source}: Expected model {cfg.name} to have an absolute path or URI; "
+                              f"got base_path()={cfg.base_path}")
         if cfg.model_platform not in ("", "tensorflow"):
             raise ConfigError(f"{source}: model '{cfg.name}': only model_platform 'tensorflow' is served")
         labels = dict(cfg.version_labels)

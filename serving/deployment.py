@@ -40,6 +40,8 @@ def server_flags() -> list[str]:
         "--rest_api_port=8501",
         f"--model_config_file={CONFIG_DIR}/models.config",
         "--model_config_file_poll_wait_seconds=60",
+        # without it a (re)start with a labelled models.config fails: no version is loaded when labels are read
+        "--allow_version_labels_for_unavailable_models=true",
         "--file_system_poll_wait_seconds=1",
         "--enable_batching=true",
         f"--batching_parameters_file={CONFIG_DIR}/batching_parameters.txt",

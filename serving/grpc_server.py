@@ -5,6 +5,7 @@ against this server and against the TF Serving container on port 8500.
 """
 from __future__ import annotations
 
+import logging
 import math
 from concurrent import futures
 from typing import Any
@@ -16,6 +17,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -24,10 +26,12 @@ from tensorflow_serving.apis import (
 )
 
 from serving.codec import TensorSpec, check_shape, classifications
+from serving.config import ConfigError, specs_from_proto
 from serving.core import ServingCore
 from serving.errors import ServingError, invalid
 from serving.registry import Servable
 
+log = logging.getLogger("serving")
 _ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name
 _STATES = get_model_status_pb2.ModelVersionStatus.State
 
@@ -208,7 +212,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus, the readiness check deployments poll."""
+    """GetModelStatus, the readiness check deployments poll, and HandleReloadConfigRequest."""
 
     def __init__(self, core: ServingCore) -> None:
         self.core = core
@@ -224,6 +228,30 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 row.status.error_message = s.error_message
             return response
         except ServingError as exc:
+            _abort(context, exc)
+
+
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """A new ModelConfigList, taken or refused whole by the rules of a config file's re-read.
+
+        Models left out are unloaded; a label may move only to a loaded version
+        (FAILED_PRECONDITION); the answer waits until added models are loaded.
+        `metric_names` is not answered: this server's metrics are Prometheus's, not TF's.
+        """
+        try:
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                              "Only ModelConfigList is currently supported")
+            try:
+                specs = specs_from_proto(request.config.model_config_list, "ReloadConfigRequest")
+            except ConfigError as exc:
+                raise invalid(str(exc)) from None
+            self.core.registry.reload_and_load(specs)
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.error_code = _ERROR_CODES["OK"].number
+            return response
+        except ServingError as exc:
+            log.error("ReloadConfig failed: %s", exc.message)
             _abort(context, exc)
 
 

@@ -121,6 +121,7 @@ class ModelManager:
 
     def __init__(self, spec: ModelSpec, on_event: Callable[[str, str, int, str], None] | None = None) -> None:
         self.spec = spec
+        self.retired = False  # removed from the config: nothing loaded, requests answered NOT_FOUND
         self._available: dict[int, Servable] = {}
         self._states: dict[int, VersionState] = {}
         self._failed: dict[int, tuple[tuple[int, int, int], str]] = {}
@@ -132,7 +133,13 @@ class ModelManager:
         return self.spec.name
 
     def update_spec(self, spec: ModelSpec) -> None:
-        self.spec = spec
+        self.spec, self.retired = spec, False
+
+    def retire(self) -> None:
+        """The model left the config: unload every version, as TF Serving tears it down."""
+        self.retired = True
+        for version in sorted(self._available):
+            self._unload(version)
 
     def _on_disk(self) -> list[int]:
         base = Path(self.spec.base_path)
@@ -145,7 +152,13 @@ class ModelManager:
         )
 
     def poll(self) -> None:
-        """One reconcile step: load what the policy wants, then drop the rest."""
+        """One reconcile step: load what the policy wants, then drop the rest.
+
+        Only the version policy decides what is loaded, as in TF Serving: a
+        label on a version outside the policy does not load it.
+        """
+        if self.retired:
+            return
         on_disk = self._on_disk()
         base = Path(self.spec.base_path)
         for v, (fp, _msg) in list(self._failed.items()):
@@ -153,7 +166,7 @@ class ModelManager:
                 del self._failed[v]  # rewritten or removed: worth another try
                 self._states.pop(v, None)
         loadable = [v for v in on_disk if v not in self._failed]
-        wanted = self.spec.policy.select(loadable) | {v for v in self.spec.labels.values() if v in loadable}
+        wanted = self.spec.policy.select(loadable)
         for version in sorted(wanted - set(self._available), reverse=True):
             self._load(version)
         if not wanted & set(self._available) and self._available and loadable:
@@ -187,6 +200,10 @@ class ModelManager:
         self._states[version] = VersionState(version, "END")
         log.info("model %s version %d unloaded", self.name, version)
         self._on_event(self.name, "unloaded", version, "")
+
+    def why_unavailable(self) -> str:
+        errors = [s.error_message for s in self._states.values() if s.error_message]
+        return errors[0] if errors else f"no version to load under {self.spec.base_path}"
 
     def available_versions(self) -> list[int]:
         return sorted(self._available)
@@ -231,21 +248,30 @@ class ModelManager:
 
 
 class Registry:
-    """The models a server serves, polled from disk by one background thread."""
+    """The models a server serves, polled from disk by one background thread.
+
+    Every config (the first, each re-read of the config file, and a
+    HandleReloadConfigRequest) goes through reload(), which takes it or refuses
+    it whole by TF Serving's rules (server_core.cc, ReloadConfig).
+    """
 
     def __init__(self, specs: list[ModelSpec], poll_seconds: float = 1.0,
                  on_event: Callable[[str, str, int, str], None] | None = None,
                  reload_config: Callable[[], list[ModelSpec] | None] | None = None,
-                 config_poll_seconds: float = 0.0) -> None:
+                 config_poll_seconds: float = 0.0, allow_labels_for_unavailable: bool = False) -> None:
         self._on_event = on_event
-        self.models = {s.name: ModelManager(s, on_event) for s in specs}
+        self.models: dict[str, ModelManager] = {}
         self.poll_seconds = poll_seconds
+        self.allow_labels_for_unavailable = allow_labels_for_unavailable
         self._reload_config, self._config_poll = reload_config, config_poll_seconds
+        self._config_lock, self._poll_lock = threading.Lock(), threading.Lock()
+        self._last_config_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.reload(specs)
 
     def model(self, name: str) -> ModelManager:
-        if name not in self.models:
+        if name not in self.models or self.models[name].retired:
             raise not_found(f"Servable not found for request: Latest({name})")
         return self.models[name]
 
@@ -255,24 +281,79 @@ class Registry:
             raise not_found(f"Could not find any versions of model {name}")
         return self.models[name].status(version)
 
+    def _check_labels(self, specs: list[ModelSpec]) -> None:
+        """TF Serving's UpdateModelVersionLabelMap: a label may point only at a version loaded now.
+
+        With allow_labels_for_unavailable (--allow_version_labels_for_unavailable_models)
+        a label that is new, or keeps its version, may point at one not loaded yet;
+        a label moved to another version never may, so that requests for it never
+        find the version still loading.
+        """
+        for spec in specs:
+            manager = self.models.get(spec.name)
+            live = manager is not None and not manager.retired
+            available = set(manager.available_versions()) if live else set()
+            current = manager.spec.labels if live else {}
+            for label, version in sorted(spec.labels.items()):
+                if version in available:
+                    continue
+                if self.allow_labels_for_unavailable and current.get(label, version) == version:
+                    continue
+                raise ServingError("FAILED_PRECONDITION", f"Request to assign label to version {version} of model "
+                                   f"{spec.name}, which is not currently available for inference")
+
+    def reload(self, specs: list[ModelSpec]) -> list[str]:
+        """Take a new config whole, or raise and keep the previous one whole; returns the models it adds.
+
+        Models left out of it are unloaded, as TF Serving tears them down.
+        """
+        with self._config_lock:
+            self._check_labels(specs)
+            added = [s.name for s in specs if s.name not in self.models or self.models[s.name].retired]
+            for spec in specs:
+                if spec.name in self.models:
+                    self.models[spec.name].update_spec(spec)
+                else:
+                    self.models[spec.name] = ModelManager(spec, self._on_event)
+            kept = {s.name for s in specs}
+            for name, manager in self.models.items():
+                if name not in kept and not manager.retired:
+                    manager.retire()
+            return added
+
+    def reload_and_load(self, specs: list[ModelSpec]) -> None:
+        """HandleReloadConfigRequest: reload(), then load at once; UNKNOWN names each added model left unservable.
+
+        The config stays taken either way (TF Serving's ReloadConfig also waits
+        for new models only after taking the config); polling goes on.
+        """
+        added = self.reload(specs)
+        self.poll_once()
+        down = [name for name in added if not self.models[name].available_versions()]
+        if down:
+            reasons = [f"{{{name}: {self.models[name].why_unavailable()}}}" for name in down]
+            raise ServingError("UNKNOWN", f"{len(down)} model(s) did not become available: {{{', '.join(reasons)}}}")
+
     def poll_once(self) -> None:
-        for manager in list(self.models.values()):
-            try:
-                manager.poll()
-            except Exception:  # a poll bug must not kill the poller
-                log.exception("polling model %s failed", manager.name)
+        with self._poll_lock:
+            for manager in list(self.models.values()):
+                try:
+                    manager.poll()
+                except Exception:  # a poll bug must not kill the poller
+                    log.exception("polling model %s failed", manager.name)
 
     def _apply_config(self) -> None:
+        """Re-read the config file; a refused one is logged (once per cause) and the previous one kept."""
         try:
             specs = self._reload_config() if self._reload_config else None
+            if specs is not None:
+                self.reload(specs)
+            self._last_config_error = ""
         except Exception as exc:
-            log.error("model config not reloaded, keeping the previous one: %s", exc)
-            return
-        for spec in specs or []:
-            if spec.name in self.models:
-                self.models[spec.name].update_spec(spec)
-            else:
-                self.models[spec.name] = ModelManager(spec, self._on_event)  # removed models keep serving
+            message = exc.message if isinstance(exc, ServingError) else str(exc)
+            if message != self._last_config_error:
+                log.error("model config not reloaded, keeping the previous one: %s", message)
+            self._last_config_error = message
 
     def _run(self) -> None:
         next_config = time.monotonic() + self._config_poll

@@ -19,6 +19,7 @@ import uvicorn
 from serving.batching import Batcher, BatchingParameters
 from serving.config import ConfigError, ModelSpec, load_model_config
 from serving.core import Limits, ServingCore
+from serving.errors import ServingError
 from serving.grpc_server import create_grpc_server
 from serving.http_protocol import with_head_deadline
 from serving.metrics import Metrics
@@ -40,6 +41,8 @@ class ServerOptions:
     file_system_poll_wait_seconds: float = 1.0
     model_config_file: Path | None = None
     model_config_file_poll_wait_seconds: float = 0.0
+    # TF Serving's --allow_version_labels_for_unavailable_models: a new label may name a version still loading
+    allow_version_labels_for_unavailable_models: bool = False
     base_path_override: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     batching: BatchingParameters | None = None
@@ -116,10 +119,15 @@ class ServingServer:
         self.metrics = Metrics()
         specs = model_specs_from_config(options)
         reload = (lambda: model_specs_from_config(options)) if options.model_config_file else None
-        self.registry = Registry(
-            specs, options.file_system_poll_wait_seconds, self._on_event,
-            reload_config=reload, config_poll_seconds=options.model_config_file_poll_wait_seconds,
-        )
+        try:
+            self.registry = Registry(
+                specs, options.file_system_poll_wait_seconds, self._on_event,
+                reload_config=reload, config_poll_seconds=options.model_config_file_poll_wait_seconds,
+                allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+            )
+        except ServingError as exc:  # nothing is loaded before the first config: TF Serving fails to start alike
+            raise ConfigError(f"{exc.message} (at start no version is loaded yet: labels need "
+                              "--allow-version-labels-for-unavailable-models, as in TF Serving)") from None
         self.request_log = None
         if options.request_log_dir is not None and options.request_log_sample_rate > 0:
             self.request_log = RequestLogger(options.request_log_dir, options.request_log_sample_rate,

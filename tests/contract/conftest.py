@@ -91,7 +91,7 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     with open(log, "w") as log_fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--model-config-file", str(cfg), "--host", "127.0.0.1",
-             "--rest-api-port", str(port), "--grpc-port", "-1", "--file-system-poll-wait-seconds", "0",
+             "--allow-version-labels-for-unavailable-models", "--rest-api-port", str(port), "--grpc-port", "-1", "--file-system-poll-wait-seconds", "0",
              "--log-level", "WARNING"],
             cwd=REPO, stdout=log_fh, stderr=subprocess.STDOUT,
         )

@@ -83,6 +83,7 @@ def test_monitor_retrain_canary_promote_degraded_rollback(tmp_path: Path) -> Non
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", "--model-name", "taxi", "--model-config-file",
          str(output / "serving_model" / "models.config"), "--model-config-file-poll-wait-seconds", "0.5",
+         "--allow-version-labels-for-unavailable-models",
          "--file-system-poll-wait-seconds", "0.5", "--rest-api-port", str(port), "--grpc-port", "-1",
          "--request-log-dir", str(log_dir), "--request-log-sample-rate", "1.0", "--log-level", "WARNING"],
         cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -132,7 +132,8 @@ def test_loaded_check_and_a_real_server_following_the_labels(tmp_path: Path) -> 
     labels.label_after_push(d, 1)
     server = ServingServer(ServerOptions(models=[], rest_port=0, grpc_port=None, file_system_poll_wait_seconds=0.2,
                                          model_config_file=d.config_path,
-                                         model_config_file_poll_wait_seconds=0.2)).start()
+                                         model_config_file_poll_wait_seconds=0.2,
+                                         allow_version_labels_for_unavailable_models=True)).start()
     try:
         http = httpx.Client(base_url=server.url, timeout=10)
         check = loaded_check(server.url, "toy")
@@ -167,7 +168,8 @@ def test_promote_if_healthy_waits_for_enough_good_fast_canary_requests(tmp_path:
     labels.label_after_push(d, 1)
     labels.label_after_push(d, 3)
     server = ServerOptions(models=[], rest_port=0, grpc_port=None, file_system_poll_wait_seconds=0.2,
-                           model_config_file=d.config_path, model_config_file_poll_wait_seconds=0.2)
+                           model_config_file=d.config_path, model_config_file_poll_wait_seconds=0.2,
+                           allow_version_labels_for_unavailable_models=True)
     with ServingServer(server) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
         assert wait_for_label(srv.url, "toy", "canary", 3, seconds=15)
         before = d.config_path.read_text()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from serving.batching import BatchingParameters
-from serving.config import ModelSpec, VersionPolicy, render_model_config
+from serving.config import ConfigError, ModelSpec, VersionPolicy, render_model_config
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push, push_toy
 
@@ -110,33 +110,51 @@ def test_corrupt_and_half_written_versions_are_never_served(tmp_path: Path) -> N
         server.stop()
 
 
-def test_labels_keep_versions_loaded_and_config_reloads(tmp_path: Path) -> None:
+def test_config_reloads_follow_tf_servings_label_rules(tmp_path: Path) -> None:
+    """A label moves only to a loaded version, so a label move takes two configs, as in TF Serving."""
     base = tmp_path / "toy"
     base.mkdir()
     for v in (1, 2, 3):
         push_toy(base, v, scale=float(v))
     config = tmp_path / "models.config"
 
-    def write(labels: dict[str, int]) -> None:
+    def write(versions: tuple[int, ...], labels: dict[str, int], extra: list[ModelSpec] = ()) -> None:
         tmp = tmp_path / "models.config.tmp"
-        tmp.write_text(render_model_config([ModelSpec("toy", str(base), VersionPolicy("latest", 1), labels)]))
+        tmp.write_text(render_model_config(
+            [ModelSpec("toy", str(base), VersionPolicy("specific", versions=versions), labels), *extra]))
         tmp.replace(config)
 
-    write({"stable": 1})
-    server = _server(tmp_path, models=[], model_config_file=config, model_config_file_poll_wait_seconds=0.2)
+    def stable() -> float | None:
+        answer = http.post("/v1/models/toy/labels/stable:predict", json=ROW)
+        return answer.json()["predictions"][0]["y"] if answer.status_code == 200 else None
+
+    write((1,), {"stable": 1})
+    with pytest.raises(ConfigError, match="Request to assign label to version 1 of model toy, which is not "
+                                          "currently available for inference .*--allow-version-labels"):
+        _server(tmp_path, models=[], model_config_file=config)  # at start nothing is loaded, as in TF Serving
+    server = _server(tmp_path, models=[], model_config_file=config, model_config_file_poll_wait_seconds=0.2,
+                     allow_version_labels_for_unavailable_models=True)
     try:
         http = httpx.Client(base_url=server.url, timeout=10)
-        assert _states(http) == {"3": ("AVAILABLE", "OK"), "1": ("AVAILABLE", "OK")}
-        assert http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()["predictions"][0]["y"] == 1.0
+        assert _states(http) == {"1": ("AVAILABLE", "OK")} and stable() == 1.0
         assert http.post("/v1/models/toy/labels/canary:predict", json=ROW).status_code == 400  # unknown label
-        write({"stable": 2, "canary": 3})  # promote: 2 becomes stable, 3 canary
-        assert _wait(lambda: http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()
-                     .get("predictions", [{}])[0].get("y") == 2.0)
-        assert http.post("/v1/models/toy/labels/canary:predict", json=ROW).json()["predictions"][0]["y"] == 3.0
+        write((1, 2), {"stable": 2})  # in one step: 2 is not loaded yet, so the whole config is refused
+        time.sleep(1.0)
+        assert _states(http) == {"1": ("AVAILABLE", "OK")} and stable() == 1.0
+        write((1, 2, 3), {"stable": 1, "canary": 3})  # step 1: load 2 and 3; a new label may name a loading one
+        assert _wait(lambda: _states(http).get("2") == ("AVAILABLE", "OK"))
+        assert _wait(lambda: http.post("/v1/models/toy/labels/canary:predict", json=ROW).status_code == 200)
+        write((2, 3), {"stable": 2, "canary": 3})  # step 2: 2 is loaded, the label may move
+        assert _wait(lambda: stable() == 2.0)
         assert _wait(lambda: _states(http).get("1", ("", ""))[0] == "END")
         config.write_text("this is { not valid")  # a broken edit keeps the previous config
         time.sleep(0.6)
-        assert http.post("/v1/models/toy/labels/stable:predict", json=ROW).json()["predictions"][0]["y"] == 2.0
+        assert stable() == 2.0
+        write((2,), {"stable": 2}, [ModelSpec("other", str(base))])
+        assert _wait(lambda: http.post("/v1/models/other:predict", json=ROW).status_code == 200)
+        write((2,), {"stable": 2})  # a model left out of the config is unloaded, as TF Serving tears it down
+        assert _wait(lambda: http.post("/v1/models/other:predict", json=ROW).status_code == 404)
+        assert _states(http, "other") == {"3": ("END", "OK")}
     finally:
         server.stop()
 

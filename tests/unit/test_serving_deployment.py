@@ -34,6 +34,8 @@ def test_compose_runs_the_tf_serving_image_matching_tensorflow() -> None:
         assert flags[flag] in mounts, f"{flag} points at an unmounted file"
         assert (DEPLOY / Path(mounts[flags[flag]]).name).is_file()
     assert flags["enable_batching"] == "true" and int(flags["model_config_file_poll_wait_seconds"]) > 0
+    # else a restart with the labels that promote/rollback write fails (tensorflow/serving#1230, #1608)
+    assert flags["allow_version_labels_for_unavailable_models"] == "true"
     assert 'path: "/monitoring/prometheus/metrics"' in (DEPLOY / "monitoring.config").read_text()
     params = parse_batching_parameters((DEPLOY / "batching_parameters.txt").read_text())
     assert params.max_batch_size >= 32 and params.num_batch_threads >= 1

@@ -27,8 +27,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     push_toy(base, 1, scale=1.0)
     push_toy(base, 2, scale=2.0)
     config = root / "models.config"
-    config.write_text(render_model_config([ModelSpec("toy", "/unused", VersionPolicy(), {"stable": 1, "canary": 2})]))
+    config.write_text(render_model_config([ModelSpec("toy", "/unused", VersionPolicy("specific", versions=(1, 2)),
+                                                     {"stable": 1, "canary": 2})]))
     options = ServerOptions(models=[], model_config_file=config, base_path_override={"toy": str(base)},
+                            allow_version_labels_for_unavailable_models=True,
                             rest_port=0, grpc_port=None, file_system_poll_wait_seconds=0,
                             limits=Limits(max_body_bytes=200_000, max_batch_rows=100),
                             request_log_dir=root / "log", request_log_sample_rate=1.0)
