@@ -1,0 +1,99 @@
+"""ModelService.HandleReloadConfigRequest: a new config over gRPC, taken or refused whole as TF Serving does."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import text_format
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+from serving.config import ModelSpec, VersionPolicy, render_model_config
+from serving.server import ServerOptions, ServingServer
+from serving.testing import push_toy
+
+ROW = {"instances": [{"x": 1.0, "s": ""}]}
+
+
+def _request(text: str) -> model_management_pb2.ReloadConfigRequest:
+    request = model_management_pb2.ReloadConfigRequest()
+    text_format.Parse(text, request.config)
+    return request
+
+
+def _config(*specs: ModelSpec) -> model_management_pb2.ReloadConfigRequest:
+    return _request(render_model_config(list(specs)))
+
+
+@pytest.fixture()
+def served(tmp_path: Path):
+    base = tmp_path / "toy"
+    for v in (1, 2):
+        push_toy(base, v, scale=float(v))
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=0,
+                            file_system_poll_wait_seconds=0)  # no poller: whatever loads, the RPC loaded
+    with ServingServer(options) as server, grpc.insecure_channel(server.grpc_target) as channel, \
+            httpx.Client(base_url=server.url, timeout=10) as http:
+        yield base, model_service_pb2_grpc.ModelServiceStub(channel), http
+
+
+def _y(http: httpx.Client, path: str) -> float | int:
+    answer = http.post(f"/v1/models/{path}:predict", json=ROW)
+    return answer.json()["predictions"][0]["y"] if answer.status_code == 200 else answer.status_code
+
+
+def test_a_label_needs_its_version_loaded_so_it_takes_two_reloads(served) -> None:
+    base, stub, http = served
+    both = VersionPolicy("specific", versions=(1, 2))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base), both, {"stable": 1})), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == ("Request to assign label to version 1 of model toy, "
+                                       "which is not currently available for inference")
+    assert _y(http, "toy/versions/1") == 404  # refused whole: the policy part was not taken either
+
+    answer = stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base), both)), timeout=30)
+    assert answer.status.error_code == 0
+    assert _y(http, "toy/versions/1") == 1.0  # loaded before the answer
+    stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base), both, {"stable": 1})), timeout=30)
+    assert _y(http, "toy/labels/stable") == 1.0
+
+
+def test_added_models_are_loaded_before_the_answer_and_left_out_ones_unloaded(served, tmp_path: Path) -> None:
+    base, stub, http = served
+    other = tmp_path / "other"
+    push_toy(other, 7, scale=7.0)
+    stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base)), ModelSpec("other", str(other))), timeout=30)
+    assert _y(http, "other") == 7.0 and _y(http, "toy") == 2.0
+    stub.HandleReloadConfigRequest(_config(ModelSpec("other", str(other))), timeout=30)
+    assert _y(http, "toy") == 404 and _y(http, "other") == 7.0
+    assert http.get("/v1/models/toy").json()["model_version_status"][0]["state"] == "END"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(grpc.RpcError) as down:
+        stub.HandleReloadConfigRequest(_config(ModelSpec("other", str(other)), ModelSpec("new", str(empty))),
+                                       timeout=30)
+    assert down.value.code() == grpc.StatusCode.UNKNOWN
+    assert down.value.details() == f"1 model(s) did not become available: {{{{new: no version to load under {empty}}}}}"
+    push_toy(empty, 3, scale=3.0)  # the config was taken: the model is polled like any other
+    stub.HandleReloadConfigRequest(_config(ModelSpec("other", str(other)), ModelSpec("new", str(empty))), timeout=30)
+    assert _y(http, "new") == 3.0
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported"),
+    ("custom_model_config {}", "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                               "Only ModelConfigList is currently supported"),
+    ("model_config_list { config { name: 'toy' base_path: 'models/toy' } }",
+     "ReloadConfigRequest: Expected model toy to have an absolute path or URI; got base_path()=models/toy"),
+    ("model_config_list { config { name: 'toy' base_path: '/a' } config { name: 'toy' base_path: '/b' } }",
+     "ReloadConfigRequest: Illegal to list model toy multiple times in config list"),
+])
+def test_configs_tf_serving_refuses_are_invalid_argument_and_change_nothing(served, text: str, message: str) -> None:
+    _base, stub, http = served
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.HandleReloadConfigRequest(_request(text), timeout=30)
+    assert (refused.value.code(), refused.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    assert _y(http, "toy") == 2.0
