@@ -22,6 +22,7 @@ from pipeline.console import fds_to
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 RUN_LOCK = "run.lock"
+DEFAULT_SERVING_URL = "http://127.0.0.1:8501"
 
 # A run builds about 700k long-lived objects (TensorFlow, TFX, Beam, the
 # models); with Python's default thresholds (700, 10, 10) the collector
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hand the run to TFX even when nothing changed since the last completed run")
     parser.add_argument("--no-progress", action="store_true", help="do not show components live as they run")
     parser.add_argument("--no-report", action="store_true", help="do not write <output>/reports/<run_id>.html")
+    parser.add_argument("--serving-url", default=DEFAULT_SERVING_URL,
+                        help="when a new push replaces a canary under test, the label moves only once the model "
+                             "server here has loaded it (TF Serving refuses a label moved to a version still "
+                             "loading); a server that is down or does not serve the model is not waited for "
+                             "(default: %(default)s)")
+    parser.add_argument("--label-wait", type=float, default=120.0, metavar="SECONDS",
+                        help="how long to wait for that load (default: %(default)s)")
     return parser
 
 
@@ -130,12 +138,21 @@ def _find(error: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, report: bool = True) -> int:
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """The model server whose load of a new push the canary label waits for (monitoring/labels.py)."""
+
+    url: str = DEFAULT_SERVING_URL
+    label_wait_s: float = 120.0
+
+
+def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, report: bool = True,
+        serving: Serving = Serving()) -> int:
     """One run at a time per output folder: two would share its MLMD store and serving_model/."""
     output = os.path.dirname(config.pipeline_root)
     try:
         with run_lock.held(Path(output) / RUN_LOCK):
-            return _run(config, rerun, progress, report)
+            return _run(config, rerun, progress, report, serving)
     except run_lock.LockBusy as busy:
         print(f"error: another pipeline run is using {output} ({busy}); wait for it to end or pass another --output",
               file=sys.stderr)
@@ -145,7 +162,7 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
         return EXIT_USAGE
 
 
-def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bool) -> int:
+def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bool, serving: Serving) -> int:
     from pipeline import up_to_date
 
     if config.enable_cache and not rerun:
@@ -215,18 +232,26 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     if summary:
         up_to_date.record_completed_run(config, summary.run_id, lines)
         if summary.pushed_version:
-            _label_canary(config, int(summary.pushed_version))
+            _label_canary(config, int(summary.pushed_version), serving)
     _report(config, log_path, report)
     return EXIT_OK
 
 
-def _label_canary(config: configs.PipelineConfig, version: int) -> None:
+def _label_canary(config: configs.PipelineConfig, version: int, serving: Serving) -> None:
     """A new push becomes the `canary` in serving_model/models.config; stable stays (monitoring/labels.py)."""
+    from monitoring.canary import server_loads
     from monitoring.labels import Deployment, LabelError, label_after_push
 
     deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
+    wait = server_loads(serving.url, config.model_name, serving.label_wait_s, absent_ok=True)
+
+    def loaded(target: int) -> bool:
+        print(f"labels: version {target} pinned; the label moves to it once the server at {serving.url} "
+              f"(if up and serving {config.model_name}) has loaded it, waiting up to {serving.label_wait_s:.0f} s")
+        return wait(target)
+
     try:
-        labels = label_after_push(deployment, version)
+        labels = label_after_push(deployment, version, loaded=loaded)
     except (LabelError, OSError) as error:  # the push stands; labels can be set with `taxi promote`
         print(f"warning: version {version} pushed but not labelled: {error}", file=sys.stderr)
         return
@@ -250,11 +275,20 @@ def main(argv: list[str] | None = None) -> int:
 def execute(args: argparse.Namespace) -> int:
     """Run from parsed flags; `taxi run` parses the same flags with click and calls this."""
     try:
+        serving = serving_from_args(args)
         config = build_config(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return run(config, args.rerun, progress=not args.no_progress, report=not args.no_report)
+    return run(config, args.rerun, progress=not args.no_progress, report=not args.no_report, serving=serving)
+
+
+def serving_from_args(args: argparse.Namespace) -> Serving:
+    if not args.serving_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--serving-url {args.serving_url!r} is not an http:// or https:// URL")
+    if not 0 <= args.label_wait <= 3600:
+        raise ConfigError(f"--label-wait {args.label_wait} must be a number of seconds within [0, 3600]")
+    return Serving(args.serving_url, args.label_wait)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`taxi monitor`, `taxi trigger`, `taxi promote`, `taxi rollback`, `taxi labels` (also `python -m monitoring`).
+"""`taxi monitor`, `taxi trigger`, `taxi canary`, `taxi promote`, `taxi rollback`, `taxi labels` (also `python -m monitoring`).
 
 Thin click wrappers over the monitoring package: they parse, call, and turn the
 package's expected errors into one 'error: ...' line with the project's exit codes.
@@ -55,24 +55,29 @@ def _deployment(output: str, model_name: str, config_path: str | None):  # noqa:
 def _change(action: str, output: str, model_name: str, config_path: str | None, version: int | None,
             url: str, offline: bool, wait: float, as_json: bool, healthy: callable | None = None) -> int:
     from monitoring import labels
-    from monitoring.canary import all_checks, blessed_check, loaded_check, wait_for_label
+    from monitoring.canary import all_checks, blessed_check, loaded_check, server_loads, wait_for_label
 
     deployment = _deployment(output, model_name, config_path)
-    check = blessed_check(output) if offline else all_checks(blessed_check(output), loaded_check(url, model_name))
-    if healthy is not None:
-        check = all_checks(check, healthy)
+    label, other = (labels.CANARY, labels.STABLE) if action == "canary" else (labels.STABLE, labels.CANARY)
     try:
         before = deployment.labels() if deployment.config_path.exists() else {}
-        after = getattr(labels, action)(deployment, check, version)
+        if action == "canary":  # pins the version and waits for its load itself, when the label moves
+            after = labels.canary(deployment, blessed_check(output), version,
+                                  None if offline else server_loads(url, model_name, wait))
+        else:
+            check = blessed_check(output) if offline else all_checks(blessed_check(output), loaded_check(url, model_name))
+            if healthy is not None:
+                check = all_checks(check, healthy)
+            after = getattr(labels, action)(deployment, check, version)
     except labels.LabelError as error:
         raise CliError(f"{action}: {error}; labels unchanged") from None
     if as_json:
         emit_json({"action": action, "before": before, "after": after, "config": str(deployment.config_path)})
     else:
-        click.echo(f"{action}: stable {before.get('stable')} -> {after['stable']}"
-                   + (f", canary {after['canary']}" if "canary" in after else "") + f"  ({deployment.config_path})")
-    if wait and not offline and not wait_for_label(url, model_name, "stable", after["stable"], wait):
-        raise CliError(f"labels written, but the server at {url} did not answer stable={after['stable']} "
+        click.echo(f"{action}: {label} {before.get(label)} -> {after[label]}"
+                   + (f", {other} {after[other]}" if other in after else "") + f"  ({deployment.config_path})")
+    if wait and not offline and not wait_for_label(url, model_name, label, after[label], wait):
+        raise CliError(f"labels written, but the server at {url} did not answer {label}={after[label]} "
                        f"within {wait:.0f} s (is it polling {deployment.config_path}?)")
     return EXIT_OK
 
@@ -108,6 +113,29 @@ def promote(output: str, model_name: str, config_path: str | None, version: int 
 
         healthy = healthy_check(url, model_name, min_requests, max_error_rate, max_p95_ms / 1000)
     return _change("promote", output, model_name, config_path, version, url, offline, wait, as_json, healthy)
+
+
+@click.command(epilog="Exit codes: 0 labelled; 1 refused (not pushed, not blessed, stable, not loaded in time), "
+                      "nothing changed but the version's pin.")
+@output_option
+@model_option
+@config_option
+@click.option("--version", "version", type=int, help="the version to put under test (default: the newest push)")
+@url_option
+@offline_option
+@click.option("--wait", type=FiniteFloatRange(0, 600), default=60, show_default=True, metavar="SECONDS",
+              help="wait this long for the server to load the version before the label moves to it, "
+                   "then until it answers the label")
+@json_option
+@verbosity_options
+def canary(output: str, model_name: str, config_path: str | None, version: int | None, url: str, offline: bool,
+           wait: float, as_json: bool) -> int:
+    """Move the `canary` label to a version (default: the newest push); `stable` stays.
+
+    As TF Serving takes a label moved only to a version it has loaded, the
+    version is pinned first and the label moves once the server has loaded it.
+    """
+    return _change("canary", output, model_name, config_path, version, url, offline, wait, as_json)
 
 
 @click.command(epilog="Exit codes: 0 rolled back; 1 refused (nothing earlier, not blessed, not loaded), nothing changed.")

@@ -1,4 +1,4 @@
-"""`python -m monitoring monitor|trigger|promote|rollback|labels ...`: the same commands as `taxi ...`."""
+"""`python -m monitoring monitor|trigger|canary|promote|rollback|labels ...`: the same commands as `taxi ...`."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import sys
 
 from cli.main import main
 
-COMMANDS = ("monitor", "trigger", "promote", "rollback", "labels")
+COMMANDS = ("monitor", "trigger", "canary", "promote", "rollback", "labels")
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

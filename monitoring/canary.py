@@ -32,17 +32,47 @@ def blessed_check(output: str) -> callable:
     return check
 
 
-def version_state(url: str, model: str, version: int, timeout: float = 5.0) -> str:
-    """The server's state for a version (AVAILABLE, LOADING, END, NOT_FOUND)."""
+def _get(url: str, path: str, timeout: float = 5.0) -> httpx.Response:
     try:
-        answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/versions/{version}", timeout=timeout)
+        return httpx.get(f"{url.rstrip('/')}{path}", timeout=timeout)
     except httpx.HTTPError as error:
         raise LabelError(f"cannot reach the model server at {url} ({type(error).__name__}); "
                          "start it or pass --offline to skip the loaded check") from None
+
+
+def version_state(url: str, model: str, version: int, timeout: float = 5.0) -> str:
+    """The server's state for a version (AVAILABLE, LOADING, END, NOT_FOUND)."""
+    answer = _get(url, f"/v1/models/{model}/versions/{version}", timeout)
     if answer.status_code == 404:
         return "NOT_FOUND"
     statuses = answer.json().get("model_version_status", []) if answer.status_code == 200 else []
     return statuses[0].get("state", "?") if statuses else f"HTTP {answer.status_code}"
+
+
+def server_loads(url: str, model: str, seconds: float, absent_ok: bool = False) -> callable:
+    """For a label move (labels.Loaded): waits up to `seconds` for the server to have the version AVAILABLE.
+
+    With absent_ok (the runner after a push), a server that is down, or does
+    not serve the model, counts as having it: no server applies the config
+    now, and one that starts later reads every label as new.
+    """
+    def loaded(version: int) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if absent_ok and _get(url, f"/v1/models/{model}").status_code == 404:
+                    return True
+                state = version_state(url, model, version)
+            except LabelError:
+                if absent_ok:
+                    return True
+                raise
+            if state == "AVAILABLE":
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+    return loaded
 
 
 def loaded_check(url: str, model: str) -> callable:

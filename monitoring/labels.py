@@ -144,7 +144,7 @@ def previous_stable(deployment: Deployment, current: int | None, history: list[d
 
 
 def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: str,
-           before: dict[str, int]) -> dict[str, int]:
+           before: dict[str, int], pins: tuple[int, ...] = ()) -> dict[str, int]:
     """Atomic replace of the config; the version a rollback would return to stays pinned, so it needs no load."""
     on_disk = set(deployment.pushed())
     missing = {k: v for k, v in labels.items() if v not in on_disk}
@@ -153,7 +153,7 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
         raise LabelError(f"label '{label}' would point at version {version}, which is not in {deployment.push_dir}")
     specs, spec = deployment.read()
     entry = {"ts": time.time(), "action": action, "reason": reason, "before": before, "after": labels}
-    keep = set(labels.values())
+    keep = set(labels.values()) | set(pins)
     fallback = previous_stable(deployment, labels.get(STABLE), deployment.history() + [entry])
     if fallback is not None:
         keep.add(fallback)
@@ -172,6 +172,40 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
     return labels
 
 
+# (version) -> True once the server that applies the config has loaded the version; False when it has not in time.
+Loaded = Callable[[int], bool]
+
+
+def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Labels that exist before and point at another version after: TF Serving moves one only to a loaded version."""
+    return {k: v for k, v in after.items() if before.get(k) not in (None, v)}
+
+
+def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, reason: str,
+                    before: dict[str, int], loaded: Loaded | None) -> dict[str, int]:
+    """Moves labels the way TF Serving takes them from a polled config (serving_config.md, version labels).
+
+    A label moved to a version the server has not loaded makes it refuse the
+    whole config, again at every poll, so the version would never load. So the
+    target is first pinned with the labels as they are; once the server has it
+    loaded, the labels move. A new label may name a loading version (the
+    server runs with --allow_version_labels_for_unavailable_models).
+    """
+    moved = _moved(before, after)
+    if moved and loaded is not None:
+        on_disk = set(deployment.pushed())
+        kept = {k: v for k, v in before.items() if v in on_disk}  # a label on a deleted version can only go
+        _write(deployment, kept, "pin", f"load {sorted(set(moved.values()))} before labels move to it", before,
+               pins=tuple(moved.values()))
+        for label, version in sorted(moved.items()):
+            if not loaded(version):
+                raise LabelError(f"version {version} is pinned, but the server has not loaded it yet, so label "
+                                 f"'{label}' stays at {before[label]} (a label moved to a version still loading "
+                                 f"is refused); move it later with `taxi {action if action != 'first-push' else 'promote'} "
+                                 f"--version {version}`")
+    return _write(deployment, after, action, reason, before)
+
+
 def _others(labels: dict[str, int], on_disk: list[int]) -> dict[str, int]:
     """Labels this package does not own (e.g. a hand-made `shadow`): carried over while their version exists."""
     return {k: v for k, v in labels.items() if k not in (STABLE, CANARY) and v in on_disk}
@@ -181,8 +215,14 @@ def _others(labels: dict[str, int], on_disk: list[int]) -> dict[str, int]:
 Check = Callable[[int], None]
 
 
-def label_after_push(deployment: Deployment, version: int, check: Check | None = None) -> dict[str, int]:
-    """A new push becomes the canary; the first push ever becomes stable (nothing to compare with)."""
+def label_after_push(deployment: Deployment, version: int, check: Check | None = None,
+                     loaded: Loaded | None = None) -> dict[str, int]:
+    """A new push becomes the canary; the first push ever becomes stable (nothing to compare with).
+
+    `loaded` waits for the serving server to load the version, when a label
+    moves to it (a canary under test is replaced); without it the labels are
+    written at once, for a server that reads them only at its next start.
+    """
     with _locked(deployment):
         before = deployment.labels()
         if check:
@@ -190,11 +230,33 @@ def label_after_push(deployment: Deployment, version: int, check: Check | None =
         stable = before.get(STABLE)
         others = _others(before, deployment.pushed())
         if stable is None or stable not in deployment.pushed():
-            return _write(deployment, {**others, STABLE: version}, "first-push", f"version {version} pushed", before)
+            return _write_in_steps(deployment, {**others, STABLE: version}, "first-push", f"version {version} pushed",
+                                   before, loaded)
         if stable == version:
             return before
-        return _write(deployment, {**others, STABLE: stable, CANARY: version}, "canary", f"version {version} pushed",
-                      before)
+        return _write_in_steps(deployment, {**others, STABLE: stable, CANARY: version}, "canary",
+                               f"version {version} pushed", before, loaded)
+
+
+def canary(deployment: Deployment, check: Check, version: int | None = None,
+           loaded: Loaded | None = None) -> dict[str, int]:
+    """canary := a version (default: the newest push) beside stable; `loaded` as in label_after_push."""
+    with _locked(deployment):
+        before, pushed = deployment.labels(), deployment.pushed()
+        target = version if version is not None else (pushed[-1] if pushed else None)
+        if target is None or target not in pushed:
+            raise LabelError(f"cannot make version {target} the canary: it is not in {deployment.push_dir} "
+                             f"(pushed: {pushed[-5:] or 'none'})")
+        stable = before.get(STABLE)
+        if stable is None or stable not in pushed:
+            raise LabelError("there is no stable version to compare a canary with; `taxi promote --version V` first")
+        if target == stable:
+            raise LabelError(f"version {target} is stable; the canary must be another version")
+        if before.get(CANARY) == target:
+            raise LabelError(f"version {target} is already the canary")
+        check(target)
+        after = {**_others(before, pushed), STABLE: stable, CANARY: target}
+        return _write_in_steps(deployment, after, "canary", f"canary {before.get(CANARY)} -> {target}", before, loaded)
 
 
 def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:

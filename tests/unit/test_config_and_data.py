@@ -124,6 +124,8 @@ def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProc
         (["--beam-args=--direct_num_workers 2 3"], "'3' is not an option"),
         (["--beam-args=--save_main_session stray"], "'stray' is not an option"),  # a flag takes no value
         (["--beam-args=--runner=DataflowRunner"], "Dataflow runs through vertex_runner.py"),
+        (["--serving-url", "localhost:8501"], "--serving-url 'localhost:8501' is not an http:// or https:// URL"),
+        (["--label-wait", "nan"], "--label-wait nan must be a number of seconds within [0, 3600]"),
     ],
 )
 def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):

@@ -1,0 +1,102 @@
+"""A label moved to a new version, against a running server that takes configs by TF Serving's rules."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitoring import labels
+from monitoring.canary import server_loads, wait_for_label
+from monitoring.labels import Deployment, LabelError
+from serving.server import ServerOptions, ServingServer
+from serving.testing import push_toy
+
+ROW = {"instances": [{"x": 1.0, "s": "a"}]}
+
+
+def _ok(version: int) -> None:
+    """Stands in for the MLMD blessing check (covered against a real MLMD store by the e2e loop)."""
+
+
+@pytest.fixture()
+def deployed(tmp_path: Path):
+    base = tmp_path / "serving_model" / "toy"
+    for v in (1, 2, 3, 4):
+        push_toy(base, v, scale=float(v))
+    d = Deployment.for_output(tmp_path, "toy")
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 2)  # stable 1, canary 2: new labels, written before any server runs
+    options = ServerOptions(models=[], rest_port=0, grpc_port=None, file_system_poll_wait_seconds=0.2,
+                            model_config_file=d.config_path, model_config_file_poll_wait_seconds=0.2,
+                            allow_version_labels_for_unavailable_models=True)
+    with ServingServer(options) as server:
+        assert wait_for_label(server.url, "toy", "canary", 2, seconds=15)
+        yield d, server
+
+
+def _canary(http: httpx.Client) -> float | int:
+    answer = http.post("/v1/models/toy/labels/canary:predict", json=ROW)
+    return answer.json()["predictions"][0]["y"] if answer.status_code == 200 else answer.status_code
+
+
+def test_a_push_replacing_the_canary_moves_the_label_once_loaded_and_no_canary_request_fails(deployed) -> None:
+    d, server = deployed
+    answers: list[float | int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            while not stop.is_set():
+                answers.append(_canary(http))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        after = labels.label_after_push(d, 3, loaded=server_loads(server.url, "toy", 15))
+        assert after == {"stable": 1, "canary": 3}
+        assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert set(answers) == {2.0, 3.0} and answers.index(3.0) > 0  # never a failed canary request
+    assert answers[answers.index(3.0):] == [3.0] * (len(answers) - answers.index(3.0))
+    assert [e["action"] for e in d.history()][-2:] == ["pin", "canary"]
+    assert set(d.read()[1].policy.versions) == {1, 3}  # 2 is unpinned once nothing points at it
+
+
+def test_written_in_one_step_the_move_is_refused_and_the_new_version_never_loads(deployed) -> None:
+    """Why the steps: what TF Serving does with such a config (and what the old label writer did)."""
+    d, server = deployed
+    labels.label_after_push(d, 3)  # no server to wait for: one write, canary 2 -> 3 while 3 is not loaded
+    time.sleep(1.5)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert _canary(http) == 2.0
+        assert http.get("/v1/models/toy/versions/3").status_code == 404
+
+
+def test_a_load_not_seen_in_time_leaves_the_label_and_pins_the_version_for_a_later_move(deployed) -> None:
+    d, server = deployed
+    with pytest.raises(LabelError, match=r"version 3 is pinned, but the server has not loaded it yet, so label "
+                                         r"'canary' stays at 2 .*`taxi canary --version 3`"):
+        labels.label_after_push(d, 3, loaded=lambda version: False)
+    assert d.labels() == {"stable": 1, "canary": 2} and 3 in d.read()[1].policy.versions
+    with pytest.raises(LabelError, match="already the canary"):
+        labels.canary(d, _ok, 2)
+    assert labels.canary(d, _ok, 3, loaded=server_loads(server.url, "toy", 15)) == {"stable": 1, "canary": 3}
+    assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
+    with pytest.raises(LabelError, match="version 1 is stable"):
+        labels.canary(d, _ok, 1)
+
+
+def test_a_server_that_is_down_or_serves_another_model_is_not_waited_for(tmp_path: Path, deployed) -> None:
+    _d, server = deployed
+    started = time.monotonic()
+    assert server_loads("http://127.0.0.1:9", "toy", 60, absent_ok=True)(3)  # nothing listens on port 9
+    assert server_loads(server.url, "no_such_model", 60, absent_ok=True)(3)
+    assert time.monotonic() - started < 10
+    with pytest.raises(LabelError, match="cannot reach the model server"):
+        server_loads("http://127.0.0.1:9", "toy", 60)(3)  # `taxi canary` without --offline: said, not skipped
