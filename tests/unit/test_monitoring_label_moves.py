@@ -100,3 +100,21 @@ def test_a_server_that_is_down_or_serves_another_model_is_not_waited_for(tmp_pat
     assert time.monotonic() - started < 10
     with pytest.raises(LabelError, match="cannot reach the model server"):
         server_loads("http://127.0.0.1:9", "toy", 60)(3)  # `taxi canary` without --offline: said, not skipped
+
+
+def test_cli_canary_refuses_in_one_line_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from cli.main import main
+
+    base = tmp_path / "serving_model" / "toy"
+    for v in (1, 2):
+        push_toy(base, v)
+    d = Deployment.for_output(tmp_path, "toy")
+    labels.label_after_push(d, 1)
+    before = d.config_path.read_text()
+    for argv, message in ((["--version", "9"], "error: canary: cannot make version 9 the canary: it is not in"),
+                          (["--version", "1"], "error: canary: version 1 is stable"),
+                          ([], "error: canary: version 2: no MLMD store")):  # blessing is read from MLMD
+        assert main(["canary", "--output", str(tmp_path), "--model", "toy", "--offline", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+    assert d.config_path.read_text() == before
