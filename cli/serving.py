@@ -101,6 +101,9 @@ def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool
                     number = float(value)
                 except ValueError:
                     raise UsageProblem(f"row {index}: {name}={value!r} is not a number") from None
+                if math.isinf(number) and any(c.isdigit() for c in value):  # 1e400; the words inf/Infinity stay
+                    raise UsageProblem(f"row {index}: {name}={value!r} is too big for a number "
+                                       "(a double holds up to 1.8e308)")
                 converted[name] = int(number) if kind in INTEGER and number.is_integer() else number
             else:
                 converted[name] = value

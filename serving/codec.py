@@ -366,8 +366,10 @@ def parse_examples(body: Any) -> list[bytes]:
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object with 'examples'")
     examples, context = body.get("examples"), body.get("context", {})
-    if not isinstance(examples, list) or not examples:
+    if not isinstance(examples, list):
         raise invalid("'examples' must be a non-empty list of objects")
+    if not examples:  # TF Serving's FillClassifyRegressRequestFromJson, without its dump of the request
+        raise invalid("'examples' value is an empty array")
     if not isinstance(context, dict):
         raise invalid("'context' must be an object of feature values")
     out = []

@@ -211,15 +211,25 @@ class ServingCore:
         """
         sig = servable.signature(signature_name)
         tracked.signature = sig.name
-        _check_examples_signature(sig, method)
+        check_examples_signature(sig, method)
+        (outputs,) = self.run_examples(servable, [(sig, method)], examples)
+        return sig, outputs
+
+    def run_examples(self, servable: Servable, tasks: Sequence[tuple[SignatureInfo, str]],
+                     examples: Sequence[bytes]) -> list[dict[str, np.ndarray]]:
+        """The checked outputs of each (signature, method) task on the same
+        examples: examples_call's one task, or gRPC MultiInference's several.
+        Every signature must have passed check_examples_signature, as TF
+        Serving checks all tasks before it looks at the input."""
         if not examples:
             raise invalid("Input is empty.")
-        (spec,) = sig.inputs.values()
-        future = self.submit(servable, sig.name, {spec.name: np.array(examples, dtype=object)})
-        return sig, _checked_outputs(method, self._result(future), len(examples))
+        batch = np.array(examples, dtype=object)
+        futures = [self.submit(servable, sig.name, {next(iter(sig.inputs)): batch}) for sig, _method in tasks]
+        return [_checked_outputs(method, self._result(future), len(examples))
+                for future, (_sig, method) in zip(futures, tasks, strict=True)]
 
 
-def _check_examples_signature(sig: SignatureInfo, method: str) -> None:
+def check_examples_signature(sig: SignatureInfo, method: str) -> None:
     """What TF Serving's PreProcessClassification/-Regression require of a signature."""
     want = codec.CLASSIFY_METHOD if method == "classify" else codec.REGRESS_METHOD
     kind = "classification" if method == "classify" else "regression"

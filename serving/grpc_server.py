@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -25,11 +26,11 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.codec import TensorSpec, check_shape, classifications
+from serving.codec import CLASSIFY_METHOD, REGRESS_METHOD, SignatureInfo, TensorSpec, check_shape, classifications
 from serving.config import ConfigError, specs_from_proto
-from serving.core import ServingCore
+from serving.core import ServingCore, check_examples_signature
 from serving.errors import ServingError, invalid
-from serving.registry import Servable
+from serving.registry import DEFAULT_SIGNATURE, Servable
 
 log = logging.getLogger("serving")
 _ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name
@@ -112,6 +113,34 @@ def _regression(outputs: dict[str, np.ndarray]) -> regression_pb2.RegressionResp
     return response
 
 
+_TASK_METHODS = {CLASSIFY_METHOD: "classify", REGRESS_METHOD: "regress"}
+
+
+def _inference_tasks(servable: Servable,
+                     request: inference_pb2.MultiInferenceRequest) -> list[tuple[SignatureInfo, str]]:
+    """(signature, classify/regress) per task, checked task by task in the order and
+    with the messages of TF Serving's TensorFlowMultiInferenceRunner::Infer."""
+    tasks: list[tuple[SignatureInfo, str]] = []
+    for task in request.tasks:
+        spec = task.model_spec
+        if not spec.name:
+            raise invalid("Found ModelSpec with an empty model name.")
+        if spec.name != servable.name:
+            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        name = spec.signature_name or DEFAULT_SIGNATURE
+        if any(sig.name == name for sig, _method in tasks):
+            raise invalid(f"Duplicate evaluation of signature: {name}")
+        if name not in servable.signatures:
+            raise invalid(f"Requested signature not found in model graph: {name}")
+        method = _TASK_METHODS.get(task.method_name)
+        if method is None:
+            raise ServingError("UNIMPLEMENTED", f"Unsupported signature method_name: {task.method_name}")
+        sig = servable.signature(name)
+        check_examples_signature(sig, method)
+        tasks.append((sig, method))
+    return tasks
+
+
 def _fill_model_spec(spec: Any, servable: Servable, signature: str) -> None:
     """The version and signature that answered, as TF Serving's MakeModelSpec."""
     spec.name = servable.name
@@ -124,7 +153,7 @@ def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict, Classify, Regress and GetModelMetadata; MultiInference stays UNIMPLEMENTED."""
+    """Predict, Classify, Regress, MultiInference and GetModelMetadata."""
 
     def __init__(self, core: ServingCore) -> None:
         self.core = core
@@ -189,6 +218,31 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                                        serialized_examples(request.input), tracked)
                 response = _classification(outputs) if method == "classify" else _regression(outputs)
                 _fill_model_spec(response.model_spec, servable, sig.name)
+                return response
+        except ServingError as exc:
+            _abort(context, exc)
+
+    def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext) -> Any:
+        """Classify and/or regress tasks on one model, all on the request's one Input.
+        As in TF Serving, the first task's model_spec picks the version for all."""
+        try:
+            first = request.tasks[0].model_spec if request.tasks else None
+            with self.core.track(first.name if first else "", "multi_inference", "grpc") as tracked:
+                if first is None:  # TF Serving looks up an empty ModelSpec then
+                    raise invalid("ModelSpec has no name specified. (the request has no tasks)")
+                servable = self._servable(first)
+                tracked.version = str(servable.version)
+                tasks = _inference_tasks(servable, request)
+                tracked.signature = ",".join(sig.name for sig, _method in tasks)
+                outputs = self.core.run_examples(servable, tasks, serialized_examples(request.input))
+                response = inference_pb2.MultiInferenceResponse()
+                for (sig, method), answered in zip(tasks, outputs, strict=True):
+                    result = response.results.add()
+                    _fill_model_spec(result.model_spec, servable, sig.name)
+                    if method == "classify":
+                        result.classification_result.CopyFrom(_classification(answered).result)
+                    else:
+                        result.regression_result.CopyFrom(_regression(answered).result)
                 return response
         except ServingError as exc:
             _abort(context, exc)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
+from cli.common import UsageProblem
 from cli.main import main
 from cli.serving import typed
 from serving.config import ModelSpec
@@ -48,6 +50,7 @@ def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:
 @pytest.mark.parametrize("content,args,code,fragment", [
     ("x,s,label\n1,a,0\n", [], 2, "error: row 0: 'label' is not a model input"),
     ("x,s\nmany,a\n", [], 2, "error: row 0: x='many' is not a number"),
+    ("x,s\n1,a\n-1e400,b\n", [], 2, "error: row 1: x='-1e400' is too big for a number (a double holds up to 1.8e308)"),
     ("x,s\n1,bad!\n", [], 1, "error: the server answered 400"),
     ("x,s\n", [], 2, "error: "),
     ("x,s\n1,a\n", ["--signature", "nope"], 2, "error: the model has no signature 'nope'; it has: classify_x,"),
@@ -71,3 +74,15 @@ def test_drop_unknown_and_types() -> None:
     dtypes = {"x": "DT_DOUBLE", "k": "DT_INT64", "s": "DT_STRING"}
     assert typed([{"x": "1", "k": "3", "s": "", "label": "1"}], dtypes, drop_unknown=True) == [
         {"x": 1.0, "k": 3, "s": ""}]
+
+
+def test_a_numeral_beyond_a_double_is_refused_while_the_words_inf_and_nan_are_read() -> None:
+    """Python's float() reads 1e400 as infinity: sent on, a typo'd value would reach the model as Infinity."""
+    dtypes = {"x": "DT_DOUBLE", "k": "DT_INT64"}
+    rows = [{"x": "inf", "k": "1"}, {"x": "-Infinity"}, {"x": "nan"}, {"x": "1.7e308"}]
+    got = typed(rows, dtypes, drop_unknown=False)
+    assert [row["x"] for row in got[:2]] == [math.inf, -math.inf] and math.isnan(got[2]["x"])
+    assert got[3]["x"] == 1.7e308
+    for row in ({"x": "1e400"}, {"k": "2e308"}):
+        with pytest.raises(UsageProblem, match=r"^row 0: (x|k)='\d+e\d+' is too big for a number"):
+            typed([row], dtypes, drop_unknown=False)

@@ -11,64 +11,11 @@ import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import (
-    classification_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    regression_pb2,
-)
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.config import ModelSpec
 from serving.server import ServerOptions, ServingServer
-from serving.testing import push_toy
-
-SCALE = 3.0  # classify_x: p(yes) = sigmoid(x * SCALE); regress_x: x * SCALE
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("grpc-examples")
-    (root / "toy").mkdir()
-    push_toy(root / "toy", 7, scale=SCALE)
-    opts = ServerOptions(models=[ModelSpec("toy", str(root / "toy"))], rest_port=0, grpc_port=0,
-                         file_system_poll_wait_seconds=0, request_log_dir=root / "log", request_log_sample_rate=1.0)
-    with ServingServer(opts) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def stub(server: ServingServer):
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-def http(server: ServingServer):
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        yield client
-
-
-def _example(features: dict[str, float], into: Any) -> None:
-    for name, value in features.items():
-        into.features.feature[name].float_list.value.append(value)
-
-
-def _request(method: str, examples: list[dict[str, float]], context: dict[str, float] | None = None,
-             signature: str | None = None, model: str = "toy") -> Any:
-    """The gRPC twin of the REST body {"signature_name", "context", "examples"}."""
-    request = (classification_pb2.ClassificationRequest() if method == "classify"
-               else regression_pb2.RegressionRequest())
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature if signature is not None else f"{method}_x"
-    if context is None:
-        for features in examples:
-            _example(features, request.input.example_list.examples.add())
-    else:
-        listed = request.input.example_list_with_context
-        _example(context, listed.context)
-        for features in examples:
-            _example(features, listed.examples.add())
-    return request
+from tests.unit.conftest import SCALE, examples_request, rpc_error
 
 
 def _rest_body(method: str, examples: list[dict[str, float]], context: dict[str, float] | None = None) -> dict:
@@ -76,12 +23,6 @@ def _rest_body(method: str, examples: list[dict[str, float]], context: dict[str,
     if context is not None:
         body["context"] = context
     return body
-
-
-def _rpc_error(call: Any, request: Any) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call(request, timeout=10)
-    return info.value
 
 
 CASES = [
@@ -92,9 +33,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("examples,context", CASES)
-def test_classify_answers_as_rest_classify(stub: Any, http: httpx.Client, examples: list, context: dict | None) -> None:
-    response = stub.Classify(_request("classify", examples, context), timeout=10)
-    rest = http.post("/v1/models/toy:classify", json=_rest_body("classify", examples, context))
+def test_classify_answers_as_rest_classify(toy_stub: Any, toy_http: httpx.Client, examples: list,
+                                           context: dict | None) -> None:
+    response = toy_stub.Classify(examples_request("classify", examples, context), timeout=10)
+    rest = toy_http.post("/v1/models/toy:classify", json=_rest_body("classify", examples, context))
     assert rest.status_code == 200, rest.text
     got = [[(c.label, np.float32(c.score)) for c in row.classes] for row in response.result.classifications]
     assert got == [[(label, np.float32(score)) for label, score in row] for row in rest.json()["results"]]
@@ -103,23 +45,25 @@ def test_classify_answers_as_rest_classify(stub: Any, http: httpx.Client, exampl
 
 
 @pytest.mark.parametrize("examples,context", CASES)
-def test_regress_answers_as_rest_regress(stub: Any, http: httpx.Client, examples: list, context: dict | None) -> None:
-    response = stub.Regress(_request("regress", examples, context), timeout=10)
-    rest = http.post("/v1/models/toy:regress", json=_rest_body("regress", examples, context))
+def test_regress_answers_as_rest_regress(toy_stub: Any, toy_http: httpx.Client, examples: list,
+                                         context: dict | None) -> None:
+    response = toy_stub.Regress(examples_request("regress", examples, context), timeout=10)
+    rest = toy_http.post("/v1/models/toy:regress", json=_rest_body("regress", examples, context))
     assert rest.status_code == 200, rest.text
     assert [np.float32(r.value) for r in response.result.regressions] == [np.float32(v) for v in rest.json()["results"]]
     assert response.model_spec.signature_name == "regress_x" and response.model_spec.version.value == 7
 
 
-def test_classify_scores_and_labels(stub: Any) -> None:
-    (row,) = stub.Classify(_request("classify", [{"x": 1.0}]), timeout=10).result.classifications
+def test_classify_scores_and_labels(toy_stub: Any) -> None:
+    (row,) = toy_stub.Classify(examples_request("classify", [{"x": 1.0}]), timeout=10).result.classifications
     p = 1 / (1 + np.exp(-SCALE))
     assert [c.label for c in row.classes] == ["no", "yes"]
     assert [c.score for c in row.classes] == pytest.approx([1 - p, p], rel=1e-6)
 
 
-def test_context_is_merged_into_each_example_whose_own_features_win(stub: Any) -> None:
-    response = stub.Regress(_request("regress", [{}, {"x": 5.0}, {"other": 1.0}], context={"x": 2.0}), timeout=10)
+def test_context_is_merged_into_each_example_whose_own_features_win(toy_stub: Any) -> None:
+    request = examples_request("regress", [{}, {"x": 5.0}, {"other": 1.0}], context={"x": 2.0})
+    response = toy_stub.Regress(request, timeout=10)
     assert [r.value for r in response.result.regressions] == [2.0 * SCALE, 5.0 * SCALE, 2.0 * SCALE]
 
 
@@ -129,28 +73,29 @@ def test_context_is_merged_into_each_example_whose_own_features_win(stub: Any) -
     ("regress", "classify_x", "regression", "classify"),
 ])
 def test_a_signature_of_another_method_is_invalid_argument_with_rest_message(
-        stub: Any, http: httpx.Client, method: str, signature: str, kind: str, was: str) -> None:
-    error = _rpc_error(getattr(stub, method.capitalize()), _request(method, [{"x": 1.0}], signature=signature))
+        toy_stub: Any, toy_http: httpx.Client, method: str, signature: str, kind: str, was: str) -> None:
+    error = rpc_error(getattr(toy_stub, method.capitalize()),
+                      examples_request(method, [{"x": 1.0}], signature=signature))
     name = signature or "serving_default"
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == (f"Expected {kind} signature method_name to be tensorflow/serving/{method}. "
                                f"Was: tensorflow/serving/{was} (signature '{name}')")
-    rest = http.post(f"/v1/models/toy:{method}", json={"signature_name": name, "examples": [{"x": 1.0}]})
+    rest = toy_http.post(f"/v1/models/toy:{method}", json={"signature_name": name, "examples": [{"x": 1.0}]})
     assert rest.status_code == 400 and rest.json()["error"] == error.details()
 
 
 @pytest.mark.parametrize("method", ["classify", "regress"])
 @pytest.mark.parametrize("context", [None, {"x": 1.0}], ids=["no_input", "context_only"])
-def test_empty_input_is_invalid_argument(stub: Any, method: str, context: dict | None) -> None:
-    request = _request(method, [], context)
+def test_empty_input_is_invalid_argument(toy_stub: Any, method: str, context: dict | None) -> None:
+    request = examples_request(method, [], context)
     if context is None:
         request.ClearField("input")
-    error = _rpc_error(getattr(stub, method.capitalize()), request)
+    error = rpc_error(getattr(toy_stub, method.capitalize()), request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details() == "Input is empty."
 
 
-def test_the_signature_is_checked_before_the_input_as_in_tf_serving(stub: Any) -> None:
-    error = _rpc_error(stub.Classify, _request("classify", [], signature="regress_x"))
+def test_the_signature_is_checked_before_the_input_as_in_tf_serving(toy_stub: Any) -> None:
+    error = rpc_error(toy_stub.Classify, examples_request("classify", [], signature="regress_x"))
     assert "method_name" in error.details()
 
 
@@ -160,26 +105,26 @@ def test_the_signature_is_checked_before_the_input_as_in_tf_serving(stub: Any) -
     ("toy", 99, grpc.StatusCode.NOT_FOUND, "99"),
     ("", None, grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name is required"),
 ])
-def test_unknown_models_and_versions(stub: Any, method: str, model: str, version: int | None,
+def test_unknown_models_and_versions(toy_stub: Any, method: str, model: str, version: int | None,
                                      code: grpc.StatusCode, fragment: str) -> None:
-    request = _request(method, [{"x": 1.0}], model=model)
+    request = examples_request(method, [{"x": 1.0}], model=model)
     if version is not None:
         request.model_spec.version.value = version
-    error = _rpc_error(getattr(stub, method.capitalize()), request)
+    error = rpc_error(getattr(toy_stub, method.capitalize()), request)
     assert error.code() == code and fragment in error.details()
 
 
-def test_too_many_examples_are_refused_like_a_big_batch(server: ServingServer, stub: Any) -> None:
-    rows = server.core.limits.max_batch_rows + 1
-    error = _rpc_error(stub.Regress, _request("regress", [{"x": 1.0}] * rows))
+def test_too_many_examples_are_refused_like_a_big_batch(toy_server: ServingServer, toy_stub: Any) -> None:
+    rows = toy_server.core.limits.max_batch_rows + 1
+    error = rpc_error(toy_stub.Regress, examples_request("regress", [{"x": 1.0}] * rows))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and f"batch of {rows} rows" in error.details()
 
 
-def test_classify_and_regress_are_counted_in_metrics(stub: Any, http: httpx.Client) -> None:
-    stub.Classify(_request("classify", [{"x": 1.0}]), timeout=10)
-    stub.Regress(_request("regress", [{"x": 1.0}]), timeout=10)
-    _rpc_error(stub.Regress, _request("regress", [{"x": 1.0}], signature="classify_x"))
-    text = http.get("/monitoring/prometheus/metrics").text
+def test_classify_and_regress_are_counted_in_metrics(toy_stub: Any, toy_http: httpx.Client) -> None:
+    toy_stub.Classify(examples_request("classify", [{"x": 1.0}]), timeout=10)
+    toy_stub.Regress(examples_request("regress", [{"x": 1.0}]), timeout=10)
+    rpc_error(toy_stub.Regress, examples_request("regress", [{"x": 1.0}], signature="classify_x"))
+    text = toy_http.get("/monitoring/prometheus/metrics").text
     for method, signature, status in [("classify", "classify_x", "OK"), ("regress", "regress_x", "OK"),
                                       ("regress", "classify_x", "INVALID_ARGUMENT")]:
         assert (f'serving_requests_total{{method="{method}",model="toy",protocol="grpc",signature="{signature}",'
@@ -201,19 +146,19 @@ def _predict(x: np.ndarray, s: np.ndarray) -> predict_pb2.PredictRequest:
     (np.array([1.0]), np.array([[b"a", b"b"]], dtype=object),
      "input 's' has shape [1, 2], but the signature expects [-1]"),
 ])
-def test_predict_refuses_a_wrong_shape_before_the_model_runs(stub: Any, x: np.ndarray, s: np.ndarray,
+def test_predict_refuses_a_wrong_shape_before_the_model_runs(toy_stub: Any, x: np.ndarray, s: np.ndarray,
                                                              message: str) -> None:
-    error = _rpc_error(stub.Predict, _predict(x, s))
+    error = rpc_error(toy_stub.Predict, _predict(x, s))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith(message), error.details()
 
 
-def test_examples_calls_stay_out_of_the_request_log_as_over_rest(server: ServingServer, stub: Any,
-                                                                 http: httpx.Client) -> None:
-    stub.Classify(_request("classify", [{"x": 1.0}]), timeout=10)
-    http.post("/v1/models/toy:regress", json=_rest_body("regress", [{"x": 1.0}]))
-    stub.Predict(_predict(np.array([42.0]), np.array([b"end"], dtype=object)), timeout=10)  # written after them
-    log_dir = Path(server.options.request_log_dir)
+def test_examples_calls_stay_out_of_the_request_log_as_over_rest(toy_server: ServingServer, toy_stub: Any,
+                                                                 toy_http: httpx.Client) -> None:
+    toy_stub.Classify(examples_request("classify", [{"x": 1.0}]), timeout=10)
+    toy_http.post("/v1/models/toy:regress", json=_rest_body("regress", [{"x": 1.0}]))
+    toy_stub.Predict(_predict(np.array([42.0]), np.array([b"end"], dtype=object)), timeout=10)  # written after them
+    log_dir = Path(toy_server.options.request_log_dir)
     deadline = time.monotonic() + 10
     while True:
         records = [json.loads(line) for f in log_dir.glob("*.jsonl") for line in f.read_text().splitlines()]
@@ -262,5 +207,5 @@ def test_a_regress_signature_must_take_one_input_named_inputs_as_in_tf_serving(t
         assert rest.status_code == 400 and rest.json()["error"].startswith(message), rest.text
         with pytest.raises(grpc.RpcError) as info:
             prediction_service_pb2_grpc.PredictionServiceStub(channel).Regress(
-                _request("regress", [{"x": 1.0}], signature=signature, model="other"), timeout=10)
+                examples_request("regress", [{"x": 1.0}], signature=signature, model="other"), timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and info.value.details().startswith(message)

@@ -93,6 +93,17 @@ def test_classify_and_regress(http: httpx.Client) -> None:
     assert wrong.status_code == 400 and "tensorflow/serving/classify" in wrong.json()["error"]
 
 
+@pytest.mark.parametrize("verb", ["classify", "regress"])
+@pytest.mark.parametrize("signature", ["matching", "serving_default"])
+def test_an_empty_examples_list_answers_tf_servings_message(http: httpx.Client, verb: str, signature: str) -> None:
+    """TF Serving reads the body before it looks at the signature (FillClassifyRegressRequestFromJson)."""
+    body = {"signature_name": f"{verb}_x" if signature == "matching" else signature, "examples": []}
+    resp = http.post(f"/v1/models/toy:{verb}", json=body)
+    assert resp.status_code == 400 and resp.json() == {"error": "'examples' value is an empty array"}
+    resp = http.post(f"/v1/models/toy:{verb}", json={**body, "examples": {"x": 1.0}})
+    assert resp.status_code == 400 and resp.json() == {"error": "'examples' must be a non-empty list of objects"}
+
+
 @pytest.mark.parametrize("method,path,body,status,fragment", [
     ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
     ("GET", "/v1/models/nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
