@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -62,6 +63,22 @@ def _without_bom(handle: TextIO) -> Iterator[str]:
         yield line.removeprefix("\ufeff") if number == 0 else line
 
 
+WHOLE = re.compile(r"\s*[+-]?\d+\s*")
+TOO_BIG = "is too big for a number (a double holds up to 1.8e308)"
+
+
+class _TooBig(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    """A JSON number as json reads it, but 1e400 refused instead of read as infinity (the literal Infinity stays)."""
+    number = float(text)
+    if math.isinf(number):
+        raise _TooBig(f"{text} {TOO_BIG}")
+    return number
+
+
 def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
     """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given."""
     lines = _without_bom(handle)
@@ -72,7 +89,9 @@ def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_float=_finite)
+        except _TooBig as error:
+            raise UsageProblem(f"line {number}: {error}") from None
         except ValueError as error:
             raise UsageProblem(f"line {number} is not JSON: {error}") from None
         if not isinstance(row, dict):
@@ -96,14 +115,15 @@ def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool
             kind = dtypes[name]
             if value is None or (isinstance(value, str) and value == "" and kind != "DT_STRING"):
                 converted[name] = None
+            elif isinstance(value, str) and kind in INTEGER and WHOLE.fullmatch(value):
+                converted[name] = int(value)  # exactly: float() rounds a whole number above 2**53
             elif isinstance(value, str) and kind in NUMERIC | INTEGER:
                 try:
                     number = float(value)
                 except ValueError:
                     raise UsageProblem(f"row {index}: {name}={value!r} is not a number") from None
                 if math.isinf(number) and any(c.isdigit() for c in value):  # 1e400; the words inf/Infinity stay
-                    raise UsageProblem(f"row {index}: {name}={value!r} is too big for a number "
-                                       "(a double holds up to 1.8e308)")
+                    raise UsageProblem(f"row {index}: {name}={value!r} {TOO_BIG}")
                 converted[name] = int(number) if kind in INTEGER and number.is_integer() else number
             else:
                 converted[name] = value

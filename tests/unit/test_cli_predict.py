@@ -70,10 +70,23 @@ def test_unreachable_server_is_exit_1(tmp_path, capsys) -> None:
     assert capsys.readouterr().err.startswith("error: cannot reach http://127.0.0.1:9")
 
 
+def test_a_jsonl_number_beyond_a_double_is_refused_with_its_line(server, tmp_path, capsys) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"x": 2, "s": "a"}\n{"x": 1e400, "s": "b"}\n')
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy"]) == 2
+    assert capsys.readouterr().err == "error: line 2: 1e400 is too big for a number (a double holds up to 1.8e308)\n"
+    rows.write_text('{"x": Infinity, "s": "a"}\n')  # the literal is a deliberate infinity, sent as written
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "-q"]) == 0
+
+
 def test_drop_unknown_and_types() -> None:
     dtypes = {"x": "DT_DOUBLE", "k": "DT_INT64", "s": "DT_STRING"}
     assert typed([{"x": "1", "k": "3", "s": "", "label": "1"}], dtypes, drop_unknown=True) == [
         {"x": 1.0, "k": 3, "s": ""}]
+    assert typed([{"k": "9007199254740993"}, {"k": " -12 "}, {"k": "4.0"}], dtypes, drop_unknown=False) == [
+        {"k": 9007199254740993}, {"k": -12}, {"k": 4}]  # 2**53 + 1 kept exact, not rounded through a float
+    with pytest.raises(UsageProblem, match=r"row 0: k='--12' is not a number"):
+        typed([{"k": "--12"}], dtypes, drop_unknown=False)
 
 
 def test_a_numeral_beyond_a_double_is_refused_while_the_words_inf_and_nan_are_read() -> None:
