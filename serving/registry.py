@@ -307,7 +307,7 @@ class Registry:
 
         Models left out of it are unloaded, as TF Serving tears them down.
         """
-        with self._config_lock:
+        with self._config_lock, self._poll_lock:  # a version loading now must not land in a retired model
             self._check_labels(specs)
             added = [s.name for s in specs if s.name not in self.models or self.models[s.name].retired]
             for spec in specs:
