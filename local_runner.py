@@ -239,20 +239,19 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
 
 def _label_canary(config: configs.PipelineConfig, version: int, serving: Serving) -> None:
     """A new push becomes the `canary` in serving_model/models.config; stable stays (monitoring/labels.py)."""
-    from monitoring.canary import server_loads
+    from monitoring.canary import ModelServer
     from monitoring.labels import Deployment, LabelError, label_after_push
 
     deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
-    wait = server_loads(serving.url, config.model_name, serving.label_wait_s, absent_ok=True)
 
-    def loaded(target: int) -> bool:
+    def announce(target: int) -> None:
         print(f"labels: version {target} pinned; the label moves to it once the server at {serving.url} "
-              f"(if up and serving {config.model_name}) has loaded it, waiting up to {serving.label_wait_s:.0f} s")
-        return wait(target)
+              f"has loaded it (waiting up to {serving.label_wait_s:.0f} s)")
 
+    server = ModelServer(serving.url, config.model_name, serving.label_wait_s, absent_ok=True, announce=announce)
     try:
-        labels = label_after_push(deployment, version, loaded=loaded)
-    except (LabelError, OSError) as error:  # the push stands; labels can be set with `taxi promote`
+        labels = label_after_push(deployment, version, server=server)
+    except (LabelError, OSError) as error:  # the push stands; labels can be set with `taxi canary`
         print(f"warning: version {version} pushed but not labelled: {error}", file=sys.stderr)
         return
     print("labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) + f" ({deployment.config_path})")
@@ -284,8 +283,12 @@ def execute(args: argparse.Namespace) -> int:
 
 
 def serving_from_args(args: argparse.Namespace) -> Serving:
-    if not args.serving_url.startswith(("http://", "https://")):
-        raise ConfigError(f"--serving-url {args.serving_url!r} is not an http:// or https:// URL")
+    from monitoring.canary import check_url
+
+    try:
+        check_url(args.serving_url)
+    except ValueError as error:
+        raise ConfigError(f"--serving-url {error}") from None
     if not 0 <= args.label_wait <= 3600:
         raise ConfigError(f"--label-wait {args.label_wait} must be a number of seconds within [0, 3600]")
     return Serving(args.serving_url, args.label_wait)

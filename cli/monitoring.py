@@ -26,7 +26,16 @@ EXIT_BUSY = 3
 model_option = click.option("--model", "model_name", default="taxi", show_default=True, help="model name")
 config_option = click.option("--config", "config_path", metavar="FILE",
                              help="models.config to edit (default: <output>/serving_model/models.config)")
-url_option = click.option("--url", default="http://127.0.0.1:8501", show_default=True,
+def _url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from monitoring.canary import check_url
+
+    try:
+        return check_url(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+url_option = click.option("--url", default="http://127.0.0.1:8501", show_default=True, callback=_url,
                           help="model server whose loaded versions are checked (and waited for)")
 offline_option = click.option("--offline", is_flag=True,
                               help="do not ask the server whether the version is loaded (server down)")
@@ -55,7 +64,7 @@ def _deployment(output: str, model_name: str, config_path: str | None):  # noqa:
 def _change(action: str, output: str, model_name: str, config_path: str | None, version: int | None,
             url: str, offline: bool, wait: float, as_json: bool, healthy: callable | None = None) -> int:
     from monitoring import labels
-    from monitoring.canary import all_checks, blessed_check, loaded_check, server_loads, wait_for_label
+    from monitoring.canary import ModelServer, all_checks, blessed_check, loaded_check, wait_for_label
 
     deployment = _deployment(output, model_name, config_path)
     label, other = (labels.CANARY, labels.STABLE) if action == "canary" else (labels.STABLE, labels.CANARY)
@@ -63,7 +72,7 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
         before = deployment.labels() if deployment.config_path.exists() else {}
         if action == "canary":  # pins the version and waits for its load itself, when the label moves
             after = labels.canary(deployment, blessed_check(output), version,
-                                  None if offline else server_loads(url, model_name, wait))
+                                  None if offline else ModelServer(url, model_name, wait))
         else:
             check = blessed_check(output) if offline else all_checks(blessed_check(output), loaded_check(url, model_name))
             if healthy is not None:
@@ -123,7 +132,7 @@ def promote(output: str, model_name: str, config_path: str | None, version: int 
 @click.option("--version", "version", type=int, help="the version to put under test (default: the newest push)")
 @url_option
 @offline_option
-@click.option("--wait", type=FiniteFloatRange(0, 600), default=60, show_default=True, metavar="SECONDS",
+@click.option("--wait", type=FiniteFloatRange(0, 600), default=150, show_default=True, metavar="SECONDS",
               help="wait this long for the server to load the version before the label moves to it, "
                    "then until it answers the label")
 @json_option

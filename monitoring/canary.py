@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -32,10 +33,24 @@ def blessed_check(output: str) -> callable:
     return check
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_url(url: str) -> str:
+    """A model server URL, or ValueError saying what is wrong with it (before anything is written)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as error:
+        raise ValueError(f"{url!r} is not a URL: {error}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    return url
+
+
 def _get(url: str, path: str, timeout: float = 5.0) -> httpx.Response:
     try:
         return httpx.get(f"{url.rstrip('/')}{path}", timeout=timeout)
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
         raise LabelError(f"cannot reach the model server at {url} ({type(error).__name__}); "
                          "start it or pass --offline to skip the loaded check") from None
 
@@ -49,30 +64,51 @@ def version_state(url: str, model: str, version: int, timeout: float = 5.0) -> s
     return statuses[0].get("state", "?") if statuses else f"HTTP {answer.status_code}"
 
 
-def server_loads(url: str, model: str, seconds: float, absent_ok: bool = False) -> callable:
-    """For a label move (labels.Loaded): waits up to `seconds` for the server to have the version AVAILABLE.
+@dataclasses.dataclass
+class ModelServer:
+    """The server a label move waits for (labels.Server): what it has loaded, and waiting for a load.
 
-    With absent_ok (the runner after a push), a server that is down, or does
-    not serve the model, counts as having it: no server applies the config
-    now, and one that starts later reads every label as new.
+    With absent_ok (the runner after a push), nothing listening at a local URL,
+    or a server that does not serve the model, counts as no server: none
+    applies the config now, and one that starts later reads every label as
+    new. Anything else unclear (a remote host not answering, a timeout) is an
+    error, never a guess.
     """
-    def loaded(version: int) -> bool:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                if absent_ok and _get(url, f"/v1/models/{model}").status_code == 404:
-                    return True
-                state = version_state(url, model, version)
-            except LabelError:
-                if absent_ok:
-                    return True
-                raise
-            if state == "AVAILABLE":
-                return True
+
+    url: str
+    model: str
+    wait_s: float
+    absent_ok: bool = False
+    announce: Callable[[int], None] | None = None  # told the version before a wait starts
+
+    def present(self) -> bool:
+        try:
+            answer = httpx.get(f"{self.url.rstrip('/')}/v1/models/{self.model}", timeout=5)
+        except httpx.ConnectError as error:
+            if self.absent_ok and httpx.URL(self.url).host in LOCAL_HOSTS:
+                return False
+            raise LabelError(f"cannot reach the model server at {self.url} ({type(error).__name__}); "
+                             "start it, or pass --offline if no server reads this config now") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            raise LabelError(f"cannot reach the model server at {self.url} ({type(error).__name__})") from None
+        if answer.status_code == 404:
+            if self.absent_ok:
+                return False
+            raise LabelError(f"the server at {self.url} does not serve model '{self.model}'")
+        return True
+
+    def loaded_now(self, version: int) -> bool:
+        return version_state(self.url, self.model, version) == "AVAILABLE"
+
+    def wait_loaded(self, version: int) -> bool:
+        if self.announce is not None:
+            self.announce(version)
+        deadline = time.monotonic() + self.wait_s
+        while not self.loaded_now(version):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.5)
-    return loaded
+        return True
 
 
 def loaded_check(url: str, model: str) -> callable:

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
 from serving.deployment import pushed_versions
@@ -172,8 +173,12 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
     return labels
 
 
-# (version) -> True once the server that applies the config has loaded the version; False when it has not in time.
-Loaded = Callable[[int], bool]
+class Server(Protocol):
+    """The model server that applies the config (monitoring.canary.ModelServer)."""
+
+    def present(self) -> bool: ...  # False: no server applies the config now
+    def loaded_now(self, version: int) -> bool: ...
+    def wait_loaded(self, version: int) -> bool: ...  # False: not loaded within the wait
 
 
 def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -182,27 +187,31 @@ def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, reason: str,
-                    before: dict[str, int], loaded: Loaded | None) -> dict[str, int]:
+                    before: dict[str, int], server: Server | None) -> dict[str, int]:
     """Moves labels the way TF Serving takes them from a polled config (serving_config.md, version labels).
 
     A label moved to a version the server has not loaded makes it refuse the
     whole config, again at every poll, so the version would never load. So the
-    target is first pinned with the labels as they are; once the server has it
-    loaded, the labels move. A new label may name a loading version (the
-    server runs with --allow_version_labels_for_unavailable_models).
+    target is first pinned, with only the labels on versions the server has
+    loaded (a config it surely takes, even when an earlier one was refused and
+    its labels differ from the file's); once it has loaded the target, the
+    labels move. A new label may name a loading version (the server runs with
+    --allow_version_labels_for_unavailable_models).
     """
     moved = _moved(before, after)
-    if moved and loaded is not None:
-        on_disk = set(deployment.pushed())
-        kept = {k: v for k, v in before.items() if v in on_disk}  # a label on a deleted version can only go
-        _write(deployment, kept, "pin", f"load {sorted(set(moved.values()))} before labels move to it", before,
-               pins=tuple(moved.values()))
-        for label, version in sorted(moved.items()):
-            if not loaded(version):
-                raise LabelError(f"version {version} is pinned, but the server has not loaded it yet, so label "
-                                 f"'{label}' stays at {before[label]} (a label moved to a version still loading "
-                                 f"is refused); move it later with `taxi {action if action != 'first-push' else 'promote'} "
-                                 f"--version {version}`")
+    if not moved or server is None or not server.present():
+        return _write(deployment, after, action, reason, before)
+    on_disk = set(deployment.pushed())
+    kept = {k: v for k, v in before.items() if v in on_disk and server.loaded_now(v)}
+    targets = tuple(sorted(set(moved.values())))
+    _write(deployment, kept, "pin", f"load {list(targets)} before labels move to it", before, pins=targets)
+    for label, version in sorted(moved.items()):
+        if not server.wait_loaded(version):
+            now = f"stays at {kept[label]}" if label in kept else "is unset"
+            later = "canary" if label == CANARY else "promote"
+            raise LabelError(f"version {version} is pinned, but the server has not loaded it yet, so label "
+                             f"'{label}' {now} (a label moved to a version still loading is refused); "
+                             f"move it later with `taxi {later} --version {version}`")
     return _write(deployment, after, action, reason, before)
 
 
@@ -216,12 +225,12 @@ Check = Callable[[int], None]
 
 
 def label_after_push(deployment: Deployment, version: int, check: Check | None = None,
-                     loaded: Loaded | None = None) -> dict[str, int]:
+                     server: Server | None = None) -> dict[str, int]:
     """A new push becomes the canary; the first push ever becomes stable (nothing to compare with).
 
-    `loaded` waits for the serving server to load the version, when a label
-    moves to it (a canary under test is replaced); without it the labels are
-    written at once, for a server that reads them only at its next start.
+    When a label moves to the version (a canary under test is replaced), it
+    moves once `server` has loaded it; without a server the labels are
+    written at once, for one that reads them only at its next start.
     """
     with _locked(deployment):
         before = deployment.labels()
@@ -231,16 +240,16 @@ def label_after_push(deployment: Deployment, version: int, check: Check | None =
         others = _others(before, deployment.pushed())
         if stable is None or stable not in deployment.pushed():
             return _write_in_steps(deployment, {**others, STABLE: version}, "first-push", f"version {version} pushed",
-                                   before, loaded)
+                                   before, server)
         if stable == version:
             return before
         return _write_in_steps(deployment, {**others, STABLE: stable, CANARY: version}, "canary",
-                               f"version {version} pushed", before, loaded)
+                               f"version {version} pushed", before, server)
 
 
 def canary(deployment: Deployment, check: Check, version: int | None = None,
-           loaded: Loaded | None = None) -> dict[str, int]:
-    """canary := a version (default: the newest push) beside stable; `loaded` as in label_after_push."""
+           server: Server | None = None) -> dict[str, int]:
+    """canary := a version (default: the newest push) beside stable; `server` as in label_after_push."""
     with _locked(deployment):
         before, pushed = deployment.labels(), deployment.pushed()
         target = version if version is not None else (pushed[-1] if pushed else None)
@@ -256,7 +265,7 @@ def canary(deployment: Deployment, check: Check, version: int | None = None,
             raise LabelError(f"version {target} is already the canary")
         check(target)
         after = {**_others(before, pushed), STABLE: stable, CANARY: target}
-        return _write_in_steps(deployment, after, "canary", f"canary {before.get(CANARY)} -> {target}", before, loaded)
+        return _write_in_steps(deployment, after, "canary", f"canary {before.get(CANARY)} -> {target}", before, server)
 
 
 def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from pathlib import Path
 
 import httpx
 import pytest
 
+import local_runner
+from monitoring import canary as canary_checks
 from monitoring import labels
-from monitoring.canary import server_loads, wait_for_label
+from monitoring.canary import ModelServer, wait_for_label
 from monitoring.labels import Deployment, LabelError
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
@@ -55,7 +58,7 @@ def test_a_push_replacing_the_canary_moves_the_label_once_loaded_and_no_canary_r
     thread = threading.Thread(target=client)
     thread.start()
     try:
-        after = labels.label_after_push(d, 3, loaded=server_loads(server.url, "toy", 15))
+        after = labels.label_after_push(d, 3, server=ModelServer(server.url, "toy", 15))
         assert after == {"stable": 1, "canary": 3}
         assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
         time.sleep(0.5)
@@ -82,11 +85,11 @@ def test_a_load_not_seen_in_time_leaves_the_label_and_pins_the_version_for_a_lat
     d, server = deployed
     with pytest.raises(LabelError, match=r"version 3 is pinned, but the server has not loaded it yet, so label "
                                          r"'canary' stays at 2 .*`taxi canary --version 3`"):
-        labels.label_after_push(d, 3, loaded=lambda version: False)
+        labels.label_after_push(d, 3, server=ModelServer(server.url, "toy", 0))  # no wait: not loaded yet
     assert d.labels() == {"stable": 1, "canary": 2} and 3 in d.read()[1].policy.versions
     with pytest.raises(LabelError, match="already the canary"):
         labels.canary(d, _ok, 2)
-    assert labels.canary(d, _ok, 3, loaded=server_loads(server.url, "toy", 15)) == {"stable": 1, "canary": 3}
+    assert labels.canary(d, _ok, 3, server=ModelServer(server.url, "toy", 15)) == {"stable": 1, "canary": 3}
     assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
     with pytest.raises(LabelError, match="version 1 is stable"):
         labels.canary(d, _ok, 1)
@@ -94,12 +97,14 @@ def test_a_load_not_seen_in_time_leaves_the_label_and_pins_the_version_for_a_lat
 
 def test_a_server_that_is_down_or_serves_another_model_is_not_waited_for(tmp_path: Path, deployed) -> None:
     _d, server = deployed
-    started = time.monotonic()
-    assert server_loads("http://127.0.0.1:9", "toy", 60, absent_ok=True)(3)  # nothing listens on port 9
-    assert server_loads(server.url, "no_such_model", 60, absent_ok=True)(3)
-    assert time.monotonic() - started < 10
+    assert not ModelServer("http://127.0.0.1:9", "toy", 60, absent_ok=True).present()  # nothing listens on port 9
+    assert not ModelServer(server.url, "no_such_model", 60, absent_ok=True).present()
     with pytest.raises(LabelError, match="cannot reach the model server"):
-        server_loads("http://127.0.0.1:9", "toy", 60)(3)  # `taxi canary` without --offline: said, not skipped
+        ModelServer("http://127.0.0.1:9", "toy", 60).present()  # `taxi canary` without --offline: said, not skipped
+    with pytest.raises(LabelError, match="does not serve model 'no_such_model'"):
+        ModelServer(server.url, "no_such_model", 60).present()
+    with pytest.raises(LabelError, match="cannot reach"):  # a remote host not answering is no proof of no server
+        ModelServer("http://nonexistent.invalid:8501", "toy", 60, absent_ok=True).present()
 
 
 def test_cli_canary_refuses_in_one_line_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -118,3 +123,41 @@ def test_cli_canary_refuses_in_one_line_and_changes_nothing(tmp_path: Path, caps
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count("\n") == 1, err
     assert d.config_path.read_text() == before
+
+
+MALFORMED = "http://127.0.0.1:x"  # starts with http://, but httpx.InvalidURL is no HTTPError
+
+
+def _runner_config(d: Deployment) -> types.SimpleNamespace:
+    return types.SimpleNamespace(pipeline_root=str(d.push_dir.parent.parent / "pipeline_root"), model_name="toy")
+
+
+def test_a_malformed_server_url_is_refused_before_anything_is_written(
+        deployed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from cli.main import main
+
+    d, _server = deployed
+    args = local_runner.build_parser().parse_args(["--serving-url", MALFORMED])
+    with pytest.raises(local_runner.ConfigError, match="--serving-url 'http://127.0.0.1:x' is not a URL"):
+        local_runner.serving_from_args(args)
+    monkeypatch.setattr(canary_checks, "blessed_check", lambda output: _ok)  # no MLMD here
+    config, history = d.config_path.read_text(), d.history_path.read_text()
+    output = str(d.push_dir.parent.parent)
+    assert main(["canary", "--output", output, "--model", "toy", "--version", "3", "--url", MALFORMED]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Invalid value for '--url'") and err.count("\n") == 1, err
+    assert d.config_path.read_text() == config and d.history_path.read_text() == history
+
+
+def test_the_next_push_recovers_a_server_that_refused_a_move_written_elsewhere(deployed) -> None:
+    """A server reading models.config but not at --serving-url refuses the one-write move canary 2 -> 3 at
+    every poll, so its labels are no longer the file's. The next push's pin keeps only labels on versions the
+    server has loaded, a config it takes, so the new version loads and the labels meet again."""
+    d, server = deployed
+    local_runner._label_canary(_runner_config(d), 3, local_runner.Serving("http://127.0.0.1:1", 5))
+    time.sleep(1.5)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert _canary(http) == 2.0  # refused, as TF Serving would
+        assert labels.label_after_push(d, 4, server=ModelServer(server.url, "toy", 15)) == {"stable": 1, "canary": 4}
+        assert wait_for_label(server.url, "toy", "canary", 4, seconds=15)
+        assert _canary(http) == 4.0
