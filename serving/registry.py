@@ -9,6 +9,7 @@ change, while the versions already loaded keep serving.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -356,17 +357,26 @@ class Registry:
             self._last_config_error = message
 
     def _run(self) -> None:
-        next_config = time.monotonic() + self._config_poll
-        while not self._stop.wait(self.poll_seconds):
-            if self._config_poll > 0 and time.monotonic() >= next_config:
+        """Disk polls and config re-reads on their own timers, as TF Serving's: either may be off (0).
+
+        A config re-read is followed by a disk poll even when disk polling is
+        off, as TF Serving's storage path source polls on a config update.
+        """
+        config_poll = self._config_poll if self._reload_config else 0.0
+        tick = min(t for t in (self.poll_seconds, config_poll, math.inf) if t > 0)
+        next_config = time.monotonic() + config_poll
+        while not self._stop.wait(tick):
+            reread = config_poll > 0 and time.monotonic() >= next_config
+            if reread:
                 self._apply_config()
-                next_config = time.monotonic() + self._config_poll
-            self.poll_once()
+                next_config = time.monotonic() + config_poll
+            if reread or self.poll_seconds > 0:
+                self.poll_once()
 
     def start(self) -> None:
         """Load what is on disk now, then keep polling in the background."""
         self.poll_once()
-        if self.poll_seconds > 0:
+        if self.poll_seconds > 0 or (self._reload_config and self._config_poll > 0):
             self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
             self._thread.start()
 

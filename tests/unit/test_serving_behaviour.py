@@ -216,3 +216,21 @@ def test_pushed_taxi_model_switches_under_load(pushed_model_base: Path, tmp_path
         server.stop()
     assert set(statuses) == {200}, f"{sum(s != 200 for s in statuses)} failed requests"
     assert switch_s < 15.0
+
+
+def test_the_config_file_is_reread_with_disk_polling_off(tmp_path: Path) -> None:
+    """--file-system-poll-wait-seconds 0 stops disk polls, not config re-reads (separate timers in TF Serving)."""
+    base = tmp_path / "toy"
+    for v in (1, 2):
+        push_toy(base, v, scale=float(v))
+    config = tmp_path / "models.config"
+    config.write_text(render_model_config([ModelSpec("toy", str(base), VersionPolicy("specific", versions=(1,)))]))
+    server = _server(tmp_path, models=[], model_config_file=config, model_config_file_poll_wait_seconds=0.2,
+                     file_system_poll_wait_seconds=0)
+    try:
+        http = httpx.Client(base_url=server.url, timeout=10)
+        assert _states(http) == {"1": ("AVAILABLE", "OK")}
+        config.write_text(render_model_config([ModelSpec("toy", str(base), VersionPolicy("specific", versions=(2,)))]))
+        assert _wait(lambda: _states(http) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")})
+    finally:
+        server.stop()
