@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")  # TF Serving: word characters
 
 
 class ConfigError(ValueError):
@@ -71,10 +71,13 @@ def parse_model_config(text: str, source: str = "models.config") -> list[ModelSp
         raise ConfigError(f"{source}: not a ModelServerConfig in text format: {exc}") from None
     if proto.WhichOneof("config") != "model_config_list" or not proto.model_config_list.config:
         raise ConfigError(f"{source}: needs a model_config_list with at least one config")
-    return specs_from_proto(proto.model_config_list, source)
+    try:
+        return specs_from_proto(proto.model_config_list)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
-def specs_from_proto(config_list: model_server_config_pb2.ModelConfigList, source: str) -> list[ModelSpec]:
+def specs_from_proto(config_list: model_server_config_pb2.ModelConfigList) -> list[ModelSpec]:
     """A ModelConfigList (from a file or a HandleReloadConfigRequest) -> validated specs.
 
     Checks what TF Serving's ValidateModelConfigList checks (one entry per
@@ -83,23 +86,23 @@ def specs_from_proto(config_list: model_server_config_pb2.ModelConfigList, sourc
     specs, seen = [], set()
     for cfg in config_list.config:
         if not MODEL_NAME_RE.match(cfg.name):
-            raise ConfigError(f"{source}: invalid model name {cfg.name!r}")
+            raise ConfigError(f"invalid model name {cfg.name!r}")
         if cfg.name in seen:
-            raise ConfigError(f"{source}: Illegal to list model {cfg.name} multiple times in config list")
+            raise ConfigError(f"Illegal to list model {cfg.name} multiple times in config list")
         seen.add(cfg.name)
         if not cfg.base_path:
-            raise ConfigError(f"{source}: model '{cfg.name}' has no base_path")
+            raise ConfigError(f"model '{cfg.name}' has no base_path")
         if not (cfg.base_path.startswith("/") or "://" in cfg.base_path):
-            raise ConfigError(f"{source}: Expected model {cfg.name} to have an absolute path or URI; "
+            raise ConfigError(f"Expected model {cfg.name} to have an absolute path or URI; "
                               f"got base_path()={cfg.base_path}")
         if cfg.model_platform not in ("", "tensorflow"):
-            raise ConfigError(f"{source}: model '{cfg.name}': only model_platform 'tensorflow' is served")
+            raise ConfigError(f"model '{cfg.name}': only model_platform 'tensorflow' is served")
         labels = dict(cfg.version_labels)
         for label, version in labels.items():
             if not LABEL_RE.match(label):
-                raise ConfigError(f"{source}: model '{cfg.name}': invalid label {label!r}")
+                raise ConfigError(f"model '{cfg.name}': invalid label {label!r}")
             if version <= 0:
-                raise ConfigError(f"{source}: model '{cfg.name}': label '{label}' needs a positive version")
+                raise ConfigError(f"model '{cfg.name}': label '{label}' needs a positive version")
         specs.append(ModelSpec(cfg.name, cfg.base_path, _policy_from_proto(cfg), labels))
     return specs
 

@@ -88,6 +88,8 @@ class ServingCore:
         self._running, self._running_lock = 0, threading.Lock()  # model calls under way
 
     def resolve(self, model: str, version: int | None, label: str | None) -> Servable:
+        if label is not None and not self.registry.serves(model):  # TF Serving looks the label up first
+            raise invalid(f"Unrecognized servable version label: {label}")
         return self.registry.model(model).resolve(version, label)
 
     def check_rows(self, feeds: dict[str, np.ndarray]) -> int:

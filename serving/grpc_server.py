@@ -297,7 +297,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. "
                               "Only ModelConfigList is currently supported")
             try:
-                specs = specs_from_proto(request.config.model_config_list, "ReloadConfigRequest")
+                specs = specs_from_proto(request.config.model_config_list)
             except ConfigError as exc:
                 raise invalid(str(exc)) from None
             self.core.registry.reload_and_load(specs)

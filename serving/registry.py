@@ -133,6 +133,11 @@ class ModelManager:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def base(self) -> Path:
+        """The versions' folder: a local path, or a file:// URI as TF Serving also takes."""
+        return Path(self.spec.base_path.removeprefix("file://"))
+
     def update_spec(self, spec: ModelSpec) -> None:
         self.spec, self.retired = spec, False
 
@@ -143,7 +148,7 @@ class ModelManager:
             self._unload(version)
 
     def _on_disk(self) -> list[int]:
-        base = Path(self.spec.base_path)
+        base = self.base
         try:
             entries = list(base.iterdir())
         except OSError:
@@ -161,7 +166,7 @@ class ModelManager:
         if self.retired:
             return
         on_disk = self._on_disk()
-        base = Path(self.spec.base_path)
+        base = self.base
         for v, (fp, _msg) in list(self._failed.items()):
             if v not in on_disk or _fingerprint(base / str(v)) != fp:
                 del self._failed[v]  # rewritten or removed: worth another try
@@ -176,7 +181,7 @@ class ModelManager:
             self._unload(version)
 
     def _load(self, version: int) -> None:
-        path = Path(self.spec.base_path) / str(version)
+        path = self.base / str(version)
         self._states[version] = VersionState(version, "LOADING")
         start = time.monotonic()
         try:
@@ -271,8 +276,11 @@ class Registry:
         self._thread: threading.Thread | None = None
         self.reload(specs)
 
+    def serves(self, name: str) -> bool:
+        return name in self.models and not self.models[name].retired
+
     def model(self, name: str) -> ModelManager:
-        if name not in self.models or self.models[name].retired:
+        if not self.serves(name):
             raise not_found(f"Servable not found for request: Latest({name})")
         return self.models[name]
 
@@ -309,6 +317,10 @@ class Registry:
         Models left out of it are unloaded, as TF Serving tears them down.
         """
         with self._config_lock, self._poll_lock:  # a version loading now must not land in a retired model
+            for spec in specs:
+                if "://" in spec.base_path and not spec.base_path.startswith("file://"):
+                    raise invalid(f"model '{spec.name}': base_path {spec.base_path}: this server reads local "
+                                  "folders (absolute paths, file:// URIs); TF Serving reads other file systems")
             self._check_labels(specs)
             added = [s.name for s in specs if s.name not in self.models or self.models[s.name].retired]
             for spec in specs:

@@ -126,8 +126,9 @@ class ServingServer:
                 allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
             )
         except ServingError as exc:  # nothing is loaded before the first config: TF Serving fails to start alike
-            raise ConfigError(f"{exc.message} (at start no version is loaded yet: labels need "
-                              "--allow-version-labels-for-unavailable-models, as in TF Serving)") from None
+            hint = (" (at start no version is loaded yet: labels need --allow-version-labels-for-unavailable-models,"
+                    " as in TF Serving)") if exc.code == "FAILED_PRECONDITION" else ""
+            raise ConfigError(exc.message + hint) from None
         self.request_log = None
         if options.request_log_dir is not None and options.request_log_sample_rate > 0:
             self.request_log = RequestLogger(options.request_log_dir, options.request_log_sample_rate,

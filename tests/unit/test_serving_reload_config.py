@@ -70,6 +70,12 @@ def test_added_models_are_loaded_before_the_answer_and_left_out_ones_unloaded(se
     assert _y(http, "toy") == 404 and _y(http, "other") == 7.0
     assert http.get("/v1/models/toy").json()["model_version_status"][0]["state"] == "END"
 
+    # a label on a model the server does not serve is an unknown label, as TF Serving looks the label up first
+    answer = http.post("/v1/models/toy/labels/stable:predict", json=ROW)
+    assert (answer.status_code, answer.json()) == (400, {"error": "Unrecognized servable version label: stable"})
+    stub.HandleReloadConfigRequest(_config(ModelSpec("other", f"file://{other}")), timeout=30)  # a file:// URI
+    assert _y(http, "other") == 7.0
+
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(grpc.RpcError) as down:
@@ -87,9 +93,12 @@ def test_added_models_are_loaded_before_the_answer_and_left_out_ones_unloaded(se
     ("custom_model_config {}", "ServerModelConfig type not supported by HandleReloadConfigRequest. "
                                "Only ModelConfigList is currently supported"),
     ("model_config_list { config { name: 'toy' base_path: 'models/toy' } }",
-     "ReloadConfigRequest: Expected model toy to have an absolute path or URI; got base_path()=models/toy"),
+     "Expected model toy to have an absolute path or URI; got base_path()=models/toy"),
     ("model_config_list { config { name: 'toy' base_path: '/a' } config { name: 'toy' base_path: '/b' } }",
-     "ReloadConfigRequest: Illegal to list model toy multiple times in config list"),
+     "Illegal to list model toy multiple times in config list"),
+    ("model_config_list { config { name: 'toy' base_path: 'gs://bucket/toy' } }",  # said, not served empty
+     "model 'toy': base_path gs://bucket/toy: this server reads local folders (absolute paths, file:// URIs); "
+     "TF Serving reads other file systems"),
 ])
 def test_configs_tf_serving_refuses_are_invalid_argument_and_change_nothing(served, text: str, message: str) -> None:
     _base, stub, http = served
