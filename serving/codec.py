@@ -100,7 +100,7 @@ def _flatten(value: Any, name: str) -> tuple[list[int], list[Any]]:
     return [len(value)] + shapes[0], leaves
 
 
-def _string_leaf(leaf: Any, name: str) -> bytes:
+def string_leaf(leaf: Any, name: str) -> bytes:
     if isinstance(leaf, str):
         return leaf.encode("utf-8")
     if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
@@ -126,13 +126,13 @@ def json_type(value: Any) -> str:
     return "a list"
 
 
-class _JsonConstant(float):
+class JsonConstant(float):
     """NaN, Infinity or -Infinity written as such in the request: TF Serving
     reads them (RapidJSON's kParseNanAndInfFlag), while a number too big for a
     double (1e400) is a parse error there, not infinity as in Python's json."""
 
 
-_JSON_CONSTANTS = {name: _JsonConstant(name) for name in ("NaN", "Infinity", "-Infinity")}
+_JSON_CONSTANTS = {name: JsonConstant(name) for name in ("NaN", "Infinity", "-Infinity")}
 _DECODER = json.JSONDecoder(parse_constant=_JSON_CONSTANTS.__getitem__)
 TOO_BIG = "JSON Parse error: Number too big to be stored in double"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -145,14 +145,14 @@ def loads(data: bytes) -> Any:
     return _DECODER.decode(data.decode("utf-8"))
 
 
-def _overflowed(leaf: Any) -> bool:
+def overflowed(leaf: Any) -> bool:
     """A JSON number Python's json turned into infinity because it was too big."""
     return leaf.__class__ is float and math.isinf(leaf)
 
 
-def _lossy(leaf: Any, where: str, target: str) -> ServingError:
+def lossy(leaf: Any, where: str, target: str) -> ServingError:
     """A number the float type cannot hold; one beyond a double RapidJSON cannot even parse."""
-    if _overflowed(leaf) or abs(leaf) >= 2 ** 1024:
+    if overflowed(leaf) or abs(leaf) >= 2 ** 1024:
         return invalid(TOO_BIG)
     return invalid(f"{where}: Cannot convert JSON value: {leaf!r} to {target} without loss of precision")
 
@@ -173,9 +173,9 @@ def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
         if leaf.__class__ is not float and (isinstance(leaf, bool) or not isinstance(leaf, (int, float))):
             raise invalid(f"input '{name}' expects numbers ({dtype_label(dtype)}), got {json_type(leaf)}")
         if leaf.__class__ is int and exact and not -exact <= leaf <= exact:
-            raise _lossy(leaf, f"input '{name}'", _float_name(spec))
+            raise lossy(leaf, f"input '{name}'", _float_name(spec))
         if spec.kind == "int" and isinstance(leaf, float) and not (math.isfinite(leaf) and leaf.is_integer()):
-            raise invalid(TOO_BIG if _overflowed(leaf) else
+            raise invalid(TOO_BIG if overflowed(leaf) else
                           f"input '{name}' expects integers ({dtype_label(dtype)}), got {leaf!r}")
     try:
         with np.errstate(over="ignore"):
@@ -184,8 +184,8 @@ def _numeric_leaves(leaves: list[Any], spec: TensorSpec) -> np.ndarray:
         raise invalid(f"input '{name}': a value is out of range for {dtype_label(dtype)}") from None
     if exact and np.isinf(array).any():  # rare: only then are the leaves looked at again
         for leaf, value in zip(leaves, array.ravel().tolist(), strict=True):
-            if math.isinf(value) and (_overflowed(leaf) or math.isfinite(leaf)):  # 1e400; 1e39 in a float32
-                raise _lossy(leaf, f"input '{name}'", _float_name(spec))
+            if math.isinf(value) and (overflowed(leaf) or math.isfinite(leaf)):  # 1e400; 1e39 in a float32
+                raise lossy(leaf, f"input '{name}'", _float_name(spec))
     return array
 
 
@@ -196,7 +196,7 @@ def to_array(value: Any, spec: TensorSpec, batched_rows: bool = False) -> np.nda
     else:
         shape, leaves = _flatten(value, spec.name)
     if spec.kind == "string":
-        array = np.array([_string_leaf(leaf, spec.name) for leaf in leaves], dtype=object)
+        array = np.array([string_leaf(leaf, spec.name) for leaf in leaves], dtype=object)
     else:
         array = _numeric_leaves(leaves, spec)
     if len(shape) != 1:
@@ -321,82 +321,3 @@ def format_predict(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]
     if len(names) == 1:
         return {"predictions": cols[names[0]]}
     return {"predictions": [dict(zip(names, vals, strict=False)) for vals in zip(*(cols[n] for n in names), strict=False)]}
-
-
-_KINDS = {"int64_list": "int64", "float_list": "float", "bytes_list": "bytes"}
-
-
-def _feature_value(leaf: Any, name: str) -> tuple[str, Any]:
-    """(Feature kind, value) of one JSON value, as TF Serving's AddValueToFeature reads it."""
-    if isinstance(leaf, bool):
-        return "int64_list", int(leaf)
-    if isinstance(leaf, int) and -2**63 <= leaf < 2**63:
-        return "int64_list", leaf
-    if isinstance(leaf, int) and 0 < leaf < 2**64:
-        raise invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
-    if isinstance(leaf, (int, float)):  # a double to RapidJSON (a point, an exponent, NaN/Infinity, a huge int)
-        if leaf.__class__ is _JsonConstant:
-            return "float_list", leaf
-        if _overflowed(leaf) or abs(leaf) > FLOAT32_MAX:
-            raise _lossy(leaf, f"Feature: {name}", "float")
-        return "float_list", float(leaf)
-    if isinstance(leaf, str) or (isinstance(leaf, dict) and set(leaf) == {"b64"}):
-        return "bytes_list", _string_leaf(leaf, name)
-    raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(leaf)}")
-
-
-def _feature(value: Any, name: str) -> tf.train.Feature:
-    """One feature of a :classify/:regress example: every value of one kind (an int then a float is refused
-    there too), an empty list an empty feature."""
-    kind, values = None, []
-    for leaf in value if isinstance(value, list) else [value]:
-        leaf_kind, leaf_value = _feature_value(leaf, name)
-        if kind is not None and leaf_kind != kind:
-            raise invalid(f"Unexpected element type in feature: {name} expecting type: {_KINDS[kind]}")
-        kind = leaf_kind
-        values.append(leaf_value)
-    feature = tf.train.Feature()
-    if kind is not None:
-        getattr(feature, kind).value.extend(values)
-    return feature
-
-
-def parse_examples(body: Any) -> list[bytes]:
-    """Serialized tf.Examples from a :classify/:regress body (context merged in)."""
-    if not isinstance(body, dict):
-        raise invalid("request body must be a JSON object with 'examples'")
-    examples, context = body.get("examples"), body.get("context", {})
-    if not isinstance(examples, list):
-        raise invalid("'examples' must be a non-empty list of objects")
-    if not examples:  # TF Serving's FillClassifyRegressRequestFromJson, without its dump of the request
-        raise invalid("'examples' value is an empty array")
-    if not isinstance(context, dict):
-        raise invalid("'context' must be an object of feature values")
-    out = []
-    for i, example in enumerate(examples):
-        if not isinstance(example, dict):
-            raise invalid(f"example {i} is {json_type(example)}; every example must be an object")
-        features = {k: _feature(v, k) for k, v in {**context, **example}.items()}
-        out.append(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
-    return out
-
-
-def classifications(outputs: dict[str, np.ndarray]) -> list[list[tuple[str, np.float32 | float]]]:
-    """(label, score) per class per example, as TF Serving's PostProcessClassificationResult
-    ("" or 0 where the signature has no classes or scores output). `outputs`:
-    classes/scores as [rows, classes] (core.examples_call checks them)."""
-    classes, scores = outputs.get("classes"), outputs.get("scores")
-    rows, width = (scores if scores is not None else classes).shape
-    return [[(classes[i, j].decode("utf-8", "replace") if classes is not None else "",
-              scores[i, j] if scores is not None else 0.0) for j in range(width)] for i in range(rows)]
-
-
-def format_classify(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """[[label, score], ...] per example, as TF Serving's classify answers; a float32
-    score is written by its shortest form (0.7, not 0.699999988), as TF Serving's WriteDecimal."""
-    return {"results": [[[label, float(str(score))] for label, score in row] for row in classifications(outputs)]}
-
-
-def format_regress(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """One number per example, as TF Serving's regress answers."""
-    return {"results": to_json("outputs", outputs["outputs"])}

@@ -26,10 +26,11 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.codec import CLASSIFY_METHOD, REGRESS_METHOD, SignatureInfo, TensorSpec, check_shape, classifications
+from serving.codec import CLASSIFY_METHOD, REGRESS_METHOD, SignatureInfo, TensorSpec, check_shape
 from serving.config import ConfigError, specs_from_proto
 from serving.core import ServingCore, check_examples_signature
 from serving.errors import ServingError, invalid
+from serving.example_codec import classifications
 from serving.registry import DEFAULT_SIGNATURE, Servable
 
 log = logging.getLogger("serving")

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from serving import codec
+from serving import codec, example_codec
 from serving.core import ServingCore, within
 from serving.errors import ServingError, invalid
 
@@ -184,9 +184,9 @@ def create_app(core: ServingCore, parse_threads: int = 2,
 
     def examples_call(servable: Any, signature_name: str | None, verb: str, body: Any, tracked: Any) -> dict[str, Any]:
         """:classify / :regress; the body is read first, as TF Serving's FillClassifyRegressRequestFromJson."""
-        examples = codec.parse_examples(body)
+        examples = example_codec.parse_examples(body)
         _sig, outputs = core.examples_call(servable, signature_name, verb, examples, tracked)
-        return codec.format_classify(outputs) if verb == "classify" else codec.format_regress(outputs)
+        return example_codec.format_classify(outputs) if verb == "classify" else example_codec.format_regress(outputs)
 
     async def serve(servable: Any, verb: str, body: Any, tracked: Any, big: bool) -> dict[str, Any]:
         signature_name = body.get("signature_name") if isinstance(body, dict) else None

@@ -100,8 +100,15 @@ def test_an_empty_examples_list_answers_tf_servings_message(http: httpx.Client, 
     body = {"signature_name": f"{verb}_x" if signature == "matching" else signature, "examples": []}
     resp = http.post(f"/v1/models/toy:{verb}", json=body)
     assert resp.status_code == 400 and resp.json() == {"error": "'examples' value is an empty array"}
-    resp = http.post(f"/v1/models/toy:{verb}", json={**body, "examples": {"x": 1.0}})
-    assert resp.status_code == 400 and resp.json() == {"error": "'examples' must be a non-empty list of objects"}
+    for wrong, message in (({"examples": {"x": 1.0}}, "Expecting 'examples' value to be an list/array"),
+                           ({"examples": None}, "Expecting 'examples' value to be an list/array"),
+                           ({"examples": None, "context": 5}, "Example must be JSON object but got JSON Number"),
+                           ({"examples": [{"x": 1.0}, "x"]}, "Example must be JSON object but got JSON String"),
+                           ({"examples": [{"x": 1.0}], "context": None}, "Example must be JSON object but got JSON Null")):
+        resp = http.post(f"/v1/models/toy:{verb}", json={**body, **wrong})  # context is read first, as there
+        assert resp.status_code == 400 and resp.json() == {"error": message}
+    resp = http.post(f"/v1/models/toy:{verb}", json={"signature_name": body["signature_name"]})
+    assert resp.json() == {"error": "When method is classify, key 'examples' is expected and was not found"}
 
 
 @pytest.mark.parametrize("method,path,body,status,fragment", [
