@@ -97,14 +97,15 @@ class ModelServer:
             raise LabelError(f"the server at {self.url} does not serve model '{self.model}'")
         return True
 
-    def loaded_now(self, version: int) -> bool:
-        return version_state(self.url, self.model, version) == "AVAILABLE"
+    def holds(self, version: int) -> bool:
+        """Loaded, or loading (a server just started): a label kept on it is one the server already has."""
+        return version_state(self.url, self.model, version) in ("AVAILABLE", "LOADING")
 
     def wait_loaded(self, version: int) -> bool:
         if self.announce is not None:
             self.announce(version)
         deadline = time.monotonic() + self.wait_s
-        while not self.loaded_now(version):
+        while version_state(self.url, self.model, version) != "AVAILABLE":
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.5)

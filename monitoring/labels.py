@@ -177,7 +177,7 @@ class Server(Protocol):
     """The model server that applies the config (monitoring.canary.ModelServer)."""
 
     def present(self) -> bool: ...  # False: no server applies the config now
-    def loaded_now(self, version: int) -> bool: ...
+    def holds(self, version: int) -> bool: ...  # loaded or loading now
     def wait_loaded(self, version: int) -> bool: ...  # False: not loaded within the wait
 
 
@@ -193,16 +193,17 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     A label moved to a version the server has not loaded makes it refuse the
     whole config, again at every poll, so the version would never load. So the
     target is first pinned, with only the labels on versions the server has
-    loaded (a config it surely takes, even when an earlier one was refused and
-    its labels differ from the file's); once it has loaded the target, the
-    labels move. A new label may name a loading version (the server runs with
+    loaded or is loading (a config it takes even when an earlier one was
+    refused and its labels differ from the file's: a label on a version it
+    never aspired to is dropped); once it has loaded the target, the labels
+    move. A new label may name a loading version (the server runs with
     --allow_version_labels_for_unavailable_models).
     """
     moved = _moved(before, after)
     if not moved or server is None or not server.present():
         return _write(deployment, after, action, reason, before)
     on_disk = set(deployment.pushed())
-    kept = {k: v for k, v in before.items() if v in on_disk and server.loaded_now(v)}
+    kept = {k: v for k, v in before.items() if v in on_disk and server.holds(v)}
     targets = tuple(sorted(set(moved.values())))
     _write(deployment, kept, "pin", f"load {list(targets)} before labels move to it", before, pins=targets)
     for label, version in sorted(moved.items()):
