@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -82,5 +83,16 @@ def detail(message: str) -> None:
         click.echo(message, err=True)
 
 
+def _strict(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers, and strict parsers refuse Python's NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str, sort_keys=False) + "\n")
+    sys.stdout.write(json.dumps(_strict(obj), default=str, sort_keys=False, allow_nan=False) + "\n")

@@ -67,6 +67,9 @@ class RunSummary:
 
 
 def _fmt(value: float) -> str:
+    """A metric as the summary prints it; a NaN (precision of a model that never says yes) is `nan`, not a crash."""
+    if not math.isfinite(value):
+        return str(value)
     return str(int(value)) if value == int(value) and abs(value) > 1 else f"{value:.4f}"
 
 
