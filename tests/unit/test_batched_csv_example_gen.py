@@ -1,7 +1,9 @@
 """The batched CsvExampleGen executor writes what TFX's own CSV executor writes: same examples, splits and order."""
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 from unittest import mock
 
 import apache_beam as beam
@@ -129,3 +131,30 @@ def test_order_is_the_same_from_run_to_run(tmp_path):
     assert runs["tfx", 1] != runs["tfx", 2]  # TFX's own order moves with the keys
     assert runs["ours", 1] == runs["ours", 2]
     assert sorted(runs["ours", 1]["train"]) == sorted(runs["tfx", 1]["train"])
+
+
+def _fingerprint(folder: Path) -> str:
+    """What the pipeline's CsvExampleGen driver keys the cache on, for a flat data folder."""
+    from tfx.components.example_gen import utils as example_gen_utils
+    from tfx.types import standard_component_specs as specs
+
+    driver = batched_csv_example_gen.ContentFingerprintDriver.__new__(
+        batched_csv_example_gen.ContentFingerprintDriver)  # resolving needs no MLMD handle
+    exec_properties = {specs.INPUT_BASE_KEY: str(folder),
+                       specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_utils.make_default_input_config())}
+    return driver.resolve_exec_properties(exec_properties, None, None)[example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+
+
+def test_data_rewritten_at_the_same_size_and_time_is_a_new_fingerprint(tmp_path: Path) -> None:
+    """TFX keys its cache on size and mtime only: an edit kept at both served stale examples (cp -p, rsync -t)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    csv = folder / "data.csv"
+    csv.write_text("fare,tips\n10.0,0.0\n")
+    before = _fingerprint(folder)
+    assert _fingerprint(folder) == before  # the same contents: a cache hit, as before
+    stat = csv.stat()
+    csv.write_text("fare,tips\n10.0,9.9\n")
+    os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = _fingerprint(folder)
+    assert after != before and after.split(",sha256:")[0] == before.split(",sha256:")[0]
