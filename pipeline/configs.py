@@ -44,8 +44,9 @@ class ConfigError(ValueError):
     """A setting is wrong; the message says which and what to do."""
 
 
-def check_schema_file(path: str) -> None:
-    """ConfigError unless `path` is a readable TFMD Schema in text format (otherwise ImportSchemaGen fails mid-run)."""
+def read_schema(path: str) -> object:
+    """The TFMD Schema in a local text file; ConfigError unless it is one, with features (else ImportSchemaGen
+    fails mid-run, or an empty file passes as a schema and the gate reports every column as new)."""
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -53,11 +54,18 @@ def check_schema_file(path: str) -> None:
         problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
         raise ConfigError(f"schema file {path} {problem}")
     try:
-        text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
+        schema = text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
     except (text_format.ParseError, UnicodeDecodeError) as error:
         raise ConfigError(f"schema file {path} is not a TFMD Schema in text format: {error}") from None
     except OSError as error:
         raise ConfigError(f"schema file {path} cannot be read: {error.strerror or error}") from None
+    if not schema.feature:
+        raise ConfigError(f"schema file {path} declares no features; `make schema` drafts one from the data")
+    return schema
+
+
+def check_schema_file(path: str) -> None:
+    read_schema(path)
 
 
 def check_metadata_file(path: str) -> None:

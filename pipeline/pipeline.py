@@ -6,6 +6,8 @@ google.cloud.aiplatform (seconds of import) that a local run never uses.
 """
 from __future__ import annotations
 
+import os
+
 import tensorflow_model_analysis as tfma
 from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_validator.component import ExampleValidator
@@ -28,7 +30,7 @@ from models import eval_metrics, features
 from pipeline.components import dedup_pusher
 from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen
 from pipeline.components.data_gate import DataGate
-from pipeline.configs import PipelineConfig
+from pipeline.configs import PipelineConfig, read_schema
 from pipeline.spans import SPAN_PATTERN
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -131,11 +133,22 @@ SPLIT_CONFIG = example_gen_pb2.Output(
 )
 
 
+def _schema_floats(schema_path: str) -> list[str]:
+    """The schema's FLOAT columns, when the schema is a local file (a Vertex one is read in its image only)."""
+    if not os.path.isfile(schema_path):
+        return []
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    return [f.name for f in read_schema(schema_path).feature if f.type == schema_pb2.FLOAT]
+
+
 def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleGen:
     """CsvExampleGen over the flat folder, or over exactly one span-<N>/ folder (recorded in MLMD)."""
+    floats = _schema_floats(config.schema_path)
     if span is None:
-        return BatchedCsvExampleGen(input_base=config.data_root, output_config=SPLIT_CONFIG)
+        return BatchedCsvExampleGen(floats, input_base=config.data_root, output_config=SPLIT_CONFIG)
     return BatchedCsvExampleGen(
+        floats,
         input_base=config.data_root,
         input_config=example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="single_split", pattern=SPAN_PATTERN)]

@@ -31,8 +31,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
+from google.protobuf import struct_pb2
 from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
 from tfx.dsl.components.base import executor_spec
@@ -128,6 +130,10 @@ class _RowBatchToExamples(beam.DoFn):
 class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the input pattern handling is TFX's
     """TFX's CSV-to-examples transform, a batch of rows at a time."""
 
+    def __init__(self, exec_properties: dict, split_pattern: str) -> None:
+        super().__init__(exec_properties, split_pattern)
+        self._float_columns = float_columns(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
+
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         csv_files = fileio.glob(self._csv_pattern)
         if not csv_files:
@@ -146,8 +152,37 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
             | "InferColumnTypes" >> beam.CombineGlobally(
                 _BatchColumnTypeInferrer(column_names, skip_blank_lines=True)
             )
+            | "SchemaFloats" >> beam.Map(_as_float, self._float_columns)
         )
         return row_batches | "ToTFExample" >> beam.ParDo(_RowBatchToExamples(), column_infos)
+
+
+def _as_float(column_infos: list, floats: frozenset[str]) -> list:
+    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`):
+    TFX's inference alone made them INT, which the data gate refused as the wrong type."""
+    return [csv_decoder.ColumnInfo(info.name, ColumnType.FLOAT)
+            if info.name in floats and info.type == ColumnType.INT else info for info in column_infos]
+
+
+def float_columns(custom_config: object) -> frozenset[str]:
+    """The FLOAT columns passed in CsvExampleGen's custom_config (JSON of a CustomConfig packing a Struct)."""
+    if not custom_config:
+        return frozenset()
+    config = custom_config
+    if isinstance(custom_config, str):
+        config = example_gen_pb2.CustomConfig()
+        proto_utils.json_to_proto(custom_config, config)
+    fields = struct_pb2.Struct()
+    config.custom_config.Unpack(fields)
+    return frozenset(fields["float_columns"]) if "float_columns" in fields else frozenset()
+
+
+def custom_config_for(floats: Iterable[str]) -> example_gen_pb2.CustomConfig:
+    fields = struct_pb2.Struct()
+    fields["float_columns"] = sorted(floats)
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(fields)
+    return config
 
 
 RESHUFFLE_SEED = 0
@@ -217,7 +252,15 @@ class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
 
 
 class BatchedCsvExampleGen(CsvExampleGen):
-    """CsvExampleGen (same arguments, outputs and splits) with the batched executor and a content fingerprint."""
+    """CsvExampleGen (same arguments, outputs and splits) with the batched executor and a content fingerprint.
+
+    `float_columns` (the schema's FLOAT features) stay FLOAT whatever their values look like.
+    """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
     DRIVER_CLASS = ContentFingerprintDriver
+
+    def __init__(self, float_columns: Iterable[str] = (), **kwargs: object) -> None:
+        # CsvExampleGen takes no custom_config; its parent does, and CsvExampleGen passes the rest through.
+        FileBasedExampleGen.__init__(self, custom_config=custom_config_for(float_columns) if float_columns else None,
+                                     **kwargs)

@@ -33,7 +33,7 @@ ODD_ROWS = (
 )
 
 
-def _run(executor_class: type, input_base: str, output_uri: str) -> dict:
+def _run(executor_class: type, input_base: str, output_uri: str, **extra: object) -> dict:
     """{split: [deterministically serialized example, in file order]} as the executor wrote them."""
     examples = standard_artifacts.Examples()
     examples.uri = output_uri
@@ -47,6 +47,7 @@ def _run(executor_class: type, input_base: str, output_uri: str) -> dict:
             "output_config": proto_utils.proto_to_json(SPLIT_CONFIG),
             "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
             "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            **extra,
         },
     )
     written = {}
@@ -158,3 +159,16 @@ def test_data_rewritten_at_the_same_size_and_time_is_a_new_fingerprint(tmp_path:
     os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     after = _fingerprint(folder)
     assert after != before and after.split(",sha256:")[0] == before.split(",sha256:")[0]
+
+
+def test_a_schema_float_column_of_whole_numbers_stays_float(tmp_path):
+    """Fares written as 12 rather than 12.0 made TFX infer INT, which the gate refused against the schema's FLOAT."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "d.csv").write_text("fare,hour\n12,3\n7,4\n")
+    config = proto_utils.proto_to_json(batched_csv_example_gen.custom_config_for(["fare"]))
+    written = _run(batched_csv_example_gen.Executor, str(folder), str(tmp_path / "out"), custom_config=config)
+    features = [tf.train.Example.FromString(r).features.feature for r in written["train"] + written["eval"]]
+    assert sorted(f["fare"].float_list.value[0] for f in features) == [7.0, 12.0]
+    assert sorted(f["hour"].int64_list.value[0] for f in features) == [3, 4]  # not in the list: inferred as before
+    assert batched_csv_example_gen.float_columns(config) == {"fare"}

@@ -145,6 +145,15 @@ def test_beam_args_a_local_run_can_use_pass_the_check(args):
     configs.check_beam_args(args)
 
 
+def test_an_empty_schema_file_is_one_line_exit_2(tmp_path):
+    """An empty file parses as a Schema: the gate would report every column as new, after the data was read."""
+    empty = tmp_path / "schema.pbtxt"
+    empty.write_text("")
+    done = _local_runner("--output", str(tmp_path / "out"), "--schema", str(empty))
+    assert done.returncode == 2 and f"schema file {empty} declares no features" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_unusable_output_folder_is_one_line_exit_2(tmp_path):
     occupied = tmp_path / "a-file"
     occupied.write_text("not a folder")
