@@ -91,6 +91,12 @@ def _scan(path: Path) -> tuple[list[str], int]:
             header = handle.readline()
             if not header:
                 raise ConfigError(f"data file {path} is empty: it needs a header row and data rows")
+            if header.endswith("\r") and not header.endswith("\r\n"):
+                raise ConfigError(
+                    f"data file {path} ends its lines with CR alone (classic Mac, Excel's 'CSV (Macintosh)'): "
+                    "CsvExampleGen splits lines at LF and would read the whole file as its header; "
+                    "save it with LF or CRLF line endings"
+                )
             if header.startswith("\ufeff"):
                 raise ConfigError(
                     f"data file {path} starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8'), which would "
@@ -104,6 +110,13 @@ def _scan(path: Path) -> tuple[list[str], int]:
             for values in reader:
                 if not values:  # a blank line: CsvExampleGen skips it too
                     continue
+                if quotes.count % 2 and any('"' in value for value in values):
+                    # Python's csv kept the quote as a character; CsvExampleGen opens a quoted value there
+                    raise ConfigError(
+                        f"data file {path} line {quotes.opened}: a quote inside an unquoted value; CsvExampleGen "
+                        "would read it as the start of a quoted value and run on into the next line: quote the "
+                        'whole value, doubling the quote ("Ca""sh"), or remove it'
+                    )
                 if len(values) != len(names):
                     raise ConfigError(
                         f"data file {path} line {reader.line_num + 1} has {len(values)} values "

@@ -82,6 +82,9 @@ HEADER = b"fare,tips,payment_type\n"
         ({"a.csv": b'"fare","tips","payment_type"\n"1","0","Cash"\n'}, 'quotes its column names .*\\("fare"\\)'),
         ({"a.csv": b"fare, tips,payment_type\n1,0,Cash\n"}, "spaces around the column name ' tips'"),
         ({"a.csv": b"fare,,payment_type\n1,0,Cash\n"}, "an empty column name"),
+        # CsvExampleGen opens a quoted value at any quote and reads on into the next line (Python's csv does not)
+        ({"a.csv": HEADER + b'1,0,Cash\n2,0,Ca"sh\n3,0,Cash\n'}, "a.csv line 3: a quote inside an unquoted value"),
+        ({"a.csv": HEADER.replace(b"\n", b"\r") + b"1,0,Cash\r"}, "a.csv ends its lines with CR alone"),
     ],
 )
 def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, message):
