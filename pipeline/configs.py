@@ -44,6 +44,10 @@ class ConfigError(ValueError):
     """A setting is wrong; the message says which and what to do."""
 
 
+INT32_MAX = 2**31 - 1
+MAX_BATCH_SIZE = 65_536
+
+
 def read_schema(path: str) -> object:
     """The TFMD Schema in a local text file; ConfigError unless it is one, with features (else ImportSchemaGen
     fails mid-run, or an empty file passes as a schema and the gate reports every column as new)."""
@@ -180,12 +184,14 @@ class PipelineConfig:
             )
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.model_name):
             raise ConfigError(f"model name {self.model_name!r} may hold only letters, digits, '_', '.', '-'")
-        if self.train_steps < 1:
-            raise ConfigError(f"train steps must be at least 1, got {self.train_steps}")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ConfigError(f"eval steps must be at least 1, got {self.eval_steps}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        # TrainArgs/EvalArgs hold int32 step counts: more fails mid-run in the Trainer ("Value out of range").
+        if not 1 <= self.train_steps <= INT32_MAX:
+            raise ConfigError(f"train steps must be within [1, {INT32_MAX}], got {self.train_steps}")
+        if self.eval_steps is not None and not 1 <= self.eval_steps <= INT32_MAX:
+            raise ConfigError(f"eval steps must be within [1, {INT32_MAX}], got {self.eval_steps}")
+        # A batch is built in memory; beyond this a typo (1e8) ran for ever on a 100-row split.
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"batch size must be within [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
         if not 0.0 < self.learning_rate < 1.0:
             raise ConfigError(f"learning rate must be in (0, 1), got {self.learning_rate}")
         if not 0.5 <= self.auc_threshold <= 1.0:

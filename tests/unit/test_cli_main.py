@@ -86,7 +86,7 @@ def test_vertex_keeps_its_subcommands_and_flags() -> None:
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["run", "--train-steps", "0"], "error: train steps must be at least 1"),
+    (["run", "--train-steps", "0"], "error: train steps must be within [1, 2147483647], got 0"),
     (["run", "--data", "/no/such/folder"], "error:"),
     (["run", "--train-steps", "many"], "error: Invalid value for '--train-steps'"),
     (["runs", "--bogus"], "error: No such option '--bogus'"),

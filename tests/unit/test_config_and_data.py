@@ -113,6 +113,8 @@ def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProc
     [
         (["--data", "/nonexistent/folder"], "does not exist"),
         (["--train-steps", "0"], "train steps"),
+        (["--train-steps", "100000000000"], "train steps must be within [1, 2147483647]"),
+        (["--batch-size", "100000000"], "batch size must be within [1, 65536]"),
         (["--auc-threshold", "0.2"], "AUC threshold"),
         (["--pipeline-name", "UPPER"], "pipeline name"),
         (["--schema", "/nope.pbtxt"], "schema file"),

@@ -64,7 +64,7 @@ def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
         ([*COMPILE, "--image", "bad image"], "image 'bad image' is not a container image reference"),
         ([*COMPILE, "--serving-image", "Upper/Case:1"], "serving image 'Upper/Case:1' is not a container image"),
         ([*COMPILE, "--dataflow-max-workers", "0"], "dataflow max workers must be at least 1"),
-        ([*COMPILE, "--train-steps", "0"], "train steps must be at least 1"),
+        ([*COMPILE, "--train-steps", "0"], "train steps must be within [1, 2147483647]"),
         ([*COMPILE, "--train-steps", "many"], "argument --train-steps: invalid int value"),
         ([*COMPILE, "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["deploy"], "invalid choice: 'deploy'"),
