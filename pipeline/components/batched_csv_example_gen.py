@@ -17,7 +17,9 @@ serialization, which is also what TFX hashes to choose its split.
 
 Unlike TFX's, its output is the same from run to run, order included (see
 seeded_reshuffle): the Trainer reads the examples in file order, so a new
-order trained a slightly different model from the same data.
+order trained a slightly different model from the same data. And the
+schema's FLOAT columns, passed in, stay FLOAT when every value is whole,
+where TFX's inference makes them INT.
 """
 from __future__ import annotations
 
@@ -132,7 +134,7 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
 
     def __init__(self, exec_properties: dict, split_pattern: str) -> None:
         super().__init__(exec_properties, split_pattern)
-        self._float_columns = float_columns(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
+        self._float_columns = configured_float_columns(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         csv_files = fileio.glob(self._csv_pattern)
@@ -164,7 +166,7 @@ def _as_float(column_infos: list, floats: frozenset[str]) -> list:
             if info.name in floats and info.type == ColumnType.INT else info for info in column_infos]
 
 
-def float_columns(custom_config: object) -> frozenset[str]:
+def configured_float_columns(custom_config: object) -> frozenset[str]:
     """The FLOAT columns passed in CsvExampleGen's custom_config (JSON of a CustomConfig packing a Struct)."""
     if not custom_config:
         return frozenset()

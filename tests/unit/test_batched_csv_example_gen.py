@@ -171,4 +171,4 @@ def test_a_schema_float_column_of_whole_numbers_stays_float(tmp_path):
     features = [tf.train.Example.FromString(r).features.feature for r in written["train"] + written["eval"]]
     assert sorted(f["fare"].float_list.value[0] for f in features) == [7.0, 12.0]
     assert sorted(f["hour"].int64_list.value[0] for f in features) == [3, 4]  # not in the list: inferred as before
-    assert batched_csv_example_gen.float_columns(config) == {"fare"}
+    assert batched_csv_example_gen.configured_float_columns(config) == {"fare"}
