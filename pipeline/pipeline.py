@@ -30,7 +30,7 @@ from models import eval_metrics, features
 from pipeline.components import dedup_pusher
 from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen
 from pipeline.components.data_gate import DataGate
-from pipeline.configs import PipelineConfig, read_schema
+from pipeline.configs import DEFAULT_SCHEMA, IMAGE_SCHEMA_PATH, PipelineConfig, read_schema
 from pipeline.spans import SPAN_PATTERN
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -134,7 +134,10 @@ SPLIT_CONFIG = example_gen_pb2.Output(
 
 
 def _schema_floats(schema_path: str) -> list[str]:
-    """The schema's FLOAT columns, when the schema is a local file (a Vertex one is read in its image only)."""
+    """The schema's FLOAT columns: from a local file, or for Vertex's image path from this checkout's schema,
+    which the image is built with (a gs:// schema is read on Vertex only: none then)."""
+    if schema_path == IMAGE_SCHEMA_PATH:
+        schema_path = str(DEFAULT_SCHEMA)
     if not os.path.isfile(schema_path):
         return []
     from tensorflow_metadata.proto.v0 import schema_pb2

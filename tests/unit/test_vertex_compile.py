@@ -92,6 +92,11 @@ def test_runtime_parameter_and_gcs_paths(compiled: dict) -> None:
     assert compiled["runtimeConfig"]["gcsOutputDirectory"] == f"{BUCKET}/pipeline_root"
     assert _params(compiled, "CsvExampleGen")["input_base"] == {"componentInputParameter": "data-root"}
     assert _constant(compiled, "ImportSchemaGen", "schema_file") == "/pipeline/schema/schema.pbtxt"
+    # The image's schema is this checkout's: its FLOAT columns stay FLOAT in CsvExampleGen on Vertex too.
+    from pipeline.components.batched_csv_example_gen import configured_float_columns
+
+    floats = configured_float_columns(_constant(compiled, "CsvExampleGen", "custom_config"))
+    assert {"fare", "trip_miles", "pickup_latitude"} <= floats and "trip_start_hour" not in floats
     push = json.loads(_constant(compiled, "Pusher", "push_destination"))
     assert push["filesystem"]["base_directory"] == f"{BUCKET}/serving_model/taxi"
     assert "google_cloud_ai_platform" not in _container(compiled, "Pusher")["args"][1]  # the filesystem Pusher
