@@ -22,7 +22,8 @@ STATE_FILE = "last_completed_run.json"
 CODE_DIRS = ("pipeline", "models")
 
 
-def _hash_file(digest: hashlib._Hash, path: Path) -> None:
+def hash_file(digest: hashlib._Hash, path: Path) -> None:
+    """A file's name and contents into the digest, a block at a time."""
     digest.update(str(path).encode())
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -35,11 +36,11 @@ def fingerprint(config: PipelineConfig) -> str:
     digest.update(importlib.metadata.version("tfx").encode())
     for path in sorted(Path(config.data_root).rglob("*")):
         if path.is_file():
-            _hash_file(digest, path)
-    _hash_file(digest, Path(config.schema_path))
+            hash_file(digest, path)
+    hash_file(digest, Path(config.schema_path))
     for folder in CODE_DIRS:
         for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
-            _hash_file(digest, path)
+            hash_file(digest, path)
     return digest.hexdigest()
 
 

@@ -28,6 +28,7 @@ import hashlib
 import os
 import random
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -45,6 +46,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import csv_decoder, example_coder
+
+from pipeline.up_to_date import hash_file
 
 ColumnType = csv_decoder.ColumnType
 ROWS_PER_BATCH = 4096
@@ -244,10 +247,7 @@ class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
         digest = hashlib.sha256()
         for split in input_config.splits:
             for path in sorted(fileio.glob(os.path.join(base, split.pattern))):
-                digest.update(os.path.relpath(path, base).encode() + b"\0")
-                with fileio.open(path, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(chunk)
+                hash_file(digest, Path(path))
         key = example_gen_utils.FINGERPRINT_PROPERTY_NAME
         exec_properties[key] = f"{exec_properties[key]},sha256:{digest.hexdigest()}"
         return exec_properties
