@@ -104,12 +104,17 @@ class ModelServer:
     def wait_loaded(self, version: int) -> bool:
         if self.announce is not None:
             self.announce(version)
-        deadline = time.monotonic() + self.wait_s
-        while version_state(self.url, self.model, version) != "AVAILABLE":
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.5)
-        return True
+        return _poll_until(lambda: version_state(self.url, self.model, version) == "AVAILABLE", self.wait_s)
+
+
+def _poll_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """True as soon as `condition` holds, asked every 0.5 s; False once `seconds` have passed without."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def loaded_check(url: str, model: str) -> callable:
@@ -135,17 +140,15 @@ def wait_for_label(url: str, model: str, label: str, version: int, seconds: floa
     resolves to among the loaded ones: TF Serving's model status ignores a
     label and lists every version.
     """
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def answered() -> bool:
         try:
             answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/labels/{label}/metadata", timeout=5)
             spec = answer.json().get("model_spec", {}) if answer.status_code == 200 else {}
-            if spec.get("version") == str(version):
-                return True
         except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.5)
-    return False
+            return False
+        return spec.get("version") == str(version)
+
+    return _poll_until(answered, seconds)
 
 
 @dataclasses.dataclass
