@@ -32,26 +32,27 @@ CASES = [
 ]
 
 
+# (gRPC response -> comparable rows, REST answer -> the same rows) per method
+ROWS = {
+    "classify": (lambda r: [[(c.label, np.float32(c.score)) for c in row.classes] for row in r.result.classifications],
+                 lambda j: [[(label, np.float32(score)) for label, score in row] for row in j["results"]]),
+    "regress": (lambda r: [np.float32(x.value) for x in r.result.regressions],
+                lambda j: [np.float32(v) for v in j["results"]]),
+}
+
+
+@pytest.mark.parametrize("method", ["classify", "regress"])
 @pytest.mark.parametrize("examples,context", CASES)
-def test_classify_answers_as_rest_classify(toy_stub: Any, toy_http: httpx.Client, examples: list,
-                                           context: dict | None) -> None:
-    response = toy_stub.Classify(examples_request("classify", examples, context), timeout=10)
-    rest = toy_http.post("/v1/models/toy:classify", json=_rest_body("classify", examples, context))
+def test_grpc_answers_as_rest(toy_stub: Any, toy_http: httpx.Client, method: str, examples: list,
+                              context: dict | None) -> None:
+    call = toy_stub.Classify if method == "classify" else toy_stub.Regress
+    response = call(examples_request(method, examples, context), timeout=10)
+    rest = toy_http.post(f"/v1/models/toy:{method}", json=_rest_body(method, examples, context))
     assert rest.status_code == 200, rest.text
-    got = [[(c.label, np.float32(c.score)) for c in row.classes] for row in response.result.classifications]
-    assert got == [[(label, np.float32(score)) for label, score in row] for row in rest.json()["results"]]
+    grpc_rows, rest_rows = ROWS[method]
+    assert grpc_rows(response) == rest_rows(rest.json())
     assert (response.model_spec.name, response.model_spec.version.value, response.model_spec.signature_name) == (
-        "toy", 7, "classify_x")
-
-
-@pytest.mark.parametrize("examples,context", CASES)
-def test_regress_answers_as_rest_regress(toy_stub: Any, toy_http: httpx.Client, examples: list,
-                                         context: dict | None) -> None:
-    response = toy_stub.Regress(examples_request("regress", examples, context), timeout=10)
-    rest = toy_http.post("/v1/models/toy:regress", json=_rest_body("regress", examples, context))
-    assert rest.status_code == 200, rest.text
-    assert [np.float32(r.value) for r in response.result.regressions] == [np.float32(v) for v in rest.json()["results"]]
-    assert response.model_spec.signature_name == "regress_x" and response.model_spec.version.value == 7
+        "toy", 7, f"{method}_x")
 
 
 def test_classify_scores_and_labels(toy_stub: Any) -> None:
