@@ -89,7 +89,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
             raise ConfigError(f"{flag} is empty: give a path (or leave the flag out for its default)")
     data_root = args.data or data.bundled_taxi_data()
     span, previous_span = spans.choose_spans(data_root, args.span)
-    configs.check_schema_file(args.schema)
+    configs.read_schema(args.schema)  # a ConfigError now, not ImportSchemaGen's failure mid-run
     try:
         beam_args = tuple(shlex.split(args.beam_args))
     except ValueError as error:

@@ -68,9 +68,6 @@ def read_schema(path: str) -> object:
     return schema
 
 
-def check_schema_file(path: str) -> None:
-    read_schema(path)
-
 
 def check_metadata_file(path: str) -> None:
     """ConfigError when an existing MLMD file is not SQLite: MLMD would fail on it mid-run, and it
