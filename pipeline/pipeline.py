@@ -28,7 +28,7 @@ from tfx.types import Channel, standard_artifacts
 
 from models import eval_metrics, features
 from pipeline.components import dedup_pusher
-from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen
+from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen, schema_float_columns
 from pipeline.components.data_gate import DataGate
 from pipeline.configs import DEFAULT_SCHEMA, IMAGE_SCHEMA_PATH, PipelineConfig, read_schema
 from pipeline.spans import SPAN_PATTERN
@@ -133,25 +133,26 @@ SPLIT_CONFIG = example_gen_pb2.Output(
 )
 
 
-def _schema_floats(schema_path: str) -> list[str]:
-    """The schema's FLOAT columns: from a local file, or for Vertex's image path from this checkout's schema,
-    which the image is built with (a gs:// schema is read on Vertex only: none then)."""
+def _schema_float_config(schema_path: str) -> dict:
+    """How CsvExampleGen learns the schema's FLOAT columns: listed, from a local file or, for Vertex's
+    image path, from this checkout's schema, which the image is built with; a schema that cannot be
+    read here (gs://) is named instead, for the executor to read where it runs."""
     if schema_path == IMAGE_SCHEMA_PATH:
         schema_path = str(DEFAULT_SCHEMA)
+    if "://" in schema_path:
+        return {"schema_file": schema_path}
     if not os.path.isfile(schema_path):
-        return []
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    return [f.name for f in read_schema(schema_path).feature if f.type == schema_pb2.FLOAT]
+        return {}
+    return {"float_columns": schema_float_columns(read_schema(schema_path))}
 
 
 def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleGen:
     """CsvExampleGen over the flat folder, or over exactly one span-<N>/ folder (recorded in MLMD)."""
-    floats = _schema_floats(config.schema_path)
+    floats = _schema_float_config(config.schema_path)
     if span is None:
-        return BatchedCsvExampleGen(floats, input_base=config.data_root, output_config=SPLIT_CONFIG)
+        return BatchedCsvExampleGen(**floats, input_base=config.data_root, output_config=SPLIT_CONFIG)
     return BatchedCsvExampleGen(
-        floats,
+        **floats,
         input_base=config.data_root,
         input_config=example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="single_split", pattern=SPAN_PATTERN)]

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 from google.protobuf import struct_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
@@ -170,7 +171,12 @@ def _as_float(column_infos: list, floats: frozenset[str]) -> list:
 
 
 def configured_float_columns(custom_config: object) -> frozenset[str]:
-    """The FLOAT columns passed in CsvExampleGen's custom_config (JSON of a CustomConfig packing a Struct)."""
+    """The FLOAT columns named in CsvExampleGen's custom_config (JSON of a CustomConfig packing a Struct).
+
+    Either listed (`float_columns`, read from the schema when the pipeline was
+    built) or, for a schema the build could not read (gs:// on Vertex), read
+    from `schema_file` here, where the executor runs.
+    """
     if not custom_config:
         return frozenset()
     config = custom_config
@@ -179,12 +185,22 @@ def configured_float_columns(custom_config: object) -> frozenset[str]:
         proto_utils.json_to_proto(custom_config, config)
     fields = struct_pb2.Struct()
     config.custom_config.Unpack(fields)
+    if "schema_file" in fields:
+        return frozenset(schema_float_columns(io_utils.SchemaReader().read(fields["schema_file"])))
     return frozenset(fields["float_columns"]) if "float_columns" in fields else frozenset()
 
 
-def custom_config_for(floats: Iterable[str]) -> example_gen_pb2.CustomConfig:
+def schema_float_columns(schema: schema_pb2.Schema) -> list[str]:
+    return [feature.name for feature in schema.feature if feature.type == schema_pb2.FLOAT]
+
+
+def custom_config_for(floats: Iterable[str] = (), schema_file: str | None = None) -> example_gen_pb2.CustomConfig:
+    """The FLOAT columns as a list, or the schema file to read them from at run time."""
     fields = struct_pb2.Struct()
-    fields["float_columns"] = sorted(floats)
+    if schema_file is not None:
+        fields["schema_file"] = schema_file
+    else:
+        fields["float_columns"] = sorted(floats)
     config = example_gen_pb2.CustomConfig()
     config.custom_config.Pack(fields)
     return config
@@ -256,13 +272,15 @@ class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
 class BatchedCsvExampleGen(CsvExampleGen):
     """CsvExampleGen (same arguments, outputs and splits) with the batched executor and a content fingerprint.
 
-    `float_columns` (the schema's FLOAT features) stay FLOAT whatever their values look like.
+    `float_columns` (the schema's FLOAT features) stay FLOAT whatever their values look like; or, when
+    the schema cannot be read where the pipeline is built, `schema_file` names it for the executor to read.
     """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
     DRIVER_CLASS = ContentFingerprintDriver
 
-    def __init__(self, float_columns: Iterable[str] = (), **kwargs: object) -> None:
+    def __init__(self, float_columns: Iterable[str] = (), schema_file: str | None = None, **kwargs: object) -> None:
         # CsvExampleGen takes no custom_config; its parent does, and CsvExampleGen passes the rest through.
-        FileBasedExampleGen.__init__(self, custom_config=custom_config_for(float_columns) if float_columns else None,
+        wanted = float_columns or schema_file
+        FileBasedExampleGen.__init__(self, custom_config=custom_config_for(float_columns, schema_file) if wanted else None,
                                      **kwargs)

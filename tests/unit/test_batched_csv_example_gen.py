@@ -161,14 +161,23 @@ def test_data_rewritten_at_the_same_size_and_time_is_a_new_fingerprint(tmp_path:
     assert after != before and after.split(",sha256:")[0] == before.split(",sha256:")[0]
 
 
-def test_a_schema_float_column_of_whole_numbers_stays_float(tmp_path):
-    """Fares written as 12 rather than 12.0 made TFX infer INT, which the gate refused against the schema's FLOAT."""
+@pytest.mark.parametrize("given", ["listed", "schema_file"])
+def test_a_schema_float_column_of_whole_numbers_stays_float(tmp_path, given):
+    """Fares written as 12 rather than 12.0 made TFX infer INT, which the gate refused against the schema's FLOAT.
+
+    The FLOAT columns come listed, or, when the pipeline was built where the
+    schema could not be read (gs:// on Vertex), from the schema file itself.
+    """
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "d.csv").write_text("fare,hour\n12,3\n7,4\n")
-    config = proto_utils.proto_to_json(batched_csv_example_gen.custom_config_for(["fare"]))
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text('feature { name: "fare" type: FLOAT }\nfeature { name: "hour" type: INT }\n')
+    custom = (batched_csv_example_gen.custom_config_for(["fare"]) if given == "listed"
+              else batched_csv_example_gen.custom_config_for(schema_file=str(schema)))
+    config = proto_utils.proto_to_json(custom)
     written = _run(batched_csv_example_gen.Executor, str(folder), str(tmp_path / "out"), custom_config=config)
     features = [tf.train.Example.FromString(r).features.feature for r in written["train"] + written["eval"]]
     assert sorted(f["fare"].float_list.value[0] for f in features) == [7.0, 12.0]
-    assert sorted(f["hour"].int64_list.value[0] for f in features) == [3, 4]  # not in the list: inferred as before
+    assert sorted(f["hour"].int64_list.value[0] for f in features) == [3, 4]  # INT in the schema: inferred as before
     assert batched_csv_example_gen.configured_float_columns(config) == {"fare"}

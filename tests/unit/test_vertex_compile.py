@@ -102,6 +102,15 @@ def test_runtime_parameter_and_gcs_paths(compiled: dict) -> None:
     assert "google_cloud_ai_platform" not in _container(compiled, "Pusher")["args"][1]  # the filesystem Pusher
 
 
+def test_a_gcs_schema_is_read_for_its_float_columns_where_csv_example_gen_runs(tmp_path_factory) -> None:
+    """A gs:// schema cannot be read at compile time: CsvExampleGen is told the file, to read it on Vertex."""
+    schema = f"{BUCKET}/schemas/schema.pbtxt"
+    job = _compile(tmp_path_factory, "--schema-path", schema)
+    assert _constant(job, "ImportSchemaGen", "schema_file") == schema
+    custom = json.loads(_constant(job, "CsvExampleGen", "custom_config"))
+    assert custom["custom_config"]["value"] == {"schema_file": schema}
+
+
 def test_kfp_sdk_loads_the_pipeline(compiled: dict) -> None:
     from kfp.components import load_component_from_text
 
