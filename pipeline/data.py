@@ -150,7 +150,14 @@ def _first_undecodable_line(path: Path) -> int:
 
 def _check_column_names(path: Path, names: list[str]) -> None:
     """CsvExampleGen splits the header on commas and keeps every character: a quoted name or
-    one with spaces around it would reach the data gate as a new column plus a missing one."""
+    one with spaces around it would reach the data gate as a new column plus a missing one.
+    A first line of half numbers or more is data: a file without its header row (e.g. a later part of a split CSV)."""
+    given = [name for name in names if name]
+    if given and sum(_is_number(name) for name in given) * 2 >= len(given):
+        preview = ",".join(names)
+        preview = preview if len(preview) <= 60 else preview[:57] + "..."
+        raise ConfigError(f"data file {path} has no header row: its first line is data ({preview}); "
+                          "CsvExampleGen reads the first line of every file as the column names")
     for name in names:
         if '"' in name:
             raise ConfigError(f"data file {path} quotes its column names in the header row ({name}): "
@@ -163,6 +170,14 @@ def _check_column_names(path: Path, names: list[str]) -> None:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ConfigError(f"data file {path} names the column {repeated[0]} twice in its header row")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _QuoteCounter:

@@ -82,6 +82,10 @@ HEADER = b"fare,tips,payment_type\n"
         ({"a.csv": b'"fare","tips","payment_type"\n"1","0","Cash"\n'}, 'quotes its column names .*\\("fare"\\)'),
         ({"a.csv": b"fare, tips,payment_type\n1,0,Cash\n"}, "spaces around the column name ' tips'"),
         ({"a.csv": b"fare,,payment_type\n1,0,Cash\n"}, "an empty column name"),
+        # a split CSV whose later part lost its header: its first data row (with an empty cell) is not a header
+        ({"a.csv": HEADER + b"1,0,Cash\n", "b.csv": b"2.5,,Cash\n3,0,Cash\n"},
+         "b.csv has no header row: its first line is data \\(2.5,,Cash\\)"),
+        ({"a.csv": b"12.25,3.0,Credit Card\n7,0,Cash\n"}, "a.csv has no header row"),
         # CsvExampleGen opens a quoted value at any quote and reads on into the next line (Python's csv does not)
         ({"a.csv": HEADER + b'1,0,Cash\n2,0,Ca"sh\n3,0,Cash\n'}, "a.csv line 3: a quote inside an unquoted value"),
         ({"a.csv": HEADER.replace(b"\n", b"\r") + b"1,0,Cash\r"}, "a.csv ends its lines with CR alone"),
