@@ -291,7 +291,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
         Models left out are unloaded; a label may move only to a loaded version
         (FAILED_PRECONDITION); the answer waits until added models are loaded.
-        `metric_names` is not answered: this server's metrics are Prometheus's, not TF's.
+        `metric_names` are answered with each one's increase over the reload, read from this server's
+        own metrics by their exposition names (`serving_model_events_total`); TF's internal metric
+        names are not kept here and, like any name not exported, increase by 0.
         """
         try:
             if request.config.WhichOneof("config") != "model_config_list":
@@ -301,9 +303,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 specs = specs_from_proto(request.config.model_config_list)
             except ConfigError as exc:
                 raise invalid(str(exc)) from None
+            names = list(dict.fromkeys(request.metric_names))
+            before = {name: self.core.metrics.value(name) for name in names}
             self.core.registry.reload_and_load(specs)
             response = model_management_pb2.ReloadConfigResponse()
             response.status.error_code = _ERROR_CODES["OK"].number
+            for name in names:
+                response.metric.add(name=name, int64_value_increase=self.core.metrics.value(name) - before[name])
             return response
         except ServingError as exc:
             log.error("ReloadConfig failed: %s", exc.message)

@@ -45,5 +45,11 @@ class Metrics:
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 
+    def value(self, name: str) -> int:
+        """A sample's value by its exposition name (`serving_model_events_total`), summed over its labels;
+        0 for a name not exported, as TF Serving answers ReloadConfig's metric_names for a metric it lacks."""
+        return int(sum(sample.value for family in self.registry.collect()
+                       for sample in family.samples if sample.name == name))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -64,8 +64,13 @@ def test_added_models_are_loaded_before_the_answer_and_left_out_ones_unloaded(se
     base, stub, http = served
     other = tmp_path / "other"
     push_toy(other, 7, scale=7.0)
-    stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base)), ModelSpec("other", str(other))), timeout=30)
+    request = _config(ModelSpec("toy", str(base)), ModelSpec("other", str(other)))
+    request.metric_names.extend(["serving_model_events_total", "/tensorflow/serving/not_kept_here"])
+    answer = stub.HandleReloadConfigRequest(request, timeout=30)
     assert _y(http, "other") == 7.0 and _y(http, "toy") == 2.0
+    # each asked metric's increase over the reload: one load event (other v7); 0 for a name not exported
+    assert [(m.name, m.int64_value_increase) for m in answer.metric] == [
+        ("serving_model_events_total", 1), ("/tensorflow/serving/not_kept_here", 0)]
     stub.HandleReloadConfigRequest(_config(ModelSpec("other", str(other))), timeout=30)
     assert _y(http, "toy") == 404 and _y(http, "other") == 7.0
     assert http.get("/v1/models/toy").json()["model_version_status"][0]["state"] == "END"
