@@ -290,7 +290,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         """A new ModelConfigList, taken or refused whole by the rules of a config file's re-read.
 
         Models left out are unloaded; a label may move only to a loaded version
-        (FAILED_PRECONDITION); the answer waits until added models are loaded.
+        (FAILED_PRECONDITION); the answer waits until added models are loaded, or failed to, for as long
+        as the client waits (an added model without versions keeps a client without a deadline waiting,
+        as TF Serving does).
         `metric_names` are answered with each one's increase over the reload, read from this server's
         own metrics by their exposition names (`serving_model_events_total`); TF's internal metric
         names are not kept here and, like any name not exported, increase by 0.
@@ -305,7 +307,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 raise invalid(str(exc)) from None
             names = list(dict.fromkeys(request.metric_names))
             before = {name: self.core.metrics.value(name) for name in names}
-            self.core.registry.reload_and_load(specs)
+            self.core.registry.reload_and_load(specs, waiting=context.is_active)
             response = model_management_pb2.ReloadConfigResponse()
             response.status.error_code = _ERROR_CODES["OK"].number
             for name in names:

@@ -208,8 +208,15 @@ class ModelManager:
         self._on_event(self.name, "unloaded", version, "")
 
     def why_unavailable(self) -> str:
-        errors = [s.error_message for s in self._states.values() if s.error_message]
+        errors = self._load_errors()
         return errors[0] if errors else f"no version to load under {self.spec.base_path}"
+
+    def load_failed(self) -> bool:
+        """A version failed to load: TF Serving's wait for the model ends there (its END state)."""
+        return bool(self._load_errors())
+
+    def _load_errors(self) -> list[str]:
+        return [s.error_message for s in self._states.values() if s.error_message]
 
     def available_versions(self) -> list[int]:
         return sorted(self._available)
@@ -334,15 +341,24 @@ class Registry:
                     manager.retire()
             return added
 
-    def reload_and_load(self, specs: list[ModelSpec]) -> None:
+    def reload_and_load(self, specs: list[ModelSpec], waiting: Callable[[], bool] = lambda: False) -> None:
         """HandleReloadConfigRequest: reload(), then load at once; UNKNOWN names each added model left unservable.
 
-        The config stays taken either way (TF Serving's ReloadConfig also waits
-        for new models only after taking the config); polling goes on.
+        An added model with no version yet is waited for, as TF Serving waits,
+        while `waiting()` says the caller still is (a gRPC client until its
+        deadline); its versions then come from the regular disk poll. A model
+        whose version failed to load ends the wait. The config stays taken
+        either way (TF Serving's ReloadConfig also waits for new models only
+        after taking the config); polling goes on.
         """
         added = self.reload(specs)
         self.poll_once()
-        down = [name for name in added if not self.models[name].available_versions()]
+        while True:
+            down = [name for name in added if not self.models[name].available_versions()]
+            pending = [name for name in down if not (self.models[name].load_failed() or self.models[name].retired)]
+            if not pending or not waiting():
+                break
+            time.sleep(0.05)
         if down:
             reasons = [f"{{{name}: {self.models[name].why_unavailable()}}}" for name in down]
             raise ServingError("UNKNOWN", f"{len(down)} model(s) did not become available: {{{', '.join(reasons)}}}")

@@ -1,6 +1,8 @@
 """ModelService.HandleReloadConfigRequest: a new config over gRPC, taken or refused whole as TF Serving does."""
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -83,14 +85,40 @@ def test_added_models_are_loaded_before_the_answer_and_left_out_ones_unloaded(se
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(grpc.RpcError) as down:
+    with pytest.raises(grpc.RpcError) as waited:  # no version: waited for, as TF Serving does, until the deadline
         stub.HandleReloadConfigRequest(_config(ModelSpec("other", str(other)), ModelSpec("new", str(empty))),
-                                       timeout=30)
-    assert down.value.code() == grpc.StatusCode.UNKNOWN
-    assert down.value.details() == f"1 model(s) did not become available: {{{{new: no version to load under {empty}}}}}"
+                                       timeout=1)
+    assert waited.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     push_toy(empty, 3, scale=3.0)  # the config was taken: the model is polled like any other
     stub.HandleReloadConfigRequest(_config(ModelSpec("other", str(other)), ModelSpec("new", str(empty))), timeout=30)
     assert _y(http, "new") == 3.0
+
+
+def test_an_added_model_is_waited_for_until_its_first_version_loads_or_fails(tmp_path: Path) -> None:
+    base, late, broken = tmp_path / "toy", tmp_path / "late", tmp_path / "broken"
+    push_toy(base, 1)
+    late.mkdir()
+    (broken / "4").mkdir(parents=True)
+    (broken / "4" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=0,
+                            file_system_poll_wait_seconds=0.2)
+    with ServingServer(options) as server, grpc.insecure_channel(server.grpc_target) as channel, \
+            httpx.Client(base_url=server.url, timeout=10) as http:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        pushing = threading.Timer(1.0, push_toy, (late, 5), {"scale": 5.0})
+        pushing.start()
+        started = time.monotonic()
+        answer = stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base)), ModelSpec("late", str(late))),
+                                                timeout=30)
+        pushing.join()
+        assert answer.status.error_code == 0 and time.monotonic() - started >= 1.0
+        assert _y(http, "late") == 5.0  # answered once the version pushed during the wait was loaded
+
+        with pytest.raises(grpc.RpcError) as failed:  # a failed load ends the wait at once
+            stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base)), ModelSpec("late", str(late)),
+                                                   ModelSpec("broken", str(broken))), timeout=30)
+        assert failed.value.code() == grpc.StatusCode.UNKNOWN
+        assert failed.value.details().startswith("1 model(s) did not become available: {{broken: "), failed.value.details()
 
 
 @pytest.mark.parametrize("text,message", [
