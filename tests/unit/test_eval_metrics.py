@@ -206,3 +206,52 @@ def test_blessing_rules_and_a_refusal_in_words(tmp_path) -> None:
     failure.metric_threshold.value_threshold.lower_bound.value = 0.1
     assert run_summary._failure_words(failure) == ("removes 0.5% of the errors of always answering the majority "
                                                     "class (< required 10%)")
+
+
+def _fine_rows(seed: int) -> list[tuple[float, float]]:
+    """Predictions as the taxi model gives them: half the eval split under 1e-4 (one histogram bucket), where
+    the ranking still separates the classes; and a few just above the 0.5 threshold, inside its bucket."""
+    random = np.random.RandomState(seed)
+    labels = random.randint(0, 2, 1200)
+    tiny = np.exp(random.uniform(np.log(1e-8), np.log(9e-5), 1200)) * np.where(labels == 1, 1.0, 0.05)
+    wide = np.clip(0.3 * labels + random.uniform(0, 0.7, 1200), 0.0, 1.0)
+    predictions = np.where(np.arange(1200) % 2 == 0, tiny, wide)
+    predictions[:4] = [0.50003, 0.50007, 0.50002, 0.5]
+    labels[:4] = [1, 0, 1, 1]
+    return list(zip(labels.astype(float), predictions.astype(np.float32).astype(float), strict=True))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrics_equal_an_independent_recomputation_below_the_histogram_resolution(seed: int) -> None:
+    """AUC is the exact area (sklearn's roc_auc_score), and accuracy/precision/recall count prediction > 0.5
+    exactly, as TFMA's own single-threshold metrics do: not the 1e-4-wide buckets of the histogram.
+
+    Repro on the pipeline: `python local_runner.py --output /tmp/o`; payment_type = Cash reported AUC 0.4675
+    where roc_auc_score on the same predictions gives 0.3166 (51% of eval predictions are < 1e-4), and a
+    prediction in (0.5, 0.5001) was counted as "no" (Credit Card accuracy 0.69077 vs 0.69136)."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = _fine_rows(seed)
+    values = _compute(OURS, rows)
+    standard = _compute(STANDARD, rows)
+    frame = pd.DataFrame(rows, columns=["label", "prediction"])
+    frame["group"] = [f"g{index % 4}" for index in range(len(frame))]
+    for slice_key, group in [((), frame), *((((("group", f"g{i}"),)), frame[frame.group == f"g{i}"]) for i in range(4))]:
+        y, p = group.label.to_numpy(), group.prediction.to_numpy()
+        said_yes = p > 0.5
+        got = values[slice_key]
+        assert got["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9), slice_key
+        assert got["binary_accuracy"] == pytest.approx(np.mean(said_yes == y), abs=1e-12), slice_key
+        assert got["precision"] == pytest.approx(y[said_yes].mean(), abs=1e-12), slice_key
+        assert got["recall"] == pytest.approx(said_yes[y == 1].mean(), abs=1e-12), slice_key
+        assert got["calibration"] == pytest.approx(p.sum() / y.sum(), rel=1e-9), slice_key
+        for name in ("binary_accuracy", "precision", "recall", "calibration"):  # TFMA's own single-threshold values
+            assert got[name] == pytest.approx(standard[slice_key][name], rel=1e-9), (slice_key, name)
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_auc_of_a_slice_with_one_class_only_is_undefined_not_zero(label: float) -> None:
+    """roc_auc_score refuses one class; the report must not show such a slice (payment_type = No Charge,
+    20 rides, no big tip) as AUC 0.0000, a model ranking every pair wrong."""
+    rows = [(label, 0.2), (label, 0.7), (label, 0.4)]
+    assert math.isnan(_compute(OURS, rows)[()]["auc"])
