@@ -1,27 +1,37 @@
-"""Evaluator metrics read off the one calibration histogram that TFMA's AUC fills.
+"""Evaluator metrics read off one per-slice table of the predictions, by exact value.
 
 TFMA's BinaryAccuracy, Precision and Recall (at one threshold) share a
 per-example Python combiner, and its Calibration runs another, beside AUC's
 histogram and the example count: four combiners for every example, slice
 (overall, per payment type, per hour) and model (candidate and baseline). The
 Histogram* classes here compute the same metrics, under the same metric names
-(binary_accuracy, ...), from the 10,000-bucket prediction histogram that AUC
-builds, which leaves two. Measured on the bundled data (Evaluator executor
-alone, alternating runs): 15.0 -> 11.6 s with no baseline model, 31-38 ->
-20-21.5 s with one; same values on all 31 slices. The histogram's combiner
-is fed (label, prediction, weight) triples that a preprocessor makes once per
-example, before slicing, where TFMA's combiner converts each example's
-extracts again for every slice it is in (add_input 2.3 -> 1.3 s of the
-Evaluator under cProfile, one model).
+(binary_accuracy, ...), from one table that a single combiner fills: for every
+distinct prediction value of the slice, its weighted labels, predictions and
+examples (TFMA's calibration histogram, with each prediction its own bucket).
+Measured on the bundled data (Evaluator executor alone, alternating runs):
+15.0 -> 11.6 s with no baseline model, 31-38 -> 20-21.5 s with one. The
+combiner is fed (label, prediction, weight) triples that a preprocessor makes
+once per example, before slicing, where TFMA's combiner converts each
+example's extracts again for every slice it is in.
 
-The confusion matrices all of them (AUC included) read are TFMA's histogram
-path, vectorized: TFMA rebins the histogram and sums it into matrices in
-Python loops over AUC's 10,000 thresholds, for every slice and model (1.3-1.5 s
-of the Evaluator here); `confusion_matrices` gives the same matrices with
-numpy, the same sums in the same order. The confusion-matrix metrics are
-therefore what TFMA's histogram path gives: a prediction counts as above 0.5
-when its bucket starts above 0.5, so one in (0.5, 0.5001) counts as below.
-Calibration (total predictions / total labels) is exact.
+Why by exact value and not in TFMA's 10,000 buckets of width 1e-4: the taxi
+model puts half the eval split under 1e-4 (cash rides), and a bucket ties
+every pair inside it. TFMA's AUC read off those buckets gave 0.4675 for
+payment_type = Cash where the area under the ROC curve of the same
+predictions (sklearn's roc_auc_score) is 0.3166, and a prediction in
+(0.5, 0.5001) counted as "no" in accuracy, precision and recall. Here:
+
+- AUC (ROC, the default) is the exact area: the trapezoids between the
+  (fpr, tpr) points of every distinct prediction, i.e. roc_auc_score, tied
+  pairs counting one half; undefined (NaN) on a slice with one class only
+  (TFMA says 0.0, which reads as a model that ranks every pair wrong);
+- the confusion matrices at any thresholds count prediction > threshold
+  exactly, as TFMA's own single-threshold BinaryAccuracy/Precision/Recall do;
+- calibration (total predictions / total labels) is exact.
+
+The table has one row per distinct prediction of a slice, so at most one per
+example: for this data a few thousand; an eval split of millions of rows
+would make it that large (TFMA's buckets are bounded), a deliberate trade.
 
 The module sits in models/ so that its code is part of the fingerprint that
 makes Transform, Trainer and so the Evaluator re-run when the ML code changes.
@@ -43,8 +53,8 @@ from tensorflow_model_analysis.metrics import (
     metric_util,
 )
 
-# The prediction histogram: bucket ids (ascending), weighted labels, weighted
-# predictions and weighted examples, one entry per non-empty bucket.
+# The prediction table: distinct prediction values (ascending), weighted labels,
+# weighted predictions and weighted examples, one entry per value.
 Columns = tuple[list[int], list[float], list[float], list[float]]
 HISTOGRAM_NAME = "_prediction_histogram"
 
@@ -60,39 +70,37 @@ def _with_metric(computations: list, key: metric_types.MetricKey, value_of) -> l
 
 
 def confusion_matrices(thresholds: list[float], histogram: Columns) -> binary_confusion_matrices.Matrices:
-    """TFMA's binary_confusion_matrices(thresholds, use_histogram=True) result, with numpy.
+    """The binary confusion matrices at `thresholds`: a prediction above a threshold counts as "yes".
 
-    The same steps as TFMA's rebin and _histogram_to_binary_confusion_matrices
-    (bucket edges nudged by epsilon, fence posts at -epsilon and 1 + epsilon,
-    running sums in bucket order), so the same floats.
+    Exact counts from the table (what TFMA's per-example path computes for
+    one threshold), for any number of thresholds, with numpy.
     """
-    epsilon = binary_confusion_matrices._EPSILON  # noqa: SLF001 - TFMA's own edges
-    ids = np.array(histogram[0], dtype=np.int64)
+    values = np.array(histogram[0], dtype=np.float64)
     labels = np.array(histogram[1], dtype=np.float64)
-    examples = np.array(histogram[3], dtype=np.float64)
-    if not (len(thresholds) == 1 and thresholds[0] < 0):
-        edges = [t + epsilon if t != 0 else t for t in thresholds]
-        if thresholds[0] >= 0:
-            edges = [-epsilon, *edges]
-        if thresholds[-1] < 1.0:
-            edges = [*edges, 1.0 + epsilon]
-        buckets = calibration_histogram.DEFAULT_NUM_BUCKETS
-        starts = np.where(ids == 0, -np.inf, np.where(ids >= buckets + 1, np.inf, (ids - 1) / buckets * 1.0 + 0.0))
-        # A bucket lands after every edge (but the first) that its start reaches.
-        into = np.searchsorted(np.array(edges[1:]), starts, side="right")
-        labels = np.bincount(into, weights=labels, minlength=len(edges))
-        examples = np.bincount(into, weights=examples, minlength=len(edges))
-    negatives = examples - labels
-    # tp/fp: sums over this bucket and every later one; fn/tn: over every earlier one.
-    tp, fp = np.cumsum(labels[::-1])[::-1], np.cumsum(negatives[::-1])[::-1]
-    fn = np.concatenate([[0.0], np.cumsum(labels)[:-1]])
-    tn = np.concatenate([[0.0], np.cumsum(negatives)[:-1]])
-    offset = 1 if (thresholds[0] >= 0 or len(thresholds) == 1) and len(labels) > 1 else 0
-    tp, tn, fp, fn = ([float(v) for v in m[offset : offset + len(thresholds)]] for m in (tp, tn, fp, fn))
-    for i, threshold in enumerate(thresholds):
-        if threshold >= 1.0 + epsilon:
-            tp[i], fp[i], fn[i], tn[i] = 0.0, 0.0, tp[0], fp[0]
-    return binary_confusion_matrices.Matrices(thresholds, tp, tn, fp, fn)
+    negatives = np.array(histogram[3], dtype=np.float64) - labels
+    # Entries at or below each threshold: the first `below` values of the ascending table.
+    below = np.searchsorted(values, np.array(thresholds, dtype=np.float64), side="right")
+    fn = np.concatenate([[0.0], np.cumsum(labels)])[below]
+    tn = np.concatenate([[0.0], np.cumsum(negatives)])[below]
+    tp, fp = math.fsum(labels) - fn, math.fsum(negatives) - tn
+    as_list = lambda column: [float(v) for v in column]  # noqa: E731
+    return binary_confusion_matrices.Matrices(list(thresholds), as_list(tp), as_list(tn), as_list(fp), as_list(fn))
+
+
+def roc_auc(histogram: Columns) -> float:
+    """The exact area under the ROC curve (sklearn's roc_auc_score); NaN when a class is absent.
+
+    One (fpr, tpr) point per distinct prediction, from the highest down;
+    trapezoids between them, so a tied positive/negative pair counts one half.
+    """
+    labels = np.array(histogram[1], dtype=np.float64)[::-1]
+    negatives = np.array(histogram[3], dtype=np.float64)[::-1] - labels
+    positives_total, negatives_total = labels.sum(), negatives.sum()
+    if positives_total <= 0 or negatives_total <= 0:
+        return float("nan")
+    tpr = np.concatenate([[0.0], np.cumsum(labels)]) / positives_total
+    fpr = np.concatenate([[0.0], np.cumsum(negatives)]) / negatives_total
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
 def _histogram(
@@ -104,7 +112,7 @@ def _histogram(
     aggregation_type,  # noqa: ANN001 - TFMA's AggregationType or None
     example_weighted: bool,
 ) -> list[metric_types.MetricComputation]:
-    """TFMA's calibration histogram with its defaults (10,000 buckets over [0, 1], by prediction), combined below.
+    """The prediction table: TFMA's calibration histogram with every distinct prediction its own bucket.
 
     Under a name of its own: its value is Columns, not TFMA's list of Buckets,
     so TFMA's own metrics (which read that) must never be handed it.
@@ -164,7 +172,8 @@ class _HistogramInputs(metric_types.Preprocessor):
 
 
 class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  # noqa: SLF001 - TFMA's own
-    """TFMA's histogram combiner, fed by _HistogramInputs; its histograms cross Beam's shuffles as Columns.
+    """TFMA's histogram combiner, keyed by the prediction itself, fed by _HistogramInputs; its tables cross
+    Beam's shuffles as Columns.
 
     Beam encodes each bundle's partial histogram per slice before it groups
     them, and the merged ones again on their way to the writer; its coder
@@ -173,11 +182,15 @@ class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  
     four lists of numbers, which it writes natively. Merging is TFMA's.
     """
 
+    def _bucket_index(self, prediction: float) -> float:
+        """Every distinct prediction is a bucket of its own (TFMA's are 1e-4 wide)."""
+        return prediction
+
     def compact(self, accumulator: dict | Columns) -> Columns:
         return _columns(_buckets(accumulator).values())
 
     def add_input(self, accumulator: dict | Columns, element: tuple[float, float, float]) -> dict:
-        """Files one (label, prediction, example weight) in its prediction's bucket, as TFMA's add_input does."""
+        """Files one (label, prediction, example weight) under its prediction, as TFMA's add_input does in its bucket."""
         buckets = _buckets(accumulator)
         label, prediction, weight = element
         index = self._bucket_index(prediction)
@@ -194,7 +207,7 @@ class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  
         return super().merge_accumulators(_buckets(accumulator) for accumulator in accumulators)
 
     def extract_output(self, accumulator: dict | Columns) -> dict:
-        ((key, buckets),) = super().extract_output(_buckets(accumulator)).items()  # sorted by bucket id
+        ((key, buckets),) = super().extract_output(_buckets(accumulator)).items()  # sorted by prediction
         return {key: _columns(buckets)}
 
 
@@ -219,7 +232,7 @@ def _buckets(accumulator: dict | Columns) -> dict:
 
 
 class _FromHistogram:
-    """Mixin for a TFMA metric computed from AUC's calibration histogram (subclasses say how)."""
+    """Mixin for a TFMA metric computed from the prediction table (subclasses say how)."""
 
     # TFMA passes a create-computations function only the arguments its
     # signature names (model_name among them), so each is spelled out; the
@@ -259,7 +272,7 @@ class _FromHistogram:
 
 
 class _ConfusionMatrixFromHistogram(_FromHistogram):
-    """TFMA's confusion-matrix metrics, their matrices summed from the histogram."""
+    """TFMA's confusion-matrix metrics, their matrices counted exactly from the prediction table."""
 
     def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202
         if num_thresholds is not None and thresholds is not None:
@@ -281,7 +294,13 @@ class _ConfusionMatrixFromHistogram(_FromHistogram):
 
 
 class HistogramAUC(_ConfusionMatrixFromHistogram, confusion_matrix_metrics.AUC):
-    pass
+    """The exact ROC AUC (roc_auc_score); given thresholds or another curve, TFMA's formula on exact matrices."""
+
+    def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202
+        curve, summation = options.get("curve", "ROC"), options.get("summation_method", "interpolation")
+        if thresholds is None and num_thresholds is None and curve.upper() == "ROC" and summation.lower() == "interpolation":
+            return roc_auc
+        return super()._value_of(key, thresholds, num_thresholds, options)
 
 
 class HistogramBinaryAccuracy(_ConfusionMatrixFromHistogram, confusion_matrix_metrics.BinaryAccuracy):
