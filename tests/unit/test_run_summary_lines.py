@@ -29,3 +29,20 @@ def test_json_output_writes_non_finite_numbers_as_null(capsys: pytest.CaptureFix
     line = capsys.readouterr().out
     assert json.loads(line, parse_constant=_refuse_constants) == {
         "metrics": {"precision": None, "auc": 0.5, "lift": [None, 1.0]}}
+
+
+@pytest.mark.parametrize(("diff", "words"), [(-2.126e-05, "AUC fell 0.000021 below"), (-0.0123, "AUC fell 0.0123 below"),
+                                              (-3e-09, "AUC fell 0.0000000030 below")])
+def test_a_refusal_for_a_tiny_auc_drop_says_how_much_it_fell(diff: float, words: str) -> None:
+    """Repro: `local_runner.py --output o`, then `--output o --train-steps 400`: the candidate's AUC is 2.1e-5 under
+    the serving model's and the run said `NOT blessed: AUC fell 0.0000 below the serving model`."""
+    from tensorflow_model_analysis.proto import validation_result_pb2
+
+    from pipeline import run_summary
+
+    failure = validation_result_pb2.ValidationFailure()
+    failure.metric_key.name = "auc"
+    failure.metric_key.is_diff = True
+    failure.metric_value.double_value.value = diff
+    failure.metric_threshold.change_threshold.absolute.value = -1e-10
+    assert run_summary._failure_words(failure) == f"{words} the serving model (allowed: none)"
