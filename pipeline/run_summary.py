@@ -142,7 +142,7 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     value = failure.metric_value.double_value.value
     threshold = failure.metric_threshold
     if failure.metric_key.is_diff:
-        return f"{name} fell {abs(value):.4f} below the serving model (allowed: {_allowed_drop(threshold)})"
+        return f"{name} fell {_drop(abs(value))} below the serving model (allowed: {_allowed_drop(threshold)})"
     bound = threshold.value_threshold.lower_bound.value
     if failure.metric_key.name == BASE_RATE_METRIC and not math.isnan(value):
         return (f"removes {value:.1%} of the errors of always answering the majority class "
@@ -150,6 +150,13 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     if math.isnan(value):
         return f"{name} could not be computed (< required {bound:.2f})"
     return f"{name} {value:.4f} < required {bound:.2f}"
+
+
+def _drop(value: float) -> str:
+    """Four decimals, or two significant digits for a drop under 0.0001 (any drop fails with no allowance)."""
+    if not math.isfinite(value) or value == 0 or value >= 1e-4:
+        return f"{value:.4f}"
+    return f"{value:.{1 - math.floor(math.log10(value))}f}"
 
 
 def _allowed_drop(threshold) -> str:  # noqa: ANN001
