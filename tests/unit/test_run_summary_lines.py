@@ -46,3 +46,18 @@ def test_a_refusal_for_a_tiny_auc_drop_says_how_much_it_fell(diff: float, words:
     failure.metric_value.double_value.value = diff
     failure.metric_threshold.change_threshold.absolute.value = -1e-10
     assert run_summary._failure_words(failure) == f"{words} the serving model (allowed: none)"
+
+
+def test_a_first_run_without_a_serving_model_does_not_list_the_comparison_with_it(tmp_path) -> None:
+    """TFMA drops change thresholds when there is no baseline (first push): the summary must not claim the model was
+    checked against a serving model. Repro: `local_runner.py --output /tmp/new` prints
+    `threshold: AUC not below the serving model (allowed drop: none)` on a run that had none."""
+    from google.protobuf import json_format
+
+    from pipeline import configs, run_summary
+    from pipeline import pipeline as tfx_pipeline
+
+    config = json_format.MessageToJson(tfx_pipeline.eval_config(configs.local_config(str(tmp_path / "d"), str(tmp_path / "o"))))
+    assert run_summary._threshold_words(config, has_baseline=False) == [
+        "AUC >= 0.90", "removes >= 10% of the errors of always answering the majority class"]
+    assert "AUC not below the serving model (allowed drop: none)" in run_summary._threshold_words(config, has_baseline=True)
