@@ -121,11 +121,13 @@ def read_evaluation(uri: str, eval_config_json: str) -> tuple[dict[str, float], 
     import tensorflow_model_analysis as tfma  # heavy; only when there is an evaluation
 
     metrics: dict[str, float] = {}
+    has_baseline = False
     for slice_metrics in tfma.load_metrics(uri):
         if slice_metrics.slice_key.single_slice_keys:
             continue
         for entry in slice_metrics.metric_keys_and_values:
             key = entry.key
+            has_baseline = has_baseline or key.is_diff
             is_candidate = key.model_name in ("", "candidate") and not key.is_diff
             if key.name in REPORTED_METRICS and is_candidate and entry.value.HasField("double_value"):
                 metrics[key.name] = entry.value.double_value.value
@@ -133,7 +135,7 @@ def read_evaluation(uri: str, eval_config_json: str) -> tuple[dict[str, float], 
     reasons = [_failure_words(f) for v in validation.metric_validations_per_slice for f in v.failures]
     if validation.missing_slices:
         reasons.append("some slices had no examples")
-    thresholds = _threshold_words(eval_config_json)
+    thresholds = _threshold_words(eval_config_json, has_baseline)
     return dict(sorted(metrics.items(), key=lambda kv: REPORTED_METRICS.index(kv[0]))), thresholds, reasons
 
 
@@ -169,8 +171,9 @@ def tfma_metric_class(class_name: str) -> str:
     return class_name.removeprefix("Histogram")
 
 
-def _threshold_words(eval_config_json: str) -> list[str]:
-    """The blessing rules as the Evaluator ran them (it drops change rules when there is no baseline)."""
+def _threshold_words(eval_config_json: str, has_baseline: bool = True) -> list[str]:
+    """The blessing rules as the Evaluator ran them: TFMA drops change rules when there is no baseline
+    (the first blessed model), and the config recorded in MLMD is the one it was given, so they are left out here."""
     import tensorflow_model_analysis as tfma
     from google.protobuf import json_format
 
@@ -188,7 +191,7 @@ def _threshold_words(eval_config_json: str) -> list[str]:
                                  "always answering the majority class")
                 elif threshold.HasField("value_threshold"):
                     words.append(f"{name} >= {threshold.value_threshold.lower_bound.value:.2f}")
-                if threshold.HasField("change_threshold"):
+                if threshold.HasField("change_threshold") and has_baseline:
                     words.append(
                         f"{name} not below the serving model "
                         f"(allowed drop: {_allowed_drop(threshold)})"
