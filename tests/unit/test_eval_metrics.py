@@ -179,10 +179,11 @@ def test_histogram_combiner_compacted_for_the_shuffle_merges_to_one_pass_table()
     (one_pass,) = partials([inputs], compact=False)
     merged = output(ours.merge_accumulators(compacted))
     expected = output(one_pass)
-    assert merged[0] == expected[0] == sorted({prediction for _, prediction in rows})
+    assert merged[0] == expected[0] == sorted({eval_metrics.key_of(prediction) for _, prediction in rows})
     for got, want in zip(merged[1:], expected[1:], strict=True):
         assert got == pytest.approx(want, abs=1e-12)
-    frame = pd.DataFrame(rows, columns=["label", "prediction"]).groupby("prediction").sum()
+    frame = pd.DataFrame([(label, eval_metrics.key_of(p)) for label, p in rows], columns=["label", "key"])
+    frame = frame.groupby("key").sum()
     assert merged[1] == pytest.approx(list(frame.label), abs=1e-12)  # the label weight, fractional ones split in two
     assert sum(merged[3]) == len(rows)
 
@@ -235,7 +236,8 @@ def _fine_rows(seed: int) -> list[tuple[float, float]]:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_metrics_equal_an_independent_recomputation_below_the_histogram_resolution(seed: int) -> None:
-    """AUC is the exact area (sklearn's roc_auc_score), and accuracy/precision/recall count prediction > 0.5
+    """AUC is the area over predictions keyed to 13 significant bits (sklearn's roc_auc_score to 1e-4), and
+    accuracy/precision/recall count prediction > 0.5
     exactly, as TFMA's own single-threshold metrics do: not the 1e-4-wide buckets of the histogram.
 
     Repro on the pipeline: `python local_runner.py --output /tmp/o`; payment_type = Cash reported AUC 0.4675
@@ -252,7 +254,9 @@ def test_metrics_equal_an_independent_recomputation_below_the_histogram_resoluti
         y, p = group.label.to_numpy(), group.prediction.to_numpy()
         said_yes = p > 0.5
         got = values[slice_key]
-        assert got["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9), slice_key
+        keys = np.array([eval_metrics.key_of(value) for value in p])
+        assert got["auc"] == pytest.approx(roc_auc_score(y, keys), abs=1e-9), slice_key  # the area over the keys
+        assert got["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-4), slice_key  # the buckets were 0.15 off
         assert got["binary_accuracy"] == pytest.approx(np.mean(said_yes == y), abs=1e-12), slice_key
         assert got["precision"] == pytest.approx(y[said_yes].mean(), abs=1e-12), slice_key
         assert got["recall"] == pytest.approx(said_yes[y == 1].mean(), abs=1e-12), slice_key
@@ -267,3 +271,16 @@ def test_auc_of_a_slice_with_one_class_only_is_undefined_not_zero(label: float) 
     20 rides, no big tip) as AUC 0.0000, a model ranking every pair wrong."""
     rows = [(label, 0.2), (label, 0.7), (label, 0.4)]
     assert math.isnan(_compute(OURS, rows)[()]["auc"])
+
+
+def test_prediction_keys_are_relatively_fine_bounded_and_exact_at_one_half() -> None:
+    """A key is the prediction rounded up to 13 significant bits: within 0.012% of it at any scale, never below
+    it, so 'prediction > 0.5' reads off the keys exactly; and a million predictions share at most 8,192 keys a binade."""
+    key_of = eval_metrics.key_of
+    assert key_of(0.5) == 0.5 and key_of(0.0) == 0.0 and key_of(1.0) == 1.0
+    assert key_of(np.nextafter(0.5, 1.0)) > 0.5 and key_of(np.nextafter(0.5, 0.0)) <= 0.5
+    predictions = np.exp(np.random.RandomState(0).uniform(np.log(1e-9), 0.0, 1_000_000))
+    keys = np.array([key_of(float(p)) for p in predictions])
+    assert np.all(keys >= predictions) and np.all((keys - predictions) / predictions <= 2.0**-13)
+    binades = np.unique(np.floor(np.log2(predictions))).size
+    assert len(set(keys)) <= 8192 * binades < 300_000
