@@ -56,9 +56,9 @@ from tensorflow_model_analysis.metrics import (
     metric_util,
 )
 
-# The prediction table: distinct prediction values (ascending), weighted labels,
-# weighted predictions and weighted examples, one entry per value.
-Columns = tuple[list[int], list[float], list[float], list[float]]
+# The prediction table: prediction keys (ascending, see key_of), weighted labels,
+# weighted predictions and weighted examples, one entry per key.
+Columns = tuple[list[float], list[float], list[float], list[float]]
 HISTOGRAM_NAME = "_prediction_histogram"
 
 
@@ -95,8 +95,9 @@ def _with_metric(computations: list, key: metric_types.MetricKey, value_of) -> l
 def confusion_matrices(thresholds: list[float], histogram: Columns) -> binary_confusion_matrices.Matrices:
     """The binary confusion matrices at `thresholds`: a prediction above a threshold counts as "yes".
 
-    Exact counts from the table (what TFMA's per-example path computes for
-    one threshold), for any number of thresholds, with numpy.
+    Counts from the table, for any number of thresholds, with numpy: exact
+    (what TFMA's per-example path computes for one threshold) for a threshold
+    on the key grid, as 0.5 is; another one reads its key's bucket as above it.
     """
     values = np.array(histogram[0], dtype=np.float64)
     labels = np.array(histogram[1], dtype=np.float64)
