@@ -30,6 +30,9 @@ def test_missing_value_representation():
         ({"train_steps": 0}, "train steps"),
         ({"auc_threshold": 0.4}, "AUC threshold"),
         ({"model_name": "a/b"}, "model name"),
+        # `$` also matches before a final newline: "taxi\n" would become serving_model/taxi<newline>/
+        ({"model_name": "taxi\n"}, "model name"),
+        ({"pipeline_name": "taxi-pipeline\n"}, "pipeline name"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
