@@ -33,6 +33,9 @@ def test_missing_value_representation():
         # `$` also matches before a final newline: "taxi\n" would become serving_model/taxi<newline>/
         ({"model_name": "taxi\n"}, "model name"),
         ({"pipeline_name": "taxi-pipeline\n"}, "pipeline name"),
+        # models.config (serving/config.py) refuses names over 128 characters: the first push would write a
+        # file that every later label change, for every model in the output, then fails to read
+        ({"model_name": "a" * 129}, "model name"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
