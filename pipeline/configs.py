@@ -12,7 +12,7 @@ DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
 MODELS_DIR = PROJECT_ROOT / "models"
 
 # Vertex and KFP names: lowercase letters, digits and dashes, at most 128.
-PIPELINE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+PIPELINE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}\Z")  # \Z: $ would also match before a final newline
 
 # 15k rows fit in memory many times over: one in-process Beam worker avoids
 # spawning Python workers that each re-import TensorFlow (seconds apiece), which
@@ -179,8 +179,9 @@ class PipelineConfig:
                 f"pipeline name {self.pipeline_name!r} must match [a-z0-9][a-z0-9-]{{0,127}} "
                 "(lowercase letters, digits, dashes)"
             )
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.model_name):
-            raise ConfigError(f"model name {self.model_name!r} may hold only letters, digits, '_', '.', '-'")
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", self.model_name):
+            raise ConfigError(f"model name {self.model_name!r} may hold only letters, digits, '_', '.', '-' "
+                              "and be at most 128 characters long (as models.config allows)")
         # TrainArgs/EvalArgs hold int32 step counts: more fails mid-run in the Trainer ("Value out of range").
         if not 1 <= self.train_steps <= INT32_MAX:
             raise ConfigError(f"train steps must be within [1, {INT32_MAX}], got {self.train_steps}")
