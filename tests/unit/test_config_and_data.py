@@ -139,6 +139,8 @@ def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProc
         (["--beam-args=--direct_num_workers 2 3"], "'3' is not an option"),
         (["--beam-args=--save_main_session stray"], "'stray' is not an option"),  # a flag takes no value
         (["--beam-args=--runner=DataflowRunner"], "Dataflow runs through vertex_runner.py"),
+        # Beam parses it, then its DirectRunner fails in the first component: "list index out of range", exit 1
+        (["--beam-args=--direct_num_workers=-1"], "--direct_num_workers=-1: Beam's DirectRunner needs 0"),
         (["--serving-url", "localhost:8501"], "--serving-url 'localhost:8501' is not an http:// or https:// URL"),
         (["--label-wait", "nan"], "--label-wait nan must be a number of seconds within [0, 3600]"),
     ],
