@@ -108,6 +108,10 @@ def check_beam_args(beam_args: tuple[str, ...], local: bool = True) -> None:
         unknown = sorted(set(given) - set(known))
         if unknown:
             raise ConfigError(f"--beam-args: Beam has no option --{unknown[0]}")
+        workers = known.get("direct_num_workers")
+        if workers is not None and workers < 0:  # Beam parses it; its DirectRunner then fails: list index out of range
+            raise ConfigError(f"--beam-args: --direct_num_workers={workers}: Beam's DirectRunner needs 0 "
+                              "(one per CPU core) or more workers")
         stray = _stray_token(beam_args, known)
         if stray is not None:
             raise ConfigError(f"--beam-args: {stray!r} is not an option or an option's value "

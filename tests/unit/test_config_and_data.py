@@ -155,7 +155,7 @@ def test_local_runner_bad_input_is_one_line_exit_2(tmp_path, args, message):
 @pytest.mark.parametrize("args", [
     ("--direct_num_workers", "2", "--direct_running_mode=multi_threading"),  # a value as its own token
     ("--save_main_session", "--direct_num_workers=2"),  # a flag, then an option
-    ("--runner=DirectRunner", "--direct_num_workers", "-1"),  # a value may start with a dash
+    ("--runner=DirectRunner", "--direct_runner_bundle_repeat", "-1"),  # a value may start with a dash
     ("--runner=SwitchingDirectRunner",),
 ])
 def test_beam_args_a_local_run_can_use_pass_the_check(args):
