@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from monitoring.labels import Deployment
 from pipeline.data import bundled_taxi_data
 from pipeline.run_summary import summarize
-from tests.conftest import ROOT, pushed_versions, run_local
+from tests.conftest import E2E_TRAIN_STEPS, ROOT, pushed_versions, run_local
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +128,43 @@ def test_killed_mid_transform_then_rerun_completes(tmp_path):
     versions = pushed_versions(output)
     assert len(versions) == 1
     assert (output / "serving_model" / "taxi" / versions[0] / "saved_model.pb").exists()
+
+
+# local_runner.py, SIGKILLed at one point of a run: right after the Pusher copied the model into
+# serving_model/ (before MLMD records the push), or right after the run, before the labels are written.
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import local_runner
+from pipeline.components import dedup_pusher
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if {at!r} == "pusher":
+    push = dedup_pusher.Executor.Do
+    dedup_pusher.Executor.Do = lambda self, *args, **kwargs: (push(self, *args, **kwargs), die())
+else:
+    local_runner._label_canary = die
+local_runner.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("at", ["pusher", "labels"])
+def test_killed_after_the_push_then_rerun_labels_the_pushed_version(tmp_path, at):
+    """The re-run finds the model identical to the pushed version and pushes nothing: that version must still
+    get its label, or models.config never names it (no stable at all after a first run)."""
+    output = tmp_path / "out"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN.format(root=str(ROOT), at=at), "--output", str(output),
+         "--train-steps", E2E_TRAIN_STEPS, "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    versions = pushed_versions(output)
+    assert len(versions) == 1
+    result = run_local(output)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert pushed_versions(output) == versions
+    assert Deployment.for_output(output).labels() == {"stable": int(versions[0])}, result.stdout
+    assert f"stable {versions[0]}" in result.stdout
