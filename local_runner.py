@@ -230,11 +230,36 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     lines.append(f"total {time.monotonic() - started:.1f} s")
     print("\n".join(lines))
     if summary:
+        version = int(summary.pushed_version) if summary.pushed_version else _unlabelled_push(config)
+        if version:
+            _label_canary(config, version, serving)
+        # Last: a run killed before its labels were written must not pass as done ("nothing changed").
         up_to_date.record_completed_run(config, summary.run_id, lines)
-        if summary.pushed_version:
-            _label_canary(config, int(summary.pushed_version), serving)
     _report(config, log_path, report)
     return EXIT_OK
+
+
+def _unlabelled_push(config: configs.PipelineConfig) -> int | None:
+    """The newest pushed version when models.config and the label history never named it.
+
+    A run killed after the Pusher copied a model (before MLMD recorded the push)
+    or before its labels were written leaves such a version; the re-run finds
+    the model identical to it and pushes nothing, so it is labelled here.
+    """
+    from monitoring.labels import Deployment, LabelError
+
+    deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
+    pushed = deployment.pushed()
+    if not pushed:
+        return None
+    try:
+        spec = deployment.read()[1]
+    except LabelError:
+        return None
+    named = set(spec.labels.values()) | set(spec.policy.versions) if spec else set()
+    for entry in deployment.history():
+        named |= set(entry["before"].values()) | set(entry["after"].values())
+    return None if pushed[-1] in named else pushed[-1]
 
 
 def _label_canary(config: configs.PipelineConfig, version: int, serving: Serving) -> None:
