@@ -264,3 +264,26 @@ def test_a_lock_that_cannot_be_created_is_its_own_error(tmp_path):
     with pytest.raises(run_lock.LockUnavailable, match="cannot write .*a-file/run.lock"):
         with run_lock.held(tmp_path / "a-file" / "run.lock"):
             pass
+
+
+# Ctrl-C while the up-to-date check hashes the data (seconds for a large folder), before TFX starts.
+INTERRUPTED_BEFORE_TFX = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import local_runner
+from pipeline import up_to_date
+
+def interrupted(config):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(10)
+
+up_to_date.unchanged_since_last_run = interrupted
+sys.exit(local_runner.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_outside_the_pipeline_is_one_line_exit_1(tmp_path):
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_BEFORE_TFX.format(root=str(ROOT)),
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == ["interrupted: completed components stay cached; run again to resume"]
