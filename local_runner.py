@@ -23,6 +23,7 @@ from pipeline.console import fds_to
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 RUN_LOCK = "run.lock"
 DEFAULT_SERVING_URL = "http://127.0.0.1:8501"
+INTERRUPTED = "interrupted: completed components stay cached; run again to resume"
 
 # A run builds about 700k long-lived objects (TensorFlow, TFX, Beam, the
 # models); with Python's default thresholds (700, 10, 10) the collector
@@ -153,6 +154,9 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
     try:
         with run_lock.held(Path(output) / RUN_LOCK):
             return _run(config, rerun, progress, report, serving)
+    except KeyboardInterrupt:  # anywhere: the up-to-date check, TFX, the summary, the label wait, the report
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_FAILED
     except run_lock.LockBusy as busy:
         print(f"error: another pipeline run is using {output} ({busy}); wait for it to end or pass another --output",
               file=sys.stderr)
@@ -182,29 +186,27 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     print(f"logs: {log_path}")
     started = time.monotonic()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        with output_to(log_path) as console:
-            from pipeline import local_beam
+    with output_to(log_path) as console:
+        from pipeline import local_beam
 
-            local_beam.install()  # before TFX imports Beam: one of its fixes is for that import
-            from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+        local_beam.install()  # before TFX imports Beam: one of its fixes is for that import
+        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-            from pipeline import local_tft
-            from pipeline.components.data_gate import DataGateError
-            from pipeline.pipeline import create_pipeline
-            from pipeline.progress import watch
+        from pipeline import local_tft
+        from pipeline.components.data_gate import DataGateError
+        from pipeline.pipeline import create_pipeline
+        from pipeline.progress import watch
 
-            local_tft.install()
+        local_tft.install()
 
-            try:
-                with watch(config.metadata_path, console, enabled=progress):
-                    LocalDagRunner().run(create_pipeline(config))
-                failure = None
-            except Exception as error:  # noqa: BLE001 - reported below in one line
-                failure = error
-    except KeyboardInterrupt:
-        print("interrupted: completed components stay cached; run again to resume", file=sys.stderr)
-        return EXIT_FAILED
+        try:
+            with watch(config.metadata_path, console, enabled=progress):
+                LocalDagRunner().run(create_pipeline(config))
+            failure = None
+        except Exception as error:  # noqa: BLE001 - reported below in one line
+            failure = error
+    if failure is not None and _find(failure, KeyboardInterrupt):  # Beam re-raises it as a RuntimeError
+        raise KeyboardInterrupt
 
     from pipeline.mlmd_store import StoreError
     from pipeline.run_summary import summarize
@@ -304,6 +306,9 @@ def execute(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # while the data folder is scanned (a large one takes seconds): nothing written yet
+        print("interrupted before the run started", file=sys.stderr)
+        return EXIT_FAILED
     return run(config, args.rerun, progress=not args.no_progress, report=not args.no_report, serving=serving)
 
 
