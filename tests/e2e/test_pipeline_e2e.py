@@ -194,3 +194,29 @@ def test_ctrl_c_inside_a_beam_component_says_interrupted(tmp_path):
     # (the harness imports TFX before the runner sends library output to the log: its import warnings come first)
     assert done.stderr.strip().splitlines()[-1] == "interrupted: completed components stay cached; run again to resume"
     assert "error:" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+# A component that fails outside Beam: the DataGate raises (as a Trainer, Evaluator or Pusher bug would).
+FAILING_COMPONENT = """
+import sys
+sys.path.insert(0, {root!r})
+import local_runner
+from pipeline.components import data_gate
+
+def broken(statistics):
+    raise ValueError("boom in the gate")
+
+data_gate.empty_splits = broken
+sys.exit(local_runner.main(sys.argv[1:]))
+"""
+
+
+def test_a_failed_run_names_a_log_that_holds_the_traceback(tmp_path):
+    """The one console line ends '(details: <log>)': the log must hold what failed, where."""
+    done = subprocess.run([sys.executable, "-c", FAILING_COMPONENT.format(root=str(ROOT)), "--no-progress",
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the pipeline failed in DataGate: boom in the gate"), last
+    log = Path(last.rsplit("(details: ", 1)[1].rstrip(")")).read_text()
+    assert "Traceback (most recent call last)" in log and "ValueError: boom in the gate" in log, log[-3000:]
