@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from pipeline import configs, data, run_lock, spans
@@ -205,6 +206,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             failure = None
         except Exception as error:  # noqa: BLE001 - reported below in one line
             failure = error
+            traceback.print_exc()  # into the log the one line points at: TFX logs only "Execution N failed."
     if failure is not None and _find(failure, KeyboardInterrupt):  # Beam re-raises it as a RuntimeError
         raise KeyboardInterrupt
 
