@@ -214,7 +214,8 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     from pipeline.run_summary import summarize
 
     try:
-        summary = summarize(config.metadata_path)
+        with output_to(log_path):  # TFMA and TensorFlow warn when the summary is the first to read an evaluation
+            summary = summarize(config.metadata_path)
     except StoreError as error:  # damaged while the run wrote it (a full disk): say so, once
         print(f"error: the run's record cannot be read back: {error}", file=sys.stderr)
         return EXIT_FAILED
