@@ -180,6 +180,16 @@ def test_unusable_output_folder_is_one_line_exit_2(tmp_path):
     assert occupied.read_text() == "not a folder"
 
 
+def test_an_output_whose_logs_folder_is_a_file_is_one_line_exit_2(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "logs").write_text("not a folder")
+    done = _local_runner("--output", str(output))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: cannot write the run's log in {output / 'logs'}: File exists")
+    assert (output / "logs").read_text() == "not a folder"
+
+
 def test_local_runner_rejects_unknown_flag(tmp_path):
     done = _local_runner("--frobnicate", one_line=False)  # argparse: usage, then the error
     assert done.returncode == 2 and "unrecognized arguments: --frobnicate" in done.stderr
