@@ -180,6 +180,12 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
 
     gc.set_threshold(*RUN_GC_THRESHOLDS)  # before TensorFlow and TFX are imported: they are most of those objects
     log_path = os.path.join(os.path.dirname(config.pipeline_root), "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
+    try:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot write the run's log in {os.path.dirname(log_path)}: {error.strerror or error}; "
+              "move that aside or pass another --output", file=sys.stderr)
+        return EXIT_USAGE
     where = config.data_root if config.span is None else f"{config.data_root} span {config.span}"
     drift = "" if config.previous_span is None else f", drift vs span {config.previous_span}"
     accepted = " (drift accepted)" if config.accept_drift else ""
