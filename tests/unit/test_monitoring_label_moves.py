@@ -161,3 +161,12 @@ def test_the_next_push_recovers_a_server_that_refused_a_move_written_elsewhere(d
         assert labels.label_after_push(d, 4, server=ModelServer(server.url, "toy", 15)) == {"stable": 1, "canary": 4}
         assert wait_for_label(server.url, "toy", "canary", 4, seconds=15)
         assert _canary(http) == 4.0
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:0"])
+def test_a_server_url_with_an_impossible_port_is_refused(url: str) -> None:
+    """Unrefused, no server is ever found there, so a canary label moves at once to a version the real server
+    is still loading: the refusal the flag exists to avoid."""
+    args = local_runner.build_parser().parse_args(["--serving-url", url])
+    with pytest.raises(local_runner.ConfigError, match=f"--serving-url '{url}' has port .* outside 1-65535"):
+        local_runner.serving_from_args(args)
