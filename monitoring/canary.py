@@ -44,6 +44,8 @@ def check_url(url: str) -> str:
         raise ValueError(f"{url!r} is not a URL: {error}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:  # else: "no server there", never waited for
+        raise ValueError(f"{url!r} has port {parsed.port}, outside 1-65535")
     return url
 
 
