@@ -225,3 +225,28 @@ def test_a_failed_run_names_a_log_that_holds_the_traceback(tmp_path):
     assert last.startswith("error: the pipeline failed in DataGate: boom in the gate"), last
     log = Path(last.rsplit("(details: ", 1)[1].rstrip(")")).read_text()
     assert "Traceback (most recent call last)" in log and "ValueError: boom in the gate" in log, log[-3000:]
+
+
+def test_stable_version_deleted_by_hand_then_rerun_leaves_labels_on_pushed_versions(tmp_path):
+    """stable V0 and canary V1; V0's folder is deleted by hand: the re-run pushes nothing (the model is V1's),
+    and models.config must not go on naming V0 (TF Serving would wait for it for ever)."""
+    import shutil
+
+    from monitoring import labels
+
+    output = tmp_path / "out"
+    first = run_local(output)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (v1,) = pushed_versions(output)
+    v0 = str(int(v1) - 1)
+    shutil.copytree(output / "serving_model" / "taxi" / v1, output / "serving_model" / "taxi" / v0)
+    deployment = labels.Deployment.for_output(output)
+    labels.rollback(deployment, lambda version: None, int(v0))
+    labels.canary(deployment, lambda version: None, int(v1))
+    assert deployment.labels() == {"stable": int(v0), "canary": int(v1)}
+    shutil.rmtree(output / "serving_model" / "taxi" / v0)
+    result = run_local(output)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert pushed_versions(output) == [v1]
+    assert labels.dangling(deployment) == {}, deployment.config_path.read_text()
+    assert deployment.labels() == {"stable": int(v1)}
