@@ -176,6 +176,9 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
                   "every component would be a cache hit; nothing to do (--rerun to let TFX check)")
             print("\n".join(record["summary"]))
+            version = _unlabelled_push(config)  # the labels are not part of "nothing changed"
+            if version:
+                _label_canary(config, version, serving)
             return EXIT_OK
 
     gc.set_threshold(*RUN_GC_THRESHOLDS)  # before TensorFlow and TFX are imported: they are most of those objects
@@ -251,13 +254,15 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
 
 
 def _unlabelled_push(config: configs.PipelineConfig) -> int | None:
-    """The newest pushed version when models.config and the label history never named it.
+    """The newest pushed version when models.config and the label history never named it, or when the
+    stable label names a version no longer on disk: labelled as a push is, it becomes stable then.
 
     A run killed after the Pusher copied a model (before MLMD recorded the push)
     or before its labels were written leaves such a version; the re-run finds
-    the model identical to it and pushes nothing, so it is labelled here.
+    the model identical to it and pushes nothing, so it is labelled here. A
+    stable version deleted by hand is replaced the same way.
     """
-    from monitoring.labels import Deployment, LabelError
+    from monitoring.labels import STABLE, Deployment, LabelError
 
     deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
     pushed = deployment.pushed()
@@ -267,6 +272,8 @@ def _unlabelled_push(config: configs.PipelineConfig) -> int | None:
         spec = deployment.read()[1]
     except LabelError:
         return None
+    if spec and STABLE in spec.labels and spec.labels[STABLE] not in pushed:
+        return pushed[-1]
     named = set(spec.labels.values()) | set(spec.policy.versions) if spec else set()
     for entry in deployment.history():
         named |= set(entry["before"].values()) | set(entry["after"].values())
