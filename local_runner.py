@@ -176,9 +176,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
                   "every component would be a cache hit; nothing to do (--rerun to let TFX check)")
             print("\n".join(record["summary"]))
-            version = _unlabelled_push(config)  # the labels are not part of "nothing changed"
-            if version:
-                _label_canary(config, version, serving)
+            _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
             return EXIT_OK
 
     gc.set_threshold(*RUN_GC_THRESHOLDS)  # before TensorFlow and TFX are imported: they are most of those objects
@@ -244,18 +242,19 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     lines.append(f"total {time.monotonic() - started:.1f} s")
     print("\n".join(lines))
     if summary:
-        version = int(summary.pushed_version) if summary.pushed_version else _unlabelled_push(config)
-        if version:
-            _label_canary(config, version, serving)
+        if summary.pushed_version:
+            _label_canary(config, int(summary.pushed_version), serving)
+        else:
+            _label_unlabelled_push(config, serving)
         # Last: a run killed before its labels were written must not pass as done ("nothing changed").
         up_to_date.record_completed_run(config, summary.run_id, lines)
     _report(config, log_path, report)
     return EXIT_OK
 
 
-def _unlabelled_push(config: configs.PipelineConfig) -> int | None:
-    """The newest pushed version when models.config and the label history never named it, or when the
-    stable label names a version no longer on disk: labelled as a push is, it becomes stable then.
+def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> None:
+    """Labels the newest pushed version, as a push is labelled, when models.config and the label history
+    never named it, or when the stable label names a version no longer on disk (it becomes stable then).
 
     A run killed after the Pusher copied a model (before MLMD recorded the push)
     or before its labels were written leaves such a version; the re-run finds
@@ -267,17 +266,24 @@ def _unlabelled_push(config: configs.PipelineConfig) -> int | None:
     deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
     pushed = deployment.pushed()
     if not pushed:
-        return None
+        return
     try:
         spec = deployment.read()[1]
     except LabelError:
-        return None
+        return
+    newest = pushed[-1]
     if spec and STABLE in spec.labels and spec.labels[STABLE] not in pushed:
-        return pushed[-1]
-    named = set(spec.labels.values()) | set(spec.policy.versions) if spec else set()
-    for entry in deployment.history():
-        named |= set(entry["before"].values()) | set(entry["after"].values())
-    return None if pushed[-1] in named else pushed[-1]
+        print(f"labels: stable version {spec.labels[STABLE]} is no longer in {deployment.push_dir}; "
+              f"the newest pushed version, {newest}, is labelled as a push is")
+    else:
+        named = set(spec.labels.values()) | set(spec.policy.versions) if spec else set()
+        for entry in deployment.history():
+            named |= set(entry["before"].values()) | set(entry["after"].values())
+        if newest in named:
+            return
+        print(f"labels: version {newest} was pushed but never labelled (a run stopped before its labels); "
+              "it is labelled as a push is")
+    _label_canary(config, newest, serving)
 
 
 def _label_canary(config: configs.PipelineConfig, version: int, serving: Serving) -> None:

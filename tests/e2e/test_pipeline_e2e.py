@@ -172,6 +172,7 @@ def test_killed_after_the_push_then_rerun_labels_the_pushed_version(tmp_path, at
     assert result.returncode == 0, result.stderr[-2000:]
     assert pushed_versions(output) == versions
     assert Deployment.for_output(output).labels() == {"stable": int(versions[0])}, result.stdout
+    assert f"labels: version {versions[0]} was pushed but never labelled" in result.stdout  # said, not silent
     assert f"stable {versions[0]}" in result.stdout
 
 
@@ -250,3 +251,4 @@ def test_stable_version_deleted_by_hand_then_rerun_leaves_labels_on_pushed_versi
     assert pushed_versions(output) == [v1]
     assert labels.dangling(deployment) == {}, deployment.config_path.read_text()
     assert deployment.labels() == {"stable": int(v1)}
+    assert f"labels: stable version {v0} is no longer in " in result.stdout
