@@ -153,3 +153,56 @@ def test_make_schema_prints_its_result_and_no_library_chatter(tmp_path):
     assert f"draft schema written to {out}" in done.stdout
     assert "in the curated schema, not in the data" in done.stdout  # the curated schema has more features
     assert 'name: "payment_type"' in out.read_text()
+
+
+def _small_taxi_folder(folder: Path, name: str = "trips.csv") -> Path:
+    folder.mkdir(parents=True)
+    rows = ["fare,payment_type,tips"] + [f"{i % 40 + 0.5},{'Cash' if i % 3 else 'Credit Card'},{i % 5}" for i in range(60)]
+    (folder / name).write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_schema_draft_refuses_to_overwrite_the_curated_schema(tmp_path, monkeypatch, capsys):
+    """`make schema ARGS="--out schema/schema.pbtxt"` replaced the curated contract (comments and all) with
+    the draft, then diffed the draft with itself: "no feature or type differences", exit 0."""
+    from pipeline import configs, schema_draft
+
+    curated = tmp_path / "schema" / "schema.pbtxt"
+    curated.parent.mkdir()
+    curated.write_text('# reviewed\nfeature { name: "fare" type: FLOAT }\n')
+    monkeypatch.setattr(configs, "DEFAULT_SCHEMA", curated)
+    folder = _small_taxi_folder(tmp_path / "data")
+    for out in (curated, tmp_path / "schema" / "." / "schema.pbtxt"):
+        assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "curated schema" in err[0], err
+    assert curated.read_text() == '# reviewed\nfeature { name: "fare" type: FLOAT }\n'
+
+
+def test_schema_draft_reads_upper_case_csv_names_as_the_pipeline_does(tmp_path, capsys):
+    """check_csv_folder (and CsvExampleGen's `*`) take DATA.CSV; the statistics pass globbed `*.csv` and failed."""
+    from pipeline import schema_draft
+
+    folder = _small_taxi_folder(tmp_path / "data", "TRIPS.CSV")
+    out = tmp_path / "draft.pbtxt"
+    assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert 'name: "payment_type"' in out.read_text()
+
+
+def test_schema_draft_names_values_outside_a_closed_curated_domain():
+    """A payment type the curated schema's closed domain lacks stops a run; the diff said nothing about it."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from pipeline.schema_draft import differences
+
+    curated, draft = schema_pb2.Schema(), schema_pb2.Schema()
+    curated.feature.add(name="payment_type", type=schema_pb2.BYTES, domain="payment_type")
+    curated.string_domain.add(name="payment_type", value=["Cash", "Credit Card"])
+    curated.feature.add(name="company", type=schema_pb2.BYTES)  # open: no domain, nothing to report
+    draft.feature.add(name="payment_type", type=schema_pb2.BYTES, domain="payment_type")
+    draft.string_domain.add(name="payment_type", value=["Bitcoin", "Cash"])
+    draft.feature.add(name="company", type=schema_pb2.BYTES, domain="company")
+    draft.string_domain.add(name="company", value=["Acme"])
+    assert differences(curated, draft) == [
+        "  ~ payment_type: values outside the curated domain: Bitcoin",
+    ]
