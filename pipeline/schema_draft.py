@@ -34,11 +34,26 @@ def differences(curated, draft) -> list[str]:  # noqa: ANN001 - tensorflow_metad
                 f"  ~ {name}: curated type {schema_pb2.FeatureType.Name(ours[name].type)}, "
                 f"data type {schema_pb2.FeatureType.Name(theirs[name].type)}"
             )
+        elif closed := _domain(curated, ours[name]):  # a value outside a closed domain stops a run
+            if extra := _domain(draft, theirs[name]) - closed:
+                lines.append(f"  ~ {name}: values outside the curated domain: {', '.join(sorted(extra))}")
     return lines
+
+
+def _domain(schema, feature) -> set[str]:  # noqa: ANN001 - tensorflow_metadata protos
+    """A feature's string domain values (inline or named), empty when it has none (an open feature)."""
+    if feature.HasField("string_domain"):
+        return set(feature.string_domain.value)
+    if feature.HasField("domain"):
+        return next((set(d.value) for d in schema.string_domain if d.name == feature.domain), set())
+    return set()
 
 
 def _check_out(out: Path) -> None:
     """Before the statistics pass (seconds), not after it."""
+    if out.resolve() == configs.DEFAULT_SCHEMA.resolve():
+        raise ConfigError(f"--out {out} is the curated schema, which the draft would replace; "
+                          "write the draft elsewhere (default: schema/schema.draft.pbtxt)")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give the draft's file path (e.g. {out / 'schema.draft.pbtxt'})")
     if not out.parent.is_dir():
@@ -67,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             from tensorflow_metadata.proto.v0 import schema_pb2
             from tfx.utils import io_utils
 
-            statistics = tfdv.generate_statistics_from_csv(data_location=str(Path(folder) / "*.csv"))
+            # `*` as CsvExampleGen reads it: check_csv_folder took every entry, DATA.CSV included
+            statistics = tfdv.generate_statistics_from_csv(data_location=str(Path(folder) / "*"))
             draft = tfdv.infer_schema(statistics)
             tfdv.write_schema_text(draft, args.out)
             curated = (io_utils.SchemaReader().read(str(configs.DEFAULT_SCHEMA)) if configs.DEFAULT_SCHEMA.exists()
