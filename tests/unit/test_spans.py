@@ -206,3 +206,38 @@ def test_schema_draft_names_values_outside_a_closed_curated_domain():
     assert differences(curated, draft) == [
         "  ~ payment_type: values outside the curated domain: Bitcoin",
     ]
+
+
+def test_schema_draft_keeps_an_existing_file_that_is_not_a_draft(tmp_path, capsys):
+    """--out naming an existing file (notes, another schema) replaced it; only a draft may be rewritten."""
+    from pipeline import schema_draft
+
+    folder = _small_taxi_folder(tmp_path / "data")
+    kept = tmp_path / "review-notes.pbtxt"
+    kept.write_text('# my hand-edited schema\nfeature { name: "fare" type: FLOAT }\n')
+    assert schema_draft.main(["--data", str(folder), "--out", str(kept)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a draft" in err[0], err
+    assert kept.read_text().startswith("# my hand-edited schema")
+    draft = tmp_path / "draft.pbtxt"
+    for _ in range(2):  # a draft it wrote is rewritten
+        assert schema_draft.main(["--data", str(folder), "--out", str(draft)]) == 0, capsys.readouterr().err
+
+
+def test_schema_draft_empty_data_and_an_unreadable_curated_schema_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    """--data "" silently drafted the bundled sample; a broken curated schema was reported as a failed
+    statistics pass over the data, after the draft had been written."""
+    from pipeline import configs, schema_draft
+
+    folder = _small_taxi_folder(tmp_path / "data")
+    out = tmp_path / "draft.pbtxt"
+    assert schema_draft.main(["--data", "", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data" in err[0], err
+    broken = tmp_path / "schema.pbtxt"
+    broken.write_text("feature { nme: 1 }\n")
+    monkeypatch.setattr(configs, "DEFAULT_SCHEMA", broken)
+    assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"curated schema {broken}" in err[0] and "statistics pass" not in err[0], err
+    assert not out.exists()
