@@ -16,6 +16,7 @@ from pipeline.configs import ConfigError
 from pipeline.console import silenced
 
 DRAFT = configs.PROJECT_ROOT / "schema" / "schema.draft.pbtxt"
+HEADER = "# Draft schema inferred by `make schema` from the data; the pipeline uses schema/schema.pbtxt.\n"
 
 
 def differences(curated, draft) -> list[str]:  # noqa: ANN001 - tensorflow_metadata Schema protos
@@ -60,6 +61,43 @@ def _check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise ConfigError(f"--out {out} cannot be written: permission denied")
+    if out.is_file() and out.resolve() != DRAFT.resolve() and out.stat().st_size and not _is_draft(out):
+        raise ConfigError(f"--out {out} exists and is not a draft written by `make schema`: "
+                          "move it away or choose another path")
+
+
+def _is_draft(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as file:
+            return file.readline() == HEADER
+    except OSError:
+        return False
+
+
+def _read_curated():  # noqa: ANN202 - tensorflow_metadata Schema proto
+    """The curated schema (empty when there is none), or a ConfigError before the statistics pass."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    path = configs.DEFAULT_SCHEMA
+    if not path.exists():
+        return schema_pb2.Schema()
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), schema_pb2.Schema())
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
+        raise ConfigError(f"the curated schema {path} cannot be read: {type(error).__name__}: {error}") from None
+
+
+def _write(draft, out: Path) -> None:  # noqa: ANN001 - tensorflow_metadata Schema proto
+    """Header, then the draft, through a temporary file: a failed write leaves the previous draft whole."""
+    from google.protobuf import text_format
+
+    temporary = out.with_name(f".{out.name}.tmp")
+    try:
+        temporary.write_text(HEADER + text_format.MessageToString(draft), encoding="utf-8")
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,35 +105,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="folder of CSV files (default: the bundled taxi sample)")
     parser.add_argument("--out", default=str(DRAFT), help="where to write the draft (default: %(default)s)")
     args = parser.parse_args(argv)
-    folder = args.data or data.bundled_taxi_data()
     try:
+        if args.data is not None and not args.data.strip():
+            raise ConfigError("--data is empty: give a folder of CSV files, or leave --data out for the bundled sample")
+        folder = args.data if args.data is not None else data.bundled_taxi_data()
         data.check_csv_folder(folder)
         _check_out(Path(args.out))
+        curated = _read_curated()
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}".splitlines()[0], file=sys.stderr)
         return 2
 
     print(f"computing statistics of {folder} ...", flush=True)
     try:
         with silenced():  # TFDV, Beam and TensorFlow chatter: warnings about this Python, cuFFT, snappy, ...
             import tensorflow_data_validation as tfdv
-            from tensorflow_metadata.proto.v0 import schema_pb2
-            from tfx.utils import io_utils
 
             # `*` as CsvExampleGen reads it: check_csv_folder took every entry, DATA.CSV included
             statistics = tfdv.generate_statistics_from_csv(data_location=str(Path(folder) / "*"))
             draft = tfdv.infer_schema(statistics)
-            tfdv.write_schema_text(draft, args.out)
-            curated = (io_utils.SchemaReader().read(str(configs.DEFAULT_SCHEMA)) if configs.DEFAULT_SCHEMA.exists()
-                       else schema_pb2.Schema())
     except Exception as error:  # noqa: BLE001 - whatever TFDV raised, one line, not its traceback
         print(f"error: the statistics pass over {folder} failed: {type(error).__name__}: {error}".splitlines()[0],
               file=sys.stderr)
         return 1
+    try:
+        _write(draft, Path(args.out))
+    except OSError as error:
+        print(f"error: cannot write the draft to {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 1
     print(f"draft schema written to {args.out} (the pipeline still uses {configs.DEFAULT_SCHEMA})")
     found = differences(curated, draft)
     print("differences from the curated schema:" if found else "no feature or type differences from the curated schema")
-    print("\n".join(found))
+    if found:
+        print("\n".join(found))
     return 0
 
 
