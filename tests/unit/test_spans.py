@@ -241,3 +241,18 @@ def test_schema_draft_empty_data_and_an_unreadable_curated_schema_are_one_line_e
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"curated schema {broken}" in err[0] and "statistics pass" not in err[0], err
     assert not out.exists()
+
+
+def test_schema_draft_says_a_column_without_values_has_no_values_not_a_new_type():
+    """A span where pickup_census_tract is empty in every row (the curated schema allows it) was reported as
+    "curated type INT, data type BYTES": TFDV types a column with no values as BYTES."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from pipeline.schema_draft import differences
+
+    curated, draft = schema_pb2.Schema(), schema_pb2.Schema()
+    curated.feature.add(name="pickup_census_tract", type=schema_pb2.INT)
+    draft.feature.add(name="pickup_census_tract", type=schema_pb2.BYTES)
+    assert differences(curated, draft, empty={"pickup_census_tract"}) == [
+        "  ~ pickup_census_tract: no values in the data (curated type INT)",
+    ]
