@@ -19,7 +19,8 @@ DRAFT = configs.PROJECT_ROOT / "schema" / "schema.draft.pbtxt"
 HEADER = "# Draft schema inferred by `make schema` from the data; the pipeline uses schema/schema.pbtxt.\n"
 
 
-def differences(curated, draft) -> list[str]:  # noqa: ANN001 - tensorflow_metadata Schema protos
+def differences(curated, draft, empty: set[str] | frozenset[str] = frozenset()) -> list[str]:  # noqa: ANN001
+    """What a reviewer would carry over; `empty`: columns with no value in any row (TFDV types them BYTES)."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     lines = []
@@ -30,7 +31,9 @@ def differences(curated, draft) -> list[str]:  # noqa: ANN001 - tensorflow_metad
     for name in sorted(set(ours) - set(theirs)):
         lines.append(f"  - {name}: in the curated schema, not in the data")
     for name in sorted(set(ours) & set(theirs)):
-        if ours[name].type != theirs[name].type:
+        if name in empty:
+            lines.append(f"  ~ {name}: no values in the data (curated type {schema_pb2.FeatureType.Name(ours[name].type)})")
+        elif ours[name].type != theirs[name].type:
             lines.append(
                 f"  ~ {name}: curated type {schema_pb2.FeatureType.Name(ours[name].type)}, "
                 f"data type {schema_pb2.FeatureType.Name(theirs[name].type)}"
@@ -134,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the draft to {args.out}: {error.strerror or error}", file=sys.stderr)
         return 1
     print(f"draft schema written to {args.out} (the pipeline still uses {configs.DEFAULT_SCHEMA})")
-    found = differences(curated, draft)
+    empty = {f.path.step[-1] for d in statistics.datasets for f in d.features
+             if f.path.step and f.WhichOneof("stats") and getattr(f, f.WhichOneof("stats")).common_stats.num_non_missing == 0}
+    found = differences(curated, draft, empty)
     print("differences from the curated schema:" if found else "no feature or type differences from the curated schema")
     if found:
         print("\n".join(found))
