@@ -28,3 +28,13 @@ def test_label_matches_the_preprocessing_label():
 def test_no_run_yet_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no CsvExampleGen output"):
         quality_reference.main(["--output", str(tmp_path)])
+
+
+def test_examples_gone_from_disk_is_one_clear_error(tmp_path, monkeypatch):
+    """MLMD names the Examples by absolute path: after the output folder was moved (or pipeline_root pruned)
+    the script read zero rows and died in pandas with a traceback (KeyError: 'fare')."""
+    gone = tmp_path / "pipeline_root" / "CsvExampleGen" / "examples" / "1"
+    monkeypatch.setattr(quality_reference, "latest_examples", lambda output: gone)
+    with pytest.raises(SystemExit, match=r"^error: .*Split-train.*") as raised:
+        quality_reference.main(["--output", str(tmp_path), "--thirds", "1"])
+    assert "\n" not in str(raised.value) and str(gone) in str(raised.value)
