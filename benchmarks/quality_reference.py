@@ -107,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     examples = latest_examples(args.output)
-    train = read_rows(split_files(examples, "train"))
-    evaluation = read_rows(split_files(examples, "eval"))
+    files = {split: split_files(examples, split) for split in ("train", "eval")}
+    for split, found in files.items():
+        if not found:  # MLMD holds absolute paths: the output folder was moved, or pipeline_root pruned
+            raise SystemExit(f"error: no Examples files in {examples / f'Split-{split}'}, which MLMD names as the newest "
+                             "completed run's data: was the output folder moved or pruned? run the pipeline again")
+    train = read_rows(files["train"])
+    evaluation = read_rows(files["eval"])
     rows = pd.concat([train, evaluation], ignore_index=True)
     x, y = design(rows)
     own = np.arange(len(rows)) >= len(train)
