@@ -256,3 +256,24 @@ def test_schema_draft_says_a_column_without_values_has_no_values_not_a_new_type(
     assert differences(curated, draft, empty={"pickup_census_tract"}) == [
         "  ~ pickup_census_tract: no values in the data (curated type INT)",
     ]
+
+
+def test_schema_draft_names_values_outside_a_curated_numeric_range():
+    """pickup_community_area 99 (curated int_domain 1-77) or a negative fare stops a run; the diff said nothing."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from pipeline.schema_draft import differences
+
+    curated, draft = schema_pb2.Schema(), schema_pb2.Schema()
+    area = curated.feature.add(name="pickup_community_area", type=schema_pb2.INT)
+    area.int_domain.min, area.int_domain.max = 1, 77
+    fare = curated.feature.add(name="fare", type=schema_pb2.FLOAT)
+    fare.float_domain.min = 0
+    curated.feature.add(name="trip_miles", type=schema_pb2.FLOAT)  # no range: nothing to report
+    for f in curated.feature:
+        draft.feature.add(name=f.name, type=f.type)
+    ranges = {"pickup_community_area": (1.0, 99.0), "fare": (-3.5, 700.0), "trip_miles": (-1.0, 1e6)}
+    assert differences(curated, draft, ranges=ranges) == [
+        "  ~ fare: data range -3.5 to 700, curated domain 0 to (none)",
+        "  ~ pickup_community_area: data range 1 to 99, curated domain 1 to 77",
+    ]
