@@ -19,8 +19,10 @@ DRAFT = configs.PROJECT_ROOT / "schema" / "schema.draft.pbtxt"
 HEADER = "# Draft schema inferred by `make schema` from the data; the pipeline uses schema/schema.pbtxt.\n"
 
 
-def differences(curated, draft, empty: set[str] | frozenset[str] = frozenset()) -> list[str]:  # noqa: ANN001
-    """What a reviewer would carry over; `empty`: columns with no value in any row (TFDV types them BYTES)."""
+def differences(curated, draft, empty: set[str] | frozenset[str] = frozenset(),  # noqa: ANN001 - Schema protos
+                ranges: dict[str, tuple[float, float]] | None = None) -> list[str]:
+    """What a reviewer would carry over; `empty`: columns with no value in any row (TFDV types them BYTES);
+    `ranges`: {numeric column: (min, max) in the data}, checked against the curated int/float domains."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     lines = []
@@ -38,10 +40,31 @@ def differences(curated, draft, empty: set[str] | frozenset[str] = frozenset()) 
                 f"  ~ {name}: curated type {schema_pb2.FeatureType.Name(ours[name].type)}, "
                 f"data type {schema_pb2.FeatureType.Name(theirs[name].type)}"
             )
+        elif (bounds := _bounds(ours[name])) and name in (ranges or {}) and _outside(ranges[name], bounds):
+            low, high = (_number(b) for b in bounds)
+            lines.append(f"  ~ {name}: data range {_number(ranges[name][0])} to {_number(ranges[name][1])}, "
+                         f"curated domain {low} to {high}")
         elif closed := _domain(curated, ours[name]):  # a value outside a closed domain stops a run
             if extra := _domain(draft, theirs[name]) - closed:
                 lines.append(f"  ~ {name}: values outside the curated domain: {', '.join(sorted(extra))}")
     return lines
+
+
+def _bounds(feature) -> tuple[float | None, float | None] | None:  # noqa: ANN001 - tensorflow_metadata Feature
+    """(min, max) of a curated int/float domain, None for a bound it does not set; None without a domain."""
+    kind = feature.WhichOneof("domain_info")
+    if kind not in ("int_domain", "float_domain"):
+        return None
+    domain = getattr(feature, kind)
+    return (domain.min if domain.HasField("min") else None, domain.max if domain.HasField("max") else None)
+
+
+def _outside(seen: tuple[float, float], bounds: tuple[float | None, float | None]) -> bool:
+    return (bounds[0] is not None and seen[0] < bounds[0]) or (bounds[1] is not None and seen[1] > bounds[1])
+
+
+def _number(value: float | None) -> str:
+    return "(none)" if value is None else f"{value:g}"
 
 
 def _domain(schema, feature) -> set[str]:  # noqa: ANN001 - tensorflow_metadata protos
@@ -139,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"draft schema written to {args.out} (the pipeline still uses {configs.DEFAULT_SCHEMA})")
     empty = {f.path.step[-1] for d in statistics.datasets for f in d.features
              if f.path.step and f.WhichOneof("stats") and getattr(f, f.WhichOneof("stats")).common_stats.num_non_missing == 0}
-    found = differences(curated, draft, empty)
-    print("differences from the curated schema:" if found else "no feature or type differences from the curated schema")
+    ranges = {f.path.step[-1]: (f.num_stats.min, f.num_stats.max) for d in statistics.datasets for f in d.features
+              if f.path.step and f.HasField("num_stats") and f.num_stats.common_stats.num_non_missing}
+    found = differences(curated, draft, empty, ranges)
+    print("differences from the curated schema:" if found else "no differences from the curated schema (features, types, domains)")
     if found:
         print("\n".join(found))
     return 0
