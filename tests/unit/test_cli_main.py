@@ -101,6 +101,9 @@ def test_vertex_keeps_its_subcommands_and_flags() -> None:
     (["rollback", "--offline", "--config", "typo.config"], "error: --config typo.config does not exist"),
     (["labels", "--config", "typo.config"], "error: --config typo.config does not exist"),
     (["report", "--run", ""], "error: --run is empty; `taxi runs` lists the run ids"),
+    (["runs", "--output", ""], "error: Invalid value for '-o' / '--output': empty"),  # read ./metadata.sqlite
+    (["report", "--output", " "], "error: Invalid value for '-o' / '--output': empty"),
+    (["lineage", "1", "--output", ""], "error: Invalid value for '-o' / '--output': empty"),
     (["monitor", "--output", ".", "--since", "nan"], "error: --since 'nan' is not a time"),
     (["monitor", "--output", ".", "--since", "2026-11-23T22:00:00Z", "--until", "2026-11-23T21:00:00Z"],
      "error: --since must be before --until"),  # the Z is read, not refused
