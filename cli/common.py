@@ -63,8 +63,14 @@ def verbosity() -> int:
     return ctx.find_root().meta.get("verbosity", 0) if ctx else 0
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:  # noqa: ARG001 - click's signature
+    if not value.strip():  # "" would be the current folder, and its metadata.sqlite, if any, read as the output
+        raise click.BadParameter(f"empty: give a folder (or leave the flag out for {DEFAULT_OUTPUT})")
+    return value
+
+
 def output_option(func: F) -> F:
-    return click.option("-o", "--output", default=DEFAULT_OUTPUT, show_default=True, metavar="DIR",
+    return click.option("-o", "--output", default=DEFAULT_OUTPUT, show_default=True, metavar="DIR", callback=_not_empty,
                         help="the run's output folder (metadata.sqlite, pipeline_root/, serving_model/, reports/)")(func)
 
 
