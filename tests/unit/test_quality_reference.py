@@ -38,3 +38,11 @@ def test_examples_gone_from_disk_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"^error: .*Split-train.*") as raised:
         quality_reference.main(["--output", str(tmp_path), "--thirds", "1"])
     assert "\n" not in str(raised.value) and str(gone) in str(raised.value)
+
+
+def test_empty_output_is_refused(tmp_path, monkeypatch, capsys):
+    """--output "" became Path("") == ".", so a metadata.sqlite in the current folder was read as the run."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        quality_reference.main(["--output", ""])
+    assert raised.value.code == 2 and "--output is empty" in capsys.readouterr().err
