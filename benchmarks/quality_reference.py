@@ -98,11 +98,14 @@ def score(x_train, y_train, x_eval, y_eval, seed: int = 0) -> dict:  # noqa: ANN
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=ROOT / "tfx_output", help="the pipeline output folder of a run")
+    parser.add_argument("--output", default=str(ROOT / "tfx_output"), help="the pipeline output folder of a run")
     parser.add_argument("--thirds", type=int, default=8, help="random thirds to hold out (default 8)")
     args = parser.parse_args(argv)
     if args.thirds < 1:
         parser.error("--thirds must be at least 1")
+    if not args.output.strip():  # Path("") is ".": a metadata.sqlite there would be read as the run
+        parser.error("--output is empty: give a pipeline output folder (or leave it out for tfx_output)")
+    args.output = Path(args.output)
     import numpy as np
     import pandas as pd
 
