@@ -48,25 +48,32 @@ INT32_MAX = 2**31 - 1
 MAX_BATCH_SIZE = 65_536
 
 
-def read_schema(path: str) -> object:
-    """The TFMD Schema in a local text file; ConfigError unless it is one, with features (else ImportSchemaGen
-    fails mid-run, or an empty file passes as a schema and the gate reports every column as new)."""
+def parse_schema_text(path: str | Path) -> object:
+    """The TFMD Schema in a local text file, or a ConfigError saying why not (the caller names the file)."""
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
+    try:
+        return text_format.Parse(Path(path).read_text(encoding="utf-8"), schema_pb2.Schema())
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise ConfigError(f"is not a TFMD Schema in text format: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot be read: {error.strerror or error}") from None
+
+
+def read_schema(path: str) -> object:
+    """The TFMD Schema in a local text file; ConfigError unless it is one, with features (else ImportSchemaGen
+    fails mid-run, or an empty file passes as a schema and the gate reports every column as new)."""
     if not os.path.isfile(path):
         problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
         raise ConfigError(f"schema file {path} {problem}")
     try:
-        schema = text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
-    except (text_format.ParseError, UnicodeDecodeError) as error:
-        raise ConfigError(f"schema file {path} is not a TFMD Schema in text format: {error}") from None
-    except OSError as error:
-        raise ConfigError(f"schema file {path} cannot be read: {error.strerror or error}") from None
+        schema = parse_schema_text(path)
+    except ConfigError as error:
+        raise ConfigError(f"schema file {path} {error}") from None
     if not schema.feature:
         raise ConfigError(f"schema file {path} declares no features; `make schema` drafts one from the data")
     return schema
-
 
 
 def check_metadata_file(path: str) -> None:

@@ -102,16 +102,15 @@ def _is_draft(path: Path) -> bool:
 
 def _read_curated():  # noqa: ANN202 - tensorflow_metadata Schema proto
     """The curated schema (empty when there is none), or a ConfigError before the statistics pass."""
-    from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     path = configs.DEFAULT_SCHEMA
     if not path.exists():
         return schema_pb2.Schema()
     try:
-        return text_format.Parse(path.read_text(encoding="utf-8"), schema_pb2.Schema())
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
-        raise ConfigError(f"the curated schema {path} cannot be read: {type(error).__name__}: {error}") from None
+        return configs.parse_schema_text(path)
+    except ConfigError as error:
+        raise ConfigError(f"the curated schema {path} {error}") from None
 
 
 def _write(draft, out: Path) -> None:  # noqa: ANN001 - tensorflow_metadata Schema proto
