@@ -306,10 +306,9 @@ class Registry:
         find the version still loading.
         """
         for spec in specs:
-            manager = self.models.get(spec.name)
-            live = manager is not None and not manager.retired
-            available = set(manager.available_versions()) if live else set()
-            current = manager.spec.labels if live else {}
+            live = self.serves(spec.name)
+            available = set(self.models[spec.name].available_versions()) if live else set()
+            current = self.models[spec.name].spec.labels if live else {}
             for label, version in sorted(spec.labels.items()):
                 if version in available:
                     continue
@@ -329,7 +328,7 @@ class Registry:
                     raise invalid(f"model '{spec.name}': base_path {spec.base_path}: this server reads local "
                                   "folders (absolute paths, file:// URIs); TF Serving reads other file systems")
             self._check_labels(specs)
-            added = [s.name for s in specs if s.name not in self.models or self.models[s.name].retired]
+            added = [s.name for s in specs if not self.serves(s.name)]
             for spec in specs:
                 if spec.name in self.models:
                     self.models[spec.name].update_spec(spec)
