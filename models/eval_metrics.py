@@ -112,10 +112,11 @@ def confusion_matrices(thresholds: list[float], histogram: Columns) -> binary_co
 
 
 def roc_auc(histogram: Columns) -> float:
-    """The exact area under the ROC curve (sklearn's roc_auc_score); NaN when a class is absent.
+    """The area under the ROC curve over the table's keys (sklearn's roc_auc_score on them); NaN when a
+    class is absent.
 
-    One (fpr, tpr) point per distinct prediction, from the highest down;
-    trapezoids between them, so a tied positive/negative pair counts one half.
+    One (fpr, tpr) point per key, from the highest down; trapezoids between
+    them, so a positive/negative pair under one key counts one half.
     """
     labels = np.array(histogram[1], dtype=np.float64)[::-1]
     negatives = np.array(histogram[3], dtype=np.float64)[::-1] - labels
@@ -136,7 +137,7 @@ def _histogram(
     aggregation_type,  # noqa: ANN001 - TFMA's AggregationType or None
     example_weighted: bool,
 ) -> list[metric_types.MetricComputation]:
-    """The prediction table: TFMA's calibration histogram with every distinct prediction its own bucket.
+    """The prediction table: TFMA's calibration histogram with a bucket per prediction key (key_of).
 
     Under a name of its own: its value is Columns, not TFMA's list of Buckets,
     so TFMA's own metrics (which read that) must never be handed it.
@@ -196,7 +197,7 @@ class _HistogramInputs(metric_types.Preprocessor):
 
 
 class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  # noqa: SLF001 - TFMA's own
-    """TFMA's histogram combiner, keyed by the prediction itself, fed by _HistogramInputs; its tables cross
+    """TFMA's histogram combiner, keyed by key_of(prediction), fed by _HistogramInputs; its tables cross
     Beam's shuffles as Columns.
 
     Beam encodes each bundle's partial histogram per slice before it groups
@@ -214,7 +215,7 @@ class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  
         return _columns(_buckets(accumulator).values())
 
     def add_input(self, accumulator: dict | Columns, element: tuple[float, float, float]) -> dict:
-        """Files one (label, prediction, example weight) under its prediction, as TFMA's add_input does in its bucket."""
+        """Files one (label, prediction, example weight) under its key, as TFMA's add_input does in its bucket."""
         buckets = _buckets(accumulator)
         label, prediction, weight = element
         index = self._bucket_index(prediction)
@@ -231,7 +232,7 @@ class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  
         return super().merge_accumulators(_buckets(accumulator) for accumulator in accumulators)
 
     def extract_output(self, accumulator: dict | Columns) -> dict:
-        ((key, buckets),) = super().extract_output(_buckets(accumulator)).items()  # sorted by prediction
+        ((key, buckets),) = super().extract_output(_buckets(accumulator)).items()  # sorted by key
         return {key: _columns(buckets)}
 
 
@@ -296,7 +297,7 @@ class _FromHistogram:
 
 
 class _ConfusionMatrixFromHistogram(_FromHistogram):
-    """TFMA's confusion-matrix metrics, their matrices counted exactly from the prediction table."""
+    """TFMA's confusion-matrix metrics, their matrices counted from the prediction table (see confusion_matrices)."""
 
     def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202
         if num_thresholds is not None and thresholds is not None:
@@ -318,7 +319,8 @@ class _ConfusionMatrixFromHistogram(_FromHistogram):
 
 
 class HistogramAUC(_ConfusionMatrixFromHistogram, confusion_matrix_metrics.AUC):
-    """The exact ROC AUC (roc_auc_score); given thresholds or another curve, TFMA's formula on exact matrices."""
+    """The ROC AUC over the table's keys (roc_auc); given thresholds or another curve, TFMA's formula on the
+    table's matrices."""
 
     def _value_of(self, key: metric_types.MetricKey, thresholds, num_thresholds, options: dict):  # noqa: ANN001, ANN202
         curve, summation = options.get("curve", "ROC"), options.get("summation_method", "interpolation")
