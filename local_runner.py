@@ -261,19 +261,20 @@ def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> 
     the model identical to it and pushes nothing, so it is labelled here. A
     stable version deleted by hand is replaced the same way.
     """
-    from monitoring.labels import STABLE, Deployment, LabelError
+    from monitoring.labels import STABLE, Deployment, LabelError, dangling
 
     deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
     pushed = deployment.pushed()
     if not pushed:
         return
     try:
+        gone = dangling(deployment).get(STABLE)
         spec = deployment.read()[1]
     except LabelError:
         return
     newest = pushed[-1]
-    if spec and STABLE in spec.labels and spec.labels[STABLE] not in pushed:
-        print(f"labels: stable version {spec.labels[STABLE]} is no longer in {deployment.push_dir}; "
+    if gone is not None:
+        print(f"labels: stable version {gone} is no longer in {deployment.push_dir}; "
               f"the newest pushed version, {newest}, is labelled as a push is")
     else:
         named = set(spec.labels.values()) | set(spec.policy.versions) if spec else set()
