@@ -15,7 +15,6 @@ from tfx.components.pusher.component import Pusher
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
-from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
@@ -30,6 +29,7 @@ from models import eval_metrics, features
 from pipeline.components import dedup_pusher
 from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen, schema_float_columns
 from pipeline.components.data_gate import DataGate
+from pipeline.components.fixed_batch_transform import FixedBatchTransform
 from pipeline.configs import DEFAULT_SCHEMA, IMAGE_SCHEMA_PATH, PipelineConfig, read_schema
 from pipeline.spans import SPAN_PATTERN
 
@@ -44,6 +44,7 @@ DATA_GATE = "DataGate"
 TRAINER = "Trainer"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
+TRANSFORM = "Transform"
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -192,7 +193,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     ).with_id(DATA_GATE)
 
     code = {"models_code": config.code_fingerprint}
-    transform = Transform(
+    transform = FixedBatchTransform(
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
@@ -210,7 +211,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         # examples (models/model.py): no transformed copy of the data to
         # write and read back (about 5 s of Transform here).
         materialize=False,
-    )
+    ).with_id(TRANSFORM)
     transform.add_upstream_node(data_gate)
 
     trainer_class, trainer_extra = Trainer, {}
