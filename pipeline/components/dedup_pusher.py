@@ -4,11 +4,18 @@ After the first blessed run, TFX's Resolver hands the Evaluator that same
 model as baseline, so the next run re-validates the model against itself,
 blesses it and the stock Pusher writes a second, identical version. Serving
 would reload and nothing would be gained; this executor compares content first.
+
+"Identical" is what the model computes: every file byte for byte, except
+fingerprint.pb (hashes of the others) and the graph's function names, which
+carry a counter global to the process that exported them (see
+`_canonical_graph`). So a `--no-cache` run of unchanged data, which trains
+the same weights, pushes nothing either.
 """
 from __future__ import annotations
 
-import hashlib
 import os
+import re
+from collections import defaultdict
 
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.io import fileio
@@ -16,15 +23,69 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+# At a SavedModel's root: its graph, and a file of hashes of the graph and the variables.
+GRAPH_FILE = "saved_model.pb"
+DERIVED_FILES = {"fingerprint.pb"}
+_TRACE_UID = re.compile(r"^(.*)_(\d+)$")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+# A captured tensor's argument is named after the eager tensor's id, another process-wide counter.
+_CAPTURE_NAME = re.compile(r'(key: "_user_specified_name"\s*value \{\s*s: ")(\d+)(")')
 
-def tree_digest(root: str) -> str:
-    digest = hashlib.sha256()
-    for directory, _, files in sorted(fileio.walk(root)):
-        for name in sorted(files):
-            path = os.path.join(directory, name)
-            digest.update(os.path.relpath(path, root).encode())
-            digest.update(io_utils.read_bytes_file(path))
-    return digest.hexdigest()
+
+def _files(root: str) -> dict[str, str]:
+    return {os.path.relpath(os.path.join(directory, name), root): os.path.join(directory, name)
+            for directory, _, files in fileio.walk(root) for name in files}
+
+
+def _canonical_graph(path: str) -> str:
+    """saved_model.pb as text, with names from TensorFlow's process-wide counters replaced by their order.
+
+    TensorFlow names each traced function with a counter global to the process
+    (`__inference__predict_raw_13149`): the same model exported after more or
+    fewer traces elsewhere in the process gets other names, and its function
+    library is written in name order. Each name becomes its stem and its rank
+    among the functions of that stem (`__inference__predict_raw_#0`). Ranks
+    keep the trace order, so the renaming is one-to-one: two graphs equal after
+    it differ in names only. The arguments that hold captured tensors (the
+    variables) are named by the tensors' ids, another such counter; they are
+    ranked the same way.
+    """
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel.FromString(io_utils.read_bytes_file(path))
+    by_stem = defaultdict(list)
+    for meta_graph in model.meta_graphs:
+        for function in meta_graph.graph_def.library.function:
+            match = _TRACE_UID.match(function.signature.name)
+            if match:
+                by_stem[match.group(1)].append((int(match.group(2)), function.signature.name))
+    renamed = {name: f"{stem}_#{rank}" for stem, traced in by_stem.items()
+               for rank, (_, name) in enumerate(sorted(traced))}
+    for meta_graph in model.meta_graphs:
+        library = meta_graph.graph_def.library
+        functions = sorted(library.function, key=lambda f: renamed.get(f.signature.name, f.signature.name))
+        del library.function[:]
+        library.function.extend(functions)
+    text = _QUOTED.sub(lambda m: f'"{renamed.get(m.group(1), m.group(1))}"', text_format.MessageToString(model))
+    ids = sorted({int(m.group(2)) for m in _CAPTURE_NAME.finditer(text)})
+    rank = {str(tensor_id): f"#{i}" for i, tensor_id in enumerate(ids)}
+    return _CAPTURE_NAME.sub(lambda m: m.group(1) + rank[m.group(2)] + m.group(3), text)
+
+
+def same_model(candidate: str, pushed: str) -> bool:
+    """Whether two SavedModel folders hold the same model (see the module docstring)."""
+    ours, theirs = _files(candidate), _files(pushed)
+    if ours.keys() != theirs.keys():
+        return False
+    for relpath in ours.keys() - DERIVED_FILES - {GRAPH_FILE}:
+        if io_utils.read_bytes_file(ours[relpath]) != io_utils.read_bytes_file(theirs[relpath]):
+            return False
+    if GRAPH_FILE not in ours:
+        return True
+    if io_utils.read_bytes_file(ours[GRAPH_FILE]) == io_utils.read_bytes_file(theirs[GRAPH_FILE]):
+        return True
+    return _canonical_graph(ours[GRAPH_FILE]) == _canonical_graph(theirs[GRAPH_FILE])
 
 
 def latest_version_dir(base: str) -> str | None:
@@ -41,7 +102,7 @@ class Executor(pusher_executor.Executor):
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         latest = latest_version_dir(destination.filesystem.base_directory) if destination.HasField("filesystem") else None
         if latest and self.CheckBlessing(input_dict):
-            if tree_digest(self.GetModelPath(input_dict)) == tree_digest(latest):
+            if same_model(self.GetModelPath(input_dict), latest):
                 model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
                 self._MarkNotPushed(model_push)
                 model_push.set_string_custom_property("not_pushed_reason", f"identical to {latest}")

@@ -59,6 +59,20 @@ def test_identical_rerun_pushes_nothing_new(trained_output):
     assert pushed_versions(trained_output) == before
 
 
+def test_no_cache_rerun_of_unchanged_data_pushes_nothing_new(trained_output):
+    # Everything runs again: tf.Transform's analyzers must give the same constants (same batches every
+    # run) and the Pusher must see through TensorFlow's per-process function names.
+    before = pushed_versions(trained_output)
+    result = run_local(trained_output, "--no-cache")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = summarize(str(trained_output / "metadata.sqlite"))
+    states = {c.name: c.state for c in summary.components}
+    assert states["Transform"] == states["Trainer"] == "ran", states
+    assert summary.blessed and summary.pushed_version is None, result.stdout
+    assert "pushed: nothing new (identical to" in result.stdout
+    assert pushed_versions(trained_output) == before
+
+
 def _broken_copy(tmp_path: Path, mutate) -> Path:  # noqa: ANN001
     folder = tmp_path / "data"
     folder.mkdir()
