@@ -227,7 +227,8 @@ class ExportModule(tf.Module):
         probability = tf.reshape(self.model(_to_model_inputs(transformed)), [-1])
         return {
             PROBABILITY_OUTPUT: probability,
-            CLASS_OUTPUT: tf.cast(probability >= 0.5, tf.int64),
+            # Above one half, as the Evaluator's accuracy, precision and recall count a "yes".
+            CLASS_OUTPUT: tf.cast(probability > 0.5, tf.int64),
         }
 
     def _predict_raw(self, inputs: dict) -> dict:

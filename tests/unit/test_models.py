@@ -161,6 +161,15 @@ def test_exported_signatures_and_their_inputs(exported):
     assert set(exported.signatures["serving_tf_example"].structured_input_signature[1]) == {"examples"}
 
 
+def test_big_tipper_is_one_only_above_one_half_as_the_evaluator_counts(transform_output):
+    """Accuracy, precision and recall count prediction > 0.5 as "yes"; a client reading big_tipper gets that rule."""
+    keras_model = model.build_model()
+    keras_model.set_weights([np.zeros_like(w) for w in keras_model.get_weights()])  # logit 0: exactly 0.5
+    out = model.ExportModule(keras_model, transform_output[0])._predict_raw(_json_rows(_raw_rows()[:4]))
+    assert out[model.PROBABILITY_OUTPUT].numpy().tolist() == [0.5] * 4
+    assert out[model.CLASS_OUTPUT].numpy().tolist() == [0] * 4
+
+
 def test_serving_default_equals_tf_example_path_with_missing_values(exported):
     rows = _raw_rows()[:8]
     rows[0] = {**rows[0], "company": "", "dropoff_latitude": "", "trip_seconds": ""}
