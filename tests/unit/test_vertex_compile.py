@@ -16,6 +16,7 @@ from pipeline.vertex.compile import build_config
 
 PROJECT, REGION, BUCKET = "my-proj-1", "us-central1", "gs://taxi-ml"
 IMAGE = "us-central1-docker.pkg.dev/my-proj-1/tfx/taxi-pipeline:abc123"
+SA = "pipelines@my-proj-1.iam.gserviceaccount.com"
 BASE = ["--project", PROJECT, "--region", REGION, "--bucket", BUCKET]
 BEAM_COMPONENTS = ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Evaluator")
 
@@ -28,7 +29,8 @@ def _compile(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return _compile(tmp_path_factory, "--image", IMAGE, "--beam-arg=--machine_type=n2-standard-8")
+    return _compile(tmp_path_factory, "--image", IMAGE, "--beam-arg=--machine_type=n2-standard-8",
+                    "--service-account", SA)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,16 @@ def test_beam_components_get_dataflow_args(compiled: dict) -> None:
         # --beam-arg replaced the generated machine type instead of adding a second one.
         assert [a for a in args if a.startswith("--machine_type=")] == ["--machine_type=n2-standard-8"]
         assert not any(a.startswith("--direct_") for a in args), "local DirectRunner flags leaked"
+        # Dataflow workers run as the pipeline's run-as account (the README's IAM setup), not as the
+        # project's Compute Engine default account, which Dataflow picks when no account is named.
+        assert [a for a in args if a.startswith("--service_account_email")] == [f"--service_account_email={SA}"]
+
+
+def test_a_dataflow_service_account_of_its_own_wins(tmp_path_factory: pytest.TempPathFactory) -> None:
+    own = "dataflow-workers@my-proj-1.iam.gserviceaccount.com"
+    job = _compile(tmp_path_factory, "--service-account", SA, "--dataflow-service-account", own)
+    args = _container(job, "Transform")["args"]
+    assert [a for a in args if a.startswith("--service_account_email")] == [f"--service_account_email={own}"]
 
 
 def test_runtime_parameter_and_gcs_paths(compiled: dict) -> None:
