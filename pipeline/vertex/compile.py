@@ -35,8 +35,11 @@ def dataflow_args(s: VertexSettings) -> tuple[str, ...]:
         if s.beam_code == "image"
         else f"--setup_file={IMAGE_REPO_ROOT}/setup.py",
     ]
-    if s.dataflow_service_account:
-        args.append(f"--service_account_email={s.dataflow_service_account}")
+    # Workers run as the pipeline's run-as account unless Dataflow gets one of its own; with
+    # neither, Dataflow would use the project's Compute Engine default service account.
+    worker_account = s.dataflow_service_account or s.service_account
+    if worker_account:
+        args.append(f"--service_account_email={worker_account}")
     overridden = {_flag_name(a) for a in s.beam_args}
     return tuple(a for a in args if _flag_name(a) not in overridden) + tuple(s.beam_args)
 

@@ -67,7 +67,7 @@ class VertexSettings:
     beam_code: str = "image"  # "image": --sdk_container_image; "setup-file": --setup_file in the image
     dataflow_machine_type: str = "n1-standard-4"
     dataflow_max_workers: int = 4
-    dataflow_service_account: str = ""
+    dataflow_service_account: str = ""  # default service_account
     beam_args: tuple[str, ...] = ()  # extra Beam flags; they override the generated ones by name
     # Vertex training / serving through TFX's google_cloud_ai_platform extensions
     vertex_training: bool = False
