@@ -4,13 +4,18 @@ Compiling imports TFX once (~10 s); each variant is compiled once per module.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import vertex_runner
+from pipeline.configs import IMAGE_REPO_ROOT, PROJECT_ROOT
 from pipeline.vertex import settings as vs
 from pipeline.vertex.compile import build_config
 
@@ -158,6 +163,21 @@ def test_vertex_training_and_serving_use_the_extensions(compiled_vertex: dict) -
     args = _container(compiled_vertex, "Transform")["args"]
     assert "--setup_file=/pipeline/setup.py" in args
     assert not any(a.startswith("--sdk_container_image") for a in args)
+
+
+def test_setup_file_workers_get_the_tfx_the_image_runs(compiled_vertex: dict, tmp_path: Path) -> None:
+    """--beam-code setup-file: Dataflow workers start from Beam's stock SDK container, which has no TFX,
+    tfx-bsl, TFT, TFDV or TFMA; they get only the package built from --setup_file and what it requires."""
+    (setup_arg,) = [a for a in _container(compiled_vertex, "Transform")["args"] if a.startswith("--setup_file=")]
+    setup_py = PROJECT_ROOT / Path(setup_arg.split("=", 1)[1]).relative_to(IMAGE_REPO_ROOT)  # the image's /pipeline
+    subprocess.run([sys.executable, str(setup_py), "-q", "egg_info", "--egg-base", str(tmp_path)],
+                   cwd=setup_py.parent, check=True, capture_output=True)
+    (egg,) = tmp_path.glob("*.egg-info")
+    requires = importlib.metadata.PathDistribution(egg).requires or []
+    tfx_version = importlib.metadata.version("tfx")
+    assert f"tfx=={tfx_version}" in requires, requires
+    # ... the TFX of the image that launches the Beam jobs (and pickles their code for the workers).
+    assert re.search(rf"^FROM tensorflow/tfx:{re.escape(tfx_version)}$", (PROJECT_ROOT / "Dockerfile").read_text(), re.M)
 
 
 def test_recompile_replaces_the_output(tmp_path: Path) -> None:
