@@ -13,6 +13,9 @@ setup(
     py_modules=["local_runner", "vertex_runner"],
     package_data={"": ["*.pbtxt", "*.config", "*.yml", "*.yaml", "*.html"]},
     entry_points={"console_scripts": ["taxi=cli.main:entry"]},
-    # Dataflow workers run the TFX image / pinned set; pins live in requirements.lock.
-    install_requires=[],
+    # What Dataflow workers need beyond Beam's SDK container when they get this package through
+    # --setup_file (vertex_runner.py --beam-code setup-file): the TFX of the pipeline image (Dockerfile)
+    # and, through it, tfx-bsl, TFT, TFDV and TFMA. A setup_file stops TFX from shipping itself.
+    # Local installs use requirements.lock with --no-deps, so this never re-resolves them.
+    install_requires=["tfx==1.16.0"],
 )
