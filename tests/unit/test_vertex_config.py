@@ -116,6 +116,34 @@ def test_yaml_file_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None
     assert "config file nope.yaml does not exist" in _error(capsys, ["compile", "--config", "nope.yaml"])
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("dataflow_max_workers:", "setting dataflow_max_workers (from file {cfg}) has no value"),
+        ("serving_min_replicas: ~", "setting serving_min_replicas (from file {cfg}) has no value"),
+        ("enable_cache:", "setting enable_cache (from file {cfg}) has no value"),
+        # A fraction is not a count: 2.7 workers or 1.9 steps were silently cut to 2 and 1.
+        ("dataflow_max_workers: 2.7", "setting dataflow_max_workers (from file {cfg}): 2.7 is not a valid int"),
+        ("train_steps: 1.9", "setting train_steps (from file {cfg}): 1.9 is not a valid int"),
+    ],
+)
+def test_yaml_values_of_the_wrong_kind(capsys: pytest.CaptureFixture, tmp_path: Path, line: str,
+                                       expected: str) -> None:
+    cfg = tmp_path / "vertex.yaml"
+    cfg.write_text(f"project: my-proj-1\nregion: us-central1\nbucket: gs://taxi-ml\nvertex_serving: true\n{line}\n")
+    out = tmp_path / "p.json"
+    out.write_text("compiled before")
+    assert expected.format(cfg=cfg) in _error(capsys, ["compile", "--config", str(cfg), "--output", str(out)])
+    assert out.read_text() == "compiled before"
+
+
+def test_schedule_yaml_without_a_value(capsys: pytest.CaptureFixture, tmp_path: Path, template: Path) -> None:
+    cfg = tmp_path / "vertex.yaml"
+    cfg.write_text("cron: '0 3 * * *'\nmax_concurrent_runs:\n")
+    argv = ["schedule", "create", *OK, "--config", str(cfg), "--template", str(template)]
+    assert "setting max_concurrent_runs (from file" in _error(capsys, argv)
+
+
 def test_env_errors(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VERTEX_VERTEX_TRAINING", "maybe")
     assert "setting vertex_training (from env VERTEX_VERTEX_TRAINING): 'maybe' is not a valid bool" in _error(
