@@ -136,8 +136,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     """Turn a YAML/env/flag value into the field's type, or say which setting is wrong."""
     kind = str(FIELDS[name].type)
     where = f"setting {name} (from {source})"
-    if value is None:
-        return None
+    if value is None:  # a YAML key with nothing after it; flags and empty env variables never get here
+        raise ConfigError(f"{where} has no value: give one or delete the line")
     try:
         if kind.startswith("bool"):
             if isinstance(value, bool):
@@ -149,8 +149,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 return False
             raise ValueError
         if kind.startswith("int"):
-            if isinstance(value, bool):
-                raise ValueError
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError  # int() would turn True into 1 and cut 2.7 to 2
             return int(value)
         if kind.startswith("float"):
             return float(value)
