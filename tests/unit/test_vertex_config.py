@@ -73,6 +73,8 @@ def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
         (["schedule", "create", *OK, "--cron", "0 3 * *"], "needs 5 fields"),
         (["schedule", "create", *OK, "--cron", "61 3 * * *"], "cron minute field: 61 is outside 0-59"),
         (["schedule", "create", *OK, "--cron", "0 3 * * funday"], "cron day of week field: 'funday' is not a number"),
+        (["schedule", "create", *OK, "--cron", "*/ 3 * * *"], "cron minute field: step '' must be a positive number"),
+        (["schedule", "create", *OK, "--cron", "0 3 1-10/ * *"], "cron day of month field: step '' must be a positive number"),
         (["schedule", "create", *OK, "--cron", "TZ=Mars/Olympus 0 3 * * *"], "cron time zone 'Mars/Olympus' is not an IANA name"),
         (["schedule", "create", *OK, "--cron", "0 3 * * *", "--max-concurrent-runs", "0"], "max concurrent runs must be at least 1"),
         (["schedule", "create", *OK, "--cron", "0 3 * * *", "--start-time", "tomorrow"], "start time 'tomorrow' is not an ISO 8601 time"),
