@@ -41,8 +41,8 @@ def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
 
 def _check_field(field: str, name: str, low: int, high: int, names: dict[str, int]) -> None:
     for part in field.split(","):
-        base, _, step = part.partition("/")
-        if step and (not step.isdigit() or int(step) == 0):
+        base, slash, step = part.partition("/")
+        if slash and (not step.isdigit() or int(step) == 0):
             raise ConfigError(f"cron {name} field: step {step!r} must be a positive number")
         if base == "*":
             continue
