@@ -60,6 +60,9 @@ def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
         ([*COMPILE, "--service-account", "me@gmail.com"], "must be an email ending in .iam.gserviceaccount.com"),
         ([*COMPILE, "--beam-arg", "machine_type=n2"], "beam arg 'machine_type=n2' must look like --name=value"),
         ([*COMPILE, "--beam-arg=--foo_bar=1"], "--beam-args: Beam has no option --foo_bar"),
+        # Dataflow refuses a temp or staging location outside GCS, but only once a run reaches CsvExampleGen.
+        ([*COMPILE, "--beam-arg=--temp_location=/tmp/beam"], "beam arg --temp_location '/tmp/beam' must be a gs://"),
+        ([*COMPILE, "--beam-arg=--staging_location=s3://x/s"], "beam arg --staging_location 's3://x/s' must be a gs://"),
         ([*COMPILE, "--beam-arg=--max_num_workers=many"], "--beam-args: argument --max_num_workers: invalid int value"),
         ([*COMPILE, "--image", "bad image"], "image 'bad image' is not a container image reference"),
         ([*COMPILE, "--serving-image", "Upper/Case:1"], "serving image 'Upper/Case:1' is not a container image"),
