@@ -277,9 +277,14 @@ def check_compile(s: VertexSettings) -> None:
         raise ConfigError(f"dataflow max workers must be at least 1, got {s.dataflow_max_workers}")
     if s.dataflow_service_account and not s.dataflow_service_account.endswith(".iam.gserviceaccount.com"):
         raise ConfigError(f"dataflow service account {s.dataflow_service_account!r} must be a service account email")
+    flags = dict(arg.partition("=")[::2] for arg in s.beam_args)
     for arg in s.beam_args:
         if not arg.startswith("--"):
             raise ConfigError(f"beam arg {arg!r} must look like --name=value")
+    if flags.get("--runner", "DataflowRunner") == "DataflowRunner":
+        for name in ("--temp_location", "--staging_location"):  # they replace the generated gs:// ones
+            if name in flags:
+                _check_gs(f"beam arg {name}", flags[name])
     if s.beam_args:  # the options Beam would drop or refuse on Dataflow; imports Beam (~1 s)
         check_beam_args(s.beam_args, local=False)
     for name in ("image", "serving_image"):
