@@ -165,6 +165,21 @@ def test_vertex_training_and_serving_use_the_extensions(compiled_vertex: dict) -
     assert not any(a.startswith("--sdk_container_image") for a in args)
 
 
+# Vertex's prebuilt TensorFlow prediction containers (cloud.google.com/vertex-ai/docs/predictions/pre-built-containers)
+# stop at TF 2.15: Model.deploy refuses any other tf2-cpu tag as an "Invalid image ... for deployment".
+NEWEST_VERTEX_TF_PREDICTION = 15
+
+
+def test_the_default_serving_container_is_one_vertex_has(compiled_vertex: dict) -> None:
+    image = json.loads(_constant(compiled_vertex, "Pusher", "custom_config"))["ai_platform_vertex_container_image_uri"]
+    match = re.fullmatch(r"(us|europe|asia)-docker\.pkg\.dev/vertex-ai/prediction/tf2-cpu\.2-(\d+):latest", image)
+    assert match, image
+    import tensorflow as tf
+
+    # No newer than Vertex provides, and no newer than the TensorFlow that exports the model.
+    assert int(match.group(2)) <= min(NEWEST_VERTEX_TF_PREDICTION, int(tf.__version__.split(".")[1])), image
+
+
 def test_setup_file_workers_get_the_tfx_the_image_runs(compiled_vertex: dict, tmp_path: Path) -> None:
     """--beam-code setup-file: Dataflow workers start from Beam's stock SDK container, which has no TFX,
     tfx-bsl, TFT, TFDV or TFMA; they get only the package built from --setup_file and what it requires."""
