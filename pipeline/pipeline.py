@@ -110,11 +110,13 @@ def _vertex_training_config(config: PipelineConfig) -> dict:
 def _vertex_serving_config(config: PipelineConfig) -> dict:
     from tfx.extensions.google_cloud_ai_platform import constants
 
+    from pipeline.vertex.settings import DEFAULT_SERVING_IMAGE
+
     return {
         constants.ENABLE_VERTEX_KEY: True,
         constants.VERTEX_REGION_KEY: config.vertex_serving_args.get("region", "us-central1"),
         constants.VERTEX_CONTAINER_IMAGE_URI_KEY: config.vertex_serving_args.get(
-            "container_image_uri", "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest"
+            "container_image_uri", DEFAULT_SERVING_IMAGE
         ),
         # Model.deploy() takes the rest as keyword arguments; these two are not among them.
         constants.SERVING_ARGS_KEY: {

@@ -21,8 +21,9 @@ from pipeline.vertex.cron import check_cron
 
 ENV_PREFIX = "VERTEX_"
 ENV_FALLBACKS = {"project": "GOOGLE_CLOUD_PROJECT", "region": "GOOGLE_CLOUD_REGION"}
-# Prebuilt Vertex prediction container that runs TF Serving on the pushed SavedModel.
-DEFAULT_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest"
+# Prebuilt Vertex prediction container that runs TF Serving on the pushed SavedModel. Vertex's
+# TensorFlow ones end at 2.15 (there is no tf2-cpu.2-16), one minor version behind the training TF.
+DEFAULT_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 # Pipeline-level knobs passed through to PipelineConfig (it validates their values).
 PIPELINE_KNOBS = (
     "model_name",
