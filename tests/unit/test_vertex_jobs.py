@@ -244,6 +244,10 @@ def test_schedule_create_sends_cron_and_limits(vertex: FakeChannel, template: Pa
     assert sched.cron == "TZ=America/Chicago 0 3 * * *"
     assert sched.display_name == "taxi-pipeline-schedule"
     assert sched.max_concurrent_run_count == 2
+    # max_concurrent_run_count only limits the CreatePipelineJob requests being started, which take
+    # seconds; the runs themselves (hours) are limited by the active-run count, or they overlap.
+    assert sched.max_concurrent_active_run_count == 2
+    assert not sched.allow_queueing  # a run due while the limit is reached is skipped, not piled up
     assert sched.start_time.year == 2030 and sched.end_time.year == 2031
     job = sched.create_pipeline_job_request.pipeline_job
     assert job.service_account == SA
