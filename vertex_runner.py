@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_flags(create)
     create.add_argument("--cron", help="e.g. 'TZ=America/Chicago 0 3 * * *'")
     create.add_argument("--schedule-name", help="display name (default PIPELINE-schedule)")
-    create.add_argument("--max-concurrent-runs", type=int)
+    create.add_argument("--max-concurrent-runs", type=int,
+                        help="runs in progress at once (default 1); a run due beyond that is skipped")
     create.add_argument("--max-run-count", type=int)
     create.add_argument("--start-time", help="ISO 8601 with offset, e.g. 2025-01-01T00:00:00Z")
     create.add_argument("--end-time")

@@ -106,6 +106,8 @@ def create_schedule(s: VertexSettings, replace: bool = False) -> str:
             end_time=_time(s.end_time),
             max_run_count=s.max_run_count,
             max_concurrent_run_count=s.max_concurrent_runs,
+            # The line above only limits the run *requests* being started; this one the runs in progress.
+            max_concurrent_active_run_count=s.max_concurrent_runs,
             service_account=s.service_account or None,
         )
         for previous in old:
