@@ -139,13 +139,11 @@ SPLIT_CONFIG = example_gen_pb2.Output(
 def _schema_float_config(schema_path: str) -> dict:
     """How CsvExampleGen learns the schema's FLOAT columns: listed, from a local file or, for Vertex's
     image path, from this checkout's schema, which the image is built with; a schema that cannot be
-    read here (gs://) is named instead, for the executor to read where it runs."""
+    read here (gs://, another file in the image) is named instead, for the executor to read where it runs."""
     if schema_path == IMAGE_SCHEMA_PATH:
         schema_path = str(DEFAULT_SCHEMA)
-    if "://" in schema_path:
+    if "://" in schema_path or not os.path.isfile(schema_path):
         return {"schema_file": schema_path}
-    if not os.path.isfile(schema_path):
-        return {}
     return {"float_columns": schema_float_columns(read_schema(schema_path))}
 
 
