@@ -81,6 +81,21 @@ def test_ci_has_the_jobs_a_team_needs() -> None:
     assert upload and upload[0]["with"]["path"] == "build/vertex_pipeline.json"
 
 
+def test_cd_deploys_only_pushes_to_this_repository_main() -> None:
+    """workflow_run's `branches` filter matches the head branch *name*: a pull request from a fork whose
+    branch is called main passes CI and would trigger CD, which builds and schedules the fork's commit
+    with this repository's cloud credentials."""
+    data = _load(ROOT / ".github/workflows/cd.yml")
+    assert set(data["on"]) <= {"workflow_run", "workflow_dispatch"}
+    condition = " ".join(data["jobs"]["deploy"]["if"].split())
+    run_part = condition.split("||", 1)[1] if condition.startswith("github.event_name == 'workflow_dispatch'") else condition
+    for required in ("github.event.workflow_run.conclusion == 'success'",
+                     "github.event.workflow_run.event == 'push'",
+                     "github.event.workflow_run.head_repository.full_name == github.repository"):
+        assert required in run_part, required
+    assert "||" not in run_part, "every workflow_run condition must hold"
+
+
 def test_cd_is_gated_on_secrets() -> None:
     job = _load(ROOT / ".github/workflows/cd.yml")["jobs"]["deploy"]
     gated = [s for s in job["steps"] if s.get("id") != "gate"]
