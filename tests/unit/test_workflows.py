@@ -96,6 +96,13 @@ def test_cd_deploys_only_pushes_to_this_repository_main() -> None:
     assert "||" not in run_part, "every workflow_run condition must hold"
 
 
+def test_cd_names_the_commit_it_checked_out() -> None:
+    """Under workflow_run, GITHUB_SHA is the newest commit on main, not the CI run's commit that CD checks
+    out and builds: a push landing while CI ran would label the schedule with a commit it does not run."""
+    for job, command in _commands(ROOT / ".github/workflows/cd.yml"):
+        assert "GITHUB_SHA" not in command and "github.sha" not in command, (job, command)
+
+
 def test_cd_is_gated_on_secrets() -> None:
     job = _load(ROOT / ".github/workflows/cd.yml")["jobs"]["deploy"]
     gated = [s for s in job["steps"] if s.get("id") != "gate"]
