@@ -129,6 +129,20 @@ def test_a_schema_read_where_csv_example_gen_runs_gives_its_float_columns(tmp_pa
     assert custom["custom_config"]["value"] == {"schema_file": schema}
 
 
+def _thresholds(job: dict) -> dict:
+    metrics = json.loads(_constant(job, "Evaluator", "eval_config"))["metrics_specs"][0]["metrics"]
+    return {m["class_name"]: m["per_slice_thresholds"][0]["threshold"]["value_threshold"]["lower_bound"]
+            for m in metrics if m.get("per_slice_thresholds")}
+
+
+def test_the_blessing_rules_local_runs_take_are_settings_on_vertex_too(tmp_path_factory) -> None:
+    """local_runner.py takes --auc-threshold and --min-error-reduction; vertex.yaml must take both."""
+    cfg = tmp_path_factory.mktemp("cfg") / "vertex.yaml"
+    cfg.write_text("auc_threshold: 0.8\nmin_error_reduction: 0.25\n")
+    job = _compile(tmp_path_factory, "--config", str(cfg))
+    assert _thresholds(job) == {"HistogramAUC": 0.8, "BaseRateErrorReduction": 0.25}
+
+
 def test_kfp_sdk_loads_the_pipeline(compiled: dict) -> None:
     from kfp.components import load_component_from_text
 
