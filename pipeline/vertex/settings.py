@@ -33,6 +33,7 @@ PIPELINE_KNOBS = (
     "learning_rate",
     "auc_threshold",
     "auc_change_tolerance",
+    "min_error_reduction",
 )
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
@@ -86,6 +87,7 @@ class VertexSettings:
     learning_rate: float | None = None
     auc_threshold: float | None = None
     auc_change_tolerance: float | None = None
+    min_error_reduction: float | None = None
     enable_cache: bool = True
     # Submit / schedule
     template: str = "build/vertex_pipeline.json"  # compiled pipeline JSON
