@@ -265,6 +265,20 @@ def test_schedule_create_replace_deletes_the_old_one_after(vertex: FakeChannel, 
     assert 'display_name="taxi-pipeline-schedule"' in vertex.named("ListSchedules")[0].filter
 
 
+def test_a_template_compiled_for_another_pipeline_is_refused(vertex: FakeChannel, template: Path, capsys) -> None:
+    """The JSON says which pipeline it is; runs and schedules named after another one would mislabel it in
+    the console and, with --replace, swap that other pipeline's schedule for this one."""
+    _default_answer.list_response = _schedules("taxi-staging-schedule")
+    args = ["schedule", "create", *TARGET, "--template", str(template), "--cron", "0 3 * * *", "--replace",
+            "--pipeline-name", "taxi-staging"]
+    assert vertex_runner.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: pipeline JSON {template} was compiled for pipeline 'taxi-pipeline', not 'taxi-staging': "
+                   "pass --pipeline-name taxi-pipeline, or compile it with --pipeline-name taxi-staging"]
+    assert vertex.requests == []
+    assert vertex_runner.main(["submit", *TARGET, "--template", str(template), "--pipeline-name", "taxi-staging"]) == 2
+
+
 def test_schedule_list_pause_resume_delete(vertex: FakeChannel, capsys) -> None:
     _default_answer.list_response = _schedules("taxi-pipeline-schedule", "other")
     assert vertex_runner.main(["schedule", "list", *TARGET]) == 0
