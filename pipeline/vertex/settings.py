@@ -304,14 +304,16 @@ def check_compile(s: VertexSettings) -> None:
             )
 
 
-def pipeline_spec_inputs(template: str) -> dict[str, Any]:
-    """The compiled JSON's runtime parameters, read without kfp, so bad names fail before any call."""
+def compiled_pipeline(template: str) -> tuple[str, dict[str, Any]]:
+    """The compiled JSON's pipeline name ("" if absent) and runtime parameters, read without kfp, so a
+    mismatch fails before any call."""
     path = Path(template)
     if not path.is_file():
         raise ConfigError(f"pipeline JSON {template} does not exist: run 'vertex_runner.py compile' first")
     try:
-        spec = json.loads(path.read_text())
-        return spec["pipelineSpec"]["root"].get("inputDefinitions", {}).get("parameters", {})
+        spec = json.loads(path.read_text())["pipelineSpec"]
+        parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+        return str(spec.get("pipelineInfo", {}).get("name", "")), parameters
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ConfigError(f"pipeline JSON {template} is not a compiled Vertex pipeline (no pipelineSpec.root)") from None
 
@@ -320,7 +322,11 @@ def check_submit(s: VertexSettings) -> None:
     check_target(s)
     if s.pipeline_root:
         _check_gs("pipeline root", s.pipeline_root)
-    known = pipeline_spec_inputs(s.template)
+    compiled_name, known = compiled_pipeline(s.template)
+    if compiled_name and compiled_name != s.pipeline_name:  # runs and schedules are named after the pipeline
+        raise ConfigError(f"pipeline JSON {s.template} was compiled for pipeline {compiled_name!r}, not "
+                          f"{s.pipeline_name!r}: pass --pipeline-name {compiled_name}, or compile it with "
+                          f"--pipeline-name {s.pipeline_name}")
     for key, value in s.parameters:
         if key not in known:
             raise ConfigError(
