@@ -7,12 +7,12 @@ google.cloud.aiplatform (seconds of import) that a local run never uses.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import tensorflow_model_analysis as tfma
 from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
-from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.dsl.components.base import executor_spec
@@ -30,6 +30,7 @@ from pipeline.components import dedup_pusher
 from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen, schema_float_columns
 from pipeline.components.data_gate import DataGate
 from pipeline.components.fixed_batch_transform import FixedBatchTransform
+from pipeline.components.pinned_import_schema_gen import PinnedImportSchemaGen, schema_sha256
 from pipeline.configs import DEFAULT_SCHEMA, IMAGE_SCHEMA_PATH, PipelineConfig, read_schema
 from pipeline.spans import SPAN_PATTERN
 
@@ -45,6 +46,7 @@ TRAINER = "Trainer"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
 TRANSFORM = "Transform"
+SCHEMA_IMPORTER = "ImportSchemaGen"
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -136,15 +138,29 @@ SPLIT_CONFIG = example_gen_pb2.Output(
 )
 
 
-def _schema_float_config(schema_path: str) -> dict:
-    """How CsvExampleGen learns the schema's FLOAT columns: listed, from a local file or, for Vertex's
-    image path, from this checkout's schema, which the image is built with; a schema that cannot be
-    read here (gs://, another file in the image) is named instead, for the executor to read where it runs."""
+def _readable_schema(schema_path: str) -> str | None:
+    """The local file holding the schema at schema_path where the pipeline runs: the file itself, or for
+    Vertex's image path this checkout's schema, which the image is built from; None if it cannot be read here
+    (gs://, another file in the image)."""
     if schema_path == IMAGE_SCHEMA_PATH:
-        schema_path = str(DEFAULT_SCHEMA)
-    if "://" in schema_path or not os.path.isfile(schema_path):
+        return str(DEFAULT_SCHEMA)
+    return schema_path if "://" not in schema_path and os.path.isfile(schema_path) else None
+
+
+def _schema_float_config(schema_path: str) -> dict:
+    """How CsvExampleGen learns the schema's FLOAT columns: listed, from the schema where it can be read
+    here; else named, for the executor to read where it runs."""
+    readable = _readable_schema(schema_path)
+    if readable is None:
         return {"schema_file": schema_path}
-    return {"float_columns": schema_float_columns(read_schema(schema_path))}
+    return {"float_columns": schema_float_columns(read_schema(readable))}
+
+
+def _schema_importer(schema_path: str) -> PinnedImportSchemaGen:
+    """ImportSchemaGen pinned to the content of the schema read here, when it can be (see the component)."""
+    readable = _readable_schema(schema_path)
+    pinned = schema_sha256(Path(readable).read_bytes()) if readable else None
+    return PinnedImportSchemaGen(schema_file=schema_path, schema_sha256=pinned).with_id(SCHEMA_IMPORTER)
 
 
 def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleGen:
@@ -168,7 +184,7 @@ def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleG
 def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     example_gen = _example_gen(config, config.span).with_id(EXAMPLE_GEN)
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_importer = ImportSchemaGen(schema_file=config.schema_path)
+    schema_importer = _schema_importer(config.schema_path)
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_importer.outputs["schema"],

@@ -127,6 +127,18 @@ def test_a_schema_read_where_csv_example_gen_runs_gives_its_float_columns(tmp_pa
     assert _constant(job, "ImportSchemaGen", "schema_file") == schema
     custom = json.loads(_constant(job, "CsvExampleGen", "custom_config"))
     assert custom["custom_config"]["value"] == {"schema_file": schema}
+    # Nothing to pin it to here: the run takes whatever the file holds, as stock ImportSchemaGen does.
+    assert "schema_sha256" not in _params(job, "ImportSchemaGen")
+
+
+def test_the_image_schema_is_pinned_to_this_checkouts_content(compiled: dict) -> None:
+    """The image path is the same in every image: the schema's hash makes an edit a new cache key on Vertex."""
+    import hashlib
+
+    from pipeline.configs import DEFAULT_SCHEMA
+
+    pinned = _constant(compiled, "ImportSchemaGen", "schema_sha256")
+    assert pinned == hashlib.sha256(DEFAULT_SCHEMA.read_bytes()).hexdigest()
 
 
 def _thresholds(job: dict) -> dict:
