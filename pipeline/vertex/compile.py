@@ -6,6 +6,9 @@ that need them, so `vertex_runner.py --help` and config errors stay instant.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from pipeline.configs import IMAGE_REPO_ROOT, ConfigError, PipelineConfig, vertex_config
@@ -120,18 +123,23 @@ def compile_pipeline(s: VertexSettings, output: str) -> Path:
     data_root = data_types.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=config.data_root)
     pipeline = create_pipeline(dataclasses.replace(config, data_root=data_root))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.unlink()  # the runner refuses to overwrite; a recompile should replace it
-    runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
-        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
-            default_image=s.pipeline_image,
-            display_name=s.pipeline_name,
-            # Schema 2.1 carries typed parameter values, which PipelineJob expects.
-            use_pipeline_spec_2_1=True,
-        ),
-        output_dir=str(out.parent),
-        output_filename=out.name,
-    )
-    # Default for the runtime parameter lands in runtimeConfig.parameterValues.
-    runner.run(pipeline, parameter_values={DATA_ROOT_PARAMETER: config.data_root}, write_out=True)
+    # The runner refuses to overwrite a file: it writes into a fresh folder beside the JSON, which then
+    # replaces the old one whole, so a compile that fails part-way leaves the previous JSON as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+            config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
+                default_image=s.pipeline_image,
+                display_name=s.pipeline_name,
+                # Schema 2.1 carries typed parameter values, which PipelineJob expects.
+                use_pipeline_spec_2_1=True,
+            ),
+            output_dir=str(staging),
+            output_filename=out.name,
+        )
+        # Default for the runtime parameter lands in runtimeConfig.parameterValues.
+        runner.run(pipeline, parameter_values={DATA_ROOT_PARAMETER: config.data_root}, write_out=True)
+        os.replace(staging / out.name, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -228,6 +228,8 @@ def test_recompile_replaces_the_output(tmp_path: Path) -> None:
     assert vertex_runner.main(["compile", *BASE, "--output", str(out), "--no-enable-cache"]) == 0
     job = json.loads(out.read_text())
     assert all(not t.get("cachingOptions", {}).get("enableCache") for t in _tasks(job).values())
+    # Written beside the old JSON, then swapped in whole: nothing else is left in its folder.
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
 
 
 @pytest.mark.parametrize("output, message", [
