@@ -6,7 +6,7 @@ import math
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
 from report import svg
-from report.build import _auc_threshold
+from report.build import _auc_threshold, _chain
 from report.data import data_section
 from report.evaluation import fmt_metric
 
@@ -72,3 +72,21 @@ def test_metric_words_and_threshold_from_eval_config() -> None:
               '{"value_threshold": {"lower_bound": 0.9}}}]}]}]}')
     assert _auc_threshold(config) == 0.9
     assert _auc_threshold("not json") is None
+
+
+def _step(node: str, execution_id: int, key: str, kind: str, artifact_id: int):  # noqa: ANN202 - mlmd.Step
+    from report.mlmd import Step
+
+    artifact = {"id": artifact_id, "type": kind, "uri": f"/root/{node}/{key}/{execution_id}", "properties": {}}
+    return Step(node, execution_id, "ran", {}, {}, {key: [artifact]}, ["run"])
+
+
+def test_lineage_chain_follows_the_trained_span_not_the_drift_baseline() -> None:
+    # A span run: TFX may start the previous span's ExampleGen/StatisticsGen before this span's.
+    steps = [_step("PreviousSpanExampleGen", 1, "examples", "Examples", 1),
+             _step("CsvExampleGen", 2, "examples", "Examples", 2),
+             _step("PreviousSpanStatisticsGen", 3, "statistics", "ExampleStatistics", 3),
+             _step("StatisticsGen", 4, "statistics", "ExampleStatistics", 4),
+             _step("Transform", 5, "transformed_examples", "Examples", 5)]
+    chain = {a["type"]: a["node"] for a in _chain(steps)}
+    assert chain == {"Examples": "CsvExampleGen", "ExampleStatistics": "StatisticsGen"}
