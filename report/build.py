@@ -19,6 +19,7 @@ from report import mlmd, svg
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHAIN = ("Examples", "ExampleStatistics", "ExampleAnomalies", "Schema", "TransformGraph", "Model",
          "ModelEvaluation", "ModelBlessing", "PushedModel")
+PREVIOUS_EXAMPLE_GEN, PREVIOUS_STATISTICS_GEN = "PreviousSpanExampleGen", "PreviousSpanStatisticsGen"  # drift baseline
 
 
 def report_path(output: str, run_id: str) -> Path:
@@ -45,14 +46,18 @@ def _auc_threshold(eval_config_json: str) -> float | None:
 
 
 def _chain(steps: list[mlmd.Step]) -> list[dict[str, Any]]:
-    """The headline path data -> ... -> pushed version: first artifact of each type, in order."""
+    """The headline path data -> ... -> pushed version: first artifact of each type, in order.
+
+    The previous span's Examples and statistics (the drift baseline) are not on
+    that path, though TFX may run them before this span's.
+    """
     found: dict[str, dict[str, Any]] = {}
     for step in steps:
+        if step.node in (PREVIOUS_EXAMPLE_GEN, PREVIOUS_STATISTICS_GEN):
+            continue
         for artifacts in step.outputs.values():
             for artifact in artifacts:
                 kind = artifact["type"]
-                if kind == "Examples" and step.node != "CsvExampleGen" and kind in found:
-                    continue
                 if kind in CHAIN and kind not in found:
                     found[kind] = {**artifact, "node": step.node, "execution_id": step.execution_id}
     return [found[k] for k in CHAIN if k in found]
@@ -87,9 +92,9 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
         return artifacts[0].uri if artifacts else None
 
     splits = data_section(uri("StatisticsGen", "statistics"), uri("ExampleValidator", "anomalies"))
-    drift = _drift(uri("StatisticsGen", "statistics"), uri("PreviousSpanStatisticsGen", "statistics"),
+    drift = _drift(uri("StatisticsGen", "statistics"), uri(PREVIOUS_STATISTICS_GEN, "statistics"),
                    uri("ImportSchemaGen", "schema"), uri("CsvExampleGen", "examples"),
-                   uri("PreviousSpanExampleGen", "examples"))
+                   uri(PREVIOUS_EXAMPLE_GEN, "examples"))
     model = None
     evaluator = by_node.get("Evaluator")
     evaluation_uri = uri("Evaluator", "evaluation")
