@@ -37,10 +37,11 @@ ROW = {"trip_miles": 2.1, "fare": 12.5, "trip_seconds": 600.0, "pickup_latitude"
 STRINGS = {"payment_type", "company"}
 
 
-def summarize(latencies: list[float], wall: float) -> dict[str, float]:
+def summarize(latencies: list[float], wall: float) -> dict[str, float | None]:
+    """Percentiles of the successful calls (None when none succeeded) and successes per second."""
     ms = np.array(latencies) * 1000
-    return {"requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3), "throughput_rps": round(len(ms) / wall, 1)}
+    pct = lambda q: round(float(np.percentile(ms, q)), 3) if len(ms) else None  # noqa: E731
+    return {"requests": len(ms), "p50_ms": pct(50), "p99_ms": pct(99), "throughput_rps": round(len(ms) / wall, 1)}
 
 
 _LOADED: dict[Path, object] = {}
@@ -114,7 +115,7 @@ def grpc_request():  # noqa: ANN201 - a PredictRequest
 async def _load(call, clients: int, seconds: float) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
-    stop_at = time.perf_counter() + seconds
+    stop_at = 0.0
 
     async def worker() -> None:
         nonlocal errors
@@ -126,9 +127,13 @@ async def _load(call, clients: int, seconds: float) -> dict[str, float]:
             except Exception:
                 errors += 1
 
-    for _ in range(10):  # warm connections and the batcher
-        await call()
+    try:
+        for _ in range(10):  # warm connections and the batcher
+            await call()
+    except Exception as error:
+        raise RuntimeError(f"gRPC warm-up failed: {type(error).__name__}: {error}") from None
     start = time.perf_counter()
+    stop_at = start + seconds
     await asyncio.gather(*(worker() for _ in range(clients)))
     result = summarize(latencies, time.perf_counter() - start)
     result["errors"] = errors
@@ -145,14 +150,21 @@ def bench_rest(url: str, clients: int, seconds: float) -> dict[str, float]:
     lock = threading.Lock()
     start_gate = threading.Barrier(clients + 1)
     stop_at = [0.0]
+    warm_up_errors: list[Exception] = []
 
     def worker() -> None:
         nonlocal errors
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         mine, bad = [], 0
-        for _ in range(5):
-            rest_predict(conn)
-        start_gate.wait()
+        try:
+            for _ in range(5):
+                rest_predict(conn)
+            start_gate.wait()
+        except Exception as error:  # a failed warm-up stops the run: no thread may wait at the gate forever
+            warm_up_errors.append(error)
+            start_gate.abort()
+            conn.close()
+            return
         while time.perf_counter() < stop_at[0]:
             t = time.perf_counter()
             try:
@@ -167,11 +179,17 @@ def bench_rest(url: str, clients: int, seconds: float) -> dict[str, float]:
             latencies.extend(mine)
             errors += bad
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    stop_at[0] = time.perf_counter() + 1e9
     for t in threads:
         t.start()
-    stop_at[0] = time.perf_counter() + 1e9
-    start_gate.wait()
+    try:
+        start_gate.wait()
+    except threading.BrokenBarrierError:
+        for t in threads:
+            t.join()
+        error = next((e for e in warm_up_errors if not isinstance(e, threading.BrokenBarrierError)), None)
+        raise RuntimeError(f"REST warm-up failed: {type(error).__name__}: {error}") from None
     start = time.perf_counter()
     stop_at[0] = start + seconds
     for t in threads:
@@ -261,6 +279,26 @@ def start_server(base: Path, variant: str) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("error: server did not become ready in 180s")
 
 
+def targets(report: dict) -> list[dict]:
+    """The README's targets, each PASS or FAIL; a run with failed requests fails (its numbers count only successes)."""
+    found = []
+    for pr in report["paired"]:
+        want = pr["in-process"]["p50_ms"] + 2
+        found.append({"name": f"{pr['server']} REST p50, 1 client, interleaved (ms)", "value": pr["rest"]["p50_ms"],
+                      "target": f"<= {want:.3f} (in-process p50 + 2)", "pass": pr["rest"]["p50_ms"] <= want})
+    for r in report["runs"]:
+        name = f"{r['server']} {r['protocol'].upper()}"
+        if r["clients"] == 32:
+            want = 0.5 * r["in_process_rps"]
+            found.append({"name": f"{name} req/s at 32 clients", "value": r["throughput_rps"],
+                          "target": f">= {want:.1f} (50% of in-process)",
+                          "pass": r["throughput_rps"] >= want and not r["errors"]})
+        if r["errors"]:
+            found.append({"name": f"{name} failed requests at {r['clients']} clients", "value": r["errors"],
+                          "target": "0", "pass": False})
+    return found
+
+
 def markdown(report: dict) -> str:
     ip = report["in_process"]
     lines = [
@@ -300,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", default="batching,plain", help=f"server variants: {', '.join(VARIANTS)}")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
+    import grpc
     unknown = set(args.servers.split(",")) - set(VARIANTS)
     if unknown:
         print(f"error: unknown server variant {sorted(unknown)[0]!r}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
@@ -334,22 +373,13 @@ def main(argv: list[str] | None = None) -> int:
                               "in_process_p50_ms": floor["p50_ms"], "in_process_rps": floor["throughput_rps"]}
                     report["runs"].append(result)
                     print(result, flush=True)
+        except (RuntimeError, grpc.RpcError) as error:  # the server answered errors where none may be
+            print(f"error: server {variant}: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    report["targets"] = []
-    for pr in report["paired"]:
-        want = pr["in-process"]["p50_ms"] + 2
-        report["targets"].append({"name": f"{pr['server']} REST p50, 1 client, interleaved (ms)",
-                                  "value": pr["rest"]["p50_ms"], "target": f"<= {want:.3f} (in-process p50 + 2)",
-                                  "pass": pr["rest"]["p50_ms"] <= want})
-    for r in report["runs"]:
-        name = f"{r['server']} {r['protocol'].upper()}"
-        if r["clients"] == 32:
-            want = 0.5 * r["in_process_rps"]
-            report["targets"].append({"name": f"{name} req/s at 32 clients", "value": r["throughput_rps"],
-                                      "target": f">= {want:.1f} (50% of in-process)",
-                                      "pass": r["throughput_rps"] >= want})
+    report["targets"] = targets(report)
     report["load_average_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serving_benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
