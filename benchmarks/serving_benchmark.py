@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import math
 import os
 import platform
 import socket
@@ -330,11 +331,31 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
+def _client_counts(text: str) -> list[int]:
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        counts = [0]
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers >= 1, comma-separated, e.g. 1,8,32")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-base-path", type=Path, required=True, help="<output>/serving_model/taxi")
-    p.add_argument("--seconds", type=float, default=5.0, help="duration of each run")
-    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--seconds", type=_seconds, default=5.0, help="duration of each run (> 0)")
+    p.add_argument("--clients", type=_client_counts, default="1,8,32", help="concurrent clients per run, e.g. 1,8,32")
     p.add_argument("--servers", default="batching,plain", help=f"server variants: {', '.join(VARIANTS)}")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
@@ -349,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no pushed version under {args.model_base_path}", file=sys.stderr)
         return 2
     model_dir = args.model_base_path / str(versions[-1])
-    clients = [int(c) for c in args.clients.split(",")]
+    clients = args.clients
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "model_dir": str(model_dir), "seconds_per_run": args.seconds, "load_average_start": os.getloadavg(),
