@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -189,7 +192,7 @@ def bench_rest(url: str, clients: int, seconds: float) -> dict[str, float]:
     except threading.BrokenBarrierError:
         for t in threads:
             t.join()
-        error = next((e for e in warm_up_errors if not isinstance(e, threading.BrokenBarrierError)), None)
+        error = warm_up_errors[0]  # the first failure; it broke the gate for the others
         raise RuntimeError(f"REST warm-up failed: {type(error).__name__}: {error}") from None
     start = time.perf_counter()
     stop_at[0] = start + seconds
@@ -259,25 +262,58 @@ VARIANTS = {  # server flags per benchmarked variant
 }
 
 
-def start_server(base: Path, variant: str) -> tuple[subprocess.Popen, str, str]:
+@contextlib.contextmanager
+def running_server(base: Path, variant: str) -> Iterator[tuple[str, str]]:
+    """(REST url, gRPC target) of the server as a subprocess, stopped (killed if it will not stop) however
+    the block ends: an error, Ctrl-C, or SIGTERM (main turns it into SystemExit)."""
     rest, grpc_port = _free_port(), _free_port()
     cmd = [sys.executable, "-m", "serving", "--model-base-path", str(base), "--model-name", "taxi",
            "--rest-api-port", str(rest), "--grpc-port", str(grpc_port), "--file-system-poll-wait-seconds", "0",
            "--log-level", "WARNING"] + VARIANTS[variant]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{rest}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: server exited with {proc.returncode}; run it by hand: {' '.join(cmd)}")
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(proc, cmd, url):
+            if time.monotonic() > deadline:
+                raise SystemExit("error: server did not become ready in 180s")
+            time.sleep(0.25)
+        yield url, f"127.0.0.1:{grpc_port}"
+    finally:
+        proc.terminate()
         try:
-            if httpx.get(f"{url}/v1/models/taxi", timeout=2).status_code == 200:
-                return proc, url, f"127.0.0.1:{grpc_port}"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    proc.kill()
-    raise SystemExit("error: server did not become ready in 180s")
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _ready(proc: subprocess.Popen, cmd: list[str], url: str) -> bool:
+    if proc.poll() is not None:
+        raise SystemExit(f"error: server exited with {proc.returncode}; run it by hand: {' '.join(cmd)}")
+    try:
+        return httpx.get(f"{url}/v1/models/taxi", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def bench_server(report: dict, variant: str, url: str, grpc_target: str, model_dir: Path, seconds: float,
+                 clients: list[int]) -> None:
+    """The interleaved 1-client comparison, then REST and gRPC at each client count, into report."""
+    paired = bench_paired(url, grpc_target, model_dir, seconds)
+    report["paired"].append({"server": variant, **{k: {"p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"]}
+                                                    for k, v in paired.items()}})
+    print("paired", report["paired"][-1], flush=True)
+    for protocol in ("rest", "grpc"):
+        for n in clients:
+            # the machine is shared: re-measure the floor next to every run
+            floor = bench_in_process(model_dir, min(seconds, 2.0))
+            stats = (bench_rest(url, n, seconds) if protocol == "rest"
+                     else asyncio.run(bench_grpc(grpc_target, n, seconds)))
+            result = {"server": variant, "protocol": protocol, "clients": n, **stats,
+                      "in_process_p50_ms": floor["p50_ms"], "in_process_rps": floor["throughput_rps"]}
+            report["runs"].append(result)
+            print(result, flush=True)
 
 
 def targets(report: dict) -> list[dict]:
@@ -331,31 +367,26 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
-    return value
-
-
-def _client_counts(text: str) -> list[int]:
-    try:
-        counts = [int(c) for c in text.split(",")]
-    except ValueError:
-        counts = [0]
-    if min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers >= 1, comma-separated, e.g. 1,8,32")
-    return counts
+def _positive(parse, words: str):  # noqa: ANN001, ANN202 - an argparse type
+    """parse(text) must give numbers > 0 (a list of them for --clients); otherwise one usage line."""
+    def check(text: str):  # noqa: ANN202
+        try:
+            value = parse(text)
+        except ValueError:
+            value = math.nan
+        if not all(math.isfinite(v) and v > 0 for v in np.atleast_1d(value)):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {words}")
+        return value
+    return check
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-base-path", type=Path, required=True, help="<output>/serving_model/taxi")
-    p.add_argument("--seconds", type=_seconds, default=5.0, help="duration of each run (> 0)")
-    p.add_argument("--clients", type=_client_counts, default="1,8,32", help="concurrent clients per run, e.g. 1,8,32")
+    p.add_argument("--seconds", type=_positive(float, "a number of seconds > 0"), default=5.0,
+                   help="duration of each run")
+    p.add_argument("--clients", type=_positive(lambda t: [int(c) for c in t.split(",")], "whole numbers >= 1, "
+                                               "comma-separated, e.g. 1,8,32"), default="1,8,32")
     p.add_argument("--servers", default="batching,plain", help=f"server variants: {', '.join(VARIANTS)}")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
@@ -370,36 +401,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no pushed version under {args.model_base_path}", file=sys.stderr)
         return 2
     model_dir = args.model_base_path / str(versions[-1])
-    clients = args.clients
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "model_dir": str(model_dir), "seconds_per_run": args.seconds, "load_average_start": os.getloadavg(),
               "in_process": bench_in_process(model_dir, args.seconds),
               "server_call_in_process": bench_server_call(model_dir, args.seconds), "runs": [], "paired": []}
     print("in-process", report["in_process"], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # unwind: stop the server
     for variant in args.servers.split(","):
-        proc, url, grpc_target = start_server(args.model_base_path, variant)
         try:
-            paired = bench_paired(url, grpc_target, model_dir, args.seconds)
-            report["paired"].append({"server": variant, **{k: {"p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"]}
-                                                            for k, v in paired.items()}})
-            print("paired", report["paired"][-1], flush=True)
-            for protocol in ("rest", "grpc"):
-                for n in clients:
-                    # the machine is shared: re-measure the floor next to every run
-                    floor = bench_in_process(model_dir, min(args.seconds, 2.0))
-                    stats = (bench_rest(url, n, args.seconds) if protocol == "rest"
-                             else asyncio.run(bench_grpc(grpc_target, n, args.seconds)))
-                    result = {"server": variant, "protocol": protocol, "clients": n, **stats,
-                              "in_process_p50_ms": floor["p50_ms"], "in_process_rps": floor["throughput_rps"]}
-                    report["runs"].append(result)
-                    print(result, flush=True)
+            with running_server(args.model_base_path, variant) as (url, grpc_target):
+                bench_server(report, variant, url, grpc_target, model_dir, args.seconds, args.clients)
         except (RuntimeError, grpc.RpcError) as error:  # the server answered errors where none may be
             print(f"error: server {variant}: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     report["targets"] = targets(report)
     report["load_average_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
