@@ -90,3 +90,35 @@ def test_lineage_chain_follows_the_trained_span_not_the_drift_baseline() -> None
              _step("Transform", 5, "transformed_examples", "Examples", 5)]
     chain = {a["type"]: a["node"] for a in _chain(steps)}
     assert chain == {"Examples": "CsvExampleGen", "ExampleStatistics": "StatisticsGen"}
+
+
+def _page(outcome: str, states: dict[str, str], blessed: bool | None, pushed: str | None = None) -> str:
+    """The report's HTML for a run whose components ended in `states`, rendered by the real template."""
+    from pipeline.run_summary import RunSummary
+    from report.build import render
+    from report.mlmd import Execution, RunRow
+
+    executions = [Execution(i, node, state, i * 1000, i * 1000 + 500, {}, {})
+                  for i, (node, state) in enumerate(states.items(), 1)]
+    row = RunRow("2026-01-02T03:04:05", 1.0, 3.0, outcome, sum(s == "ran" for s in states.values()), 0, blessed,
+                 pushed, None)
+    summary = RunSummary(row.run_id, [], {"auc": 0.95}, [], blessed, [], pushed, None)
+    return render({"run_id": row.run_id, "row": row, "started": "2026-01-02 03:04:05", "output": "/out",
+                   "summary": summary, "splits": [], "drift": [], "drift_accepted": False, "model": None,
+                   "auc_threshold": None, "executions": executions, "timing_chart": "", "steps": [], "chain": [],
+                   "generated": "now"})
+
+
+def _verdict(html: str) -> str:
+    import re
+
+    return re.search(r'<div class="verdict (\w+)" id="verdict">(.*?)</div>', html, re.S).group(1, 2)
+
+
+def test_a_run_that_failed_after_the_blessing_is_not_shown_as_a_good_outcome() -> None:
+    kind, words = _verdict(_page("failed", {"Evaluator": "ran", "Pusher": "failed"}, blessed=True))
+    assert kind == "bad" and "FAILED in Pusher" in words and "nothing was pushed" in words
+    kind, words = _verdict(_page("incomplete", {"Evaluator": "ran", "Pusher": "running"}, blessed=True))
+    assert kind == "bad" and "did not finish" in words
+    kind, words = _verdict(_page("completed", {"Evaluator": "ran", "Pusher": "ran"}, blessed=True, pushed="17"))
+    assert kind == "ok" and "pushed as version 17" in words
