@@ -85,3 +85,14 @@ def test_report_renders_in_chromium(trained_output, tmp_path) -> None:
     subprocess.run([*flags, "--window-size=1280,2000", f"--screenshot={shot}", f"file://{page}"],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 20_000  # a real rendering, not a blank page
+
+
+def test_report_run_ids_unknown_and_as_in_the_report_file_name(trained_output) -> None:
+    unknown = taxi("report", "-o", str(trained_output), "--run", "2020-01-01T00:00:00")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "error: no run '2020-01-01T00:00:00' in MLMD; `taxi runs` lists the run ids"]
+    run_id = summarize(str(trained_output / "metadata.sqlite")).run_id
+    by_file_name = taxi("report", "-o", str(trained_output), "--run", run_id.replace(":", "-"), "-q")
+    assert by_file_name.returncode == 0, by_file_name.stderr
+    assert by_file_name.stdout.strip() == str(trained_output / "reports" / f"{run_id.replace(':', '-')}.html")
