@@ -81,7 +81,7 @@ def runs(output: str, limit: int, metrics: bool, as_json: bool) -> int:
 
 @click.command(epilog="Exit codes: 0 written; 2 no MLMD store or no such run.")
 @output_option
-@click.option("--run", "run_id", metavar="RUN_ID", help="the run (default: the latest; `taxi runs` lists ids)")
+@click.option("--run", "run_id", metavar="RUN_ID", help="the run (default: the latest; `taxi runs` lists ids; the report's file name, ':' as '-', works too)")
 @click.option("--all", "all_runs", is_flag=True, help="every run in MLMD")
 @verbosity_options
 def report(output: str, run_id: str | None, all_runs: bool) -> int:
@@ -95,7 +95,12 @@ def report(output: str, run_id: str | None, all_runs: bool) -> int:
         raise UsageProblem("give --run or --all, not both")
     if run_id is not None and not run_id.strip():
         raise UsageProblem("--run is empty; `taxi runs` lists the run ids (leave --run out for the latest)")
-    ids = mlmd.run_ids(_store(output)) if all_runs else [run_id]
+    store = _store(output)
+    try:  # an unknown run or an empty store: one error line, before any work
+        chosen = mlmd.resolve_run_id(store, run_id)  # with --all, run_id is None: the latest
+    except mlmd.StoreError as error:
+        raise UsageProblem(str(error)) from None
+    ids = mlmd.run_ids(store) if all_runs else [chosen]
     info("reading statistics, TFMA and MLMD...")
     for one in ids:
         try:

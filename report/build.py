@@ -78,10 +78,7 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
     from report.data import data_section
 
     store = mlmd.open_store(output)
-    ids = mlmd.run_ids(store)
-    if not ids:
-        raise mlmd.StoreError("MLMD holds no runs yet; run the pipeline first")
-    run_id = run_id or ids[-1]
+    run_id = mlmd.resolve_run_id(store, run_id)
     executions = mlmd.run_executions(store, run_id)
     row = mlmd.run_row(store, run_id)
     summary = summarize(os.path.join(output, "metadata.sqlite"), run_id)

@@ -77,10 +77,27 @@ def _artifacts_by_key(store: metadata_store.MetadataStore, execution_id: int, ki
     return out
 
 
+def _no_run(run_id: str) -> StoreError:
+    return StoreError(f"no run {run_id!r} in MLMD; `taxi runs` lists the run ids")
+
+
+def resolve_run_id(store: metadata_store.MetadataStore, run_id: str | None) -> str:
+    """The run id as given or as its report's file name spells it (safe_run_id); None: the latest run."""
+    ids = run_ids(store)
+    if not ids:
+        raise StoreError("MLMD holds no runs yet; run the pipeline first")
+    if run_id is None:
+        return ids[-1]
+    found = [known for known in ids if run_id in (known, safe_run_id(known))]
+    if not found:
+        raise _no_run(run_id)
+    return found[0]
+
+
 def run_executions(store: metadata_store.MetadataStore, run_id: str) -> list[Execution]:
     context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
     if context is None:
-        raise StoreError(f"no run {run_id!r} in MLMD; `taxi runs` lists the run ids")
+        raise _no_run(run_id)
     executions = executions_in_start_order(store, context.id)
     return [Execution(e.id, node_name(store, e.id), STATE_WORDS.get(e.last_known_state, "?"),
                       e.create_time_since_epoch, e.last_update_time_since_epoch, properties(e),
