@@ -96,3 +96,19 @@ def test_report_run_ids_unknown_and_as_in_the_report_file_name(trained_output) -
     by_file_name = taxi("report", "-o", str(trained_output), "--run", run_id.replace(":", "-"), "-q")
     assert by_file_name.returncode == 0, by_file_name.stderr
     assert by_file_name.stdout.strip() == str(trained_output / "reports" / f"{run_id.replace(':', '-')}.html")
+
+
+def test_a_report_write_that_fails_keeps_the_old_report_and_leaves_no_partial_file(trained_output, tmp_path) -> None:
+    (tmp_path / "metadata.sqlite").symlink_to(trained_output / "metadata.sqlite")  # artifact URIs are absolute
+    first = taxi("report", "-o", str(tmp_path), "-q")
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "reports").iterdir()}
+    # A full disk, as RLIMIT_FSIZE: every file write past 4 kB fails with EFBIG.
+    limited = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+               f"sys.argv = ['taxi', 'report', '-o', {str(tmp_path)!r}, '-q']; runpy.run_module('cli', run_name='__main__')")
+    failed = subprocess.run([sys.executable, "-c", limited], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == [
+        f"error: cannot write the report in {tmp_path / 'reports'}: File too large"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "reports").iterdir()} == before
