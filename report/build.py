@@ -138,14 +138,24 @@ def write_report(output: str, run_id: str | None = None) -> Path:
     context = collect(output, run_id)
     path = report_path(output, context["run_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(context), encoding="utf-8")
-    os.replace(tmp, path)
     summary, row = context["summary"], context["row"]
     sidecar = {"run_id": context["run_id"], "outcome": row.outcome, "metrics": summary.metrics if summary else {},
                "blessed": row.blessed, "pushed_version": row.pushed_version, "report": str(path)}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    _replace_whole(path, render(context))
+    _replace_whole(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
     return path
+
+
+def _replace_whole(path: Path, text: str) -> None:
+    """Write a file under a temporary name of its own, then rename it into place: a reader (or a failed
+    write, or another `taxi report` at the same time) never sees half of it, and nothing partial stays."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # this process's own; the umask's permissions
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def report_after_run(output: str) -> str:
