@@ -112,3 +112,17 @@ def test_a_report_write_that_fails_keeps_the_old_report_and_leaves_no_partial_fi
     assert failed.stderr.strip().splitlines() == [
         f"error: cannot write the report in {tmp_path / 'reports'}: File too large"]
     assert {p.name: p.read_bytes() for p in (tmp_path / "reports").iterdir()} == before
+
+
+def test_report_of_a_run_whose_evaluation_was_deleted_from_disk(trained_output, tmp_path) -> None:
+    """MLMD outlives pruned artifacts: the report says what is gone instead of a TFMA traceback."""
+    import sqlite3
+
+    shutil.copy(trained_output / "metadata.sqlite", tmp_path / "metadata.sqlite")
+    with sqlite3.connect(tmp_path / "metadata.sqlite") as db:  # as if <pipeline_root>/Evaluator had been deleted
+        db.execute("UPDATE Artifact SET uri = uri || '-deleted' WHERE type_id IN "
+                   "(SELECT id FROM Type WHERE name = 'ModelEvaluation')")
+    made = taxi("report", "-o", str(tmp_path), "-q")
+    assert made.returncode == 0, made.stderr
+    html = (tmp_path / "reports" / made.stdout.strip().rsplit("/", 1)[-1]).read_text()
+    assert "Model BLESSED" in html and "no longer on disk" in html
