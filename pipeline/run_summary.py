@@ -106,7 +106,8 @@ def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | Non
         for artifact in _outputs(store, execution.id, "PushedModel"):
             if execution.last_known_state == metadata_store_pb2.Execution.COMPLETE:
                 pushed = artifact
-    metrics, thresholds, reasons = read_evaluation(evaluation_uri, eval_config) if evaluation_uri else ({}, [], [])
+    on_disk = evaluation_uri and os.path.isdir(evaluation_uri)  # MLMD outlives a pruned pipeline root
+    metrics, thresholds, reasons = read_evaluation(evaluation_uri, eval_config) if on_disk else ({}, [], [])
     blessed = None if blessing is None else bool(blessing.custom_properties["blessed"].int_value)
     pushed_version = pushed_to = None
     reason = pushed.custom_properties["not_pushed_reason"].string_value if pushed is not None else ""

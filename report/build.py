@@ -112,6 +112,7 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
         "drift": drift,
         "drift_accepted": bool(by_node["DataGate"].properties.get("accept_drift")) if "DataGate" in by_node else False,
         "model": model,
+        "evaluation_uri": evaluation_uri,
         "auc_threshold": auc_threshold,
         "executions": executions,
         "timing_chart": timing,

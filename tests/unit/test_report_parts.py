@@ -104,7 +104,7 @@ def _page(outcome: str, states: dict[str, str], blessed: bool | None, pushed: st
                  pushed, None)
     summary = RunSummary(row.run_id, [], {"auc": 0.95}, [], blessed, [], pushed, None)
     return render({"run_id": row.run_id, "row": row, "started": "2026-01-02 03:04:05", "output": "/out",
-                   "summary": summary, "splits": [], "drift": [], "drift_accepted": False, "model": None,
+                   "summary": summary, "splits": [], "drift": [], "drift_accepted": False, "model": None, "evaluation_uri": None,
                    "auc_threshold": None, "executions": executions, "timing_chart": "", "steps": [], "chain": [],
                    "generated": "now"})
 
