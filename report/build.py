@@ -72,6 +72,11 @@ def _drift(*uris: str | None) -> list:
     return drift_measurements(*uris)
 
 
+def timing_chart(executions: list[mlmd.Execution]) -> str:
+    """Seconds per component, as bars."""
+    return svg.hbars([(e.node, e.seconds) for e in executions], width=460, label_width=190, fmt="{:.1f} s")
+
+
 def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
     """Everything the template shows, as plain values; raises mlmd.StoreError on a missing run."""
     from pipeline.run_summary import summarize
@@ -101,7 +106,7 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
 
         model = model_section(evaluation_uri, auc_threshold)
     steps = [mlmd.step(store, e.id) for e in executions]
-    timing = svg.hbars([(e.node, e.seconds) for e in executions], width=460, label_width=190, fmt="{:.1f} s")
+    timing = timing_chart(executions)
     return {
         "run_id": run_id,
         "row": row,
