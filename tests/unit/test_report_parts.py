@@ -122,3 +122,15 @@ def test_a_run_that_failed_after_the_blessing_is_not_shown_as_a_good_outcome() -
     assert kind == "bad" and "did not finish" in words
     kind, words = _verdict(_page("completed", {"Evaluator": "ran", "Pusher": "ran"}, blessed=True, pushed="17"))
     assert kind == "ok" and "pushed as version 17" in words
+
+
+def test_timing_chart_of_a_cached_run_does_not_draw_hundredths_of_a_second_as_full_bars() -> None:
+    import re
+
+    from report.build import timing_chart
+    from report.mlmd import Execution
+
+    cached = [Execution(i, node, "cached", 1000 * i, 1000 * i + ms, {}, {})
+              for i, (node, ms) in enumerate([("CsvExampleGen", 20), ("Trainer", 10)], 1)]
+    widths = [float(w) for w in re.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', timing_chart(cached))]
+    assert len(widths) == 2 and max(widths) < 10  # 0.02 s of a chart whose full width is at least 1 s
