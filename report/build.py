@@ -73,8 +73,9 @@ def _drift(*uris: str | None) -> list:
 
 
 def timing_chart(executions: list[mlmd.Execution]) -> str:
-    """Seconds per component, as bars."""
-    return svg.hbars([(e.node, e.seconds) for e in executions], width=460, label_width=190, fmt="{:.1f} s")
+    """Seconds per component, as bars on a scale of at least 1 s: a cached run's hundredths stay slivers."""
+    items = [(e.node, e.seconds) for e in executions]
+    return svg.hbars(items, width=460, label_width=190, fmt="{:.1f} s", maximum=max([1.0] + [s for _, s in items]))
 
 
 def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
