@@ -134,3 +134,16 @@ def test_timing_chart_of_a_cached_run_does_not_draw_hundredths_of_a_second_as_fu
               for i, (node, ms) in enumerate([("CsvExampleGen", 20), ("Trainer", 10)], 1)]
     widths = [float(w) for w in re.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', timing_chart(cached))]
     assert len(widths) == 2 and max(widths) < 10  # 0.02 s of a chart whose full width is at least 1 s
+
+
+def test_threshold_line_is_the_overall_slice_rule_the_blessing_applies() -> None:
+    def config(*per_slice: tuple[list, float]) -> str:
+        import json
+
+        return json.dumps({"metrics_specs": [{"metrics": [{"class_name": "HistogramAUC", "per_slice_thresholds": [
+            {"slicing_specs": specs, "threshold": {"value_threshold": {"lower_bound": bound}}}
+            for specs, bound in per_slice]}]}]})
+
+    by_payment = [{"feature_keys": ["payment_type"]}]
+    assert _auc_threshold(config((by_payment, 0.5), ([{}], 0.9))) == 0.9
+    assert _auc_threshold(config((by_payment, 0.5))) is None  # no rule for the overall slice: no line
