@@ -27,7 +27,7 @@ def report_path(output: str, run_id: str) -> Path:
 
 
 def _auc_threshold(eval_config_json: str) -> float | None:
-    """The AUC lower bound the Evaluator applied, for the threshold line on the charts."""
+    """The AUC lower bound the Evaluator applied to the overall slice, for the threshold line on the charts."""
     try:
         config = json.loads(eval_config_json or "{}")
     except ValueError:
@@ -37,6 +37,9 @@ def _auc_threshold(eval_config_json: str) -> float | None:
             if tfma_metric_class(metric.get("class_name", metric.get("className", ""))) != "AUC":
                 continue
             for per_slice in metric.get("per_slice_thresholds", metric.get("perSliceThresholds", [])):
+                slices = per_slice.get("slicing_specs", per_slice.get("slicingSpecs"))
+                if slices and not any(not s for s in slices):  # a rule for column slices only, not the overall one
+                    continue
                 bound = per_slice.get("threshold", {}).get("value_threshold", {}).get("lower_bound")
                 if bound is None:
                     bound = per_slice.get("threshold", {}).get("valueThreshold", {}).get("lowerBound")
