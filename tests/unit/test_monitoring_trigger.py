@@ -118,3 +118,52 @@ def test_python_dash_m_monitoring_bad_log(tmp_path: Path) -> None:
                            str(tmp_path / "log")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: no pushed model in")
+
+
+def _pushed(output: Path, *versions: int, stable: int | None = None) -> None:
+    """Versions on disk as the Pusher leaves them (saved_model.pb last), and a models.config with a stable label."""
+    for version in versions:
+        (output / "serving_model" / "taxi" / str(version)).mkdir(parents=True)
+        (output / "serving_model" / "taxi" / str(version) / "saved_model.pb").write_bytes(b"")
+    if stable is not None:
+        base = output / "serving_model" / "taxi"
+        (output / "serving_model" / "models.config").write_text(
+            f'model_config_list {{ config {{ name: "taxi" base_path: "{base}" model_platform: "tensorflow" '
+            f'version_labels {{ key: "stable" value: {stable} }} }} }}\n')
+
+
+def _trigger_error(output: Path, data: Path, capsys: pytest.CaptureFixture) -> str:
+    code = main(["trigger", "--output", str(output), "--data", str(data), "--dry-run"])
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    assert "trigger: " not in captured.out  # no verdict printed
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert _decisions(output)[-1]["decision"] == "error"
+    return err[0]
+
+
+def test_a_model_whose_training_span_cannot_be_read_is_an_error_not_current(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """Without MLMD the trigger cannot know the model's span; 'trained on span None is current' hid span 2 for good."""
+    out = tmp_path / "out"
+    _pushed(out, 5)
+    err = _trigger_error(out, _spans(tmp_path), capsys)
+    assert "cannot tell which span version 5 was trained on" in err and "no MLMD store" in err
+
+
+def test_a_damaged_models_config_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    _pushed(out, 5)
+    (out / "serving_model" / "models.config").write_text("garbage {\n")
+    err = _trigger_error(out, _spans(tmp_path), capsys)
+    assert "models.config: not a ModelServerConfig" in err
+
+
+def test_a_stable_label_on_a_deleted_version_is_an_error_as_in_monitor(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """`monitor` refuses it (exit 2); the trigger took the deleted version as the model in service."""
+    out = tmp_path / "out"
+    _pushed(out, 5, stable=7)
+    err = _trigger_error(out, _spans(tmp_path), capsys)
+    assert err.startswith("error: label 'stable' points at version 7, which is not in")
