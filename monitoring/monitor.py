@@ -17,6 +17,10 @@ class MonitorError(ValueError):
     """Input the monitor cannot judge (no logs, too few rows, no model in service)."""
 
 
+class NoVerdict(MonitorError):
+    """Nothing to judge yet (no model pushed); not a mistake in the input, so `trigger` goes on without a model."""
+
+
 @dataclasses.dataclass
 class MonitorInput:
     output: str
@@ -40,7 +44,7 @@ def model_in_service(deployment: Deployment) -> int:
         return label
     pushed = deployment.pushed()
     if not pushed:
-        raise MonitorError(f"no pushed model in {deployment.push_dir}; run the pipeline first")
+        raise NoVerdict(f"no pushed model in {deployment.push_dir}; run the pipeline first")
     return pushed[-1]
 
 

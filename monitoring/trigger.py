@@ -55,20 +55,30 @@ def log_decision(output: str, entry: dict) -> None:
         handle.write(json.dumps({"ts": time.time(), **entry}) + "\n")
 
 
+def _in_service(output: str, model: str) -> tuple[int | None, int | None]:
+    """(version, span it was trained on) of the model in service, as `monitor` finds it; (None, None): nothing pushed."""
+    from monitoring.labels import LabelError
+    from monitoring.monitor import MonitorError, NoVerdict, model_in_service
+
+    try:
+        version = model_in_service(Deployment.for_output(output, model))
+    except NoVerdict:
+        return None, None
+    except (MonitorError, LabelError) as error:  # a stable label on a deleted version, a damaged models.config
+        raise TriggerError(str(error)) from None
+    try:
+        return version, version_record(output, version).span
+    except LineageError:
+        return version, None
+
+
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
            span: int | None = None) -> Decision:
     """Why (or why not) to retrain now."""
     from pipeline import spans as span_lib
     from pipeline.configs import ConfigError
 
-    deployment = Deployment.for_output(output, model)
-    version = deployment.labels().get("stable") or (deployment.pushed() or [None])[-1]
-    model_span = None
-    if version is not None:
-        try:
-            model_span = version_record(output, version).span
-        except LineageError:
-            model_span = None
+    version, model_span = _in_service(output, model)
     try:
         chosen, _ = span_lib.choose_spans(data, span)
     except ConfigError as error:
