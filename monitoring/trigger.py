@@ -68,8 +68,8 @@ def _in_service(output: str, model: str) -> tuple[int | None, int | None]:
         raise TriggerError(str(error)) from None
     try:
         return version, version_record(output, version).span
-    except LineageError:
-        return version, None
+    except LineageError as error:  # no MLMD store, or it lost the version: "current" would be a guess
+        raise TriggerError(f"cannot tell which span version {version} was trained on: {error}") from None
 
 
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
