@@ -62,3 +62,24 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     gates = [s for s in steps if s.node == "DataGate"]
     assert len(gates) == 1 and bool(gates[0].properties.get("accept_drift")) and gates[0].state != "failed", gates
     assert len({s.node for s in steps}) == len(steps)  # one execution per component
+
+    # Skew on served traffic while the model in service already learned the newest span: a retrain would fit
+    # span 2 again (seeded: the same model) and push it as a new canary, every hour a cron job sees the skew.
+    import json
+    import subprocess
+    import sys
+
+    from monitoring.skew import FeatureResult, SkewReport
+    from tests.conftest import ROOT
+
+    report = tmp_path / "skew.json"
+    over = FeatureResult("payment_type", "skew", "l_infty", 0.3, 0.04, "over threshold")
+    report.write_text(json.dumps(SkewReport("taxi", int(pushed_versions(output)[-1]), 2, {}, 600, [over]).as_json()))
+    trigger = subprocess.run([sys.executable, "-m", "monitoring", "trigger", "--output", str(output), "--data", str(data),
+                              "--skew-report", str(report), "--dry-run"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=300)
+    assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+    assert trigger.stdout.startswith("trigger: no retraining: skew over threshold in payment_type"), trigger.stdout
+    assert "span 2" in trigger.stdout
+    decision = json.loads((output / "monitoring" / "decisions.jsonl").read_text().splitlines()[-1])
+    assert decision["decision"] == "no-retrain"
