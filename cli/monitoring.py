@@ -324,9 +324,8 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
         trig.log_decision(output, {"decision": "error", "why": str(error)})
         raise UsageProblem(str(error)) from None
     if not decision.retrain:
-        why = f"model {decision.model_version} trained on span {decision.model_span} is current and no skew found"
-        trig.log_decision(output, {"decision": "no-retrain", "reasons": [why]})
-        click.echo(f"trigger: no retraining: {why}")
+        trig.log_decision(output, {"decision": "no-retrain", "reasons": decision.reasons})
+        click.echo("trigger: no retraining: " + "; ".join(decision.reasons))
         return EXIT_OK
     click.echo("trigger: retraining: " + "; ".join(decision.reasons))
     if dry_run:

@@ -37,7 +37,7 @@ class TriggerError(ValueError):
 @dataclasses.dataclass
 class Decision:
     retrain: bool
-    reasons: list[str]
+    reasons: list[str]  # why to retrain, or (retrain False) why not
     span: int | None  # span to train on (None: the runner's default)
     model_version: int | None
     model_span: int | None
@@ -90,10 +90,21 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
         reasons.append(f"span {chosen} landed after the model in service (version {version}, trained on span {model_span})")
     if span is not None and chosen is not None and chosen != model_span and not reasons:
         reasons.append(f"span {chosen} requested (model in service trained on span {model_span})")
+    skewed = None
     if skew is not None and skew.over:
-        reasons.append("skew over threshold in " + ", ".join(sorted({r.feature for r in skew.over}))
-                       + f" (report on version {skew.version})")
-    return Decision(bool(reasons), reasons, chosen, version, model_span)
+        skewed = ("skew over threshold in " + ", ".join(sorted({r.feature for r in skew.over}))
+                  + f" (report on version {skew.version})")
+    if skewed and (reasons or chosen is None or model_span is None or chosen > model_span):
+        reasons.append(skewed)  # a flat data folder may have changed in place: retraining can learn something new
+    if reasons:
+        return Decision(True, reasons, chosen, version, model_span)
+    if skewed:  # training is seeded: the same span gives the same model, pushed again as a new canary each time
+        why = (f"{skewed}, but the model in service (version {version}) already learned span {chosen}: retraining "
+               "would fit the same rows again; waiting for a new span")
+    else:
+        why = (f"model {version} trained on span {model_span} is current and "
+               + ("no skew found" if skew is not None else "no skew report"))
+    return Decision(False, [why], chosen, version, model_span)
 
 
 OWN_FLAGS = ("--data", "--output", "--no-progress", "--span")  # what run() below passes local_runner.py itself
