@@ -167,3 +167,36 @@ def test_a_stable_label_on_a_deleted_version_is_an_error_as_in_monitor(tmp_path:
     _pushed(out, 5, stable=7)
     err = _trigger_error(out, _spans(tmp_path), capsys)
     assert err.startswith("error: label 'stable' points at version 7, which is not in")
+
+
+def _problems(capsys: pytest.CaptureFixture) -> list[str]:
+    """stderr without the "monitoring <log> ..." progress line."""
+    return [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("monitoring ")]
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--since", "yesterday"], "error: --since 'yesterday' is neither unix seconds nor an ISO time"),
+    (["--since", "2000", "--until", "1000"], "error: --since must be before --until"),
+    (["--schema", "typo.pbtxt"], "error: schema typo.pbtxt does not exist"),
+    (["--version", "5"], "error: no MLMD store at"),
+])
+def test_monitor_retrain_refuses_its_own_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
+                                                   fragment: str) -> None:
+    """A typo in a cron line must fail, not turn into 'no skew verdict' and a trigger decision without skew, forever."""
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(["monitor", "--output", str(out), "--retrain", "--data", str(tmp_path / "spans"), *flags])
+    err = _problems(capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(fragment), err
+    assert not (out / "monitoring" / "decisions.jsonl").exists()  # nothing decided, nothing started
+
+
+def test_monitor_retrain_without_traffic_warns_and_still_decides(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(["monitor", "--output", str(out), "--retrain", "--data", str(tmp_path / "spans")])
+    err = _problems(capsys)
+    assert code == 2 and err[0] == f"warning: no skew verdict: no pushed model in {out / 'serving_model' / 'taxi'}; " \
+                                   "run the pipeline first", err
+    assert err[-1] == f"error: data folder {tmp_path / 'spans'} does not exist"  # the trigger's own check ran
+    assert _decisions(out)[-1]["decision"] == "error"
