@@ -193,6 +193,10 @@ def labels(output: str, model_name: str, config_path: str | None, as_json: bool)
     return EXIT_OK
 
 
+class NothingToJudge(UsageProblem):
+    """monitor found no traffic to judge (monitor.NoVerdict): exit 2 alone, a warning under --retrain."""
+
+
 def _window(since: str | None, until: str | None, hours: float) -> tuple[float, float]:
     """--since/--until as unix seconds or ISO times; default the last --window-hours."""
     import datetime as dt
@@ -229,7 +233,7 @@ def _monitor(output: str, model_name: str, config_path: str | None, request_log:
 
     from monitoring import report as report_files
     from monitoring.labels import LabelError
-    from monitoring.monitor import DEFAULT_SCHEMA, MonitorError, MonitorInput, run
+    from monitoring.monitor import DEFAULT_SCHEMA, MonitorError, MonitorInput, NoVerdict, run
     from pipeline.console import silenced
 
     _existing(output, config_path)
@@ -248,6 +252,8 @@ def _monitor(output: str, model_name: str, config_path: str | None, request_log:
     try:
         with silenced():
             result = run(spec)
+    except NoVerdict as error:
+        raise NothingToJudge(str(error)) from None
     except (MonitorError, LabelError) as error:
         raise UsageProblem(str(error)) from None
     json_path, html_path = report_files.write(result, reports)
@@ -301,10 +307,11 @@ def monitor(output: str, model_name: str, config_path: str | None, request_log: 
     try:
         result = _monitor(output, model_name, config_path, request_log, since, until, hours, version, schema,
                           min_rows, report_dir, as_json)
-    except UsageProblem as error:
+    except NothingToJudge as error:
         if not retrain:
             raise
         # No judgeable traffic must not block retraining on a new span: say so and decide without skew.
+        # Bad flags (a time, --schema, --version, --report-dir) are other UsageProblems: they end the command.
         click.echo(f"warning: no skew verdict: {error.format_message()}", err=True)
         result = None
     if retrain:

@@ -18,7 +18,8 @@ class MonitorError(ValueError):
 
 
 class NoVerdict(MonitorError):
-    """Nothing to judge yet (no model pushed); not a mistake in the input, so `trigger` goes on without a model."""
+    """Nothing to judge yet (no model pushed; no, too few or only unusable logged requests): not a mistake in
+    the flags, so `trigger` goes on without a model and `monitor --retrain` without a skew verdict."""
 
 
 @dataclasses.dataclass
@@ -68,14 +69,17 @@ def run(spec: MonitorInput) -> SkewReport:
     try:
         window = read_window(spec.request_log, spec.since, spec.until, spec.model, types=schema_types(schema))
     except RequestLogError as error:
-        raise MonitorError(str(error)) from None
+        raise NoVerdict(str(error)) from None
     if window.rows < spec.min_rows:
-        raise MonitorError(f"only {window.rows} logged rows in the window (< --min-rows {spec.min_rows}): too few to "
+        raise NoVerdict(f"only {window.rows} logged rows in the window (< --min-rows {spec.min_rows}): too few to "
                            "judge skew; widen the window or raise the server's --request-log-sample-rate")
     try:
         served = served_batch(window, schema)
+    except RequestLogError as error:  # none of the schema's features logged
+        raise NoVerdict(str(error)) from None
+    try:
         training = read_examples(example_files)
-    except ValueError as error:  # RequestLogError too: bad logs, unreadable training examples
+    except ValueError as error:  # unreadable or empty training examples
         raise MonitorError(str(error)) from None
     results = compare(stats_file, training, served, serving_statistics(served, schema), schema)
     info = {"since": spec.since, "until": spec.until, "first_ts": window.first_ts, "last_ts": window.last_ts,
