@@ -200,3 +200,16 @@ def test_monitor_retrain_without_traffic_warns_and_still_decides(tmp_path: Path,
                                    "run the pipeline first", err
     assert err[-1] == f"error: data folder {tmp_path / 'spans'} does not exist"  # the trigger's own check ran
     assert _decisions(out)[-1]["decision"] == "error"
+
+
+@pytest.mark.parametrize("blocked", ["trigger.lock", "decisions.jsonl"])
+def test_an_unwritable_lock_or_decision_log_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                              blocked: str) -> None:
+    """A read-only output (or a folder where the file should be) ended in a LockUnavailable / OSError traceback."""
+    out = tmp_path / "out"
+    (out / "monitoring" / blocked).mkdir(parents=True)  # as root, a folder in its place is what refuses the write
+    code = main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: cannot write {out / 'monitoring' / blocked}"), err
+    assert not (out / "metadata.sqlite").exists()  # nothing was started
