@@ -5,6 +5,7 @@ package's expected errors into one 'error: ...' line with the project's exit cod
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
@@ -326,22 +327,25 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
     from monitoring import trigger as trig
 
     try:
-        decision = trig.decide(output, data, model_name, skew, span)
-    except trig.TriggerError as error:
-        trig.log_decision(output, {"decision": "error", "why": str(error)})
-        raise UsageProblem(str(error)) from None
-    if not decision.retrain:
-        trig.log_decision(output, {"decision": "no-retrain", "reasons": decision.reasons})
-        click.echo("trigger: no retraining: " + "; ".join(decision.reasons))
-        return EXIT_OK
-    click.echo("trigger: retraining: " + "; ".join(decision.reasons))
-    if dry_run:
-        trig.log_decision(output, {"decision": "dry-run", "reasons": decision.reasons})
-        return EXIT_OK
-    try:
+        try:
+            decision = trig.decide(output, data, model_name, skew, span)
+        except trig.TriggerError as error:
+            with contextlib.suppress(trig.TriggerError):  # an unwritable log must not hide why
+                trig.log_decision(output, {"decision": "error", "why": str(error)})
+            raise
+        if not decision.retrain:
+            trig.log_decision(output, {"decision": "no-retrain", "reasons": decision.reasons})
+            click.echo("trigger: no retraining: " + "; ".join(decision.reasons))
+            return EXIT_OK
+        click.echo("trigger: retraining: " + "; ".join(decision.reasons))
+        if dry_run:
+            trig.log_decision(output, {"decision": "dry-run", "reasons": decision.reasons})
+            return EXIT_OK
         code = trig.run(decision, output, data, runner_args)
     except trig.TriggerBusy as error:
         raise CliError(str(error), EXIT_BUSY) from None
+    except trig.TriggerError as error:  # bad data folder or span, the model in service, an unwritable lock or log
+        raise UsageProblem(str(error)) from None
     if code != 0:
         raise CliError(f"the triggered pipeline run ended with exit code {code} (see its output above)", code)
     return EXIT_OK

@@ -31,7 +31,7 @@ class TriggerBusy(RuntimeError):
 
 
 class TriggerError(ValueError):
-    """The trigger cannot decide (bad data folder, missing span); nothing was started."""
+    """The trigger cannot decide or record (bad data folder or span, the model in service, an unwritable lock or log)."""
 
 
 @dataclasses.dataclass
@@ -48,11 +48,14 @@ def monitoring_dir(output: str) -> Path:
 
 
 def log_decision(output: str, entry: dict) -> None:
-    """One JSON line per decision or outcome; never lost to a crash mid-line (append, flush)."""
+    """One JSON line per decision or outcome; never lost to a crash mid-line (append, flush). TriggerError: unwritable."""
     path = monitoring_dir(output) / "decisions.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps({"ts": time.time(), **entry}) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(json.dumps({"ts": time.time(), **entry}) + "\n")
+    except OSError as error:
+        raise TriggerError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def _in_service(output: str, model: str) -> tuple[int | None, int | None]:
@@ -150,7 +153,8 @@ def _run_to_the_end(command: list[str], timeout: float) -> int:
 
 
 def run(decision: Decision, output: str, data: str, runner_args: list[str] = (), timeout: float = 3 * 3600) -> int:
-    """Start local_runner.py under the lock; returns its exit code. TriggerBusy when a run holds the lock."""
+    """Start local_runner.py under the lock; returns its exit code. TriggerBusy when a run holds the lock,
+    TriggerError when the lock or the decision log cannot be written."""
     lock_path = monitoring_dir(output) / "trigger.lock"
     try:
         with run_lock.held(lock_path):
@@ -163,6 +167,8 @@ def run(decision: Decision, output: str, data: str, runner_args: list[str] = (),
             code = _run_to_the_end(command, timeout)
             log_decision(output, {"decision": "finished", "exit_code": code, "command": command})
             return code
+    except run_lock.LockUnavailable as error:  # a read-only output folder: nothing was started
+        raise TriggerError(str(error)) from None
     except run_lock.LockBusy as busy:
         log_decision(output, {"decision": "skip", "reasons": decision.reasons,
                               "why": f"another triggered run is in progress ({busy})"})
