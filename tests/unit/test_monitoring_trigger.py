@@ -213,3 +213,17 @@ def test_an_unwritable_lock_or_decision_log_is_one_error_line(tmp_path: Path, ca
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: cannot write {out / 'monitoring' / blocked}"), err
     assert not (out / "metadata.sqlite").exists()  # nothing was started
+
+
+def test_a_run_killed_by_a_signal_is_exit_1_as_documented(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OOM killer's SIGKILL made the run's code -9, and the trigger exited with it (247 to the shell)."""
+    fake_root = tmp_path / "root"
+    fake_root.mkdir()
+    (fake_root / "local_runner.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setattr(trigger, "ROOT", fake_root)
+    out = tmp_path / "out"
+    assert main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: the triggered pipeline run was killed by SIGKILL (see its output above)"], err
+    assert _decisions(out)[-1]["exit_code"] == -9
