@@ -346,6 +346,10 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
         raise CliError(str(error), EXIT_BUSY) from None
     except trig.TriggerError as error:  # bad data folder or span, the model in service, an unwritable lock or log
         raise UsageProblem(str(error)) from None
+    if code < 0:  # killed by a signal (the OOM killer, a timeout): a failed run, exit 1 as documented
+        import signal
+
+        raise CliError(f"the triggered pipeline run was killed by {signal.Signals(-code).name} (see its output above)")
     if code != 0:
         raise CliError(f"the triggered pipeline run ended with exit code {code} (see its output above)", code)
     return EXIT_OK
