@@ -227,3 +227,15 @@ def test_a_run_killed_by_a_signal_is_exit_1_as_documented(tmp_path: Path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: the triggered pipeline run was killed by SIGKILL (see its output above)"], err
     assert _decisions(out)[-1]["exit_code"] == -9
+
+
+def test_monitor_retrain_without_the_models_training_data_warns_and_the_trigger_decides(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Lineage of the model in service unreadable is no verdict, not a bad flag: the trigger still runs (and logs)."""
+    out = tmp_path / "out"
+    _pushed(out, 5)
+    assert main(["monitor", "--output", str(out), "--retrain", "--data", str(_spans(tmp_path))]) == 2
+    err = _problems(capsys)
+    assert err[0].startswith("warning: no skew verdict: no MLMD store at"), err
+    assert err[-1].startswith("error: cannot tell which span version 5 was trained on"), err
+    assert _decisions(out)[-1]["decision"] == "error"
