@@ -18,8 +18,9 @@ class MonitorError(ValueError):
 
 
 class NoVerdict(MonitorError):
-    """Nothing to judge yet (no model pushed; no, too few or only unusable logged requests): not a mistake in
-    the flags, so `trigger` goes on without a model and `monitor --retrain` without a skew verdict."""
+    """Nothing to judge (no model pushed; no, too few or only unusable logged requests; the training data of the
+    model in service gone): not a mistake in the flags, so `trigger` goes on without a model (nothing pushed)
+    and `monitor --retrain` without a skew verdict."""
 
 
 @dataclasses.dataclass
@@ -60,12 +61,15 @@ def run(spec: MonitorInput) -> SkewReport:
         raise MonitorError(f"schema {spec.schema} is not a TFMD schema text proto ({str(error)[:120]})") from None
     deployment = Deployment.for_output(spec.output, spec.model, spec.config)
     version = spec.version if spec.version is not None else model_in_service(deployment)
+    # The training data of the model in service gone or unreadable: no verdict, but `--retrain` still decides on
+    # spans. For a --version the user named, it is that flag's problem.
+    data_problem = MonitorError if spec.version is not None else NoVerdict
     try:
         record = version_record(spec.output, version)
         stats_file = record.statistics_file("train")
         example_files = record.examples_files("train")
     except LineageError as error:
-        raise MonitorError(str(error)) from None
+        raise data_problem(str(error)) from None
     try:
         window = read_window(spec.request_log, spec.since, spec.until, spec.model, types=schema_types(schema))
     except RequestLogError as error:
@@ -80,7 +84,7 @@ def run(spec: MonitorInput) -> SkewReport:
     try:
         training = read_examples(example_files)
     except ValueError as error:  # unreadable or empty training examples
-        raise MonitorError(str(error)) from None
+        raise data_problem(str(error)) from None
     results = compare(stats_file, training, served, serving_statistics(served, schema), schema)
     info = {"since": spec.since, "until": spec.until, "first_ts": window.first_ts, "last_ts": window.last_ts,
             "records": window.records, "files": window.files, "skipped": window.skipped,
