@@ -239,3 +239,19 @@ def test_monitor_retrain_without_the_models_training_data_warns_and_the_trigger_
     assert err[0].startswith("warning: no skew verdict: no MLMD store at"), err
     assert err[-1].startswith("error: cannot tell which span version 5 was trained on"), err
     assert _decisions(out)[-1]["decision"] == "error"
+
+
+def test_the_readme_cron_line_runs_in_a_fresh_folder(tmp_path: Path) -> None:
+    """The documented line appends to tfx_output/monitoring/cron.log: the shell refused it (no such folder) until a
+    person had run `monitor` by hand, so the first, bootstrapping cron runs never started."""
+    import os
+    import re
+
+    line = next(x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith("0 * * * * cd /srv/taxi"))
+    command = line.split(" ", 5)[5].replace("cd /srv/taxi", f"cd {tmp_path}").replace(".venv/bin/python", sys.executable)
+    command = re.sub(r"/data/taxi_spans", str(tmp_path / "spans"), command)
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stderr == "" and done.returncode == 2, done.stderr  # cron mails stderr; all of it goes to the log
+    logged = (tmp_path / "tfx_output" / "monitoring" / "cron.log").read_text()
+    assert logged.strip().splitlines()[-1] == f"error: data folder {tmp_path / 'spans'} does not exist"
