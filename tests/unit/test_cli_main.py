@@ -108,6 +108,8 @@ def test_vertex_keeps_its_subcommands_and_flags() -> None:
     (["monitor", "--output", ".", "--since", "2026-11-23T22:00:00Z", "--until", "2026-11-23T21:00:00Z"],
      "error: --since must be before --until"),  # the Z is read, not refused
     (["monitor", "--config", "typo.config", "--retrain", "--data", "spans"], "error: --config typo.config does not"),
+    # stdout would be the report's JSON followed by the trigger's and the pipeline run's lines: no JSON at all
+    (["monitor", "--json", "--retrain", "--data", "spans"], "error: --json cannot be combined with --retrain"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv: list[str], fragment: str, tmp_path, monkeypatch,
                                                  capsys: pytest.CaptureFixture) -> None:
