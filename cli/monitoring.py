@@ -303,6 +303,10 @@ def monitor(output: str, model_name: str, config_path: str | None, request_log: 
     """
     if retrain and not data:
         raise UsageProblem("--retrain needs --data (the folder the pipeline trains from)")
+    if retrain and as_json:  # the trigger and its pipeline run print to stdout after the report
+        raise UsageProblem("--json cannot be combined with --retrain (the trigger and its run print to stdout too); "
+                           "the report is in <output>/monitoring/skew-*.json, or use `monitor --json` and then "
+                           "`trigger --skew-report`")
     if config_path is not None:  # a typo here is fatal even with --retrain, unlike a window without traffic
         _existing(output, config_path)
     try:
