@@ -237,3 +237,14 @@ def test_report_files(tmp_path: Path, training: Training) -> None:
     assert saved["verdict"] == "skew" and "payment_type" in saved["over_threshold"]
     assert "<table>" in html_path.read_text() and "over threshold" in html_path.read_text()
     assert report_files.lines(result)[-1].startswith("verdict: SKEW in ")
+
+
+def test_two_reports_in_one_second_are_both_kept(tmp_path: Path) -> None:
+    """Two monitors finishing in the same second (cron for two models, or cron and a person) wrote one file name."""
+    result = skew.FeatureResult("fare", "skew", "jensen_shannon_divergence", 0.5, 0.02, "over threshold")
+    first = skew.SkewReport("taxi", 1, 1, {}, 600, [result], created=1795500000.25)
+    second = skew.SkewReport("other", 2, 1, {}, 700, [], created=1795500000.75)
+    paths = report_files.write(first, tmp_path) + report_files.write(second, tmp_path)
+    assert len(set(paths)) == 4 and all(p.name.startswith("skew-20261124T") for p in paths)
+    assert [json.loads(p.read_text())["model"] for p in paths if p.suffix == ".json"] == ["taxi", "other"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
