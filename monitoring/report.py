@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import itertools
 import json
 import os
 from pathlib import Path
@@ -33,16 +34,34 @@ def lines(report: SkewReport) -> list[str]:
     return out
 
 
+def _written(tmp: Path, text: str) -> Path:
+    tmp.write_text(text)
+    return tmp
+
+
 def write(report: SkewReport, directory: Path) -> tuple[Path, Path]:
-    """<dir>/skew-<time>.json and .html, written whole then renamed (a reader never sees half)."""
+    """<dir>/skew-<time>.json and .html, written whole then renamed (a reader never sees half).
+
+    A name another report of the same second holds gets -2, -3, ...: the JSON is
+    hard-linked into place, which never replaces a file, so two monitors never
+    overwrite each other.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    stem = "skew-" + dt.datetime.fromtimestamp(report.created, dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    paths = directory / f"{stem}.json", directory / f"{stem}.html"
-    for path, text in zip(paths, (json.dumps(report.as_json(), indent=1), _html(report)), strict=True):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return paths
+    base = "skew-" + dt.datetime.fromtimestamp(report.created, dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    tmp = _written(directory / f".{base}.{os.getpid()}.tmp", json.dumps(report.as_json(), indent=1))
+    try:
+        for n in itertools.count(1):
+            stem = base if n == 1 else f"{base}-{n}"
+            try:
+                os.link(tmp, directory / f"{stem}.json")
+                break
+            except FileExistsError:
+                continue
+    finally:
+        tmp.unlink()
+    html_path = directory / f"{stem}.html"
+    os.replace(_written(tmp, _html(report)), html_path)
+    return directory / f"{stem}.json", html_path
 
 
 def _html(report: SkewReport) -> str:
