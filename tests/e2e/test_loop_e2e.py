@@ -118,6 +118,11 @@ def test_monitor_retrain_canary_promote_degraded_rollback(tmp_path: Path) -> Non
         v2 = max(map(int, pushed_versions(output)))
         assert v2 > v1 and _labels(output) == {"stable": v1, "canary": v2}
         assert wait_for_label(url, "taxi", "canary", v2, seconds=120)
+        # The next cron run, before anyone promotes: span 2 is still newer than the stable model's span 1, but the
+        # canary has learned it. Retraining would repeat that run (or, with other flags, stop at the drift gate).
+        again = _cli("trigger", "--output", str(output), "--data", str(data), "--dry-run")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.startswith(f"trigger: no retraining: span 2 is already learned by version {v2}"), again.stdout
 
         promoted = _cli("promote", "--output", str(output), "--url", url, "--wait", "60")
         assert promoted.returncode == 0, promoted.stderr
@@ -166,7 +171,7 @@ def test_monitor_retrain_canary_promote_degraded_rollback(tmp_path: Path) -> Non
         missing = _cli("rollback", "--output", str(output), "--url", url, "--to", "12345")
         assert missing.returncode == 1 and "not in" in missing.stderr and _labels(output) == {"stable": v1}
         decisions = [json.loads(x)["decision"] for x in (output / "monitoring" / "decisions.jsonl").read_text().splitlines()]
-        assert decisions == ["retrain", "finished", "retrain", "finished"]
+        assert decisions == ["retrain", "finished", "no-retrain", "retrain", "finished"]
     finally:
         server.terminate()
         try:
