@@ -75,6 +75,18 @@ def _in_service(output: str, model: str) -> tuple[int | None, int | None]:
         raise TriggerError(f"cannot tell which span version {version} was trained on: {error}") from None
 
 
+def _newer_push(output: str, model: str, version: int | None) -> tuple[int | None, int | None]:
+    """(version, span) of the newest push when it is newer than the model in service (a canary not promoted yet,
+    or a version rolled back from); (None, None) when there is none, span None when MLMD cannot place it."""
+    pushed = Deployment.for_output(output, model).pushed()
+    if version is None or not pushed or pushed[-1] <= version:
+        return None, None
+    try:
+        return pushed[-1], version_record(output, pushed[-1]).span
+    except LineageError:
+        return pushed[-1], None
+
+
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
            span: int | None = None) -> Decision:
     """Why (or why not) to retrain now."""
@@ -82,32 +94,38 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     from pipeline.configs import ConfigError
 
     version, model_span = _in_service(output, model)
+    newer, newer_span = _newer_push(output, model, version)
     try:
         chosen, _ = span_lib.choose_spans(data, span)
     except ConfigError as error:
         raise TriggerError(str(error)) from None
-    reasons = []
+    reasons, waiting = [], []
     if version is None:
         reasons.append("no model is pushed yet")
     if chosen is not None and model_span is not None and chosen > model_span:
-        reasons.append(f"span {chosen} landed after the model in service (version {version}, trained on span {model_span})")
-    if span is not None and chosen is not None and chosen != model_span and not reasons:
+        if newer_span is not None and newer_span >= chosen:  # the same run again: the same model, or the drift gate
+            waiting.append(f"span {chosen} is already learned by version {newer}, pushed after the model in service "
+                           f"({version}, span {model_span}): promote it, or wait for a new span")
+        else:
+            reasons.append(f"span {chosen} landed after the model in service (version {version}, "
+                           f"trained on span {model_span})")
+    if span is not None and chosen is not None and chosen != model_span and not reasons and not waiting:
         reasons.append(f"span {chosen} requested (model in service trained on span {model_span})")
     skewed = None
     if skew is not None and skew.over:
         skewed = ("skew over threshold in " + ", ".join(sorted({r.feature for r in skew.over}))
                   + f" (report on version {skew.version})")
-    if skewed and (reasons or chosen is None or model_span is None or chosen > model_span):
+    if skewed and (reasons or chosen is None or model_span is None):
         reasons.append(skewed)  # a flat data folder may have changed in place: retraining can learn something new
     if reasons:
         return Decision(True, reasons, chosen, version, model_span)
     if skewed:  # training is seeded: the same span gives the same model, pushed again as a new canary each time
-        why = (f"{skewed}, but the model in service (version {version}) already learned span {chosen}: retraining "
-               "would fit the same rows again; waiting for a new span")
-    else:
-        why = (f"model {version} trained on span {model_span} is current and "
-               + ("no skew found" if skew is not None else "no skew report"))
-    return Decision(False, [why], chosen, version, model_span)
+        learned = f"version {newer}" if waiting else f"the model in service (version {version})"
+        waiting.append(f"{skewed}, but {learned} already learned span {chosen}: retraining would fit the same rows "
+                       "again; waiting for a new span")
+    return Decision(False, waiting or [f"model {version} trained on span {model_span} is current and "
+                                       + ("no skew found" if skew is not None else "no skew report")],
+                    chosen, version, model_span)
 
 
 OWN_FLAGS = ("--data", "--output", "--no-progress", "--span")  # what run() below passes local_runner.py itself
