@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +249,22 @@ def test_two_reports_in_one_second_are_both_kept(tmp_path: Path) -> None:
     assert len(set(paths)) == 4 and all(p.name.startswith("skew-20261124T") for p in paths)
     assert [json.loads(p.read_text())["model"] for p in paths if p.suffix == ".json"] == ["taxi", "other"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
+
+
+def test_day_files_of_the_server_outside_the_window_are_not_read(tmp_path: Path) -> None:
+    """The server writes one requests-<UTC day>.jsonl per day and keeps them all: an hourly monitor read every
+    day ever logged, line by line, to keep one day's rows."""
+    import datetime
+
+    log = tmp_path / "log"
+    log.mkdir()
+    rows = _rows(2013)[:100]
+    day = datetime.datetime(2026, 11, 20, tzinfo=datetime.timezone.utc).timestamp()
+    for offset in range(3):  # 18, 19, 20 November; the window below is 19 November 12:00 .. 20 November 12:00
+        stamp = day - (2 - offset) * 86400
+        _log(log / f"requests-{time.strftime('%Y%m%d', time.gmtime(stamp))}.jsonl", rows, ts=stamp + 43200)
+    (log / "requests-manual.jsonl").write_text("not json\n")  # not a day file: always read
+    window = read_window(log, day - 43200, day + 43200, "taxi")
+    assert window.rows == 100 and window.skipped == {"malformed line": 1, "outside the window": 2}
+    assert [Path(f).name for f in window.files] == ["requests-20261119.jsonl", "requests-20261120.jsonl",
+                                                    "requests-manual.jsonl"]
