@@ -7,8 +7,10 @@ training and serving statistics are comparable feature by feature.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,21 @@ def log_files(path: Path) -> list[Path]:
     if not files:
         raise RequestLogError(f"{path} holds no *.jsonl request logs (is the server started with --request-log-dir?)")
     return files
+
+
+DAY_FILE = re.compile(r"requests-(\d{8})\.jsonl")  # serving/request_log.py: one file per UTC day
+
+
+def outside(file: Path, since: float, until: float) -> bool:
+    """A server day file whose whole UTC day is outside [since, until); any other file may hold the window."""
+    match = DAY_FILE.fullmatch(file.name)
+    if not match:
+        return False
+    try:
+        start = dt.datetime.strptime(match[1], "%Y%m%d").replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        return False
+    return start + 86400 <= since or start >= until
 
 
 def _is_missing(value: Any) -> bool:
@@ -80,7 +97,8 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
     skipped: dict[str, int] = {}
     rows = records = 0
     first = last = None
-    files = log_files(Path(path))
+    listed = log_files(Path(path))
+    files = [f for f in listed if f == Path(path) or not outside(f, since, until)]  # a file named is always read
 
     def skip(why: str) -> None:
         skipped[why] = skipped.get(why, 0) + 1
@@ -127,7 +145,8 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
                 rows, records = rows + size, records + 1
                 first, last = min(first or ts, ts), max(last or ts, ts)
     if not rows:
-        detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "the logs are empty"
+        detail = (", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+                  or ("the logs are empty" if files else f"none of its {len(listed)} day files covers the window"))
         raise RequestLogError(f"no logged {model} requests in {path} for the window ({detail})")
     return Window(columns, rows, records, [str(f) for f in files], skipped, first, last)
 
