@@ -255,3 +255,19 @@ def test_the_readme_cron_line_runs_in_a_fresh_folder(tmp_path: Path) -> None:
     assert done.stderr == "" and done.returncode == 2, done.stderr  # cron mails stderr; all of it goes to the log
     logged = (tmp_path / "tfx_output" / "monitoring" / "cron.log").read_text()
     assert logged.strip().splitlines()[-1] == f"error: data folder {tmp_path / 'spans'} does not exist"
+
+
+def test_a_skew_report_on_another_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Its over-threshold features were taken as a reason to retrain this model."""
+    from monitoring.skew import FeatureResult, SkewReport
+
+    report = tmp_path / "skew.json"
+    over = FeatureResult("fare", "skew", "jensen_shannon_divergence", 0.5, 0.02, "over threshold")
+    report.write_text(json.dumps(SkewReport("chicago_fares", 3, 1, {}, 900, [over]).as_json()))
+    out = tmp_path / "out"
+    code = main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path)), "--skew-report", str(report),
+                 "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: --skew-report {report} is about model 'chicago_fares', not --model "
+                                 "'taxi'"], err
+    assert not out.exists()
