@@ -387,6 +387,8 @@ def trigger(output: str, model_name: str, data: str, span: int | None, skew_repo
                               [FeatureResult(**r) for r in raw["results"]], raw.get("created", 0))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise UsageProblem(f"--skew-report {skew_report} is not a monitor JSON report: {error}") from None
+        if skew.model != model_name:
+            raise UsageProblem(f"--skew-report {skew_report} is about model {skew.model!r}, not --model {model_name!r}")
     from monitoring.trigger import TriggerError, check_runner_args
 
     try:
