@@ -271,3 +271,15 @@ def test_a_skew_report_on_another_model_is_refused(tmp_path: Path, capsys: pytes
     assert code == 2 and err == [f"error: --skew-report {report} is about model 'chicago_fares', not --model "
                                  "'taxi'"], err
     assert not out.exists()
+
+
+def test_monitor_retrain_decides_on_the_model_its_config_serves(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """With --config the monitor judged that file's stable version and the trigger then decided on another one
+    (<output>/serving_model/models.config's)."""
+    out = tmp_path / "out"
+    _pushed(out, 5, stable=7)  # the default config: a stable label on a version no longer on disk
+    deployed = tmp_path / "deploy.config"
+    deployed.write_text((out / "serving_model" / "models.config").read_text().replace("value: 7", "value: 5"))
+    code = main(["monitor", "--output", str(out), "--config", str(deployed), "--retrain", "--data", str(_spans(tmp_path))])
+    err = _problems(capsys)
+    assert code == 2 and err[-1].startswith("error: cannot tell which span version 5 was trained on"), err
