@@ -320,19 +320,19 @@ def monitor(output: str, model_name: str, config_path: str | None, request_log: 
         click.echo(f"warning: no skew verdict: {error.format_message()}", err=True)
         result = None
     if retrain:
-        return _trigger(output, data, model_name, result, None, [])
+        return _trigger(output, data, model_name, result, None, [], config=config_path)
     if result.over:
         raise CliError(f"skew over threshold in {', '.join(sorted({r.feature for r in result.over}))}", EXIT_FAILED)
     return EXIT_OK
 
 
 def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  # noqa: ANN001 - SkewReport
-             runner_args: list[str], dry_run: bool = False) -> int:
+             runner_args: list[str], dry_run: bool = False, config: str | None = None) -> int:
     from monitoring import trigger as trig
 
     try:
         try:
-            decision = trig.decide(output, data, model_name, skew, span)
+            decision = trig.decide(output, data, model_name, skew, span, config)
         except trig.TriggerError as error:
             with contextlib.suppress(trig.TriggerError):  # an unwritable log must not hide why
                 trig.log_decision(output, {"decision": "error", "why": str(error)})

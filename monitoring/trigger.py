@@ -58,13 +58,13 @@ def log_decision(output: str, entry: dict) -> None:
         raise TriggerError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def _in_service(output: str, model: str) -> tuple[int | None, int | None]:
+def _in_service(output: str, model: str, config: str | None = None) -> tuple[int | None, int | None]:
     """(version, span it was trained on) of the model in service, as `monitor` finds it; (None, None): nothing pushed."""
     from monitoring.labels import LabelError
     from monitoring.monitor import MonitorError, NoVerdict, model_in_service
 
     try:
-        version = model_in_service(Deployment.for_output(output, model))
+        version = model_in_service(Deployment.for_output(output, model, config))
     except NoVerdict:
         return None, None
     except (MonitorError, LabelError) as error:  # a stable label on a deleted version, a damaged models.config
@@ -88,12 +88,12 @@ def _newer_push(output: str, model: str, version: int | None) -> tuple[int | Non
 
 
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
-           span: int | None = None) -> Decision:
-    """Why (or why not) to retrain now."""
+           span: int | None = None, config: str | None = None) -> Decision:
+    """Why (or why not) to retrain now. config: the models.config whose labels are served (default: the output's)."""
     from pipeline import spans as span_lib
     from pipeline.configs import ConfigError
 
-    version, model_span = _in_service(output, model)
+    version, model_span = _in_service(output, model, config)
     newer, newer_span = _newer_push(output, model, version)
     try:
         chosen, _ = span_lib.choose_spans(data, span)
