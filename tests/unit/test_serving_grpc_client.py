@@ -237,6 +237,22 @@ def test_bad_server_flags_are_one_line_before_tensorflow_loads(tmp_path: Path, f
     assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"] and message in done.stderr
 
 
+def test_model_base_path_takes_a_file_uri_and_refuses_other_schemes_in_words(tmp_path: Path) -> None:
+    # README: "A base path is a local folder or a file:// URI; other schemes (gs://) are refused in words".
+    from serving.__main__ import build_parser, options_from_args
+
+    args = build_parser().parse_args(["--model-base-path", f"file://{tmp_path}", "--model-name", "taxi"])
+    (spec,) = options_from_args(args).models
+    assert spec.base_path == str(tmp_path.resolve())
+    probe = "import sys; from serving.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", probe, "--model-base-path", "gs://bucket/serving_model/taxi"],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --model-base-path gs://bucket/serving_model/taxi: this server reads local folders (paths, file:// "
+        "URIs); TF Serving reads other file systems"]
+
+
 def test_client_retries_503_then_reports_it(tmp_path: Path) -> None:
     push_toy(tmp_path, 1)
     opts = ServerOptions(models=[ModelSpec("toy", str(tmp_path))], rest_port=0, grpc_port=None,
