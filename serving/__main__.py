@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
     p.add_argument("--model-name", default=None, help="model name in URLs (default: 'default', or from the config)")
-    p.add_argument("--model-base-path", type=Path, help="folder holding <version>/saved_model.pb dirs")
+    p.add_argument("--model-base-path", help="folder (or file:// URI) holding <version>/saved_model.pb dirs")
     p.add_argument("--model-config-file", type=Path, help="ModelServerConfig text file (names, policies, labels)")
     p.add_argument("--model-config-file-poll-wait-seconds", type=float, default=0.0,
                    help="re-read the config file this often (0: never)")
@@ -58,13 +58,19 @@ def options_from_args(args: argparse.Namespace) -> object:
 
     if args.model_base_path is None and args.model_config_file is None:
         raise ValueError("give --model-base-path (and --model-name) or --model-config-file")
-    if args.model_base_path is not None and not args.model_base_path.is_dir():
-        raise ValueError(f"--model-base-path {args.model_base_path} is not a directory")
+    base_path = None
+    if args.model_base_path is not None:  # a str: Path() would turn gs://b into gs:/b
+        if "://" in args.model_base_path and not args.model_base_path.startswith("file://"):
+            raise ValueError(f"--model-base-path {args.model_base_path}: this server reads local folders (paths, "
+                             "file:// URIs); TF Serving reads other file systems")
+        base_path = Path(args.model_base_path.removeprefix("file://"))
+        if not base_path.is_dir():
+            raise ValueError(f"--model-base-path {args.model_base_path} is not a directory")
     if args.model_config_file is not None and not args.model_config_file.is_file():
         raise ValueError(f"--model-config-file {args.model_config_file} does not exist")
     configured = load_model_config(args.model_config_file) if args.model_config_file is not None else []
     name = args.model_name or "default"  # a bad config file is one line above, before TensorFlow loads
-    if args.model_name is None and args.model_base_path is not None and configured:
+    if args.model_name is None and base_path is not None and configured:
         # --model-base-path overrides the base path of the config's model: the one it has, or the named one.
         if len(configured) > 1:
             raise ValueError(f"{args.model_config_file} serves {len(configured)} models; "
@@ -103,9 +109,9 @@ def options_from_args(args: argparse.Namespace) -> object:
             batching = parse_batching_parameters(text)
     models, overrides = [], {}
     if args.model_config_file is None:
-        models = [ModelSpec(name, str(args.model_base_path.resolve()))]
-    elif args.model_base_path is not None:
-        overrides = {name: str(args.model_base_path.resolve())}
+        models = [ModelSpec(name, str(base_path.resolve()))]
+    elif base_path is not None:
+        overrides = {name: str(base_path.resolve())}
     return ServerOptions(
         models=models, host=args.host, rest_port=args.rest_api_port,
         grpc_port=None if args.grpc_port == -1 else args.grpc_port,
