@@ -8,8 +8,8 @@ preprocessing does (tips > 20% of a positive fare), and fits scikit-learn's
 HistGradientBoostingClassifier (scikit-learn and pandas come with tfx's
 own dependencies) on every raw column except the tips:
   (a) on the pipeline's own split: train -> eval, the rows the Evaluator scores;
-  (b) on --thirds random thirds of the same rows held out, the way DESIGN.md's
-      reference figure (AUC 0.956 / accuracy 0.905) was taken.
+  (b) on --thirds random thirds of the same rows held out, the way the reference
+      figure for this data (AUC 0.956 / accuracy 0.905) was taken.
 (a) is the bar the Keras model's Evaluator metrics can be read against; the
 spread of (b) shows how much of a gap to that figure is the draw of eval rows.
 Writes benchmarks/results/quality_reference.json and .md.
