@@ -95,6 +95,9 @@ HEADER = b"fare,tips,payment_type\n"
         # CsvExampleGen opens a quoted value at any quote and reads on into the next line (Python's csv does not)
         ({"a.csv": HEADER + b'1,0,Cash\n2,0,Ca"sh\n3,0,Cash\n'}, "a.csv line 3: a quote inside an unquoted value"),
         ({"a.csv": HEADER.replace(b"\n", b"\r") + b"1,0,Cash\r"}, "a.csv ends its lines with CR alone"),
+        # valid CSV, but over the 128 KiB a cell may hold in Python's csv, which CsvExampleGen parses with
+        ({"a.csv": HEADER + b"1,0,Cash\n2,0," + b"x" * 200_000 + b"\n3,0,Cash\n"},
+         "a.csv line 3 holds a value longer than 131072 characters"),
     ],
 )
 def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, message):
