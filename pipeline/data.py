@@ -133,6 +133,10 @@ def _scan(path: Path) -> tuple[list[str], int]:
     except csv.Error as error:
         if quotes.count % 2:
             raise ConfigError(f"data file {path} line {quotes.opened}: a quoted value is never closed ({error})") from None
+        if "field larger than field limit" in str(error):
+            raise ConfigError(f"data file {path} line {reader.line_num + 1} holds a value longer than "
+                              f"{csv.field_size_limit()} characters, more than CsvExampleGen's CSV parser "
+                              "(Python's csv) takes: shorten or drop it") from None
         raise ConfigError(f"data file {path} is not valid CSV: {error}") from None
     return names, rows
 
