@@ -98,6 +98,10 @@ HEADER = b"fare,tips,payment_type\n"
         # valid CSV, but over the 128 KiB a cell may hold in Python's csv, which CsvExampleGen parses with
         ({"a.csv": HEADER + b"1,0,Cash\n2,0," + b"x" * 200_000 + b"\n3,0,Cash\n"},
          "a.csv line 3 holds a value longer than 131072 characters"),
+        # Excel's CSV in a comma-decimal locale, or a TSV: one column to CsvExampleGen, and the gate listed
+        # every schema column as missing (36 lines) after the data was read
+        ({"a.csv": b"fare;tips;payment_type\n1,5;0;Cash\n"}, "a.csv separates its columns with ';'"),
+        ({"a.csv": b"fare\ttips\tpayment_type\n1.5\t0\tCash\n"}, "a.csv separates its columns with '\\\\t'"),
     ],
 )
 def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, message):
