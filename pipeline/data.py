@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.configs import ConfigError
 
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
+OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
 
 
 def bundled_taxi_data() -> str:
@@ -156,6 +157,10 @@ def _check_column_names(path: Path, names: list[str]) -> None:
     """CsvExampleGen splits the header on commas and keeps every character: a quoted name or
     one with spaces around it would reach the data gate as a new column plus a missing one.
     A first line of half numbers or more is data: a file without its header row (e.g. a later part of a split CSV)."""
+    separators = [mark for mark in OTHER_SEPARATORS if len(names) == 1 and mark in names[0]]
+    if separators:
+        raise ConfigError(f"data file {path} separates its columns with {separators[0]!r}, not commas "
+                          "(CsvExampleGen would read its whole header as one column): save it as comma-separated CSV")
     given = [name for name in names if name]
     if given and sum(_is_number(name) for name in given) * 2 >= len(given):
         preview = ",".join(names)
