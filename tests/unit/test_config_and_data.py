@@ -98,6 +98,8 @@ HEADER = b"fare,tips,payment_type\n"
         # valid CSV, but over the 128 KiB a cell may hold in Python's csv, which CsvExampleGen parses with
         ({"a.csv": HEADER + b"1,0,Cash\n2,0," + b"x" * 200_000 + b"\n3,0,Cash\n"},
          "a.csv line 3 holds a value longer than 131072 characters"),
+        # a NUL byte (a file cut short on a full disk, a binary export): Python's csv, as CsvExampleGen's, stops there
+        ({"a.csv": HEADER + b"1,0,Cash\n2,0,Ca\0sh\n"}, "a.csv line 3 is not valid CSV: line contains NUL"),
         # Excel's CSV in a comma-decimal locale, or a TSV: one column to CsvExampleGen, and the gate listed
         # every schema column as missing (36 lines) after the data was read
         ({"a.csv": b"fare;tips;payment_type\n1,5;0;Cash\n"}, "a.csv separates its columns with ';'"),
