@@ -138,7 +138,7 @@ def _scan(path: Path) -> tuple[list[str], int]:
             raise ConfigError(f"data file {path} line {reader.line_num + 1} holds a value longer than "
                               f"{csv.field_size_limit()} characters, more than CsvExampleGen's CSV parser "
                               "(Python's csv) takes: shorten or drop it") from None
-        raise ConfigError(f"data file {path} is not valid CSV: {error}") from None
+        raise ConfigError(f"data file {path} line {reader.line_num + 1} is not valid CSV: {error}") from None
     return names, rows
 
 
