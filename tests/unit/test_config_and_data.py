@@ -79,6 +79,9 @@ HEADER = b"fare,tips,payment_type\n"
         ({"a.csv": b"\xef\xbb\xbf" + HEADER + b"1,0,Cash\n"}, "byte-order mark"),
         ({"a.csv": HEADER + b"1,0,Cash\n", "b.csv": b"tips,fare,payment_type\n0,1,Cash\n"},
          "a.csv and b.csv .* different header rows"),
+        # the usual cause (exports of one table from two tools): the message says it is only the order
+        ({"a.csv": HEADER + b"1,0,Cash\n", "b.csv": b"tips,fare,payment_type\n0,1,Cash\n"},
+         "b.csv has the columns of a.csv in another order \\(tips,fare,payment_type\\)"),
         ({"a.csv": HEADER + b"1,0,Cash\n\n2,0\n"}, "a.csv line 4 has 2 values where the header has 3 columns"),
         ({"a.csv": HEADER + b'1,0,"Cash\n'}, "a.csv line 2: a quoted value is never closed"),
         ({"a.csv": HEADER + b'1,0,Cash\n2,0,"Cash\n' + b"3,0,Cash\n" * 50000},
