@@ -55,8 +55,10 @@ def check_csv_folder(folder: str) -> list[Path]:
     first = files[0]
     for p, (names, _) in scanned.items():
         if names != scanned[first][0]:
+            reordered = (f"{p.name} has the columns of {first.name} in another order ({_preview(names)}); "
+                         if sorted(names) == sorted(scanned[first][0]) else "")
             raise ConfigError(
-                f"data files {first.name} and {p.name} in {folder} have different header rows: "
+                f"data files {first.name} and {p.name} in {folder} have different header rows: {reordered}"
                 "CsvExampleGen reads the whole folder with one header"
             )
     if not any(rows for _, rows in scanned.values()):
@@ -163,9 +165,7 @@ def _check_column_names(path: Path, names: list[str]) -> None:
                           "(CsvExampleGen would read its whole header as one column): save it as comma-separated CSV")
     given = [name for name in names if name]
     if given and sum(_is_number(name) for name in given) * 2 >= len(given):
-        preview = ",".join(names)
-        preview = preview if len(preview) <= 60 else preview[:57] + "..."
-        raise ConfigError(f"data file {path} has no header row: its first line is data ({preview}); "
+        raise ConfigError(f"data file {path} has no header row: its first line is data ({_preview(names)}); "
                           "CsvExampleGen reads the first line of every file as the column names")
     for name in names:
         if '"' in name:
@@ -179,6 +179,11 @@ def _check_column_names(path: Path, names: list[str]) -> None:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ConfigError(f"data file {path} names the column {repeated[0]} twice in its header row")
+
+
+def _preview(names: list[str]) -> str:
+    text = ",".join(names)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_number(text: str) -> bool:
