@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import tensorflow_model_analysis as tfma
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
@@ -27,7 +28,7 @@ from tfx.types import Channel, standard_artifacts
 
 from models import eval_metrics, features
 from pipeline.components import dedup_pusher
-from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen, schema_float_columns
+from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen, schema_columns
 from pipeline.components.data_gate import DataGate
 from pipeline.components.fixed_batch_transform import FixedBatchTransform
 from pipeline.components.pinned_import_schema_gen import PinnedImportSchemaGen, schema_sha256
@@ -147,13 +148,15 @@ def _readable_schema(schema_path: str) -> str | None:
     return schema_path if "://" not in schema_path and os.path.isfile(schema_path) else None
 
 
-def _schema_float_config(schema_path: str) -> dict:
-    """How CsvExampleGen learns the schema's FLOAT columns: listed, from the schema where it can be read
-    here; else named, for the executor to read where it runs."""
+def _schema_column_types(schema_path: str) -> dict:
+    """How CsvExampleGen learns the schema's FLOAT and INT columns: listed, from the schema where it can be
+    read here; else named, for the executor to read where it runs."""
     readable = _readable_schema(schema_path)
     if readable is None:
         return {"schema_file": schema_path}
-    return {"float_columns": schema_float_columns(read_schema(readable))}
+    schema = read_schema(readable)
+    return {"float_columns": schema_columns(schema, schema_pb2.FLOAT),
+            "int_columns": schema_columns(schema, schema_pb2.INT)}
 
 
 def _schema_importer(schema_path: str) -> PinnedImportSchemaGen:
@@ -165,11 +168,11 @@ def _schema_importer(schema_path: str) -> PinnedImportSchemaGen:
 
 def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleGen:
     """CsvExampleGen over the flat folder, or over exactly one span-<N>/ folder (recorded in MLMD)."""
-    floats = _schema_float_config(config.schema_path)
+    column_types = _schema_column_types(config.schema_path)
     if span is None:
-        return BatchedCsvExampleGen(**floats, input_base=config.data_root, output_config=SPLIT_CONFIG)
+        return BatchedCsvExampleGen(**column_types, input_base=config.data_root, output_config=SPLIT_CONFIG)
     return BatchedCsvExampleGen(
-        **floats,
+        **column_types,
         input_base=config.data_root,
         input_config=example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="single_split", pattern=SPAN_PATTERN)]

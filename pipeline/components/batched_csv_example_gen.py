@@ -18,8 +18,11 @@ serialization, which is also what TFX hashes to choose its split.
 Unlike TFX's, its output is the same from run to run, order included (see
 seeded_reshuffle): the Trainer reads the examples in file order, so a new
 order trained a slightly different model from the same data. And the
-schema's FLOAT columns, passed in, stay FLOAT when every value is whole,
-where TFX's inference makes them INT.
+schema's column types, passed in, win over the look of the numbers: a FLOAT
+column stays FLOAT when every value is whole (`12`), where TFX's inference
+makes it INT, and an INT column whose every value is a whole number is INT
+when written as floats (`8.0`, as pandas writes an int column with a missing
+cell), where TFX's makes it FLOAT.
 """
 from __future__ import annotations
 
@@ -53,10 +56,29 @@ from pipeline.up_to_date import hash_file
 ColumnType = csv_decoder.ColumnType
 ROWS_PER_BATCH = 4096
 
+INT64_RANGE = 2**63
+
+
+def _whole_number(cell: bytes) -> bool:
+    """`8` or `8.0`: a value an int64 column can hold exactly as written."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return False
+    return value.is_integer() and -INT64_RANGE <= value < INT64_RANGE
+
+
+def _as_int(cell: bytes) -> int:
+    try:
+        return int(cell)
+    except ValueError:  # `8.0` in a schema INT column of whole numbers (_WholeNumberColumns)
+        return int(float(cell))
+
+
 # How TFX's CSV executor stores a cell of each column type (csv_example_gen/executor.py):
 # the Python parse of the cell (None: its bytes as they are) and the value type.
 _CELL_VALUES = {
-    ColumnType.INT: (int, pa.int64()),
+    ColumnType.INT: (_as_int, pa.int64()),
     ColumnType.FLOAT: (float, pa.float32()),
     ColumnType.STRING: (None, pa.large_binary()),
 }
@@ -96,6 +118,30 @@ class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
                 continue
             batch_types[name] = max(map(csv_decoder._InferValueType, set(cells)))  # noqa: SLF001
         return self.merge_accumulators([accumulator, batch_types])
+
+
+class _WholeNumberColumns(beam.CombineFn):
+    """The set of the `candidates` columns whose every value is a whole number, `8` or `8.0`."""
+
+    def __init__(self, column_names: list[str], candidates: frozenset[str]) -> None:
+        self._width = len(column_names)
+        self._indexes = {i: name for i, name in enumerate(column_names) if name in candidates}
+
+    def create_accumulator(self) -> set:
+        return set(self._indexes.values())
+
+    def add_input(self, whole: set, rows: list[list[bytes]]) -> set:
+        for i, name in self._indexes.items():
+            # a row of another width fails the type inference, with its own message
+            if name in whole and not all(_whole_number(row[i]) for row in rows if len(row) == self._width and row[i]):
+                whole.discard(name)
+        return whole
+
+    def merge_accumulators(self, accumulators: Iterable[set]) -> set:
+        return set.intersection(*accumulators)
+
+    def extract_output(self, whole: set) -> frozenset:
+        return frozenset(whole)
 
 
 def _column_array(cells: tuple[bytes, ...], column_type: ColumnType) -> pa.Array:
@@ -138,7 +184,9 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
 
     def __init__(self, exec_properties: dict, split_pattern: str) -> None:
         super().__init__(exec_properties, split_pattern)
-        self._float_columns = configured_float_columns(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
+        custom_config = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+        self._float_columns = configured_float_columns(custom_config)
+        self._int_columns = configured_int_columns(custom_config)
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         csv_files = fileio.glob(self._csv_pattern)
@@ -158,16 +206,26 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
             | "InferColumnTypes" >> beam.CombineGlobally(
                 _BatchColumnTypeInferrer(column_names, skip_blank_lines=True)
             )
-            | "SchemaFloats" >> beam.Map(_as_float, self._float_columns)
+            | "SchemaTypes" >> beam.Map(
+                _schema_types, self._float_columns,
+                beam.pvalue.AsSingleton(row_batches | "WholeNumberColumns" >> beam.CombineGlobally(
+                    _WholeNumberColumns(column_names, self._int_columns))))
         )
         return row_batches | "ToTFExample" >> beam.ParDo(_RowBatchToExamples(), column_infos)
 
 
-def _as_float(column_infos: list, floats: frozenset[str]) -> list:
-    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`):
-    TFX's inference alone made them INT, which the data gate refused as the wrong type."""
-    return [csv_decoder.ColumnInfo(info.name, ColumnType.FLOAT)
-            if info.name in floats and info.type == ColumnType.INT else info for info in column_infos]
+def _schema_types(column_infos: list, floats: frozenset[str], whole_ints: frozenset[str]) -> list:
+    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`),
+    and columns it says are INT are INT when every value is whole but some are written `8.0`: TFX's
+    inference alone made them INT and FLOAT, which the data gate refused as the wrong type."""
+    def schema_type(info: csv_decoder.ColumnInfo) -> ColumnType:
+        if info.name in floats and info.type == ColumnType.INT:
+            return ColumnType.FLOAT
+        if info.name in whole_ints and info.type == ColumnType.FLOAT:
+            return ColumnType.INT
+        return info.type
+
+    return [csv_decoder.ColumnInfo(info.name, schema_type(info)) for info in column_infos]
 
 
 def configured_float_columns(custom_config: object) -> frozenset[str]:
@@ -177,6 +235,18 @@ def configured_float_columns(custom_config: object) -> frozenset[str]:
     built) or, for a schema the build could not read (gs:// on Vertex), read
     from `schema_file` here, where the executor runs.
     """
+    return _configured_columns(custom_config, schema_pb2.FLOAT)
+
+
+def configured_int_columns(custom_config: object) -> frozenset[str]:
+    """The INT columns, as configured_float_columns finds the FLOAT ones (`int_columns` when listed)."""
+    return _configured_columns(custom_config, schema_pb2.INT)
+
+
+_LISTED = {schema_pb2.FLOAT: "float_columns", schema_pb2.INT: "int_columns"}
+
+
+def _configured_columns(custom_config: object, kind: int) -> frozenset[str]:
     if not custom_config:
         return frozenset()
     config = custom_config
@@ -186,21 +256,24 @@ def configured_float_columns(custom_config: object) -> frozenset[str]:
     fields = struct_pb2.Struct()
     config.custom_config.Unpack(fields)
     if "schema_file" in fields:
-        return frozenset(schema_float_columns(io_utils.SchemaReader().read(fields["schema_file"])))
-    return frozenset(fields["float_columns"]) if "float_columns" in fields else frozenset()
+        return frozenset(schema_columns(io_utils.SchemaReader().read(fields["schema_file"]), kind))
+    return frozenset(fields[_LISTED[kind]]) if _LISTED[kind] in fields else frozenset()
 
 
-def schema_float_columns(schema: schema_pb2.Schema) -> list[str]:
-    return [feature.name for feature in schema.feature if feature.type == schema_pb2.FLOAT]
+def schema_columns(schema: schema_pb2.Schema, kind: int) -> list[str]:
+    return [feature.name for feature in schema.feature if feature.type == kind]
 
 
-def custom_config_for(floats: Iterable[str] = (), schema_file: str | None = None) -> example_gen_pb2.CustomConfig:
-    """The FLOAT columns as a list, or the schema file to read them from at run time."""
+def custom_config_for(floats: Iterable[str] = (), schema_file: str | None = None,
+                      ints: Iterable[str] = ()) -> example_gen_pb2.CustomConfig:
+    """The FLOAT (and INT) columns as lists, or the schema file to read them from at run time."""
     fields = struct_pb2.Struct()
     if schema_file is not None:
         fields["schema_file"] = schema_file
     else:
         fields["float_columns"] = sorted(floats)
+        if ints:
+            fields["int_columns"] = sorted(ints)
     config = example_gen_pb2.CustomConfig()
     config.custom_config.Pack(fields)
     return config
@@ -272,15 +345,17 @@ class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
 class BatchedCsvExampleGen(CsvExampleGen):
     """CsvExampleGen (same arguments, outputs and splits) with the batched executor and a content fingerprint.
 
-    `float_columns` (the schema's FLOAT features) stay FLOAT whatever their values look like; or, when
-    the schema cannot be read where the pipeline is built, `schema_file` names it for the executor to read.
+    `float_columns` (the schema's FLOAT features) stay FLOAT whatever their values look like, and
+    `int_columns` are INT when their values are whole; or, when the schema cannot be read where the
+    pipeline is built, `schema_file` names it for the executor to read.
     """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
     DRIVER_CLASS = ContentFingerprintDriver
 
-    def __init__(self, float_columns: Iterable[str] = (), schema_file: str | None = None, **kwargs: object) -> None:
+    def __init__(self, float_columns: Iterable[str] = (), schema_file: str | None = None,
+                 int_columns: Iterable[str] = (), **kwargs: object) -> None:
         # CsvExampleGen takes no custom_config; its parent does, and CsvExampleGen passes the rest through.
-        wanted = float_columns or schema_file
-        FileBasedExampleGen.__init__(self, custom_config=custom_config_for(float_columns, schema_file) if wanted else None,
-                                     **kwargs)
+        wanted = float_columns or schema_file or int_columns
+        custom_config = custom_config_for(float_columns, schema_file, int_columns) if wanted else None
+        FileBasedExampleGen.__init__(self, custom_config=custom_config, **kwargs)

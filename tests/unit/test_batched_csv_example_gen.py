@@ -188,7 +188,7 @@ def test_a_schema_int_column_written_as_whole_floats_is_int(tmp_path, given):
     """pandas writes an int column with a missing cell as floats (`8.0`): a CSV of the bundled data read and saved
     again with pandas was refused by the gate (INT expected, FLOAT found) in five columns. Whole values are ints;
     a column with a fraction (`2.5`) stays FLOAT, for the gate to refuse."""
-    from pipeline.pipeline import _schema_float_config
+    from pipeline.pipeline import _schema_column_types
 
     folder = tmp_path / "data"
     folder.mkdir()
@@ -197,7 +197,7 @@ def test_a_schema_int_column_written_as_whole_floats_is_int(tmp_path, given):
     schema.write_text('feature { name: "fare" type: FLOAT }\nfeature { name: "hour" type: INT }\n'
                       'feature { name: "area" type: INT }\nfeature { name: "seconds" type: INT }\n')
     if given == "component":  # as the pipeline builds it
-        component = batched_csv_example_gen.BatchedCsvExampleGen(**_schema_float_config(str(schema)),
+        component = batched_csv_example_gen.BatchedCsvExampleGen(**_schema_column_types(str(schema)),
                                                                  input_base=str(folder))
         custom = component.exec_properties["custom_config"]
     else:
