@@ -309,3 +309,20 @@ def test_ctrl_c_outside_the_pipeline_is_one_line_exit_1(tmp_path):
                            "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == ["interrupted: completed components stay cached; run again to resume"]
+
+
+@pytest.mark.parametrize("name, char", [("exports [2024]", "["), ("back\\slash", "\\"), ("any*", "*")])
+def test_a_data_folder_whose_path_is_read_as_a_pattern_is_one_line_exit_2(tmp_path, name, char):
+    """CsvExampleGen globs <data>/*: a '[' or '\\' in the folder's path matched nothing and the run failed inside
+    CsvExampleGen (exit 1, 'Split pattern ... does not match any files'); a '*' read another folder's files too."""
+    import shutil
+    from pathlib import Path
+
+    for folder in (tmp_path / name, tmp_path / "anything"):  # the second: what `any*` also matches
+        folder.mkdir()
+        shutil.copy(Path(data.bundled_taxi_data()) / "data.csv", folder / "data.csv")
+    folder = tmp_path / name
+    done = _local_runner("--data", str(folder), "--output", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert f"data folder {folder} has {char!r} in its path" in done.stderr
+    assert not (tmp_path / "out").exists()
