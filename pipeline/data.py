@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import glob
 import importlib.util
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ def check_csv_folder(folder: str) -> list[Path]:
         raise ConfigError(f"data folder {folder} does not exist")
     if not path.is_dir():
         raise ConfigError(f"data path {folder} is not a folder: pass the folder that holds the CSV files")
+    _check_not_a_pattern(folder)
     files = entries(folder)  # what CsvExampleGen's `*` pattern reads, hidden files and folders included
     folders = [p.name for p in files if p.is_dir()]
     if folders and all(SPAN_FOLDER.match(name) for name in folders):
@@ -64,6 +67,23 @@ def check_csv_folder(folder: str) -> list[Path]:
     if not any(rows for _, rows in scanned.values()):
         raise ConfigError(f"data folder {folder} has no data rows: its CSV files hold only a header")
     return files
+
+
+def _check_not_a_pattern(folder: str) -> None:
+    """CsvExampleGen finds its files with TensorFlow's glob of <folder>/*: a '[' or '\\' in the folder's path
+    is pattern syntax there, and the path no longer matches itself (no files: the run fails inside
+    CsvExampleGen); a '*' or '?' also matches other folders, whose files it would read too."""
+    absolute = os.path.abspath(folder)
+    fix = "rename the folder, or pass a symlink to it whose path has none"
+    for char in "[\\":
+        if char in absolute:
+            raise ConfigError(f"data folder {folder} has {char!r} in its path, which CsvExampleGen's file pattern "
+                              f"(<folder>/*) reads as pattern syntax and then finds no file: {fix}")
+    wildcard = next((char for char in "*?" if char in absolute), None)
+    others = sorted(set(glob.glob(absolute)) - {absolute}) if wildcard else []
+    if others:
+        raise ConfigError(f"data folder {folder} has {wildcard!r} in its path, which CsvExampleGen's file pattern "
+                          f"(<folder>/*) reads as a wildcard: it would read {others[0]} too; {fix}")
 
 
 def entries(folder: str) -> list[Path]:
