@@ -326,3 +326,13 @@ def test_a_data_folder_whose_path_is_read_as_a_pattern_is_one_line_exit_2(tmp_pa
     assert done.returncode == 2
     assert f"data folder {folder} has {char!r} in its path" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_path_read_as_a_pattern_is_one_line_exit_2(tmp_path):
+    """Beam finds the files it wrote with a glob: under 'runs [1]' CsvExampleGen failed mid-run (exit 1,
+    'src and dst files do not exist') and left a half-written output folder."""
+    output = tmp_path / "runs [1]"
+    done = _local_runner("--output", str(output))
+    assert done.returncode == 2
+    assert f"--output {output} has '[' in its path" in done.stderr
+    assert not output.exists()
