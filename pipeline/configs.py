@@ -44,6 +44,17 @@ class ConfigError(ValueError):
     """A setting is wrong; the message says which and what to do."""
 
 
+# TensorFlow's and Beam's globs read these as pattern syntax: a path holding one no longer matches itself,
+# and '*' or '?' match other paths too. CsvExampleGen globs its input; Beam globs the files it writes.
+GLOB_SYNTAX, WILDCARDS = "[\\", "*?"
+
+
+def glob_char_in(path: str, chars: str = GLOB_SYNTAX) -> str | None:
+    """The first of `chars` in the absolute path, or None."""
+    absolute = os.path.abspath(path)
+    return next((char for char in chars if char in absolute), None)
+
+
 INT32_MAX = 2**31 - 1
 MAX_BATCH_SIZE = 65_536
 
@@ -251,6 +262,10 @@ def local_config(
 ) -> PipelineConfig:
     """The config for a local run: everything lives under one output folder."""
     output = os.path.abspath(output_dir)
+    char = glob_char_in(output, GLOB_SYNTAX + WILDCARDS)
+    if char:
+        raise ConfigError(f"--output {output_dir} has {char!r} in its path, which Beam reads as a file pattern when "
+                          "it looks for the files it wrote (the run would fail in CsvExampleGen): pick a path without one")
     data = os.path.realpath(data_root)
     if os.path.commonpath([data, os.path.realpath(output)]) == data:
         raise ConfigError(f"--output {output_dir} is the data folder or inside it: CsvExampleGen reads every file "

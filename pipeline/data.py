@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.configs import ConfigError
+from pipeline.configs import WILDCARDS, ConfigError, glob_char_in
 
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
@@ -73,13 +73,13 @@ def _check_not_a_pattern(folder: str) -> None:
     """CsvExampleGen finds its files with TensorFlow's glob of <folder>/*: a '[' or '\\' in the folder's path
     is pattern syntax there, and the path no longer matches itself (no files: the run fails inside
     CsvExampleGen); a '*' or '?' also matches other folders, whose files it would read too."""
-    absolute = os.path.abspath(folder)
     fix = "rename the folder, or pass a symlink to it whose path has none"
-    for char in "[\\":
-        if char in absolute:
-            raise ConfigError(f"data folder {folder} has {char!r} in its path, which CsvExampleGen's file pattern "
-                              f"(<folder>/*) reads as pattern syntax and then finds no file: {fix}")
-    wildcard = next((char for char in "*?" if char in absolute), None)
+    char = glob_char_in(folder)
+    if char:
+        raise ConfigError(f"data folder {folder} has {char!r} in its path, which CsvExampleGen's file pattern "
+                          f"(<folder>/*) reads as pattern syntax and then finds no file: {fix}")
+    absolute = os.path.abspath(folder)
+    wildcard = glob_char_in(folder, WILDCARDS)
     others = sorted(set(glob.glob(absolute)) - {absolute}) if wildcard else []
     if others:
         raise ConfigError(f"data folder {folder} has {wildcard!r} in its path, which CsvExampleGen's file pattern "
