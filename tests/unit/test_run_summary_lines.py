@@ -61,3 +61,22 @@ def test_a_first_run_without_a_serving_model_does_not_list_the_comparison_with_i
     assert run_summary._threshold_words(config, has_baseline=False) == [
         "AUC >= 0.90", "removes >= 10% of the errors of always answering the majority class"]
     assert "AUC not below the serving model (allowed drop: none)" in run_summary._threshold_words(config, has_baseline=True)
+
+
+@pytest.mark.parametrize(("name", "bound", "words"), [
+    ("auc", 0.9, "AUC could not be computed: every eval example has the same label (required >= 0.90)"),
+    ("base_rate_error_reduction", 0.1, "no errors of always answering the majority class to remove: every eval "
+                                       "example has the same label (required: removes >= 10%)"),
+])
+def test_a_refusal_on_single_class_labels_says_so(name: str, bound: float, words: str) -> None:
+    """Data with every tip 0 (or every fare 0) gives one label class: the run said `AUC could not be computed
+    (< required 0.90); base_rate_error_reduction could not be computed (< required 0.10)`, not why."""
+    from tensorflow_model_analysis.proto import validation_result_pb2
+
+    from pipeline import run_summary
+
+    failure = validation_result_pb2.ValidationFailure()
+    failure.metric_key.name = name
+    failure.metric_value.double_value.value = math.nan
+    failure.metric_threshold.value_threshold.lower_bound.value = bound
+    assert run_summary._failure_words(failure) == words
