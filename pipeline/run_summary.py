@@ -22,6 +22,7 @@ from pipeline.mlmd_store import (
 )
 
 BASE_RATE_METRIC = "base_rate_error_reduction"  # models/eval_metrics.BaseRateErrorReduction
+ONE_CLASS = "every eval example has the same label"
 REPORTED_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration", "example_count")
 
 
@@ -150,8 +151,11 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     if failure.metric_key.name == BASE_RATE_METRIC and not math.isnan(value):
         return (f"removes {value:.1%} of the errors of always answering the majority class "
                 f"(< required {bound:.0%})")
-    if math.isnan(value):
-        return f"{name} could not be computed (< required {bound:.2f})"
+    if math.isnan(value):  # both metrics are NaN only when every eval label is the same (an empty split stops at the gate)
+        if failure.metric_key.name == BASE_RATE_METRIC:
+            return (f"no errors of always answering the majority class to remove: {ONE_CLASS} "
+                    f"(required: removes >= {bound:.0%})")
+        return f"{name} could not be computed: {ONE_CLASS} (required >= {bound:.2f})"
     return f"{name} {value:.4f} < required {bound:.2f}"
 
 
