@@ -101,6 +101,8 @@ HEADER = b"fare,tips,payment_type\n"
         # valid CSV, but over the 128 KiB a cell may hold in Python's csv, which CsvExampleGen parses with
         ({"a.csv": HEADER + b"1,0,Cash\n2,0," + b"x" * 200_000 + b"\n3,0,Cash\n"},
          "a.csv line 3 holds a value longer than 131072 characters"),
+        # two exports joined with `cat`: every column turned STRING and the gate listed 33 type anomalies, not the line
+        ({"a.csv": HEADER + b"1,0,Cash\n" + HEADER + b"2,0,Cash\n"}, "a.csv line 3 repeats the header row"),
         # a NUL byte (a file cut short on a full disk, a binary export): Python's csv, as CsvExampleGen's, stops there
         ({"a.csv": HEADER + b"1,0,Cash\n2,0,Ca\0sh\n"}, "a.csv line 3 is not valid CSV: line contains NUL"),
         # Excel's CSV in a comma-decimal locale, or a TSV: one column to CsvExampleGen, and the gate listed
