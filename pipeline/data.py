@@ -140,6 +140,11 @@ def _scan(path: Path) -> tuple[list[str], int]:
                         "would read it as the start of a quoted value and run on into the next line: quote the "
                         'whole value, doubling the quote ("Ca""sh"), or remove it'
                     )
+                if values == names:
+                    raise ConfigError(
+                        f"data file {path} line {reader.line_num + 1} repeats the header row (files joined with "
+                        "`cat`?): CsvExampleGen would read it as data; remove it, or keep the parts as separate files"
+                    )
                 if len(values) != len(names):
                     raise ConfigError(
                         f"data file {path} line {reader.line_num + 1} has {len(values)} values "
