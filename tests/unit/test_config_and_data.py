@@ -91,6 +91,8 @@ HEADER = b"fare,tips,payment_type\n"
         ({"a.csv": b'"fare","tips","payment_type"\n"1","0","Cash"\n'}, 'quotes its column names .*\\("fare"\\)'),
         ({"a.csv": b"fare, tips,payment_type\n1,0,Cash\n"}, "spaces around the column name ' tips'"),
         ({"a.csv": b"fare,,payment_type\n1,0,Cash\n"}, "an empty column name"),
+        # a blank line above the header: 'an empty column name' sent the user looking in the header row
+        ({"a.csv": b"\r\n" + HEADER + b"1,0,Cash\n"}, "a.csv starts with a blank line"),
         # a split CSV whose later part lost its header: its first data row (with an empty cell) is not a header
         ({"a.csv": HEADER + b"1,0,Cash\n", "b.csv": b"2.5,,Cash\n3,0,Cash\n"},
          "b.csv has no header row: its first line is data \\(2.5,,Cash\\)"),
