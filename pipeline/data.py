@@ -125,6 +125,9 @@ def _scan(path: Path) -> tuple[list[str], int]:
                     f"data file {path} starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8'), which would "
                     "become part of the first column's name: save it as plain CSV"
                 )
+            if not header.strip():
+                raise ConfigError(f"data file {path} starts with a blank line: CsvExampleGen reads the first line "
+                                  "as the column names; remove the lines above the header row")
             names = header.strip().split(",")  # as tfx io_utils.load_csv_column_names reads it
             _check_column_names(path, names)
             quotes = _QuoteCounter(handle, first_line=2)
