@@ -212,3 +212,16 @@ def test_a_schema_int_column_written_as_whole_floats_is_int(tmp_path, given):
     assert values("area", "int64_list") == [8]
     assert values("fare", "float_list") == [7.0, 12.5]
     assert values("seconds", "float_list") == [2.5, 60.0]  # not whole: the gate's to refuse
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with U+FEFF: TFX's header read made the first column
+    '\\ufefffare' (a header other files do not share, and a column the schema does not have)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes("\ufefffare,payment_type\r\n12.5,Cash\r\n".encode())
+    (folder / "b.csv").write_text("fare,payment_type\n7.5,Credit Card\n")
+    written = _run(batched_csv_example_gen.Executor, str(folder), str(tmp_path / "out"))
+    features = [tf.train.Example.FromString(r).features.feature for r in written["train"] + written["eval"]]
+    assert all(set(f) == {"fare", "payment_type"} for f in features)
+    assert sorted(f["fare"].float_list.value[0] for f in features) == [7.5, 12.5]

@@ -76,7 +76,6 @@ HEADER = b"fare,tips,payment_type\n"
     "files, message",
     [
         ({"a.csv": HEADER, "b.csv": HEADER + b"\n\n"}, "no data rows"),
-        ({"a.csv": b"\xef\xbb\xbf" + HEADER + b"1,0,Cash\n"}, "byte-order mark"),
         ({"a.csv": HEADER + b"1,0,Cash\n", "b.csv": b"tips,fare,payment_type\n0,1,Cash\n"},
          "a.csv and b.csv .* different header rows"),
         # the usual cause (exports of one table from two tools): the message says it is only the order
@@ -123,7 +122,9 @@ def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, m
 def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_path):
     (tmp_path / "a.csv").write_bytes(HEADER)
     (tmp_path / "b.csv").write_bytes(HEADER.replace(b"\n", b"\r\n") + b'1,0,Cash\r\n\r\n2,0,"Credit\nCard, quoted"\r\n')
-    assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv", "b.csv"]
+    # Excel's "CSV UTF-8" starts with a byte-order mark: the same header (`taxi predict` reads it so too)
+    (tmp_path / "c.csv").write_bytes(b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + b"3,0,Cash\r\n")
+    assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv", "b.csv", "c.csv"]
 
 
 def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProcess:
