@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.configs import WILDCARDS, ConfigError, glob_char_in
 
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
+BOM = "\ufeff"  # the UTF-8 byte-order mark Excel's "CSV UTF-8" starts a file with
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
 
 
@@ -120,11 +121,7 @@ def _scan(path: Path) -> tuple[list[str], int]:
                     "CsvExampleGen splits lines at LF and would read the whole file as its header; "
                     "save it with LF or CRLF line endings"
                 )
-            if header.startswith("\ufeff"):
-                raise ConfigError(
-                    f"data file {path} starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8'), which would "
-                    "become part of the first column's name: save it as plain CSV"
-                )
+            header = header.removeprefix(BOM)  # Excel's "CSV UTF-8"; CsvExampleGen's executor drops it too
             if not header.strip():
                 raise ConfigError(f"data file {path} starts with a blank line: CsvExampleGen reads the first line "
                                   "as the column names; remove the lines above the header row")
@@ -170,6 +167,11 @@ def _scan(path: Path) -> tuple[list[str], int]:
                               "(Python's csv) takes: shorten or drop it") from None
         raise ConfigError(f"data file {path} line {reader.line_num + 1} is not valid CSV: {error}") from None
     return names, rows
+
+
+def starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(3) == BOM.encode()
 
 
 def _first_undecodable_line(path: Path) -> int:

@@ -192,9 +192,9 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
         csv_files = fileio.glob(self._csv_pattern)
         if not csv_files:
             raise RuntimeError(f"Split pattern {self._csv_pattern} does not match any files.")
-        column_names = io_utils.load_csv_column_names(csv_files[0])
+        column_names = csv_column_names(csv_files[0])
         for csv_file in csv_files[1:]:
-            if io_utils.load_csv_column_names(csv_file) != column_names:
+            if csv_column_names(csv_file) != column_names:
                 raise RuntimeError(f"Files in same split {self._csv_pattern} have different header.")
         row_batches = (
             pipeline
@@ -212,6 +212,14 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
                     _WholeNumberColumns(column_names, self._int_columns))))
         )
         return row_batches | "ToTFExample" >> beam.ParDo(_RowBatchToExamples(), column_infos)
+
+
+def csv_column_names(csv_file: str) -> list[str]:
+    """TFX's header read (the first line split at commas), without the UTF-8 byte-order mark that Excel's
+    "CSV UTF-8" starts a file with: TFX kept it in the first column's name. The rows, read after the
+    header line, never hold it."""
+    names = io_utils.load_csv_column_names(csv_file)
+    return [names[0].removeprefix("\ufeff"), *names[1:]]
 
 
 def _schema_types(column_infos: list, floats: frozenset[str], whole_ints: frozenset[str]) -> list:
