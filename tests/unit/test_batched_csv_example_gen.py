@@ -225,3 +225,16 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
     features = [tf.train.Example.FromString(r).features.feature for r in written["train"] + written["eval"]]
     assert all(set(f) == {"fare", "payment_type"} for f in features)
     assert sorted(f["fare"].float_list.value[0] for f in features) == [7.5, 12.5]
+
+
+def test_quoted_column_names_are_read_as_csv(tmp_path):
+    """R's write.csv, pandas' QUOTE_ALL and database exports quote every field, header included: TFX's header
+    read split the line at commas and kept the quotes ('"fare"'), and the data check refused the file."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.csv").write_text('"fare","payment_type","note, quoted"\n"12.5","Cash","x"\n')
+    (folder / "b.csv").write_text('fare,payment_type,"note, quoted"\n7.5,Credit Card,y\n')
+    written = _run(batched_csv_example_gen.Executor, str(folder), str(tmp_path / "out"))
+    features = [tf.train.Example.FromString(r).features.feature for r in written["train"] + written["eval"]]
+    assert all(set(f) == {"fare", "payment_type", "note, quoted"} for f in features)
+    assert sorted(f["fare"].float_list.value[0] for f in features) == [7.5, 12.5]
