@@ -16,6 +16,13 @@ BOM = "\ufeff"  # the UTF-8 byte-order mark Excel's "CSV UTF-8" starts a file wi
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
 
 
+def header_names(line: str) -> list[str]:
+    """The column names in a header line, as CsvExampleGen's executor reads them: TFX's read (the line
+    stripped, then split at commas) but parsed as CSV, so a quoted name loses its quotes (R's write.csv,
+    pandas' QUOTE_ALL), and without the byte-order mark Excel's "CSV UTF-8" starts a file with."""
+    return next(csv.reader([line.removeprefix(BOM).strip()]), None) or [""]
+
+
 def bundled_taxi_data() -> str:
     """The Chicago taxi sample that the installed tfx wheel ships, found without importing tfx."""
     spec = importlib.util.find_spec("tfx")
@@ -121,11 +128,10 @@ def _scan(path: Path) -> tuple[list[str], int]:
                     "CsvExampleGen splits lines at LF and would read the whole file as its header; "
                     "save it with LF or CRLF line endings"
                 )
-            header = header.removeprefix(BOM)  # Excel's "CSV UTF-8"; CsvExampleGen's executor drops it too
             if not header.strip():
                 raise ConfigError(f"data file {path} starts with a blank line: CsvExampleGen reads the first line "
                                   "as the column names; remove the lines above the header row")
-            names = header.strip().split(",")  # as tfx io_utils.load_csv_column_names reads it
+            names = header_names(header)
             _check_column_names(path, names)
             quotes = _QuoteCounter(handle, first_line=2)
             reader = csv.reader(quotes)
@@ -199,8 +205,8 @@ def _check_column_names(path: Path, names: list[str]) -> None:
                           "CsvExampleGen reads the first line of every file as the column names")
     for name in names:
         if '"' in name:
-            raise ConfigError(f"data file {path} quotes its column names in the header row ({name}): "
-                              "CsvExampleGen reads the header literally, quotes included; write it unquoted")
+            raise ConfigError(f"data file {path} has a quote inside the column name {name!r} in its header row: "
+                              "quote the whole name, doubling the quote, or remove it")
         if name != name.strip():
             raise ConfigError(f"data file {path} has spaces around the column name {name!r} in its header row: "
                               "CsvExampleGen would keep them in the name")

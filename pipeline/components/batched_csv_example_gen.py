@@ -51,6 +51,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import csv_decoder, example_coder
 
+from pipeline.data import header_names
 from pipeline.up_to_date import hash_file
 
 ColumnType = csv_decoder.ColumnType
@@ -215,11 +216,11 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
 
 
 def csv_column_names(csv_file: str) -> list[str]:
-    """TFX's header read (the first line split at commas), without the UTF-8 byte-order mark that Excel's
-    "CSV UTF-8" starts a file with: TFX kept it in the first column's name. The rows, read after the
-    header line, never hold it."""
-    names = io_utils.load_csv_column_names(csv_file)
-    return [names[0].removeprefix("\ufeff"), *names[1:]]
+    """The first line's column names parsed as CSV (pipeline.data.header_names): TFX's read split it at
+    commas, keeping quotes and the byte-order mark of Excel's "CSV UTF-8" in the names. The rows, read
+    after the header line, are parsed as CSV already and never hold the mark."""
+    with fileio.open(csv_file) as handle:
+        return header_names(handle.readline())
 
 
 def _schema_types(column_infos: list, floats: frozenset[str], whole_ints: frozenset[str]) -> list:

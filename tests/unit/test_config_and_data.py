@@ -87,6 +87,7 @@ HEADER = b"fare,tips,payment_type\n"
          "a.csv line 3: a quoted value is never closed \\(field larger than field limit"),
         ({"a.csv": HEADER + b"1,0,Cash\n" * 5000 + "1,0,Café\n".encode("latin-1")}, "a.csv line 5002 is not UTF-8 text"),
         ({"a.csv": b"fare,tips,fare\n1,0,2\n"}, "names the column fare twice"),
+        ({"a.csv": b'fa"re,tips,payment_type\n1,0,Cash\n'}, "a quote inside the column name 'fa\"re'"),
         ({"a.csv": b"fare, tips,payment_type\n1,0,Cash\n"}, "spaces around the column name ' tips'"),
         ({"a.csv": b"fare,,payment_type\n1,0,Cash\n"}, "an empty column name"),
         # a blank line above the header: 'an empty column name' sent the user looking in the header row
