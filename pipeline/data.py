@@ -192,8 +192,8 @@ def _first_undecodable_line(path: Path) -> int:
 
 
 def _check_column_names(path: Path, names: list[str]) -> None:
-    """CsvExampleGen splits the header on commas and keeps every character: a quoted name or
-    one with spaces around it would reach the data gate as a new column plus a missing one.
+    """CsvExampleGen keeps every character of a name but its quotes (header_names): one with spaces
+    around it, or a stray quote, would reach the data gate as a new column plus a missing one.
     A first line of half numbers or more is data: a file without its header row (e.g. a later part of a split CSV)."""
     separators = [mark for mark in OTHER_SEPARATORS if len(names) == 1 and mark in names[0]]
     if separators:
