@@ -99,6 +99,10 @@ HEADER = b"fare,tips,payment_type\n"
         # CsvExampleGen opens a quoted value at any quote and reads on into the next line (Python's csv does not)
         ({"a.csv": HEADER + b'1,0,Cash\n2,0,Ca"sh\n3,0,Cash\n'}, "a.csv line 3: a quote inside an unquoted value"),
         ({"a.csv": HEADER.replace(b"\n", b"\r") + b"1,0,Cash\r"}, "a.csv ends its lines with CR alone"),
+        # a CR alone inside an LF file (parts with other line endings joined, a pasted value): Python splits the line
+        # there, CsvExampleGen splits at LF only and failed mid-run ('new-line character seen in unquoted field')
+        ({"a.csv": HEADER + b"1,0,Cash\r2,0,Cash\n3,0,Cash\n"}, "a.csv line 2 holds a carriage return"),
+        ({"a.csv": HEADER + b"1,0,Ca\rsh\n"}, "a.csv line 2 holds a carriage return"),
         # valid CSV, but over the 128 KiB a cell may hold in Python's csv, which CsvExampleGen parses with
         ({"a.csv": HEADER + b"1,0,Cash\n2,0," + b"x" * 200_000 + b"\n3,0,Cash\n"},
          "a.csv line 3 holds a value longer than 131072 characters"),
