@@ -118,11 +118,11 @@ def _scan(path: Path) -> tuple[list[str], int]:
     would fail CsvExampleGen mid-run: a row of another width, broken quoting, text that is not UTF-8.
     One streaming pass; the bundled 15k rows take about 30 ms."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="\n", encoding="utf-8") as handle:  # lines end at LF alone, as CsvExampleGen's
             header = handle.readline()
             if not header:
                 raise ConfigError(f"data file {path} is empty: it needs a header row and data rows")
-            if header.endswith("\r") and not header.endswith("\r\n"):
+            if "\r" in header.rstrip("\r\n"):
                 raise ConfigError(
                     f"data file {path} ends its lines with CR alone (classic Mac, Excel's 'CSV (Macintosh)'): "
                     "CsvExampleGen splits lines at LF and would read the whole file as its header; "
@@ -167,6 +167,10 @@ def _scan(path: Path) -> tuple[list[str], int]:
     except csv.Error as error:
         if quotes.count % 2:
             raise ConfigError(f"data file {path} line {quotes.opened}: a quoted value is never closed ({error})") from None
+        if "new-line character seen in unquoted field" in str(error):
+            raise ConfigError(f"data file {path} line {reader.line_num + 1} holds a carriage return (CR) outside "
+                              "quotes: CsvExampleGen splits lines at LF alone and cannot parse it; remove it "
+                              "(or quote the value)") from None
         if "field larger than field limit" in str(error):
             raise ConfigError(f"data file {path} line {reader.line_num + 1} holds a value longer than "
                               f"{csv.field_size_limit()} characters, more than CsvExampleGen's CSV parser "
