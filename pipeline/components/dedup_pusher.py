@@ -6,9 +6,9 @@ blesses it and the stock Pusher writes a second, identical version. Serving
 would reload and nothing would be gained; this executor compares content first.
 
 "Identical" is what the model computes: every file byte for byte, except
-fingerprint.pb (hashes of the others) and the graph's function names, which
-carry a counter global to the process that exported them (see
-`_canonical_graph`). So a `--no-cache` run of unchanged data, which trains
+fingerprint.pb (hashes of the others) and the graph's names of functions and
+captured tensors, which carry counters global to the process that exported
+them (see `_canonical_graph`). So a `--no-cache` run of unchanged data, which trains
 the same weights, pushes nothing either.
 """
 from __future__ import annotations
