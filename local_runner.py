@@ -336,7 +336,7 @@ def execute(args: argparse.Namespace) -> int:
 
 
 def serving_from_args(args: argparse.Namespace) -> Serving:
-    from monitoring.canary import check_url
+    from monitoring.server_url import check_url
 
     try:
         check_url(args.serving_url)

@@ -28,7 +28,7 @@ model_option = click.option("--model", "model_name", default="taxi", show_defaul
 config_option = click.option("--config", "config_path", metavar="FILE",
                              help="models.config to edit (default: <output>/serving_model/models.config)")
 def _url(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from monitoring.canary import check_url
+    from monitoring.server_url import check_url
 
     try:
         return check_url(value)

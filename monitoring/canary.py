@@ -36,19 +36,6 @@ def blessed_check(output: str) -> callable:
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def check_url(url: str) -> str:
-    """A model server URL, or ValueError saying what is wrong with it (before anything is written)."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as error:
-        raise ValueError(f"{url!r} is not a URL: {error}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
-    if parsed.port is not None and not 1 <= parsed.port <= 65535:  # else: "no server there", never waited for
-        raise ValueError(f"{url!r} has port {parsed.port}, outside 1-65535")
-    return url
-
-
 def _get(url: str, path: str, timeout: float = 5.0) -> httpx.Response:
     try:
         return httpx.get(f"{url.rstrip('/')}{path}", timeout=timeout)

@@ -1,6 +1,7 @@
 """A label moved to a new version, against a running server that takes configs by TF Serving's rules."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 import types
@@ -161,6 +162,14 @@ def test_the_next_push_recovers_a_server_that_refused_a_move_written_elsewhere(d
         assert labels.label_after_push(d, 4, server=ModelServer(server.url, "toy", 15)) == {"stable": 1, "canary": 4}
         assert wait_for_label(server.url, "toy", "canary", 4, seconds=15)
         assert _canary(http) == 4.0
+
+
+@pytest.mark.parametrize("url", ["http://model server:8501", "http://[::1:8501", "ftp://127.0.0.1:8501"])
+def test_a_server_url_without_a_usable_host_is_refused_before_the_run(url: str) -> None:
+    """Else the run trains for minutes and only then fails to reach the server it must wait for."""
+    args = local_runner.build_parser().parse_args(["--serving-url", url])
+    with pytest.raises(local_runner.ConfigError, match=f"--serving-url '{re.escape(url)}' is not "):
+        local_runner.serving_from_args(args)
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:0"])
