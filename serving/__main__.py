@@ -54,16 +54,13 @@ def options_from_args(args: argparse.Namespace) -> object:
     The flags are checked before TensorFlow is imported (seconds, and log noise
     ahead of the one error line).
     """
-    from serving.config import MODEL_NAME_RE, ModelSpec, load_model_config
+    from serving.config import MODEL_NAME_RE, ModelSpec, load_model_config, local_folder
 
     if args.model_base_path is None and args.model_config_file is None:
         raise ValueError("give --model-base-path (and --model-name) or --model-config-file")
     base_path = None
     if args.model_base_path is not None:  # a str: Path() would turn gs://b into gs:/b
-        if "://" in args.model_base_path and not args.model_base_path.startswith("file://"):
-            raise ValueError(f"--model-base-path {args.model_base_path}: this server reads local folders (paths, "
-                             "file:// URIs); TF Serving reads other file systems")
-        base_path = Path(args.model_base_path.removeprefix("file://"))
+        base_path = local_folder(args.model_base_path, "--model-base-path", local="paths")
         if not base_path.is_dir():
             raise ValueError(f"--model-base-path {args.model_base_path} is not a directory")
     if args.model_config_file is not None and not args.model_config_file.is_file():

@@ -107,6 +107,15 @@ def specs_from_proto(config_list: model_server_config_pb2.ModelConfigList) -> li
     return specs
 
 
+def local_folder(base_path: str, named: str, local: str = "absolute paths") -> Path:
+    """The folder a base path names, a local path or a file:// URI as TF Serving takes; ValueError for
+    another file system (gs://), which this server does not read. `named` starts the message."""
+    if "://" in base_path and not base_path.startswith("file://"):
+        raise ValueError(f"{named} {base_path}: this server reads local folders ({local}, file:// URIs); "
+                         "TF Serving reads other file systems")
+    return Path(base_path.removeprefix("file://"))
+
+
 def load_model_config(path: Path) -> list[ModelSpec]:
     """Read and validate a models.config file."""
     try:

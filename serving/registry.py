@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving.codec import SignatureInfo
-from serving.config import ModelSpec
+from serving.config import ModelSpec, local_folder
 from serving.errors import ServingError, invalid, not_found
 from serving.signature_call import SignatureCall
 
@@ -136,7 +136,7 @@ class ModelManager:
     @property
     def base(self) -> Path:
         """The versions' folder: a local path, or a file:// URI as TF Serving also takes."""
-        return Path(self.spec.base_path.removeprefix("file://"))
+        return local_folder(self.spec.base_path, f"model '{self.spec.name}': base_path")
 
     def update_spec(self, spec: ModelSpec) -> None:
         self.spec, self.retired = spec, False
@@ -324,9 +324,10 @@ class Registry:
         """
         with self._config_lock, self._poll_lock:  # a version loading now must not land in a retired model
             for spec in specs:
-                if "://" in spec.base_path and not spec.base_path.startswith("file://"):
-                    raise invalid(f"model '{spec.name}': base_path {spec.base_path}: this server reads local "
-                                  "folders (absolute paths, file:// URIs); TF Serving reads other file systems")
+                try:
+                    local_folder(spec.base_path, f"model '{spec.name}': base_path")
+                except ValueError as error:
+                    raise invalid(str(error)) from None
             self._check_labels(specs)
             added = [s.name for s in specs if not self.serves(s.name)]
             for spec in specs:
