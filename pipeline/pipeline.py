@@ -148,10 +148,9 @@ def _readable_schema(schema_path: str) -> str | None:
     return schema_path if "://" not in schema_path and os.path.isfile(schema_path) else None
 
 
-def _schema_column_types(schema_path: str) -> dict:
+def _schema_column_types(schema_path: str, readable: str | None) -> dict:
     """How CsvExampleGen learns the schema's FLOAT and INT columns: listed, from the schema where it can be
-    read here; else named, for the executor to read where it runs."""
-    readable = _readable_schema(schema_path)
+    read here (`readable`, see _readable_schema); else named, for the executor to read where it runs."""
     if readable is None:
         return {"schema_file": schema_path}
     schema = read_schema(readable)
@@ -159,16 +158,14 @@ def _schema_column_types(schema_path: str) -> dict:
             "int_columns": schema_columns(schema, schema_pb2.INT)}
 
 
-def _schema_importer(schema_path: str) -> PinnedImportSchemaGen:
+def _schema_importer(schema_path: str, readable: str | None) -> PinnedImportSchemaGen:
     """ImportSchemaGen pinned to the content of the schema read here, when it can be (see the component)."""
-    readable = _readable_schema(schema_path)
     pinned = schema_sha256(Path(readable).read_bytes()) if readable else None
     return PinnedImportSchemaGen(schema_file=schema_path, schema_sha256=pinned).with_id(SCHEMA_IMPORTER)
 
 
-def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleGen:
+def _example_gen(config: PipelineConfig, span: int | None, column_types: dict) -> BatchedCsvExampleGen:
     """CsvExampleGen over the flat folder, or over exactly one span-<N>/ folder (recorded in MLMD)."""
-    column_types = _schema_column_types(config.schema_path)
     if span is None:
         return BatchedCsvExampleGen(**column_types, input_base=config.data_root, output_config=SPLIT_CONFIG)
     return BatchedCsvExampleGen(
@@ -185,9 +182,11 @@ def _example_gen(config: PipelineConfig, span: int | None) -> BatchedCsvExampleG
 
 
 def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
-    example_gen = _example_gen(config, config.span).with_id(EXAMPLE_GEN)
+    readable_schema = _readable_schema(config.schema_path)
+    column_types = _schema_column_types(config.schema_path, readable_schema)  # both spans' ExampleGens
+    example_gen = _example_gen(config, config.span, column_types).with_id(EXAMPLE_GEN)
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_importer = _schema_importer(config.schema_path)
+    schema_importer = _schema_importer(config.schema_path, readable_schema)
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_importer.outputs["schema"],
@@ -195,7 +194,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     baseline = []
     if config.previous_span is not None:
         # The previous span's statistics, for the drift comparators (cached after its first run).
-        previous_examples = _example_gen(config, config.previous_span).with_id(PREVIOUS_EXAMPLE_GEN)
+        previous_examples = _example_gen(config, config.previous_span, column_types).with_id(PREVIOUS_EXAMPLE_GEN)
         previous_statistics = StatisticsGen(examples=previous_examples.outputs["examples"]).with_id(
             PREVIOUS_STATISTICS_GEN
         )

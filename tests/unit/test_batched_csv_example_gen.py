@@ -197,7 +197,7 @@ def test_a_schema_int_column_written_as_whole_floats_is_int(tmp_path, given):
     schema.write_text('feature { name: "fare" type: FLOAT }\nfeature { name: "hour" type: INT }\n'
                       'feature { name: "area" type: INT }\nfeature { name: "seconds" type: INT }\n')
     if given == "component":  # as the pipeline builds it
-        component = batched_csv_example_gen.BatchedCsvExampleGen(**_schema_column_types(str(schema)),
+        component = batched_csv_example_gen.BatchedCsvExampleGen(**_schema_column_types(str(schema), str(schema)),
                                                                  input_base=str(folder))
         custom = component.exec_properties["custom_config"]
     else:
