@@ -72,7 +72,7 @@ def _whole_number(cell: bytes) -> bool:
 def _as_int(cell: bytes) -> int:
     try:
         return int(cell)
-    except ValueError:  # `8.0` in a schema INT column of whole numbers (_WholeNumberColumns)
+    except ValueError:  # `8.0` in a schema INT column of whole numbers (_int_column_value_type)
         return int(float(cell))
 
 
@@ -106,7 +106,12 @@ class _ReadCsvRowBatches(beam.DoFn):
 
 
 class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
-    """TFX's column type inference (INT < FLOAT < STRING), fed a batch of rows at a time."""
+    """TFX's column type inference (INT < FLOAT < STRING), fed a batch of rows at a time. In the schema's
+    INT columns (`int_columns`) a whole number written as a float (`8.0`) counts as INT."""
+
+    def __init__(self, column_names: list[str], int_columns: frozenset[str] = frozenset(), **kwargs: object) -> None:
+        super().__init__(column_names, **kwargs)
+        self._int_columns = int_columns
 
     def add_input(self, accumulator: dict, rows: list[list[bytes]]) -> dict:
         width = len(self._column_names)
@@ -117,32 +122,18 @@ class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
         for name, cells in zip(self._column_names, zip(*rows, strict=True), strict=True):
             if accumulator.get(name) == ColumnType.STRING:
                 continue
-            batch_types[name] = max(map(csv_decoder._InferValueType, set(cells)))  # noqa: SLF001
+            infer = _int_column_value_type if name in self._int_columns else _value_type
+            batch_types[name] = max(map(infer, set(cells)))
         return self.merge_accumulators([accumulator, batch_types])
 
 
-class _WholeNumberColumns(beam.CombineFn):
-    """The set of the `candidates` columns whose every value is a whole number, `8` or `8.0`."""
+_value_type = csv_decoder._InferValueType  # noqa: SLF001 - TFX's own inference, cell by cell
 
-    def __init__(self, column_names: list[str], candidates: frozenset[str]) -> None:
-        self._width = len(column_names)
-        self._indexes = {i: name for i, name in enumerate(column_names) if name in candidates}
 
-    def create_accumulator(self) -> set:
-        return set(self._indexes.values())
-
-    def add_input(self, whole: set, rows: list[list[bytes]]) -> set:
-        for i, name in self._indexes.items():
-            # a row of another width fails the type inference, with its own message
-            if name in whole and not all(_whole_number(row[i]) for row in rows if len(row) == self._width and row[i]):
-                whole.discard(name)
-        return whole
-
-    def merge_accumulators(self, accumulators: Iterable[set]) -> set:
-        return set.intersection(*accumulators)
-
-    def extract_output(self, whole: set) -> frozenset:
-        return frozenset(whole)
+def _int_column_value_type(cell: bytes) -> ColumnType:
+    """A cell's type as TFX infers it, but INT for a whole number written as a float (`8.0`)."""
+    kind = _value_type(cell)
+    return ColumnType.INT if kind == ColumnType.FLOAT and _whole_number(cell) else kind
 
 
 def _column_array(cells: tuple[bytes, ...], column_type: ColumnType) -> pa.Array:
@@ -205,12 +196,9 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
         column_infos = beam.pvalue.AsSingleton(
             row_batches
             | "InferColumnTypes" >> beam.CombineGlobally(
-                _BatchColumnTypeInferrer(column_names, skip_blank_lines=True)
+                _BatchColumnTypeInferrer(column_names, self._int_columns, skip_blank_lines=True)
             )
-            | "SchemaTypes" >> beam.Map(
-                _schema_types, self._float_columns,
-                beam.pvalue.AsSingleton(row_batches | "WholeNumberColumns" >> beam.CombineGlobally(
-                    _WholeNumberColumns(column_names, self._int_columns))))
+            | "SchemaFloats" >> beam.Map(_as_float, self._float_columns)
         )
         return row_batches | "ToTFExample" >> beam.ParDo(_RowBatchToExamples(), column_infos)
 
@@ -223,18 +211,11 @@ def csv_column_names(csv_file: str) -> list[str]:
         return header_names(handle.readline())
 
 
-def _schema_types(column_infos: list, floats: frozenset[str], whole_ints: frozenset[str]) -> list:
-    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`),
-    and columns it says are INT are INT when every value is whole but some are written `8.0`: TFX's
-    inference alone made them INT and FLOAT, which the data gate refused as the wrong type."""
-    def schema_type(info: csv_decoder.ColumnInfo) -> ColumnType:
-        if info.name in floats and info.type == ColumnType.INT:
-            return ColumnType.FLOAT
-        if info.name in whole_ints and info.type == ColumnType.FLOAT:
-            return ColumnType.INT
-        return info.type
-
-    return [csv_decoder.ColumnInfo(info.name, schema_type(info)) for info in column_infos]
+def _as_float(column_infos: list, floats: frozenset[str]) -> list:
+    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`):
+    TFX's inference alone made them INT, which the data gate refused as the wrong type."""
+    return [csv_decoder.ColumnInfo(info.name, ColumnType.FLOAT)
+            if info.name in floats and info.type == ColumnType.INT else info for info in column_infos]
 
 
 def configured_float_columns(custom_config: object) -> frozenset[str]:
