@@ -7,7 +7,7 @@ setup(
     description="Production TFX pipeline: local Beam runs, Vertex AI schedules, TF Serving.",
     python_requires=">=3.10,<3.11",
     packages=find_packages(
-        include=[f"{name}{tail}" for name in ("models", "pipeline", "serving", "monitoring", "cli", "report")
+        include=[f"{name}{tail}" for name in ("models", "pipeline", "serving", "monitoring", "cli", "report", "common")
                  for tail in ("", ".*")]
     ),
     py_modules=["local_runner", "vertex_runner"],

@@ -15,12 +15,12 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from common.atomic_files import replace_whole
 from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
 from serving.deployment import pushed_versions
 
@@ -165,9 +165,7 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
     if spec is None and new_spec not in specs:
         specs.append(new_spec)
     text = HEADER + render_model_config(specs)
-    tmp = deployment.config_path.with_name(f".{deployment.config_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, deployment.config_path)
+    replace_whole(deployment.config_path, text)
     with deployment.history_path.open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
     return labels

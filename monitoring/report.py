@@ -5,9 +5,9 @@ import datetime as dt
 import html
 import itertools
 import json
-import os
 from pathlib import Path
 
+from common.atomic_files import create_new, replace_whole
 from monitoring.skew import SkewReport
 
 
@@ -34,11 +34,6 @@ def lines(report: SkewReport) -> list[str]:
     return out
 
 
-def _written(tmp: Path, text: str) -> Path:
-    tmp.write_text(text)
-    return tmp
-
-
 def write(report: SkewReport, directory: Path) -> tuple[Path, Path]:
     """<dir>/skew-<time>.json and .html, written whole then renamed (a reader never sees half).
 
@@ -48,20 +43,9 @@ def write(report: SkewReport, directory: Path) -> tuple[Path, Path]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     base = "skew-" + dt.datetime.fromtimestamp(report.created, dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    tmp = _written(directory / f".{base}.{os.getpid()}.tmp", json.dumps(report.as_json(), indent=1))
-    try:
-        for n in itertools.count(1):
-            stem = base if n == 1 else f"{base}-{n}"
-            try:
-                os.link(tmp, directory / f"{stem}.json")
-                break
-            except FileExistsError:
-                continue
-    finally:
-        tmp.unlink()
-    html_path = directory / f"{stem}.html"
-    os.replace(_written(tmp, _html(report)), html_path)
-    return directory / f"{stem}.json", html_path
+    names = (directory / f"{base if n == 1 else f'{base}-{n}'}.json" for n in itertools.count(1))
+    json_path = create_new(names, json.dumps(report.as_json(), indent=1))
+    return json_path, replace_whole(json_path.with_suffix(".html"), _html(report))
 
 
 def _html(report: SkewReport) -> str:

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from common.atomic_files import replace_whole
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -249,9 +251,7 @@ def content_addressed_schema(schema_path: str, output_dir: str) -> str:
     target = Path(output_dir) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
+        replace_whole(target, content)
     return str(target)
 
 

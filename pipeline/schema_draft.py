@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from common.atomic_files import replace_whole
 from pipeline import configs, data
 from pipeline.configs import ConfigError
 from pipeline.console import silenced
@@ -114,15 +115,10 @@ def _read_curated():  # noqa: ANN202 - tensorflow_metadata Schema proto
 
 
 def _write(draft, out: Path) -> None:  # noqa: ANN001 - tensorflow_metadata Schema proto
-    """Header, then the draft, through a temporary file: a failed write leaves the previous draft whole."""
+    """Header, then the draft, written whole: a failed write leaves the previous draft whole."""
     from google.protobuf import text_format
 
-    temporary = out.with_name(f".{out.name}.tmp")
-    try:
-        temporary.write_text(HEADER + text_format.MessageToString(draft), encoding="utf-8")
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+    replace_whole(out, HEADER + text_format.MessageToString(draft))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from common.atomic_files import replace_whole
 from pipeline.configs import PROJECT_ROOT, PipelineConfig
 
 STATE_FILE = "last_completed_run.json"
@@ -78,6 +79,4 @@ def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: lis
         "run_id": run_id,
         "summary": summary_lines,
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    replace_whole(path, json.dumps(record, indent=2))

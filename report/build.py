@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.atomic_files import replace_whole
 from pipeline.run_summary import tfma_metric_class
 from report import mlmd, svg
 
@@ -151,21 +152,9 @@ def write_report(output: str, run_id: str | None = None) -> Path:
     summary, row = context["summary"], context["row"]
     sidecar = {"run_id": context["run_id"], "outcome": row.outcome, "metrics": summary.metrics if summary else {},
                "blessed": row.blessed, "pushed_version": row.pushed_version, "report": str(path)}
-    _replace_whole(path, render(context))
-    _replace_whole(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
+    replace_whole(path, render(context))
+    replace_whole(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
     return path
-
-
-def _replace_whole(path: Path, text: str) -> None:
-    """Write a file under a temporary name of its own, then rename it into place: a reader (or a failed
-    write, or another `taxi report` at the same time) never sees half of it, and nothing partial stays."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # this process's own; the umask's permissions
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def report_after_run(output: str) -> str:

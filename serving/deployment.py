@@ -12,14 +12,13 @@ version) instead of being edited by hand and found broken in production.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import re
 import sys
 from pathlib import Path
 
 import yaml
 
+from common.atomic_files import replace_whole
 from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
 
 DEPLOY_DIR = Path(__file__).parent / "deploy"
@@ -164,12 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     text = render_files(model_spec(args.model_name, args.stable, args.canary))["models.config"]
     try:  # whole or not at all: a server polling the file never reads half of it
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.out)
+        replace_whole(args.out, text)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         print(f"error: cannot write --out {args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0

@@ -244,3 +244,14 @@ def test_unusable_output_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert err.startswith("error: --output ") and message in err and err.count("\n") == 1
     assert (tmp_path / "a-file").read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_every_project_package_is_in_the_package_workers_install(tmp_path: Path) -> None:
+    """The image and Dataflow workers import the project from the package setup.py builds: a package
+    left out of it (a new shared helper, say) is an ImportError on the first remote step, never locally."""
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
+                   cwd=PROJECT_ROOT, check=True, capture_output=True)
+    (egg,) = tmp_path.glob("*.egg-info")
+    shipped = set((egg / "top_level.txt").read_text().split())
+    packages = {p.parent.name for p in PROJECT_ROOT.glob("*/__init__.py") if p.parent.name != "tests"}
+    assert packages <= shipped, sorted(packages - shipped)
