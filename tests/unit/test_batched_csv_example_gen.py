@@ -161,6 +161,25 @@ def test_data_rewritten_at_the_same_size_and_time_is_a_new_fingerprint(tmp_path:
     assert after != before and after.split(",sha256:")[0] == before.split(",sha256:")[0]
 
 
+def test_hidden_files_are_not_read_and_do_not_change_the_fingerprint(tmp_path: Path) -> None:
+    """CsvExampleGen's `<folder>/*` also matched .DS_Store and ._d.csv (the data check refused them for that); a
+    hidden file is not data: it is not read, and adding or changing one is not a new input (no retrain)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "d.csv").write_text("n,s\n" + "".join(f"{n},row{n}\n" for n in range(20)))
+    plain = _run(batched_csv_example_gen.Executor, str(folder), str(tmp_path / "plain"))
+    before = _fingerprint(folder)
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1\0" + bytes(range(256)))
+    # a hidden file that is even a CSV of the same table (an editor's backup) is not read either
+    (folder / ".d.csv.swp").write_text("n,s\n99,backup\n")
+    assert _run(batched_csv_example_gen.Executor, str(folder), str(tmp_path / "hidden")) == plain
+    assert _fingerprint(folder) == before
+    (folder / ".DS_Store").write_bytes(b"changed")
+    assert _fingerprint(folder) == before
+    (folder / "d.csv").write_text("n,s\n1,row1\n")
+    assert _fingerprint(folder) != before
+
+
 @pytest.mark.parametrize("given", ["listed", "schema_file"])
 def test_a_schema_float_column_of_whole_numbers_stays_float(tmp_path, given):
     """Fares written as 12 rather than 12.0 made TFX infer INT, which the gate refused against the schema's FLOAT.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,8 @@ def test_bundled_data_is_found_inside_the_tfx_install():
         (lambda p: p, "is empty"),
         (lambda p: (p / "x.txt").write_text("a") and p, "not .csv"),
         (lambda p: (p / "x.csv").write_text("") is not None and p, "is empty"),
-        (lambda p: (p / ".DS_Store").write_bytes(b"\0") is not None and p, "not .csv"),
+        # hidden files are left out, as CsvExampleGen leaves them out: a folder of nothing else holds no data
+        (lambda p: (p / ".DS_Store").write_bytes(b"\0") is not None and p, "is empty"),
         (lambda p: (p / "old").mkdir() or p, "holds folders \\(old\\)"),
     ],
 )
@@ -131,6 +133,44 @@ def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_p
     # every field quoted, header included (R's write.csv, pandas' QUOTE_ALL, database exports): the same header
     (tmp_path / "d.csv").write_bytes(b'"fare","tips","payment_type"\n"4","0","Cash"\n')
     assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv", "b.csv", "c.csv", "d.csv"]
+
+
+def _hidden_junk(folder: Path) -> None:
+    """What a Mac, LibreOffice and vim leave beside a CSV: none of it CSV, none of it readable as the table."""
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1\0" + bytes(range(256)))
+    (folder / "._a.csv").write_bytes(b"\0\5\x16\7\0\2\0\0Mac OS X        " + bytes(range(256)))  # AppleDouble
+    (folder / ".~lock.a.csv#").write_text("Jane Doe,jane,host,01.01.2026 10:00,file:///home/jane;\n")
+    (folder / ".a.csv.swp").write_bytes(b"b0VIM 9.0\0" + bytes(range(256)))
+    (folder / ".ipynb_checkpoints").mkdir()  # a hidden folder (Jupyter's), with a CSV of another table inside
+    (folder / ".ipynb_checkpoints" / "a-checkpoint.csv").write_text("x,y\n1,2\n")
+
+
+def test_hidden_files_in_a_data_folder_are_left_out(tmp_path):
+    """macOS's .DS_Store and ._ files, LibreOffice's lock and vim's swap file were refused ('not .csv'): users move
+    them out by hand and the Finder writes them again. They are not data; every tool that reads a folder skips them."""
+    (tmp_path / "a.csv").write_bytes(HEADER + b"1,0,Cash\n")
+    _hidden_junk(tmp_path)
+    assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv"]
+    # a visible file that is not CSV is still refused, by name: skipping data.tsv would drop data without a word
+    (tmp_path / "b.tsv").write_bytes(HEADER.replace(b",", b"\t") + b"2\t0\tCash\n")
+    with pytest.raises(ConfigError, match=r"holds files that are not \.csv \(b\.tsv\)"):
+        data.check_csv_folder(str(tmp_path))
+
+
+def test_hidden_files_do_not_change_the_up_to_date_fingerprint(tmp_path):
+    """A .DS_Store written by the Finder, or a lock file from opening the CSV, made the next run retrain."""
+    from pipeline import up_to_date
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes(HEADER + b"1,0,Cash\n")
+    config = configs.local_config(str(folder), str(tmp_path / "out"))
+    before = up_to_date.fingerprint(config)
+    _hidden_junk(folder)
+    (folder / ".DS_Store").write_bytes(b"changed")
+    assert up_to_date.fingerprint(config) == before
+    (folder / "a.csv").write_bytes(HEADER + b"2,0,Cash\n")  # the data itself changed: a new fingerprint
+    assert up_to_date.fingerprint(config) != before
 
 
 def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProcess:

@@ -40,6 +40,20 @@ def test_missing_or_empty_span_is_named(tmp_path):
         spans.choose_spans(str(tmp_path), 2)
 
 
+def test_hidden_files_beside_and_inside_span_folders_are_left_out(tmp_path):
+    """Span folders are read with the same pattern: a .DS_Store in span-2/ or beside the spans is not data."""
+    for n in (1, 2):
+        _write(tmp_path / f"span-{n}")
+        (tmp_path / f"span-{n}" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1\0\xff")
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1\0\xff")
+    (tmp_path / "._data.csv").write_bytes(b"\0\5\x16\7")  # a hidden CSV name beside the spans: not a loose CSV
+    (tmp_path / "span-3").mkdir()
+    (tmp_path / "span-3" / "._data.csv").write_bytes(b"\0\5\x16\7")
+    with pytest.raises(ConfigError, match="span-3 is empty"):  # a span holding only hidden files holds no data
+        spans.choose_spans(str(tmp_path), None)
+    assert spans.choose_spans(str(tmp_path), 2) == (2, 1)
+
+
 def test_zero_padded_span_folders_are_named(tmp_path):
     _write(tmp_path / "span-01")
     with pytest.raises(ConfigError, match=r"span-01: write span numbers without leading zeros \(span-1\)"):
@@ -184,6 +198,18 @@ def test_schema_draft_reads_upper_case_csv_names_as_the_pipeline_does(tmp_path, 
     from pipeline import schema_draft
 
     folder = _small_taxi_folder(tmp_path / "data", "TRIPS.CSV")
+    out = tmp_path / "draft.pbtxt"
+    assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert 'name: "payment_type"' in out.read_text()
+
+
+def test_schema_draft_leaves_hidden_files_out(tmp_path, capsys):
+    """The pipeline leaves out .DS_Store and ._trips.csv; the statistics pass read `<folder>/*` and failed on them."""
+    from pipeline import schema_draft
+
+    folder = _small_taxi_folder(tmp_path / "data")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1\0" + bytes(range(256)))
+    (folder / "._trips.csv").write_bytes(b"\0\5\x16\7\0\2\0\0Mac OS X        " + bytes(range(256)))
     out = tmp_path / "draft.pbtxt"
     assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 0, capsys.readouterr().err
     assert 'name: "payment_type"' in out.read_text()
