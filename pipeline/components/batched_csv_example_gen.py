@@ -5,9 +5,9 @@ TFX's CSV executor turns every row into a tf.Example in Python, cell by cell
 row: on the taxi sample that is most of CsvExampleGen's 6-9 s. This executor
 is TFX's, with one part replaced: the rows of a file are read, parsed and
 type-checked the same way (TFX's own record reader, CSV reader and type
-rules), then converted a batch at a time through Arrow and tfx_bsl's C++
-encoder. Everything around it is TFX's own: the split by hash of the
-example, the gzipped TFRecord files, the artifact properties.
+rules), then converted a batch at a time through Arrow (csv_rows.py) and
+tfx_bsl's C++ encoder. Everything around it is TFX's own: the split by hash
+of the example, the gzipped TFRecord files, the artifact properties.
 
 The output is the same examples in the same splits: a missing cell is an
 empty value list, a column without any value has features without a kind,
@@ -34,7 +34,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 from google.protobuf import struct_pb2
@@ -49,122 +48,20 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
-from tfx_bsl.coders import csv_decoder, example_coder
+from tfx_bsl.coders import example_coder
 
-from pipeline.data import header_names
+from pipeline.components.csv_rows import CsvRecordBatches, csv_column_names
 from pipeline.up_to_date import hash_file
-
-ColumnType = csv_decoder.ColumnType
-ROWS_PER_BATCH = 4096
-
-INT64_RANGE = 2**63
-
-
-def _whole_number(cell: bytes) -> bool:
-    """`8` or `8.0`: a value an int64 column can hold exactly as written."""
-    try:
-        value = float(cell)
-    except ValueError:
-        return False
-    return value.is_integer() and -INT64_RANGE <= value < INT64_RANGE
-
-
-def _as_int(cell: bytes) -> int:
-    try:
-        return int(cell)
-    except ValueError:  # `8.0` in a schema INT column of whole numbers (_int_column_value_type)
-        return int(float(cell))
-
-
-# How TFX's CSV executor stores a cell of each column type (csv_example_gen/executor.py):
-# the Python parse of the cell (None: its bytes as they are) and the value type.
-_CELL_VALUES = {
-    ColumnType.INT: (_as_int, pa.int64()),
-    ColumnType.FLOAT: (float, pa.float32()),
-    ColumnType.STRING: (None, pa.large_binary()),
-}
-
-
-class _ReadCsvRowBatches(beam.DoFn):
-    """A CSV file -> lists of parsed rows (cells as bytes), blank lines skipped, in file order."""
-
-    def __init__(self) -> None:
-        self._rows_per_batch = ROWS_PER_BATCH
-
-    def process(self, csv_filepath: str) -> Iterator[list[list[bytes]]]:
-        reader = csv_decoder._CSVRecordReader(",")  # noqa: SLF001 - TFX's own parsing, for the same cells
-        batch = []
-        for record in csv_executor._ReadCsvRecordsFromTextFile().process(csv_filepath):  # noqa: SLF001
-            cells = reader.ReadLine(record)
-            if cells:
-                batch.append(cells)
-                if len(batch) == self._rows_per_batch:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
-
-
-class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
-    """TFX's column type inference (INT < FLOAT < STRING), fed a batch of rows at a time. In the schema's
-    INT columns (`int_columns`) a whole number written as a float (`8.0`) counts as INT."""
-
-    def __init__(self, column_names: list[str], int_columns: frozenset[str] = frozenset(), **kwargs: object) -> None:
-        super().__init__(column_names, **kwargs)
-        self._int_columns = int_columns
-
-    def add_input(self, accumulator: dict, rows: list[list[bytes]]) -> dict:
-        width = len(self._column_names)
-        for row in rows:
-            if len(row) != width:
-                raise ValueError(f"Columns do not match specified csv headers: {self._column_names} -> {row}")
-        batch_types = {}
-        for name, cells in zip(self._column_names, zip(*rows, strict=True), strict=True):
-            if accumulator.get(name) == ColumnType.STRING:
-                continue
-            infer = _int_column_value_type if name in self._int_columns else _value_type
-            batch_types[name] = max(map(infer, set(cells)))
-        return self.merge_accumulators([accumulator, batch_types])
-
-
-_value_type = csv_decoder._InferValueType  # noqa: SLF001 - TFX's own inference, cell by cell
-
-
-def _int_column_value_type(cell: bytes) -> ColumnType:
-    """A cell's type as TFX infers it, but INT for a whole number written as a float (`8.0`)."""
-    kind = _value_type(cell)
-    return ColumnType.INT if kind == ColumnType.FLOAT and _whole_number(cell) else kind
-
-
-def _column_array(cells: tuple[bytes, ...], column_type: ColumnType) -> pa.Array:
-    """One column as Arrow lists: one value per present cell, an empty list per missing one."""
-    if column_type not in _CELL_VALUES:  # no value in any row: TFX writes a feature without a kind
-        return pa.nulls(len(cells), pa.large_list(pa.large_binary()))
-    parse, value_type = _CELL_VALUES[column_type]
-    present = [cell for cell in cells if cell]
-    if parse is not None:
-        # float32 as the proto's FloatList stores it (round to nearest; inf beyond its range).
-        with np.errstate(over="ignore"):
-            present = np.array([parse(cell) for cell in present]).astype(value_type.to_pandas_dtype())
-    offsets = np.zeros(len(cells) + 1, np.int64)
-    np.cumsum([bool(cell) for cell in cells], out=offsets[1:])
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(present, value_type))
 
 
 @beam.typehints.with_output_types(bytes)
 class _RowBatchToExamples(beam.DoFn):
-    """A batch of parsed rows -> each row's tf.Example, deterministically serialized."""
+    """A record batch of rows -> each row's tf.Example, deterministically serialized."""
 
     def setup(self) -> None:
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
 
-    def process(self, rows: list[list[bytes]], column_infos: list) -> Iterable[bytes]:
-        # A repeated header name keeps its last column, as in TFX's feature dict.
-        columns = {
-            info.name: _column_array(cells, info.type)
-            for info, cells in zip(column_infos, zip(*rows, strict=True), strict=True)
-        }
-        batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
+    def process(self, batch: pa.RecordBatch) -> Iterable[bytes]:
         for encoded in self._encoder.encode(batch):
             yield tf.train.Example.FromString(encoded).SerializeToString(deterministic=True)
 
@@ -188,34 +85,11 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
         for csv_file in csv_files[1:]:
             if csv_column_names(csv_file) != column_names:
                 raise RuntimeError(f"Files in same split {self._csv_pattern} have different header.")
-        row_batches = (
+        return (
             pipeline
-            | "CreateFilenames" >> beam.Create(csv_files)
-            | "ReadCsvRowBatches" >> beam.ParDo(_ReadCsvRowBatches())
+            | "ReadCsv" >> CsvRecordBatches(csv_files, column_names, self._float_columns, self._int_columns)
+            | "ToTFExample" >> beam.ParDo(_RowBatchToExamples())
         )
-        column_infos = beam.pvalue.AsSingleton(
-            row_batches
-            | "InferColumnTypes" >> beam.CombineGlobally(
-                _BatchColumnTypeInferrer(column_names, self._int_columns, skip_blank_lines=True)
-            )
-            | "SchemaFloats" >> beam.Map(_as_float, self._float_columns)
-        )
-        return row_batches | "ToTFExample" >> beam.ParDo(_RowBatchToExamples(), column_infos)
-
-
-def csv_column_names(csv_file: str) -> list[str]:
-    """The first line's column names parsed as CSV (pipeline.data.header_names): TFX's read split it at
-    commas, keeping quotes and the byte-order mark of Excel's "CSV UTF-8" in the names. The rows, read
-    after the header line, are parsed as CSV already and never hold the mark."""
-    with fileio.open(csv_file) as handle:
-        return header_names(handle.readline())
-
-
-def _as_float(column_infos: list, floats: frozenset[str]) -> list:
-    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`):
-    TFX's inference alone made them INT, which the data gate refused as the wrong type."""
-    return [csv_decoder.ColumnInfo(info.name, ColumnType.FLOAT)
-            if info.name in floats and info.type == ColumnType.INT else info for info in column_infos]
 
 
 def configured_float_columns(custom_config: object) -> frozenset[str]:

@@ -15,7 +15,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
 from pipeline import data
-from pipeline.components import batched_csv_example_gen
+from pipeline.components import batched_csv_example_gen, csv_rows
 from pipeline.pipeline import SPLIT_CONFIG
 
 # Quoting, a line break inside a field, a blank line, missing cells, a column
@@ -76,7 +76,7 @@ def _same_as_tfx(input_base: str, tmp_path) -> dict:  # noqa: ANN001
 
 
 def test_odd_rows_over_several_batches_and_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(batched_csv_example_gen, "ROWS_PER_BATCH", 2)
+    monkeypatch.setattr(csv_rows, "ROWS_PER_BATCH", 2)
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "a.csv").write_text(ODD_ROWS, encoding="utf-8")

@@ -1,0 +1,182 @@
+"""CSV files -> Arrow record batches of their rows, as the pipeline's CsvExampleGen converts them.
+
+The rows of a file are read, parsed and type-checked as TFX's CSV executor
+does (TFX's own record reader, CSV reader and type rules), then converted a
+batch at a time to Arrow: a missing cell is an empty value list, a column
+without any value is null, ints are int64 and floats float32, blank lines are
+skipped. The schema's column types, passed in, win over the look of the
+numbers: a FLOAT column stays FLOAT when every value is whole (`12`), where
+TFX's inference makes it INT, and an INT column whose every value is a whole
+number is INT when written as floats (`8.0`, as pandas writes an int column
+with a missing cell), where TFX's makes it FLOAT.
+
+The batched CsvExampleGen encodes these batches as tf.Examples
+(batched_csv_example_gen.py); `make schema` computes its statistics from them,
+so the draft sees the columns as the pipeline does.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from tfx.components.example_gen.csv_example_gen import executor as csv_executor
+from tfx.dsl.io import fileio
+from tfx_bsl.coders import csv_decoder
+
+from pipeline.data import header_names
+
+ColumnType = csv_decoder.ColumnType
+ROWS_PER_BATCH = 4096
+
+INT64_RANGE = 2**63
+
+
+def _whole_number(cell: bytes) -> bool:
+    """`8` or `8.0`: a value an int64 column can hold exactly as written."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return False
+    return value.is_integer() and -INT64_RANGE <= value < INT64_RANGE
+
+
+def _as_int(cell: bytes) -> int:
+    try:
+        return int(cell)
+    except ValueError:  # `8.0` in a schema INT column of whole numbers (_int_column_value_type)
+        return int(float(cell))
+
+
+# How TFX's CSV executor stores a cell of each column type (csv_example_gen/executor.py):
+# the Python parse of the cell (None: its bytes as they are) and the value type.
+_CELL_VALUES = {
+    ColumnType.INT: (_as_int, pa.int64()),
+    ColumnType.FLOAT: (float, pa.float32()),
+    ColumnType.STRING: (None, pa.large_binary()),
+}
+
+
+class _ReadCsvRowBatches(beam.DoFn):
+    """A CSV file -> lists of parsed rows (cells as bytes), blank lines skipped, in file order."""
+
+    def __init__(self) -> None:
+        self._rows_per_batch = ROWS_PER_BATCH
+
+    def process(self, csv_filepath: str) -> Iterator[list[list[bytes]]]:
+        reader = csv_decoder._CSVRecordReader(",")  # noqa: SLF001 - TFX's own parsing, for the same cells
+        batch = []
+        for record in csv_executor._ReadCsvRecordsFromTextFile().process(csv_filepath):  # noqa: SLF001
+            cells = reader.ReadLine(record)
+            if cells:
+                batch.append(cells)
+                if len(batch) == self._rows_per_batch:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+
+class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
+    """TFX's column type inference (INT < FLOAT < STRING), fed a batch of rows at a time. In the schema's
+    INT columns (`int_columns`) a whole number written as a float (`8.0`) counts as INT."""
+
+    def __init__(self, column_names: list[str], int_columns: frozenset[str] = frozenset(), **kwargs: object) -> None:
+        super().__init__(column_names, **kwargs)
+        self._int_columns = int_columns
+
+    def add_input(self, accumulator: dict, rows: list[list[bytes]]) -> dict:
+        width = len(self._column_names)
+        for row in rows:
+            if len(row) != width:
+                raise ValueError(f"Columns do not match specified csv headers: {self._column_names} -> {row}")
+        batch_types = {}
+        for name, cells in zip(self._column_names, zip(*rows, strict=True), strict=True):
+            if accumulator.get(name) == ColumnType.STRING:
+                continue
+            infer = _int_column_value_type if name in self._int_columns else _value_type
+            batch_types[name] = max(map(infer, set(cells)))
+        return self.merge_accumulators([accumulator, batch_types])
+
+
+_value_type = csv_decoder._InferValueType  # noqa: SLF001 - TFX's own inference, cell by cell
+
+
+def _int_column_value_type(cell: bytes) -> ColumnType:
+    """A cell's type as TFX infers it, but INT for a whole number written as a float (`8.0`)."""
+    kind = _value_type(cell)
+    return ColumnType.INT if kind == ColumnType.FLOAT and _whole_number(cell) else kind
+
+
+def _column_array(cells: tuple[bytes, ...], column_type: ColumnType) -> pa.Array:
+    """One column as Arrow lists: one value per present cell, an empty list per missing one."""
+    if column_type not in _CELL_VALUES:  # no value in any row: TFX writes a feature without a kind
+        return pa.nulls(len(cells), pa.large_list(pa.large_binary()))
+    parse, value_type = _CELL_VALUES[column_type]
+    present = [cell for cell in cells if cell]
+    if parse is not None:
+        # float32 as the proto's FloatList stores it (round to nearest; inf beyond its range).
+        with np.errstate(over="ignore"):
+            present = np.array([parse(cell) for cell in present]).astype(value_type.to_pandas_dtype())
+    offsets = np.zeros(len(cells) + 1, np.int64)
+    np.cumsum([bool(cell) for cell in cells], out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(present, value_type))
+
+
+
+def record_batch(rows: list[list[bytes]], column_infos: list) -> pa.RecordBatch:
+    """A batch of parsed rows as Arrow columns. A repeated header name keeps its last column, as in TFX's feature dict."""
+    columns = {
+        info.name: _column_array(cells, info.type)
+        for info, cells in zip(column_infos, zip(*rows, strict=True), strict=True)
+    }
+    return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
+
+
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(pa.RecordBatch)
+class CsvRecordBatches(beam.PTransform):
+    """CSV files that share the header `column_names` -> record batches of their rows, in file order.
+
+    `float_columns` and `int_columns`: the schema's FLOAT and INT columns (see the module's docstring).
+    """
+
+    def __init__(self, csv_files: list[str], column_names: list[str], float_columns: frozenset[str] = frozenset(),
+                 int_columns: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self._csv_files = csv_files
+        self._column_names = column_names
+        self._float_columns = float_columns
+        self._int_columns = int_columns
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        row_batches = (
+            pipeline
+            | "CreateFilenames" >> beam.Create(self._csv_files)
+            | "ReadCsvRowBatches" >> beam.ParDo(_ReadCsvRowBatches())
+        )
+        column_infos = beam.pvalue.AsSingleton(
+            row_batches
+            | "InferColumnTypes" >> beam.CombineGlobally(
+                _BatchColumnTypeInferrer(self._column_names, self._int_columns, skip_blank_lines=True)
+            )
+            | "SchemaFloats" >> beam.Map(_as_float, self._float_columns)
+        )
+        return row_batches | "ToRecordBatch" >> beam.Map(record_batch, column_infos)
+
+
+def csv_column_names(csv_file: str) -> list[str]:
+    """The first line's column names parsed as CSV (pipeline.data.header_names): TFX's read split it at
+    commas, keeping quotes and the byte-order mark of Excel's "CSV UTF-8" in the names. The rows, read
+    after the header line, are parsed as CSV already and never hold the mark."""
+    with fileio.open(csv_file) as handle:
+        return header_names(handle.readline())
+
+
+def _as_float(column_infos: list, floats: frozenset[str]) -> list:
+    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`):
+    TFX's inference alone made them INT, which the data gate refused as the wrong type."""
+    return [csv_decoder.ColumnInfo(info.name, ColumnType.FLOAT)
+            if info.name in floats and info.type == ColumnType.INT else info for info in column_infos]
+
