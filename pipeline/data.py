@@ -16,6 +16,13 @@ BOM = "\ufeff"  # the UTF-8 byte-order mark Excel's "CSV UTF-8" starts a file wi
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
 
 
+def is_hidden(name: str) -> bool:
+    """A name starting with '.': macOS's .DS_Store and ._<file> (AppleDouble), LibreOffice's .~lock.<file>#, an
+    editor's .<file>.swp, Jupyter's .ipynb_checkpoints/. Not data: the checks here, CsvExampleGen (csv_rows.data_files)
+    and both caches' fingerprints leave them out, where TensorFlow's glob of `<folder>/*` matches them."""
+    return name.startswith(".")
+
+
 def header_names(line: str) -> list[str]:
     """The column names in a header line, as CsvExampleGen's executor reads them: TFX's read (the line
     stripped, then split at commas) but parsed as CSV, so a quoted name loses its quotes (R's write.csv,
@@ -43,7 +50,7 @@ def check_csv_folder(folder: str) -> list[Path]:
     if not path.is_dir():
         raise ConfigError(f"data path {folder} is not a folder: pass the folder that holds the CSV files")
     _check_not_a_pattern(folder)
-    files = entries(folder)  # what CsvExampleGen's `*` pattern reads, hidden files and folders included
+    files = entries(folder)  # what CsvExampleGen reads of its `*` pattern: every entry but hidden ones
     folders = [p.name for p in files if p.is_dir()]
     if folders and all(SPAN_FOLDER.match(name) for name in folders):
         span_folders(folder, files)  # CSV files beside them: the same refusal a run gives
@@ -60,7 +67,7 @@ def check_csv_folder(folder: str) -> list[Path]:
     if not_csv:
         raise ConfigError(
             f"data folder {folder} holds files that are not .csv ({', '.join(not_csv[:3])}); "
-            "CsvExampleGen reads every file in it"
+            "CsvExampleGen reads every file in it but hidden ones (names starting with '.')"
         )
     scanned = {p: _scan(p) for p in files}
     first = files[0]
@@ -95,9 +102,9 @@ def _check_not_a_pattern(folder: str) -> None:
 
 
 def entries(folder: str) -> list[Path]:
-    """The folder's entries, sorted; a folder that cannot be listed is a ConfigError."""
+    """The folder's entries but hidden ones (is_hidden), sorted; a folder that cannot be listed is a ConfigError."""
     try:
-        return sorted(Path(folder).iterdir())
+        return sorted(path for path in Path(folder).iterdir() if not is_hidden(path.name))
     except OSError as error:
         raise ConfigError(f"data folder {folder} cannot be read: {error.strerror or error}") from None
 

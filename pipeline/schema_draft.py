@@ -121,6 +121,27 @@ def _write(draft, out: Path) -> None:  # noqa: ANN001 - tensorflow_metadata Sche
     replace_whole(out, HEADER + text_format.MessageToString(draft))
 
 
+def _statistics(files: list[Path]):  # noqa: ANN202 - a DatasetFeatureStatisticsList proto
+    """TFDV's statistics of the files' rows as the pipeline's CsvExampleGen reads and converts them (csv_rows):
+    the files check_csv_folder found (DATA.CSV included, hidden files left out), not TFDV's own CSV reading."""
+    import tempfile
+
+    import apache_beam as beam
+    import tensorflow_data_validation as tfdv
+
+    from pipeline.components.csv_rows import CsvRecordBatches, csv_column_names
+
+    paths = [str(path) for path in files]
+    with tempfile.TemporaryDirectory() as scratch:
+        output = os.path.join(scratch, "statistics.tfrecord")
+        with beam.Pipeline() as pipeline:
+            _ = (pipeline
+                 | "ReadCsv" >> CsvRecordBatches(paths, csv_column_names(paths[0]))
+                 | "GenerateStatistics" >> tfdv.GenerateStatistics(tfdv.StatsOptions())
+                 | "WriteStatistics" >> tfdv.WriteStatisticsToTFRecord(output))
+        return tfdv.load_statistics(output)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make schema", description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="folder of CSV files (default: the bundled taxi sample)")
@@ -130,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.data is not None and not args.data.strip():
             raise ConfigError("--data is empty: give a folder of CSV files, or leave --data out for the bundled sample")
         folder = args.data if args.data is not None else data.bundled_taxi_data()
-        marked = [path for path in data.check_csv_folder(folder) if data.starts_with_bom(path)]
+        files = data.check_csv_folder(folder)
+        marked = [path for path in files if data.starts_with_bom(path)]
         if marked:  # the pipeline reads past it; TFDV's CSV reader keeps it in the first column's name
             raise ConfigError(f"data file {marked[0]} starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8'), "
                               "which TFDV's statistics would keep in the first column's name: save a copy as plain CSV")
@@ -145,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         with silenced():  # TFDV, Beam and TensorFlow chatter: warnings about this Python, cuFFT, snappy, ...
             import tensorflow_data_validation as tfdv
 
-            # `*` as CsvExampleGen reads it: check_csv_folder took every entry, DATA.CSV included
-            statistics = tfdv.generate_statistics_from_csv(data_location=str(Path(folder) / "*"))
+            statistics = _statistics(files)
             draft = tfdv.infer_schema(statistics)
     except Exception as error:  # noqa: BLE001 - whatever TFDV raised, one line, not its traceback
         print(f"error: the statistics pass over {folder} failed: {type(error).__name__}: {error}".splitlines()[0],

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from common.atomic_files import replace_whole
 from pipeline.configs import PROJECT_ROOT, PipelineConfig
+from pipeline.data import is_hidden
 
 STATE_FILE = "last_completed_run.json"
 CODE_DIRS = ("pipeline", "models")
@@ -35,8 +36,9 @@ def fingerprint(config: PipelineConfig) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
     digest.update(importlib.metadata.version("tfx").encode())
-    for path in sorted(Path(config.data_root).rglob("*")):
-        if path.is_file():
+    data_root = Path(config.data_root)
+    for path in sorted(data_root.rglob("*")):  # hidden files (a .DS_Store, a lock file) are not data: no retrain
+        if path.is_file() and not any(is_hidden(part) for part in path.relative_to(data_root).parts):
             hash_file(digest, path)
     hash_file(digest, Path(config.schema_path))
     for folder in CODE_DIRS:

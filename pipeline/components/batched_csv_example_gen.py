@@ -44,13 +44,12 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
 from tfx.dsl.components.base import executor_spec
-from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import example_coder
 
-from pipeline.components.csv_rows import CsvRecordBatches, csv_column_names
+from pipeline.components.csv_rows import CsvRecordBatches, csv_column_names, data_files
 from pipeline.up_to_date import hash_file
 
 
@@ -78,7 +77,7 @@ class _BatchedCsvToExample(csv_executor._CsvToExample):  # noqa: SLF001 - the in
         self._int_columns = configured_int_columns(custom_config)
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        csv_files = fileio.glob(self._csv_pattern)
+        csv_files = data_files(self._csv_pattern)
         if not csv_files:
             raise RuntimeError(f"Split pattern {self._csv_pattern} does not match any files.")
         column_names = csv_column_names(csv_files[0])
@@ -183,26 +182,33 @@ class Executor(csv_executor.Executor):
 
 
 class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
-    """TFX's ExampleGen driver, with the input files' contents in the fingerprint the cache is keyed on.
+    """TFX's ExampleGen driver, with a fingerprint of the contents of the files the executor reads.
 
-    TFX's fingerprint is the files' count, total size and mtimes in seconds:
-    data rewritten at the same size with its timestamp kept (cp -p, rsync -t,
-    an unpacked archive) looked unchanged, and the cache served the old
-    examples and every result after them. With a SHA-256 of the contents any
-    change is a cache miss. Local runs only: Vertex runs TFX's own driver.
+    TFX's fingerprint, which the cache is keyed on, is the count, total size
+    and mtimes (in seconds) of every file the split pattern matches: data
+    rewritten at the same size with its timestamp kept (cp -p, rsync -t, an
+    unpacked archive) looked unchanged, and the cache served the old examples
+    and every result after them; and a hidden file the executor does not read
+    (a .DS_Store the Finder writes, a lock file from opening the CSV) looked
+    like new data, and everything retrained. Here it is the SHA-256 of the
+    contents of the files read (data_files), per split: any change to the data
+    is a cache miss, and nothing else is. Local runs only: Vertex runs TFX's
+    own driver.
     """
 
     def resolve_exec_properties(self, exec_properties: dict, pipeline_info: object, component_info: object) -> dict:
         exec_properties = super().resolve_exec_properties(exec_properties, pipeline_info, component_info)
-        input_config = example_gen_pb2.Input()
+        input_config = example_gen_pb2.Input()  # its patterns now name the span TFX resolved
         proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
         base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        digest = hashlib.sha256()
+        fingerprints = []
         for split in input_config.splits:
-            for path in sorted(fileio.glob(os.path.join(base, split.pattern))):
+            files = sorted(data_files(os.path.join(base, split.pattern)))
+            digest = hashlib.sha256()
+            for path in files:
                 hash_file(digest, Path(path))
-        key = example_gen_utils.FINGERPRINT_PROPERTY_NAME
-        exec_properties[key] = f"{exec_properties[key]},sha256:{digest.hexdigest()}"
+            fingerprints.append(f"split:{split.name},num_files:{len(files)},sha256:{digest.hexdigest()}")
+        exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(fingerprints)
         return exec_properties
 
 

@@ -16,6 +16,7 @@ so the draft sees the columns as the pipeline does.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -25,7 +26,7 @@ from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.dsl.io import fileio
 from tfx_bsl.coders import csv_decoder
 
-from pipeline.data import header_names
+from pipeline.data import header_names, is_hidden
 
 ColumnType = csv_decoder.ColumnType
 ROWS_PER_BATCH = 4096
@@ -164,6 +165,12 @@ class CsvRecordBatches(beam.PTransform):
             | "SchemaFloats" >> beam.Map(_as_float, self._float_columns)
         )
         return row_batches | "ToRecordBatch" >> beam.Map(record_batch, column_infos)
+
+
+def data_files(pattern: str) -> list[str]:
+    """The files a split's pattern (`<folder>/*`, `<folder>/span-3/*`) names that are data, in the glob's order:
+    TensorFlow's glob also matches hidden ones (.DS_Store, ._data.csv; pipeline.data.is_hidden), which are not."""
+    return [path for path in fileio.glob(pattern) if not is_hidden(os.path.basename(path))]
 
 
 def csv_column_names(csv_file: str) -> list[str]:
