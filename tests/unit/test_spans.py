@@ -215,6 +215,20 @@ def test_schema_draft_leaves_hidden_files_out(tmp_path, capsys):
     assert 'name: "payment_type"' in out.read_text()
 
 
+def test_schema_draft_reads_a_file_with_a_byte_order_mark_as_the_pipeline_does(tmp_path, capsys):
+    """Excel's "CSV UTF-8" starts with U+FEFF, which the pipeline reads past: make schema refused the file, since
+    TFDV's CSV reader kept the mark in the first column's name. It reads the header as CsvExampleGen does now."""
+    from pipeline import schema_draft
+
+    folder = _small_taxi_folder(tmp_path / "data")
+    trips = folder / "trips.csv"
+    trips.write_bytes(b"\xef\xbb\xbf" + trips.read_bytes().replace(b"\n", b"\r\n"))
+    out = tmp_path / "draft.pbtxt"
+    assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 0, capsys.readouterr().err
+    draft = out.read_text()
+    assert 'name: "fare"' in draft and "\\357\\273\\277" not in draft and "\ufeff" not in draft
+
+
 def test_schema_draft_names_values_outside_a_closed_curated_domain():
     """A payment type the curated schema's closed domain lacks stops a run; the diff said nothing about it."""
     from tensorflow_metadata.proto.v0 import schema_pb2
