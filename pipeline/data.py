@@ -186,11 +186,6 @@ def _scan(path: Path) -> tuple[list[str], int]:
     return names, rows
 
 
-def starts_with_bom(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(3) == BOM.encode()
-
-
 def _first_undecodable_line(path: Path) -> int:
     """Text is decoded in blocks, so the error does not know its line; a second pass over the bytes does."""
     with open(path, "rb") as handle:

@@ -152,10 +152,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--data is empty: give a folder of CSV files, or leave --data out for the bundled sample")
         folder = args.data if args.data is not None else data.bundled_taxi_data()
         files = data.check_csv_folder(folder)
-        marked = [path for path in files if data.starts_with_bom(path)]
-        if marked:  # the pipeline reads past it; TFDV's CSV reader keeps it in the first column's name
-            raise ConfigError(f"data file {marked[0]} starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8'), "
-                              "which TFDV's statistics would keep in the first column's name: save a copy as plain CSV")
         _check_out(Path(args.out))
         curated = _read_curated()
     except ConfigError as error:
