@@ -1,6 +1,7 @@
 """The real pipeline on data folders laid out as users keep them: the same rows give the same model."""
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -47,3 +48,14 @@ def test_hidden_files_beside_the_csv_are_left_out(trained_output, tmp_path):
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr[-2000:]
     states = {c.name: c.state for c in summarize(str(output / "metadata.sqlite")).components}
     assert states["CsvExampleGen"] == states["Transform"] == states["Trainer"] == "cached", states
+
+
+def test_a_gzipped_copy_of_the_csv_gives_the_same_model(trained_output, tmp_path):
+    """`data.csv.gz` was refused ('not .csv'); read decompressed, it is the same rows and the same model."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "data.csv.gz").write_bytes(gzip.compress((Path(bundled_taxi_data()) / "data.csv").read_bytes()))
+    output = tmp_path / "out"
+    result = run_local(output, "--data", str(folder), "--no-report")
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    _same_metrics(output, trained_output)

@@ -1,6 +1,7 @@
 """The batched CsvExampleGen executor writes what TFX's own CSV executor writes: same examples, splits and order."""
 from __future__ import annotations
 
+import gzip
 import os
 import random
 from pathlib import Path
@@ -178,6 +179,23 @@ def test_hidden_files_are_not_read_and_do_not_change_the_fingerprint(tmp_path: P
     assert _fingerprint(folder) == before
     (folder / "d.csv").write_text("n,s\n1,row1\n")
     assert _fingerprint(folder) != before
+
+
+def test_gzipped_csv_files_are_read_as_the_plain_ones(tmp_path: Path) -> None:
+    """`*.csv.gz`: the header was read from the compressed bytes and TFX's record reader cannot iterate
+    Beam's compressed file; now each file's bytes are decompressed first, header and rows alike."""
+    plain, zipped = tmp_path / "plain", tmp_path / "zipped"
+    plain.mkdir()
+    zipped.mkdir()
+    first = ODD_ROWS.encode()
+    second = b"i,f,s,empty,mixed,big\n5,0.25,w,,9,7\n"
+    (plain / "a.csv").write_bytes(first)
+    (plain / "b.csv").write_bytes(second)
+    (zipped / "a.csv.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + first))  # Excel's mark inside, as in a plain file
+    (zipped / "b.csv").write_bytes(second)  # plain and gzipped files in one folder
+    expected = _run(batched_csv_example_gen.Executor, str(plain), str(tmp_path / "out-plain"))
+    assert sum(map(len, expected.values())) == 7
+    assert _run(batched_csv_example_gen.Executor, str(zipped), str(tmp_path / "out-zipped")) == expected
 
 
 @pytest.mark.parametrize("given", ["listed", "schema_file"])

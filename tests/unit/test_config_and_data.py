@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,59 @@ def test_hidden_files_do_not_change_the_up_to_date_fingerprint(tmp_path):
     assert up_to_date.fingerprint(config) == before
     (folder / "a.csv").write_bytes(HEADER + b"2,0,Cash\n")  # the data itself changed: a new fingerprint
     assert up_to_date.fingerprint(config) != before
+
+
+def test_gzipped_csv_files_are_read_and_checked_as_plain_ones(tmp_path):
+    """Exports are often gzipped (`*.csv.gz`, which Beam reads by its name): they were refused as 'not .csv'."""
+    (tmp_path / "a.csv").write_bytes(HEADER + b"1,0,Cash\n")
+    (tmp_path / "b.csv.gz").write_bytes(gzip.compress(HEADER + b"2,0,Cash\n"))
+    (tmp_path / "C.CSV.GZ").write_bytes(gzip.compress(b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + b"3,0,Cash\r\n"))
+    assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["C.CSV.GZ", "a.csv", "b.csv.gz"]
+    (tmp_path / "d.csv.bz2").write_bytes(b"BZh9")  # other compressions are not taken
+    with pytest.raises(ConfigError, match=r"holds files that are not \.csv or \.csv\.gz \(d\.csv\.bz2\)"):
+        data.check_csv_folder(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [  # every check a plain file gets, on the decompressed text, naming the file and line
+        (HEADER + b"1,0,Cash\n\n2,0\n", "b.csv.gz line 4 has 2 values where the header has 3 columns"),
+        (HEADER + b"1,0,Cash\n" * 5000 + "1,0,Café\n".encode("latin-1"), "b.csv.gz line 5002 is not UTF-8 text"),
+        (b"tips,fare,payment_type\n0,1,Cash\n", "a.csv and b.csv.gz in .* have different header rows"),
+        (HEADER + b'1,0,"Cash\n', "b.csv.gz line 2: a quoted value is never closed"),
+        (HEADER + b"1,0,Cash\r2,0,Cash\n", "b.csv.gz line 2 holds a carriage return"),
+        (HEADER + b"1,0,Cash\n" + HEADER, "b.csv.gz line 3 repeats the header row"),
+        (b"", "b.csv.gz is empty"),
+    ],
+)
+def test_a_gzipped_csv_gets_every_check_a_plain_one_gets(tmp_path, content, message):
+    (tmp_path / "a.csv").write_bytes(HEADER + b"1,0,Cash\n")
+    (tmp_path / "b.csv.gz").write_bytes(gzip.compress(content))
+    with pytest.raises(ConfigError, match=message):
+        data.check_csv_folder(str(tmp_path))
+
+
+ROWS = HEADER + b"".join(b"%d,0,Cash\n" % n for n in range(20000))
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda whole: whole[: len(whole) // 2], "Compressed file ended before the end-of-stream marker was reached"),
+        (lambda whole: whole[:100] + bytes(64) + whole[164:], "Error -3 while decompressing data"),
+        (lambda whole: ROWS, "Not a gzipped file"),  # plain text named .gz
+    ],
+    ids=["cut-short", "damaged", "not-gzip"],
+)
+def test_an_unreadable_gzip_file_is_one_line_exit_2(tmp_path, damage, reason):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "trips.csv.gz").write_bytes(damage(gzip.compress(ROWS)))
+    with pytest.raises(ConfigError, match=f"data file {folder / 'trips.csv.gz'} is not a readable gzip file .*{reason}"):
+        data.check_csv_folder(str(folder))
+    done = _local_runner("--data", str(folder), "--output", str(tmp_path / "out"))
+    assert done.returncode == 2 and "trips.csv.gz is not a readable gzip file" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProcess:

@@ -229,6 +229,27 @@ def test_schema_draft_reads_a_file_with_a_byte_order_mark_as_the_pipeline_does(t
     assert 'name: "fare"' in draft and "\\357\\273\\277" not in draft and "\ufeff" not in draft
 
 
+def test_schema_draft_and_split_read_gzipped_csv_files(tmp_path, capsys):
+    """The pipeline reads `*.csv.gz`; make schema and `spans split` take the same folders."""
+    import gzip
+
+    from pipeline import schema_draft
+
+    folder = _small_taxi_folder(tmp_path / "data")
+    trips = folder / "trips.csv"
+    (folder / "trips.csv.gz").write_bytes(gzip.compress(trips.read_bytes()))
+    trips.unlink()
+    out = tmp_path / "draft.pbtxt"
+    assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert 'name: "payment_type"' in out.read_text()
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "trips.csv.gz").write_bytes(gzip.compress(b"trip_start_timestamp,fare\n1400000000,5\n1500000000,6\n"))
+    assert spans.main(["split", "--data", str(source), "--out", str(tmp_path / "spans")]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out == "span-1: 2014, 1 rows\nspan-2: 2017, 1 rows\n"
+
+
 def test_schema_draft_names_values_outside_a_closed_curated_domain():
     """A payment type the curated schema's closed domain lacks stops a run; the diff said nothing about it."""
     from tensorflow_metadata.proto.v0 import schema_pb2
