@@ -1,19 +1,25 @@
 """Locating and checking the CSV input folder before any TFX work starts."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
+import gzip
 import importlib.util
+import io
 import os
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.configs import WILDCARDS, ConfigError, glob_char_in
 
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
 BOM = "\ufeff"  # the UTF-8 byte-order mark Excel's "CSV UTF-8" starts a file with
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
+CSV_NAMES = (".csv", ".csv.gz")  # plain or gzip-compressed, any case (DATA.CSV)
 
 
 def is_hidden(name: str) -> bool:
@@ -21,6 +27,30 @@ def is_hidden(name: str) -> bool:
     editor's .<file>.swp, Jupyter's .ipynb_checkpoints/. Not data: the checks here, CsvExampleGen (csv_rows.data_files)
     and both caches' fingerprints leave them out, where TensorFlow's glob of `<folder>/*` matches them."""
     return name.startswith(".")
+
+
+def is_csv(name: str) -> bool:
+    return name.lower().endswith(CSV_NAMES)
+
+
+@contextlib.contextmanager
+def open_data_file(path: str | Path, open_stored: Callable[[str], BinaryIO] | None = None) -> Iterator[BinaryIO]:
+    """A data file's bytes, decompressed when its name ends in .gz (`*.csv.gz`: Beam also picks gzip by the name).
+    `open_stored` opens the bytes as stored (default: a local file; CsvExampleGen passes Beam's, for gs://).
+    A file that is not gzip after all fails as it is read: gzip.BadGzipFile, EOFError (cut short) or zlib.error."""
+    with (open_stored or (lambda name: open(name, "rb")))(str(path)) as stored:
+        if not str(path).lower().endswith(".gz"):
+            yield stored
+            return
+        with gzip.GzipFile(fileobj=stored, mode="rb") as unzipped:
+            yield unzipped
+
+
+@contextlib.contextmanager
+def open_data_text(path: str | Path, encoding: str = "utf-8", newline: str | None = None) -> Iterator[io.TextIOWrapper]:
+    """A local data file's text (open_data_file), for the checks here and the tools that read the folder."""
+    with open_data_file(path) as stored, io.TextIOWrapper(stored, encoding=encoding, newline=newline) as text:
+        yield text
 
 
 def header_names(line: str) -> list[str]:
@@ -63,10 +93,10 @@ def check_csv_folder(folder: str) -> list[Path]:
         )
     if not files:
         raise ConfigError(f"data folder {folder} is empty: it needs at least one CSV file with a header row")
-    not_csv = [p.name for p in files if p.suffix.lower() != ".csv"]
+    not_csv = [p.name for p in files if not is_csv(p.name)]
     if not_csv:
         raise ConfigError(
-            f"data folder {folder} holds files that are not .csv ({', '.join(not_csv[:3])}); "
+            f"data folder {folder} holds files that are not .csv or .csv.gz ({', '.join(not_csv[:3])}); "
             "CsvExampleGen reads every file in it but hidden ones (names starting with '.')"
         )
     scanned = {p: _scan(p) for p in files}
@@ -113,7 +143,7 @@ def span_folders(folder: str, found: list[Path]) -> dict[str, int]:
     """{span-<N> folder name: N} among the folder's entries; CSV files beside span folders are refused,
     since a run reads only span-{SPAN}/* and would silently leave them out."""
     spans = {p.name: int(m.group(1)) for p in found if p.is_dir() and (m := SPAN_FOLDER.match(p.name))}
-    loose = [p.name for p in found if p.suffix.lower() == ".csv" and p.is_file()]
+    loose = [p.name for p in found if is_csv(p.name) and p.is_file()]
     if spans and loose:
         raise ConfigError(f"data folder {folder} holds span-<N>/ folders and CSV files ({', '.join(loose[:3])}), "
                           "which no run would read: move the files into a span folder or out")
@@ -125,7 +155,7 @@ def _scan(path: Path) -> tuple[list[str], int]:
     would fail CsvExampleGen mid-run: a row of another width, broken quoting, text that is not UTF-8.
     One streaming pass; the bundled 15k rows take about 30 ms."""
     try:
-        with open(path, newline="\n", encoding="utf-8") as handle:  # lines end at LF alone, as CsvExampleGen's
+        with open_data_text(path, newline="\n") as handle:  # lines end at LF alone, as CsvExampleGen's
             header = handle.readline()
             if not header:
                 raise ConfigError(f"data file {path} is empty: it needs a header row and data rows")
@@ -166,6 +196,9 @@ def _scan(path: Path) -> tuple[list[str], int]:
                 rows += 1
             if quotes.count % 2:
                 raise ConfigError(f"data file {path} line {quotes.opened}: a quoted value is never closed")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # BadGzipFile is an OSError: caught first
+        raise ConfigError(f"data file {path} is not a readable gzip file ({error}): a name ending in .gz is read as "
+                          "gzip; copy or compress it again whole, or drop the .gz from a plain CSV") from None
     except OSError as error:
         raise ConfigError(f"data file {path} cannot be read: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
@@ -188,7 +221,7 @@ def _scan(path: Path) -> tuple[list[str], int]:
 
 def _first_undecodable_line(path: Path) -> int:
     """Text is decoded in blocks, so the error does not know its line; a second pass over the bytes does."""
-    with open(path, "rb") as handle:
+    with open_data_file(path) as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 line.decode("utf-8")

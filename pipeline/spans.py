@@ -63,7 +63,7 @@ def split(source: str, out: str, by: str) -> dict[int, tuple[str, int]]:
     periods: dict[str, list[dict]] = {}
     header: list[str] = []
     for file in files:
-        with open(file, newline="", encoding="utf-8-sig") as handle:
+        with data.open_data_text(file, encoding="utf-8-sig", newline="") as handle:  # a .csv.gz decompressed
             reader = csv.DictReader(handle)
             header = header or list(reader.fieldnames or [])
             if TIMESTAMP not in header:

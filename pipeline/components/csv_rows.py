@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.dsl.io import fileio
 from tfx_bsl.coders import csv_decoder
 
-from pipeline.data import header_names, is_hidden
+from pipeline.data import header_names, is_hidden, open_data_file
 
 ColumnType = csv_decoder.ColumnType
 ROWS_PER_BATCH = 4096
@@ -68,7 +71,7 @@ class _ReadCsvRowBatches(beam.DoFn):
     def process(self, csv_filepath: str) -> Iterator[list[list[bytes]]]:
         reader = csv_decoder._CSVRecordReader(",")  # noqa: SLF001 - TFX's own parsing, for the same cells
         batch = []
-        for record in csv_executor._ReadCsvRecordsFromTextFile().process(csv_filepath):  # noqa: SLF001
+        for record in _csv_records(csv_filepath):
             cells = reader.ReadLine(record)
             if cells:
                 batch.append(cells)
@@ -77,6 +80,26 @@ class _ReadCsvRowBatches(beam.DoFn):
                     batch = []
         if batch:
             yield batch
+
+
+def _open_stored(path: str) -> BinaryIO:
+    """A file's bytes as stored, local or gs://; open_data_file decompresses a .gz."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _csv_records(csv_file: str) -> Iterator[str]:
+    """The CSV records after the header line, read as TFX's _ReadCsvRecordsFromTextFile reads them (a record
+    runs on over lines while a quote is open), from the file's bytes decompressed when it is a .csv.gz:
+    TFX's opens the file with Beam's gzip reader, which cannot be iterated by line."""
+    with open_data_file(csv_file, _open_stored) as handle:
+        handle.readline()  # the header
+        buffer = csv_executor._CsvLineBuffer()  # noqa: SLF001 - TFX's own record assembly
+        for line in handle:
+            buffer.write(line.decode("utf-8"))
+            if buffer.is_complete_line():
+                yield buffer.read()
+        if not buffer.is_empty():
+            raise ValueError(f"Csv record had unbalanced quotes. File: {csv_file}")
 
 
 class _BatchColumnTypeInferrer(csv_decoder.ColumnTypeInferrer):
@@ -176,9 +199,9 @@ def data_files(pattern: str) -> list[str]:
 def csv_column_names(csv_file: str) -> list[str]:
     """The first line's column names parsed as CSV (pipeline.data.header_names): TFX's read split it at
     commas, keeping quotes and the byte-order mark of Excel's "CSV UTF-8" in the names. The rows, read
-    after the header line, are parsed as CSV already and never hold the mark."""
-    with fileio.open(csv_file) as handle:
-        return header_names(handle.readline())
+    after the header line, are parsed as CSV already and never hold the mark. A .csv.gz is decompressed."""
+    with open_data_file(csv_file, _open_stored) as handle:
+        return header_names(handle.readline().decode("utf-8"))
 
 
 def _as_float(column_infos: list, floats: frozenset[str]) -> list:

@@ -154,7 +154,7 @@ def test_hidden_files_in_a_data_folder_are_left_out(tmp_path):
     assert [p.name for p in data.check_csv_folder(str(tmp_path))] == ["a.csv"]
     # a visible file that is not CSV is still refused, by name: skipping data.tsv would drop data without a word
     (tmp_path / "b.tsv").write_bytes(HEADER.replace(b",", b"\t") + b"2\t0\tCash\n")
-    with pytest.raises(ConfigError, match=r"holds files that are not \.csv \(b\.tsv\)"):
+    with pytest.raises(ConfigError, match=r"holds files that are not \.csv or \.csv\.gz \(b\.tsv\)"):
         data.check_csv_folder(str(tmp_path))
 
 

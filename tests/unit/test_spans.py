@@ -242,6 +242,7 @@ def test_schema_draft_and_split_read_gzipped_csv_files(tmp_path, capsys):
     out = tmp_path / "draft.pbtxt"
     assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 0, capsys.readouterr().err
     assert 'name: "payment_type"' in out.read_text()
+    capsys.readouterr()
 
     source = tmp_path / "source"
     source.mkdir()
