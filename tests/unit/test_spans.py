@@ -251,6 +251,36 @@ def test_schema_draft_and_split_read_gzipped_csv_files(tmp_path, capsys):
     assert capsys.readouterr().out == "span-1: 2014, 1 rows\nspan-2: 2017, 1 rows\n"
 
 
+def test_schema_draft_types_columns_as_the_pipeline_reads_them(tmp_path, monkeypatch, capsys):
+    """pandas writes an int column with a missing cell as `8.0`: the pipeline reads a curated INT column of such
+    whole floats as INT, but the draft said FLOAT and the diff reported 'curated type INT, data type FLOAT' for data
+    the run takes. Likewise a curated FLOAT column written as whole numbers (`12`) stays FLOAT in the run."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from pipeline import schema_draft
+
+    curated = tmp_path / "schema.pbtxt"
+    curated.write_text('feature { name: "hour" type: INT }\nfeature { name: "area" type: INT }\n'
+                       'feature { name: "fare" type: FLOAT }\nfeature { name: "payment_type" type: BYTES }\n')
+    monkeypatch.setattr(configs, "DEFAULT_SCHEMA", curated)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["hour,area,fare,payment_type"] + [
+        f"{i % 24}.0,{'' if i % 7 == 0 else f'{i % 77 + 1}.0'},{i % 40 + 3},{'Cash' if i % 3 else 'Credit Card'}"
+        for i in range(60)]
+    rows[5] = "4.0,2.5,12,Cash"  # a fraction: area is FLOAT data, which the gate refuses against the curated INT
+    (folder / "trips.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "draft.pbtxt"
+    assert schema_draft.main(["--data", str(folder), "--out", str(out)]) == 0, capsys.readouterr().err
+    draft = text_format.Parse(out.read_text(), schema_pb2.Schema())
+    types = {f.name: schema_pb2.FeatureType.Name(f.type) for f in draft.feature}
+    assert types == {"hour": "INT", "area": "FLOAT", "fare": "FLOAT", "payment_type": "BYTES"}
+    printed = capsys.readouterr().out
+    assert "  ~ area: curated type INT, data type FLOAT" in printed
+    assert "hour:" not in printed and "fare:" not in printed, printed
+
+
 def test_schema_draft_names_values_outside_a_closed_curated_domain():
     """A payment type the curated schema's closed domain lacks stops a run; the diff said nothing about it."""
     from tensorflow_metadata.proto.v0 import schema_pb2
