@@ -121,22 +121,26 @@ def _write(draft, out: Path) -> None:  # noqa: ANN001 - tensorflow_metadata Sche
     replace_whole(out, HEADER + text_format.MessageToString(draft))
 
 
-def _statistics(files: list[Path]):  # noqa: ANN202 - a DatasetFeatureStatisticsList proto
+def _statistics(files: list[Path], curated):  # noqa: ANN001, ANN202 - Schema / DatasetFeatureStatisticsList protos
     """TFDV's statistics of the files' rows as the pipeline's CsvExampleGen reads and converts them (csv_rows):
-    the files check_csv_folder found (DATA.CSV included, hidden files left out), not TFDV's own CSV reading."""
+    the files check_csv_folder found (DATA.CSV included, hidden files left out), not TFDV's own CSV reading; the
+    curated schema's FLOAT and INT columns typed as the run types them (`12` FLOAT, `8.0` INT where it says so)."""
     import tempfile
 
     import apache_beam as beam
     import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
+    from pipeline.components.batched_csv_example_gen import schema_columns
     from pipeline.components.csv_rows import CsvRecordBatches, csv_column_names
 
     paths = [str(path) for path in files]
+    floats, ints = (frozenset(schema_columns(curated, kind)) for kind in (schema_pb2.FLOAT, schema_pb2.INT))
     with tempfile.TemporaryDirectory() as scratch:
         output = os.path.join(scratch, "statistics.tfrecord")
         with beam.Pipeline() as pipeline:
             _ = (pipeline
-                 | "ReadCsv" >> CsvRecordBatches(paths, csv_column_names(paths[0]))
+                 | "ReadCsv" >> CsvRecordBatches(paths, csv_column_names(paths[0]), floats, ints)
                  | "GenerateStatistics" >> tfdv.GenerateStatistics(tfdv.StatsOptions())
                  | "WriteStatistics" >> tfdv.WriteStatisticsToTFRecord(output))
         return tfdv.load_statistics(output)
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         with silenced():  # TFDV, Beam and TensorFlow chatter: warnings about this Python, cuFFT, snappy, ...
             import tensorflow_data_validation as tfdv
 
-            statistics = _statistics(files)
+            statistics = _statistics(files, curated)
             draft = tfdv.infer_schema(statistics)
     except Exception as error:  # noqa: BLE001 - whatever TFDV raised, one line, not its traceback
         print(f"error: the statistics pass over {folder} failed: {type(error).__name__}: {error}".splitlines()[0],
