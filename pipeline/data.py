@@ -30,6 +30,7 @@ def is_hidden(name: str) -> bool:
 
 
 def is_csv(name: str) -> bool:
+    """A data file's name: `.csv` or `.csv.gz`, in any case."""
     return name.lower().endswith(CSV_NAMES)
 
 

@@ -89,8 +89,8 @@ def _open_stored(path: str) -> BinaryIO:
 
 def _csv_records(csv_file: str) -> Iterator[str]:
     """The CSV records after the header line, read as TFX's _ReadCsvRecordsFromTextFile reads them (a record
-    runs on over lines while a quote is open), from the file's bytes decompressed when it is a .csv.gz:
-    TFX's opens the file with Beam's gzip reader, which cannot be iterated by line."""
+    runs on over lines while a quote is open), from the file's bytes decompressed when it is a .csv.gz
+    (data.open_data_file): TFX's reader opens files through Beam, whose gzip file cannot be iterated by line."""
     with open_data_file(csv_file, _open_stored) as handle:
         handle.readline()  # the header
         buffer = csv_executor._CsvLineBuffer()  # noqa: SLF001 - TFX's own record assembly
