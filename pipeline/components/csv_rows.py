@@ -3,12 +3,13 @@
 The rows of a file are read, parsed and type-checked as TFX's CSV executor
 does (TFX's own record reader, CSV reader and type rules), then converted a
 batch at a time to Arrow: a missing cell is an empty value list, a column
-without any value is null, ints are int64 and floats float32, blank lines are
-skipped. The schema's column types, passed in, win over the look of the
-numbers: a FLOAT column stays FLOAT when every value is whole (`12`), where
-TFX's inference makes it INT, and an INT column whose every value is a whole
-number is INT when written as floats (`8.0`, as pandas writes an int column
-with a missing cell), where TFX's makes it FLOAT.
+without any value is null (unless the schema types it), ints are int64 and
+floats float32, blank lines are skipped. The schema's column types, passed in,
+win over the look of the numbers: a FLOAT column stays FLOAT when every value
+is whole (`12`), where TFX's inference makes it INT, an INT column whose every
+value is a whole number is INT when written as floats (`8.0`, as pandas writes
+an int column with a missing cell), where TFX's makes it FLOAT, and a FLOAT or
+INT column without any value has the schema's type, where TFX's has none.
 
 The batched CsvExampleGen encodes these batches as tf.Examples
 (batched_csv_example_gen.py); `make schema` computes its statistics from them,
@@ -185,7 +186,7 @@ class CsvRecordBatches(beam.PTransform):
             | "InferColumnTypes" >> beam.CombineGlobally(
                 _BatchColumnTypeInferrer(self._column_names, self._int_columns, skip_blank_lines=True)
             )
-            | "SchemaFloats" >> beam.Map(_as_float, self._float_columns)
+            | "SchemaTypes" >> beam.Map(_schema_types, self._float_columns, self._int_columns)
         )
         return row_batches | "ToRecordBatch" >> beam.Map(record_batch, column_infos)
 
@@ -204,9 +205,17 @@ def csv_column_names(csv_file: str) -> list[str]:
         return header_names(handle.readline().decode("utf-8"))
 
 
-def _as_float(column_infos: list, floats: frozenset[str]) -> list:
-    """Columns the schema says are FLOAT stay FLOAT when every value happens to be whole (`12`, not `12.0`):
-    TFX's inference alone made them INT, which the data gate refused as the wrong type."""
-    return [csv_decoder.ColumnInfo(info.name, ColumnType.FLOAT)
-            if info.name in floats and info.type == ColumnType.INT else info for info in column_infos]
+def _schema_types(column_infos: list, floats: frozenset[str], ints: frozenset[str]) -> list:
+    """The schema's type where the values leave room for it. Columns the schema says are FLOAT stay FLOAT when
+    every value happens to be whole (`12`, not `12.0`): TFX's inference alone made them INT, which the data gate
+    refused as the wrong type. A FLOAT or INT column without any value is written as the schema's type (an empty
+    value list), not without a kind: otherwise whether one other row holds a value would change every row's
+    bytes, and with them the hash split."""
+    def typed(info):  # noqa: ANN001, ANN202 - tfx_bsl's ColumnInfo
+        if info.name in floats and info.type in (ColumnType.INT, ColumnType.UNKNOWN):
+            return csv_decoder.ColumnInfo(info.name, ColumnType.FLOAT)
+        if info.name in ints and info.type == ColumnType.UNKNOWN:
+            return csv_decoder.ColumnInfo(info.name, ColumnType.INT)
+        return info
 
+    return [typed(info) for info in column_infos]
