@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
+def build_config(args: argparse.Namespace, write: bool = True) -> configs.PipelineConfig:
+    """The run's config; write=False leaves the output folder untouched (the trigger asks what a run would be)."""
     for flag, value in (("--data", args.data), ("--output", args.output), ("--schema", args.schema)):
         if value is not None and not value.strip():
             raise ConfigError(f"{flag} is empty: give a path (or leave the flag out for its default)")
@@ -118,7 +119,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     configs.check_metadata_file(config.metadata_path)
     # Only once every setting is valid does anything get written to the output folder.
     try:
-        schema_copy = configs.content_addressed_schema(args.schema, args.output)
+        schema_copy = configs.content_addressed_schema(args.schema, args.output, write)
     except OSError as error:
         raise ConfigError(f"cannot write to the output folder {args.output}: {error.strerror or error}") from None
     return dataclasses.replace(config, schema_path=schema_copy)
@@ -170,14 +171,13 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
 def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bool, serving: Serving) -> int:
     from pipeline import up_to_date
 
-    if config.enable_cache and not rerun:
-        record = up_to_date.unchanged_since_last_run(config)
-        if record:
-            print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
-                  "every component would be a cache hit; nothing to do (--rerun to let TFX check)")
-            print("\n".join(record["summary"]))
-            _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
-            return EXIT_OK
+    record = up_to_date.repeated_run(config, rerun)
+    if record:
+        print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
+              "every component would be a cache hit; nothing to do (--rerun to let TFX check)")
+        print("\n".join(record["summary"]))
+        _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
+        return EXIT_OK
 
     gc.set_threshold(*RUN_GC_THRESHOLDS)  # before TensorFlow and TFX are imported: they are most of those objects
     log_path = os.path.join(os.path.dirname(config.pipeline_root), "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
@@ -247,7 +247,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         else:
             _label_unlabelled_push(config, serving)
         # Last: a run killed before its labels were written must not pass as done ("nothing changed").
-        up_to_date.record_completed_run(config, summary.run_id, lines)
+        up_to_date.record_completed_run(config, summary.run_id, lines, summary.blessed, summary.blessing_reasons)
     _report(config, log_path, report)
     return EXIT_OK
 

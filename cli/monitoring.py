@@ -332,7 +332,7 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
 
     try:
         try:
-            decision = trig.decide(output, data, model_name, skew, span, config)
+            decision = trig.decide(output, data, model_name, skew, span, config, runner_args)
         except trig.TriggerError as error:
             with contextlib.suppress(trig.TriggerError):  # an unwritable log must not hide why
                 trig.log_decision(output, {"decision": "error", "why": str(error)})

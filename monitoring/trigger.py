@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from monitoring.labels import Deployment
@@ -88,8 +89,9 @@ def _newer_push(output: str, model: str, version: int | None) -> tuple[int | Non
 
 
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
-           span: int | None = None, config: str | None = None) -> Decision:
-    """Why (or why not) to retrain now. config: the models.config whose labels are served (default: the output's)."""
+           span: int | None = None, config: str | None = None, runner_args: Sequence[str] = ()) -> Decision:
+    """Why (or why not) to retrain now. config: the models.config whose labels are served (default: the output's);
+    runner_args: the local_runner.py flags the run would get (a run that would repeat the last one is not started)."""
     from pipeline import spans as span_lib
     from pipeline.configs import ConfigError
 
@@ -118,6 +120,9 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     if skewed and (reasons or chosen is None or model_span is None):
         reasons.append(skewed)  # a flat data folder may have changed in place: retraining can learn something new
     if reasons:
+        tried = _already_tried(output, data, chosen, runner_args)
+        if tried:
+            return Decision(False, [tried], chosen, version, model_span)
         return Decision(True, reasons, chosen, version, model_span)
     if skewed:  # training is seeded: the same span gives the same model, pushed again as a new canary each time
         learned = f"version {newer}" if waiting else f"the model in service (version {version})"
@@ -128,24 +133,65 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
                     chosen, version, model_span)
 
 
-OWN_FLAGS = ("--data", "--output", "--no-progress", "--span")  # what run() below passes local_runner.py itself
+OWN_FLAGS = ("--data", "--output", "--no-progress", "--span")  # what runner_flags() sets itself
 
 
-def check_runner_args(runner_args: list[str]) -> None:
-    """local_runner.py's own parser reads them before a retrain decision is logged (a dry run too):
-    a misspelt trigger flag (--dryrun) lands here and must not start a run. TriggerError says why."""
+def runner_flags(data: str, output: str, span: int | None, runner_args: Sequence[str]) -> list[str]:
+    """local_runner.py's flags for a triggered run on `span` (None: a flat data folder)."""
+    flags = ["--data", data, "--output", output, "--no-progress"]
+    if span is not None:
+        flags += ["--span", str(span)]
+    return flags + list(runner_args)
+
+
+def _parsed(flags: Sequence[str]):  # noqa: ANN202 - argparse.Namespace
+    """local_runner.py's own parser on the flags; TriggerError instead of argparse's exit."""
     import local_runner
 
-    owned = [a for a in runner_args if a.split("=")[0] in OWN_FLAGS]
-    if owned:
-        raise TriggerError(f"{owned[0]} is set by trigger itself; pass it to trigger, not after --")
     parser = local_runner.build_parser()
 
     def refuse(message: str) -> None:
         raise TriggerError(f"not a trigger flag, nor a local_runner.py flag after --: {message}")
 
     parser.error = refuse
-    parser.parse_args(runner_args)
+    return parser.parse_args(list(flags))
+
+
+def check_runner_args(runner_args: list[str]) -> None:
+    """local_runner.py's own parser reads them before a retrain decision is logged (a dry run too):
+    a misspelt trigger flag (--dryrun) lands here and must not start a run. TriggerError says why."""
+    owned = [a for a in runner_args if a.split("=")[0] in OWN_FLAGS]
+    if owned:
+        raise TriggerError(f"{owned[0]} is set by trigger itself; pass it to trigger, not after --")
+    _parsed(runner_args)
+
+
+def _already_tried(output: str, data: str, span: int | None, runner_args: Sequence[str]) -> str | None:
+    """Why not to start a run that would repeat the last completed run exactly (the same data files, schema, code,
+    config and outputs: local_runner.py would do nothing), from the record that run left; None when it would not.
+
+    Training is seeded, so a span whose model the Evaluator refused gets the
+    same refusal until something the run depends on changes.
+    """
+    import local_runner
+    from pipeline import up_to_date
+    from pipeline.configs import ConfigError
+
+    args = _parsed(runner_flags(data, output, span, runner_args))
+    try:
+        record = up_to_date.repeated_run(local_runner.build_config(args, write=False), args.rerun)
+    except ConfigError as error:  # the run would stop at its flags: say why now, start nothing
+        raise TriggerError(str(error)) from None
+    if record is None:
+        return None
+    what = f"span {span}" if span is not None else f"the data in {data}"
+    when = str(record.get("run_id", "?")).replace("T", " ").split(".")[0]
+    if record.get("blessed") is False:
+        why = "; ".join(record.get("not_blessed_because") or [f"see run {record.get('run_id')}"])
+        outcome = f"not blessed: {why}"
+    else:
+        outcome = "blessed" if record.get("blessed") else "not evaluated"
+    return f"{what} was retrained at {when} and {outcome}; not retrying until the data or the pipeline changes"
 
 
 def _run_to_the_end(command: list[str], timeout: float) -> int:
@@ -176,10 +222,8 @@ def run(decision: Decision, output: str, data: str, runner_args: list[str] = (),
     lock_path = monitoring_dir(output) / "trigger.lock"
     try:
         with run_lock.held(lock_path):
-            command = [sys.executable, str(ROOT / "local_runner.py"), "--data", data, "--output", output, "--no-progress"]
-            if decision.span is not None:
-                command += ["--span", str(decision.span)]
-            command += list(runner_args)
+            command = [sys.executable, str(ROOT / "local_runner.py"), *runner_flags(data, output, decision.span,
+                                                                                  runner_args)]
             log_decision(output, {"decision": "retrain", "reasons": decision.reasons, "command": command})
             sys.stdout.flush()
             code = _run_to_the_end(command, timeout)

@@ -241,15 +241,15 @@ def models_code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def content_addressed_schema(schema_path: str, output_dir: str) -> str:
-    """A copy of the schema under a folder named by its hash.
+def content_addressed_schema(schema_path: str, output_dir: str, write: bool = True) -> str:
+    """A copy of the schema under a folder named by its hash (write=False: only its path).
 
     ImportSchemaGen's cache key is the schema *path*: an edited schema.pbtxt at
     the same path would be a cache hit and the old contract would be used.
     """
     content = Path(schema_path).read_bytes()
     target = Path(output_dir) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
-    if not target.exists():
+    if write and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         replace_whole(target, content)
     return str(target)

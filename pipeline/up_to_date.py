@@ -61,7 +61,11 @@ def _state_path(config: PipelineConfig) -> Path:
 
 
 def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
-    """The record of the last completed run if this run would repeat it exactly."""
+    """The record of the last completed run if this run would repeat it exactly.
+
+    Its keys: run_id, summary (the lines the run printed), blessed (True,
+    False, or None when nothing was evaluated) and not_blessed_because.
+    """
     path = _state_path(config)
     try:
         record = json.loads(path.read_text())
@@ -72,7 +76,14 @@ def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
     return record
 
 
-def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: list[str]) -> None:
+def repeated_run(config: PipelineConfig, rerun: bool = False) -> dict | None:
+    """The last completed run's record when a local run of `config` would do nothing but repeat it
+    (TFX caching on, no --rerun, nothing changed); None when it would go to TFX."""
+    return unchanged_since_last_run(config) if config.enable_cache and not rerun else None
+
+
+def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: list[str], blessed: bool | None = None,
+                         not_blessed_because: list[str] = ()) -> None:
     path = _state_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -80,5 +91,7 @@ def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: lis
         "outputs": _outputs_state(config),
         "run_id": run_id,
         "summary": summary_lines,
+        "blessed": blessed,
+        "not_blessed_because": list(not_blessed_because),
     }
     replace_whole(path, json.dumps(record, indent=2))
