@@ -11,6 +11,7 @@ import pytest
 
 from cli.main import main
 from monitoring import trigger
+from pipeline.data import bundled_taxi_data
 from tests.conftest import ROOT
 
 
@@ -283,3 +284,20 @@ def test_monitor_retrain_decides_on_the_model_its_config_serves(tmp_path: Path, 
     code = main(["monitor", "--output", str(out), "--config", str(deployed), "--retrain", "--data", str(_spans(tmp_path))])
     err = _problems(capsys)
     assert code == 2 and err[-1].startswith("error: cannot tell which span version 5 was trained on"), err
+
+
+def test_runner_flags_the_run_would_refuse_are_one_error_line_before_it_starts(tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    """The decision builds the run's config to ask whether it would repeat the last run; a config local_runner
+    refuses is said then, instead of a 'retraining' decision and a run that stops at its flags."""
+    data = tmp_path / "data"
+    (data / "span-1").mkdir(parents=True)
+    (data / "span-1" / "data.csv").write_bytes((Path(bundled_taxi_data()) / "data.csv").read_bytes()[:20000]
+                                               .rsplit(b"\n", 1)[0] + b"\n")
+    out = tmp_path / "out"
+    code = main(["trigger", "--output", str(out), "--data", str(data), "--", "--train-steps", "0"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "", captured.out
+    assert captured.err.strip().splitlines() == ["error: train steps must be within [1, 2147483647], got 0"]
+    assert [d["decision"] for d in _decisions(out)] == ["error"]
+    assert not (out / "metadata.sqlite").exists() and not (out / "schemas").exists()  # nothing started or written
