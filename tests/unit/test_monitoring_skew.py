@@ -268,3 +268,28 @@ def test_day_files_of_the_server_outside_the_window_are_not_read(tmp_path: Path)
     assert window.rows == 100 and window.skipped == {"malformed line": 1, "outside the window": 2}
     assert [Path(f).name for f in window.files] == ["requests-20261119.jsonl", "requests-20261120.jsonl",
                                                     "requests-manual.jsonl"]
+
+
+def test_a_window_over_the_row_cap_is_a_uniform_sample_of_all_of_it(tmp_path: Path) -> None:
+    """Beyond the cap the newest rows of the window were dropped: skew was judged on its oldest rows only."""
+    log = tmp_path / "requests-20261120.jsonl"
+    rows = [dict(r, fare=str(float(i))) for i, r in enumerate(_rows(2013)[:1000])]  # fare: the row's place in time
+    for start in range(0, len(rows), 10):
+        _log(log, rows[start:start + 10], ts=1000.0 + start, batch=10)
+    window = read_window(log, 0, 2e9, "taxi", max_rows=100)
+    fares = np.array(window.columns["fare"])
+    assert len(fares) == window.rows == 100 and len(set(fares)) == 100
+    assert 30 <= (fares >= 500).sum() <= 70 and fares.max() >= 900  # the newest half is in it, as much as the oldest
+    assert all(len(column) == 100 for column in window.columns.values())
+    rows_of = {r["fare"]: r for r in rows}  # each sampled row keeps its own values in every column
+    assert all(window.columns["company"][i] == rows_of[str(f)]["company"] for i, f in enumerate(fares))
+    assert window.skipped == {} and window.records == 100 and (window.first_ts, window.last_ts) == (1000.0, 1990.0)
+    again = read_window(log, 0, 2e9, "taxi", max_rows=100)
+    assert again.columns == window.columns  # the same logs give the same sample, so the same report
+    whole = read_window(log, 0, 2e9, "taxi", max_rows=1000)
+    assert whole.rows == whole.rows_seen == 1000 and whole.columns["fare"] == [float(i) for i in range(1000)]
+
+    report = skew.SkewReport("taxi", 7, 1, window.info(), window.rows, [])
+    assert ": 100 of 1000 served rows (a uniform sample), " in report_files.lines(report)[0]
+    assert report.as_json()["window"]["rows_seen"] == 1000
+    assert ": 1000 served rows, " in report_files.lines(skew.SkewReport("taxi", 7, 1, whole.info(), 1000, []))[0]
