@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from monitoring.sampling import BottomK
+
 EXACT_KINDS = ("infinity_norm", "jensen_shannon_divergence")
 MAX_ROWS = 200_000  # a uniform sample beyond this: exact counts on it, reading all rows once
 READ_BATCH = 8192
@@ -152,8 +154,8 @@ def split_files(examples_uri: str, split: str) -> list[str]:
 def read_examples(files: list[str], limit: int = MAX_ROWS, seed: int = 0) -> pa.RecordBatch:
     """Every tf.Example of the shards as Arrow, or a uniform random `limit` of them when there are more.
 
-    The sample is bottom-k on seeded random keys over all records: the same files
-    give the same rows, and no shard or stretch of the source file is favoured
+    The sample is bottom-k on seeded random keys over all records (monitoring/sampling.py):
+    the same files give the same rows, and no shard or stretch of the source file is favoured
     (in-process ExampleGen keeps the CSV's order inside a shard, so "the first
     `limit` rows" would be the earliest trips of a time-sorted file).
     """
@@ -161,15 +163,16 @@ def read_examples(files: list[str], limit: int = MAX_ROWS, seed: int = 0) -> pa.
     from tfx_bsl.coders import example_coder
 
     compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
-    keys = np.random.default_rng(seed)
-    kept, kept_keys = np.empty(0, dtype=object), np.empty(0)
+    sample = BottomK(limit, seed)
+    kept = np.empty(0, dtype=object)
     try:
         for chunk in tf.data.TFRecordDataset(files, compression_type=compression).batch(READ_BATCH):
-            kept = np.concatenate([kept, chunk.numpy().astype(object)])
-            kept_keys = np.concatenate([kept_keys, keys.random(len(kept) - len(kept_keys))])
-            if len(kept) > limit:
-                smallest = np.sort(np.argpartition(kept_keys, limit)[:limit])  # file order kept
-                kept, kept_keys = kept[smallest], kept_keys[smallest]
+            records = chunk.numpy().astype(object)
+            kept = np.concatenate([kept, records])
+            sample.add(len(records))
+            keep = sample.cut()
+            if keep is not None:
+                kept = kept[keep]
     except tf.errors.OpError as error:
         raise ValueError(f"the examples cannot be read ({error.message.splitlines()[0]}): {', '.join(files)}") from None
     if not len(kept):

@@ -86,7 +86,6 @@ def run(spec: MonitorInput) -> SkewReport:
     except ValueError as error:  # unreadable or empty training examples
         raise data_problem(str(error)) from None
     results = compare(stats_file, training, served, serving_statistics(served, schema), schema)
-    info = {"since": spec.since, "until": spec.until, "first_ts": window.first_ts, "last_ts": window.last_ts,
-            "records": window.records, "files": window.files, "skipped": window.skipped,
+    info = {"since": spec.since, "until": spec.until, **window.info(),
             "training_statistics": stats_file, "training_examples": example_files, "training_rows": training.num_rows}
     return SkewReport(spec.model, version, record.span, info, window.rows, results)

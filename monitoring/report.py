@@ -18,8 +18,10 @@ def _when(ts: float | None) -> str:
 def lines(report: SkewReport) -> list[str]:
     """The console table: per feature distance, threshold, verdict."""
     window = report.window
+    seen = window.get("rows_seen") or report.rows
+    rows = f"{report.rows} of {seen} served rows (a uniform sample)" if seen > report.rows else f"{report.rows} served rows"
     out = [f"model {report.model} version {report.version} (trained on span {report.span if report.span is not None else '-'})"
-           f": {report.rows} served rows, {_when(window.get('first_ts'))} .. {_when(window.get('last_ts'))}"]
+           f": {rows}, {_when(window.get('first_ts'))} .. {_when(window.get('last_ts'))}"]
     out.append(f"  {'feature':<24} {'check':<7} {'measure':<26} {'distance':>9} {'threshold':>9}  verdict")
     for r in report.results:
         dist = f"{r.distance:.4f}" if r.distance is not None else "-"

@@ -14,7 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+
+from monitoring.sampling import BottomK
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -23,17 +26,31 @@ class RequestLogError(ValueError):
     """Request logs that cannot be monitored; the message says which and why."""
 
 
+MAX_WINDOW_ROWS = 2_000_000  # beyond this, a uniform random sample of the window's rows
+
+
 @dataclasses.dataclass
 class Window:
-    """Rows of the logged requests in [since, until), plus what was skipped and why."""
+    """Rows of the logged requests in [since, until) (a uniform sample when there are more than the cap),
+    plus what was skipped and why."""
 
     columns: dict[str, list[Any]]
-    rows: int
+    rows: int  # in `columns`
     records: int
     files: list[str]
     skipped: dict[str, int]
     first_ts: float | None
     last_ts: float | None
+    rows_seen: int | None = None  # in the window; more than `rows` when they were sampled (None: as many)
+
+    def __post_init__(self) -> None:
+        if self.rows_seen is None:
+            self.rows_seen = self.rows
+
+    def info(self) -> dict[str, Any]:
+        """What the report says about the window besides its rows."""
+        return {"first_ts": self.first_ts, "last_ts": self.last_ts, "records": self.records, "files": self.files,
+                "skipped": self.skipped, "rows_seen": self.rows_seen}
 
 
 def log_files(path: Path) -> list[Path]:
@@ -87,15 +104,17 @@ def typed(kind: str, value: Any) -> Any:
 
 
 def read_window(path: Path, since: float, until: float, model: str, version: int | None = None,
-                max_rows: int = 2_000_000, types: dict[str, str] | None = None) -> Window:
-    """Columns of every logged row in the window; malformed lines are counted, not fatal, unless all are.
+                max_rows: int = MAX_WINDOW_ROWS, types: dict[str, str] | None = None) -> Window:
+    """Columns of every logged row in the window, or of a uniform random `max_rows` of them (the same ones for
+    the same logs); malformed lines are counted, not fatal, unless all are.
 
     types (feature -> INT | FLOAT | BYTES): a line with a value that is not of its
     feature's type (a string fare, an infinite trip_start_day) is skipped and counted.
     """
     columns: dict[str, list[Any]] = {}
     skipped: dict[str, int] = {}
-    rows = records = 0
+    sample = BottomK(max_rows, slack=max_rows // 4)  # held at most: 1.25 x max_rows rows
+    rows = records = 0  # rows: held in `columns`
     first = last = None
     listed = log_files(Path(path))
     files = [f for f in listed if f == Path(path) or not outside(f, since, until)]  # a file named is always read
@@ -128,9 +147,6 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
                 if not size or any(len(v) != size for v in batch):
                     skip("malformed line")
                     continue
-                if rows + size > max_rows:
-                    skip("over the row limit")
-                    continue
                 try:
                     batch = [[v if _is_missing(v) or name not in (types or {}) else typed(types[name], v)
                               for v in values] for name, values in zip(inputs, batch, strict=True)]
@@ -144,11 +160,23 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
                     column.extend([None] * (rows + size - len(column)))
                 rows, records = rows + size, records + 1
                 first, last = min(first or ts, ts), max(last or ts, ts)
+                sample.add(size)
+                rows = _cut(columns, sample.cut(), rows)
+    rows = _cut(columns, sample.cut(final=True), rows)
     if not rows:
         detail = (", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
                   or ("the logs are empty" if files else f"none of its {len(listed)} day files covers the window"))
         raise RequestLogError(f"no logged {model} requests in {path} for the window ({detail})")
-    return Window(columns, rows, records, [str(f) for f in files], skipped, first, last)
+    return Window(columns, rows, records, [str(f) for f in files], skipped, first, last, sample.seen)
+
+
+def _cut(columns: dict[str, list[Any]], keep: np.ndarray | None, rows: int) -> int:
+    """Keeps the rows at `keep` in every column (None: all); returns how many rows the columns hold."""
+    if keep is None:
+        return rows
+    for name, column in columns.items():
+        columns[name] = [column[i] for i in keep]
+    return len(keep)
 
 
 def to_record_batch(window: Window, types: dict[str, str]) -> pa.RecordBatch:
