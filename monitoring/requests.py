@@ -154,8 +154,9 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
                     skip("value not of its schema type")
                     continue
                 for name, values in zip(inputs, batch, strict=True):
-                    column = columns.setdefault(name, [None] * rows)
-                    column.extend(values)
+                    if name not in columns:  # first seen here: missing in the rows before
+                        columns[name] = [None] * rows
+                    columns[name].extend(values)
                 for column in columns.values():
                     column.extend([None] * (rows + size - len(column)))
                 rows, records = rows + size, records + 1
