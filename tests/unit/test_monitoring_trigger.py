@@ -301,3 +301,24 @@ def test_runner_flags_the_run_would_refuse_are_one_error_line_before_it_starts(t
     assert captured.err.strip().splitlines() == ["error: train steps must be within [1, 2147483647], got 0"]
     assert [d["decision"] for d in _decisions(out)] == ["error"]
     assert not (out / "metadata.sqlite").exists() and not (out / "schemas").exists()  # nothing started or written
+
+
+def test_relative_paths_name_the_same_folders_for_the_decision_and_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                          capfd: pytest.CaptureFixture) -> None:
+    """The run was started in the project folder, so `--output out` from anywhere else decided on ./out while the
+    run wrote to <project>/out: the next decision found nothing pushed and retrained again, every hour."""
+    fake_root = tmp_path / "project"
+    fake_root.mkdir()
+    (fake_root / "local_runner.py").write_text(
+        "import os, sys\nflags = sys.argv[1:]\n"
+        "print('run:', os.path.abspath(flags[flags.index('--output') + 1]), "
+        "os.path.abspath(flags[flags.index('--data') + 1]))\n")
+    monkeypatch.setattr(trigger, "ROOT", fake_root)
+    work = tmp_path / "work"
+    work.mkdir()
+    _spans(work)
+    monkeypatch.chdir(work)
+    assert main(["trigger", "--output", "out", "--data", "data"]) == 0
+    said = capfd.readouterr().out.strip().splitlines()  # the run's lines come from its own process
+    assert said[-1] == f"run: {work / 'out'} {work / 'data'}", said
+    assert (work / "out" / "monitoring" / "decisions.jsonl").is_file()
