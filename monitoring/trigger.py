@@ -198,7 +198,7 @@ def _run_to_the_end(command: list[str], timeout: float) -> int:
     """The run's exit code. A SIGTERM to the trigger (cron's timeout, systemd stop) is passed on and waited for:
     a run left behind would go on unlogged, and the released lock would let the next trigger start a second.
     Ctrl-C reaches the run from the terminal by itself; the trigger waits for it to end."""
-    child = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)})  # in the trigger's folder, as its paths
     handlers = {}
     try:
         handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum)),
