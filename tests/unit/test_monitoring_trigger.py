@@ -322,3 +322,22 @@ def test_relative_paths_name_the_same_folders_for_the_decision_and_the_run(tmp_p
     said = capfd.readouterr().out.strip().splitlines()  # the run's lines come from its own process
     assert said[-1] == f"run: {work / 'out'} {work / 'data'}", said
     assert (work / "out" / "monitoring" / "decisions.jsonl").is_file()
+
+
+def test_a_run_past_the_time_limit_is_stopped_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """A run over the trigger's time limit (3 h) was stopped and reported as 'ended with exit code 1 (see its output
+    above)', while nothing above said why: the run, stopped by SIGTERM, prints nothing."""
+    fake_root = tmp_path / "root"
+    fake_root.mkdir()
+    (fake_root / "local_runner.py").write_text("import time\ntime.sleep(8)\n")
+    monkeypatch.setattr(trigger, "ROOT", fake_root)
+    monkeypatch.setattr(trigger, "RUN_TIME_LIMIT_S", 0.5, raising=False)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    assert main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path))]) == 1
+    assert time.monotonic() - started < 8  # stopped, not waited for
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: the triggered pipeline run took longer than the trigger's limit of 0.5 s and was stopped"], err
+    finished = _decisions(out)[-1]
+    assert finished["decision"] == "finished" and finished["exit_code"] == 1 and finished["timed_out_after_s"] == 0.5
