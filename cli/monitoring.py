@@ -348,6 +348,8 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
         code = trig.run(decision, output, data, runner_args)
     except trig.TriggerBusy as error:
         raise CliError(str(error), EXIT_BUSY) from None
+    except trig.RunTimedOut as error:
+        raise CliError(str(error)) from None
     except trig.TriggerError as error:  # bad data folder or span, the model in service, an unwritable lock or log
         raise UsageProblem(str(error)) from None
     if code < 0:  # killed by a signal (the OOM killer, a timeout): a failed run, exit 1 as documented

@@ -31,6 +31,13 @@ class TriggerBusy(RuntimeError):
     """Another triggered run holds the lock."""
 
 
+class RunTimedOut(RuntimeError):
+    """The run went on past RUN_TIME_LIMIT_S and was stopped (logged as finished, exit code 1)."""
+
+
+RUN_TIME_LIMIT_S = 3 * 3600
+
+
 class TriggerError(ValueError):
     """The trigger cannot decide or record (bad data folder or span, the model in service, an unwritable lock or log)."""
 
@@ -197,7 +204,8 @@ def _already_tried(output: str, data: str, span: int | None, runner_args: Sequen
 def _run_to_the_end(command: list[str], timeout: float) -> int:
     """The run's exit code. A SIGTERM to the trigger (cron's timeout, systemd stop) is passed on and waited for:
     a run left behind would go on unlogged, and the released lock would let the next trigger start a second.
-    Ctrl-C reaches the run from the terminal by itself; the trigger waits for it to end."""
+    Ctrl-C reaches the run from the terminal by itself; the trigger waits for it to end. A run still going after
+    `timeout` seconds is stopped, and subprocess.TimeoutExpired raised once it has ended."""
     child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)})  # in the trigger's folder, as its paths
     handlers = {}
     try:
@@ -210,15 +218,17 @@ def _run_to_the_end(command: list[str], timeout: float) -> int:
     except subprocess.TimeoutExpired:
         child.terminate()
         child.wait()
-        return 1
+        raise
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)
 
 
-def run(decision: Decision, output: str, data: str, runner_args: list[str] = (), timeout: float = 3 * 3600) -> int:
+def run(decision: Decision, output: str, data: str, runner_args: list[str] = (), timeout: float | None = None) -> int:
     """Start local_runner.py under the lock; returns its exit code. TriggerBusy when a run holds the lock,
-    TriggerError when the lock or the decision log cannot be written."""
+    TriggerError when the lock or the decision log cannot be written, RunTimedOut when the run was stopped after
+    `timeout` seconds (default RUN_TIME_LIMIT_S)."""
+    timeout = RUN_TIME_LIMIT_S if timeout is None else timeout
     lock_path = monitoring_dir(output) / "trigger.lock"
     try:
         with run_lock.held(lock_path):
@@ -226,7 +236,14 @@ def run(decision: Decision, output: str, data: str, runner_args: list[str] = (),
                                                                                   runner_args)]
             log_decision(output, {"decision": "retrain", "reasons": decision.reasons, "command": command})
             sys.stdout.flush()
-            code = _run_to_the_end(command, timeout)
+            try:
+                code = _run_to_the_end(command, timeout)
+            except subprocess.TimeoutExpired:
+                log_decision(output, {"decision": "finished", "exit_code": 1, "timed_out_after_s": timeout,
+                                      "command": command})
+                limit = f"{timeout / 3600:g} h" if timeout >= 3600 else f"{timeout:g} s"
+                raise RunTimedOut(f"the triggered pipeline run took longer than the trigger's limit of {limit} "
+                                  "and was stopped") from None
             log_decision(output, {"decision": "finished", "exit_code": code, "command": command})
             return code
     except run_lock.LockUnavailable as error:  # a read-only output folder: nothing was started
