@@ -26,10 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vertex": ("cli.vertex:vertex", "Compile, submit and schedule the pipeline on Vertex AI."),
     "monitor": ("cli.monitoring:monitor", "Skew of served traffic vs the training statistics of the model in service."),
     "trigger": ("cli.monitoring:trigger", "Retrain when a new span landed or skew is over threshold (one run at a time)."),
-    "canary": ("cli.monitoring:canary", "Move the canary label to a version (default: the newest push)."),
-    "promote": ("cli.monitoring:promote", "Move the stable label to the canary version."),
-    "rollback": ("cli.monitoring:rollback", "Move the stable label back to the previous stable version."),
-    "labels": ("cli.monitoring:labels", "Show stable/canary labels, pushed versions and label history."),
+    "canary": ("cli.labels:canary", "Move the canary label to a version (default: the newest push)."),
+    "promote": ("cli.labels:promote", "Move the stable label to the canary version."),
+    "rollback": ("cli.labels:rollback", "Move the stable label back to the previous stable version."),
+    "labels": ("cli.labels:labels", "Show stable/canary labels, pushed versions and label history."),
 }
 
 
