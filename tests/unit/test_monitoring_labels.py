@@ -209,3 +209,26 @@ def test_cli_change_on_a_malformed_config_is_one_line(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert err.startswith(f"error: {action}: {d.config_path}: not a ModelServerConfig") and err.count("\n") == 1
     assert d.config_path.read_text() == "garbage {"
+
+
+def test_a_label_folder_that_cannot_be_written_is_one_error_line_and_changes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A serving_model/ the cron user cannot write (another user's, read-only) ended promote in a traceback."""
+    import os
+
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 2)
+    config, history = d.config_path.read_text(), d.history_path.read_text()
+    lock = d.config_path.with_name("models.config.lock")
+    lock.unlink()
+    lock.mkdir()  # as root, a folder in its place is what refuses the write
+    assert main(["promote", "--output", str(tmp_path), "--model", "toy", "--offline"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: promote: cannot write {lock}: Is a directory; labels unchanged"], err
+    lock.rmdir()
+    new_config = d.config_path.with_name(f".models.config.{os.getpid()}.tmp")
+    new_config.mkdir()
+    with pytest.raises(LabelError, match=f"cannot write {new_config}: Is a directory"):
+        labels.promote(d, _ok)
+    assert d.config_path.read_text() == config and d.history_path.read_text() == history
