@@ -88,9 +88,13 @@ def _label_map(value: object) -> bool:
 @contextlib.contextmanager
 def _locked(deployment: Deployment) -> Iterator[None]:
     """One label change at a time, across processes (cron, a person, the runner's hook)."""
-    deployment.config_path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = deployment.config_path.with_name(deployment.config_path.name + ".lock")
-    with open(lock_path, "a") as handle:
+    try:
+        deployment.config_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a")  # noqa: SIM115 - closed by the with below
+    except OSError as error:
+        raise LabelError(_unwritable(lock_path, error)) from None
+    with handle:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -104,6 +108,10 @@ def _locked(deployment: Deployment) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _unwritable(path: Path, error: OSError) -> str:
+    return f"cannot write {path}: {error.strerror or error}"
 
 
 def dangling(deployment: Deployment) -> dict[str, int]:
@@ -165,7 +173,10 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
     if spec is None and new_spec not in specs:
         specs.append(new_spec)
     text = HEADER + render_model_config(specs)
-    replace_whole(deployment.config_path, text)
+    try:  # nothing changed unless this succeeds: the config is replaced whole or not at all
+        replace_whole(deployment.config_path, text)
+    except OSError as error:
+        raise LabelError(_unwritable(deployment.config_path, error)) from None
     with deployment.history_path.open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
     return labels

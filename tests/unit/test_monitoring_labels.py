@@ -212,9 +212,12 @@ def test_cli_change_on_a_malformed_config_is_one_line(tmp_path: Path, capsys: py
 
 
 def test_a_label_folder_that_cannot_be_written_is_one_error_line_and_changes_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """A serving_model/ the cron user cannot write (another user's, read-only) ended promote in a traceback."""
+    import errno
     import os
+
+    from common import atomic_files
 
     d = _deployment(tmp_path)
     labels.label_after_push(d, 1)
@@ -227,8 +230,11 @@ def test_a_label_folder_that_cannot_be_written_is_one_error_line_and_changes_not
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: promote: cannot write {lock}: Is a directory; labels unchanged"], err
     lock.rmdir()
-    new_config = d.config_path.with_name(f".models.config.{os.getpid()}.tmp")
-    new_config.mkdir()
-    with pytest.raises(LabelError, match=f"cannot write {new_config}: Is a directory"):
+
+    def disk_full(path: Path, data: str | bytes) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(atomic_files, "_temporary", disk_full)  # the new config cannot be written
+    with pytest.raises(LabelError, match=f"cannot write {d.config_path}: No space left on device"):
         labels.promote(d, _ok)
     assert d.config_path.read_text() == config and d.history_path.read_text() == history
