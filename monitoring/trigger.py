@@ -1,8 +1,11 @@
 """Retraining trigger: decide (skew over threshold, or a newer span than the model in service), then run.
 
 The run goes through local_runner.py in a subprocess, the entry point a person
-uses, so a triggered run is indistinguishable from a manual one in MLMD, logs
-and labels. An fcntl lock file makes a second trigger (cron overlapping a slow
+uses, in the trigger's own working folder, so a triggered run is
+indistinguishable from a manual one in MLMD, logs and labels. A run that would
+repeat the last completed run exactly (local_runner's own "nothing changed"
+check, pipeline/up_to_date.py) is not started: its record says how that run
+ended, e.g. a model the Evaluator refused. An fcntl lock file makes a second trigger (cron overlapping a slow
 run, or a person) refuse instead of starting a second pipeline on the same
 MLMD store; the OS drops the lock if the trigger dies. Every decision, with its
 reason, is appended to <output>/monitoring/decisions.jsonl.
