@@ -1,0 +1,129 @@
+"""What each component's cache key sees besides its inputs and parameters: the project code it runs.
+
+TFX keys a component's cache on its parameters, its input artifacts and its
+executor's class name, not on the code behind the names this pipeline passes
+(executors, preprocessing_fn, run_fn, metrics). Here, on a copy of the
+project's code: an edit to a module a component runs changes that
+component's key (TFX re-runs it, and its new outputs re-run everything
+downstream), an edit to code no component runs changes none, and an edit
+Python discards (a comment, a re-wrapped line) changes none either. The
+"nothing changed" check must see every edit a key sees.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline import configs, fingerprints, up_to_date
+from pipeline.data import bundled_taxi_data
+from tests.conftest import ROOT
+
+RESOLVER = "latest_blessed_model_resolver"
+BEAM_COMPONENTS = {"CsvExampleGen", "StatisticsGen", "Transform", "Evaluator"}
+
+
+@pytest.fixture(scope="module")
+def components(tmp_path_factory: pytest.TempPathFactory) -> list:
+    from pipeline.pipeline import create_pipeline
+
+    config = configs.local_config(bundled_taxi_data(), str(tmp_path_factory.mktemp("out")))
+    return create_pipeline(config).components
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A copy of the project's Python packages, to edit."""
+    for package in ("pipeline", "models", "monitoring"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def _keys(components: list, root: Path) -> dict[str, str]:
+    """Each component's code parameter, as create_pipeline sets it, for the code under `root`."""
+    from pipeline.code_keys import CODE_PROPERTY, key_by_code
+
+    key_by_code(components, fingerprints.CodeIndex(root))
+    return {c.id: c.exec_properties.get(CODE_PROPERTY) for c in components}
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {name for name in before if before[name] != after[name]}
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+@pytest.mark.parametrize("path, reruns", [
+    ("models/preprocessing.py", {"Transform", "Trainer"}),  # run_fn imports it for the serving signatures
+    ("models/model.py", {"Trainer"}),
+    ("models/eval_metrics.py", {"Evaluator"}),
+    # The Evaluator reads features only through its eval_config, which is a parameter already.
+    ("models/features.py", {"Transform", "Trainer"}),
+    ("pipeline/components/batched_csv_example_gen.py", {"CsvExampleGen"}),
+    ("pipeline/csv_header.py", {"CsvExampleGen"}),
+    ("pipeline/components/pinned_import_schema_gen.py", {"ImportSchemaGen"}),
+    ("pipeline/components/data_gate.py", {"DataGate"}),
+    ("monitoring/distances.py", {"DataGate"}),  # imported inside the gate's drift check
+    ("pipeline/components/fixed_batch_transform.py", {"Transform"}),
+    ("pipeline/components/dedup_pusher.py", {"Pusher"}),
+    ("pipeline/local_beam.py", BEAM_COMPONENTS),  # patched into Beam in the run's process
+    ("pipeline/local_tft.py", {"Transform"}),
+    ("pipeline/run_summary.py", set()),  # read after the run; no component runs it
+    ("pipeline/configs.py", set()),  # its values reach the components as parameters
+    ("pipeline/data.py", set()),  # the check before the run
+])
+def test_an_edit_reruns_the_components_that_run_that_code_and_no_other(components, source, path, reruns) -> None:
+    before = _keys(components, source)
+    _append(source / path, "\nEDITED = 1\n")
+    assert _changed(before, _keys(components, source)) == reruns
+
+
+def test_a_docstring_is_code_python_keeps(components, source) -> None:
+    before = _keys(components, source)
+    path = source / "models" / "eval_metrics.py"
+    path.write_text(path.read_text().replace('"""', '"""Edited. ', 1))
+    assert _changed(before, _keys(components, source)) == {"Evaluator"}
+
+
+def test_a_comment_or_a_rewrapped_line_reruns_nothing(components, source) -> None:
+    """Python discards both before it runs anything: nothing any component computes can differ."""
+    before = _keys(components, source)
+    for path in source.rglob("*.py"):
+        path.write_text("# reviewed\n" + path.read_text() + "\n\n# end\n")
+    model = source / "models" / "model.py"
+    assert "DEEP_UNITS = 32\n" in model.read_text()
+    model.write_text(model.read_text().replace("DEEP_UNITS = 32\n", "DEEP_UNITS = (  # wider?\n    32\n)\n"))
+    assert _changed(before, _keys(components, source)) == set()
+
+
+def test_create_pipeline_sets_each_component_s_code_key(tmp_path) -> None:
+    from pipeline.code_keys import CODE_PROPERTY
+    from pipeline.pipeline import create_pipeline
+
+    config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
+    built = create_pipeline(config).components
+    expected = _keys(create_pipeline(config).components, ROOT)
+    assert {c.id: c.exec_properties.get(CODE_PROPERTY) for c in built} == expected
+    assert all(expected[c.id] for c in built if c.id != RESOLVER)
+
+
+def test_the_nothing_changed_check_holds_the_code_of_every_component(components) -> None:
+    from pipeline.code_keys import component_modules
+
+    index = fingerprints.CodeIndex(ROOT)
+    checked = set(index.closure(fingerprints.PIPELINE_CODE))
+    for component in components:
+        assert set(index.closure(component_modules(component))) <= checked, component.id
+
+
+def test_the_nothing_changed_check_sees_a_code_edit_but_not_a_comment(tmp_path, source) -> None:
+    config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
+    before = up_to_date.fingerprint(config, fingerprints.CodeIndex(source))
+    _append(source / "monitoring" / "distances.py", "# a comment\n")
+    assert up_to_date.fingerprint(config, fingerprints.CodeIndex(source)) == before
+    _append(source / "monitoring" / "distances.py", "EDITED = 1\n")
+    assert up_to_date.fingerprint(config, fingerprints.CodeIndex(source)) != before
