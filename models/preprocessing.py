@@ -44,8 +44,7 @@ def big_tipper(tips: tf.Tensor | tf.SparseTensor, fare: tf.Tensor | tf.SparseTen
     return tf.cast(known & (tip_values > features.BIG_TIP_FRACTION * fare_values), tf.int64)
 
 
-def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
-    del custom_config  # carries only the code fingerprint that keys TFX's cache
+def preprocessing_fn(inputs: dict) -> dict:
     outputs = {}
     xf = features.transformed_name
 

@@ -8,10 +8,9 @@ import re
 from pathlib import Path
 
 from common.atomic_files import replace_whole
+from pipeline.fingerprints import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
-MODELS_DIR = PROJECT_ROOT / "models"
 
 # Vertex and KFP names: lowercase letters, digits and dashes, at most 128.
 PIPELINE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}\Z")  # \Z: $ would also match before a final newline
@@ -182,7 +181,6 @@ class PipelineConfig:
     min_error_reduction: float = 0.10
     beam_pipeline_args: tuple[str, ...] = DEFAULT_LOCAL_BEAM_ARGS
     enable_cache: bool = True
-    code_fingerprint: str = ""
     # Spans: data_root holds span-<N>/ folders; train on `span`, compare its
     # statistics with `previous_span` (None: a flat folder, or the first span).
     span: int | None = None
@@ -228,19 +226,6 @@ class PipelineConfig:
             raise ConfigError(f"AUC change tolerance must be in [0, 0.5), got {self.auc_change_tolerance}")
 
 
-def models_code_fingerprint() -> str:
-    """Hash of models/*.py, so Transform, Trainer and Evaluator re-run when the ML code changes.
-
-    The components name their functions by module path (no per-run wheel build);
-    without this, TFX's cache could not see an edit to that code.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(MODELS_DIR.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def content_addressed_schema(schema_path: str, output_dir: str, write: bool = True) -> str:
     """A copy of the schema under a folder named by its hash (write=False: only its path).
 
@@ -279,7 +264,6 @@ def local_config(
         data_root=os.path.abspath(data_root),
         serving_model_dir=os.path.join(output, "serving_model", str(overrides.get("model_name", "taxi"))),
         metadata_path=os.path.join(output, "metadata.sqlite"),
-        code_fingerprint=models_code_fingerprint(),
         beam_pipeline_args=with_dependency_flag(beam_args),
         **overrides,  # type: ignore[arg-type]
     )
@@ -323,7 +307,6 @@ def vertex_config(
         metadata_path=None,
         schema_path=schema_path,
         beam_pipeline_args=tuple(beam_pipeline_args),
-        code_fingerprint=models_code_fingerprint(),
         vertex_training_args=vertex_training_args,
         vertex_serving_args=vertex_serving_args,
         **overrides,  # type: ignore[arg-type]

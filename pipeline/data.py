@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.configs import WILDCARDS, ConfigError, glob_char_in
+from pipeline.csv_header import header_names
 
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
-BOM = "\ufeff"  # the UTF-8 byte-order mark Excel's "CSV UTF-8" starts a file with
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
 CSV_NAMES = (".csv", ".csv.gz")  # plain or gzip-compressed, any case (DATA.CSV)
 
@@ -52,13 +52,6 @@ def open_data_text(path: str | Path, encoding: str = "utf-8", newline: str | Non
     """A local data file's text (open_data_file), for the checks here and the tools that read the folder."""
     with open_data_file(path) as stored, io.TextIOWrapper(stored, encoding=encoding, newline=newline) as text:
         yield text
-
-
-def header_names(line: str) -> list[str]:
-    """The column names in a header line, as CsvExampleGen's executor reads them: TFX's read (the line
-    stripped, then split at commas) but parsed as CSV, so a quoted name loses its quotes (R's write.csv,
-    pandas' QUOTE_ALL), and without the byte-order mark Excel's "CSV UTF-8" starts a file with."""
-    return next(csv.reader([line.removeprefix(BOM).strip()]), None) or [""]
 
 
 def bundled_taxi_data() -> str:

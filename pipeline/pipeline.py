@@ -27,12 +27,14 @@ from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
 from models import eval_metrics, features
+from pipeline.code_keys import key_by_code
 from pipeline.components import dedup_pusher
 from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen, schema_columns
 from pipeline.components.data_gate import DataGate
 from pipeline.components.fixed_batch_transform import FixedBatchTransform
 from pipeline.components.pinned_import_schema_gen import PinnedImportSchemaGen, schema_sha256
 from pipeline.configs import DEFAULT_SCHEMA, IMAGE_SCHEMA_PATH, PipelineConfig, read_schema
+from pipeline.fingerprints import CodeIndex
 from pipeline.spans import SPAN_PATTERN
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -210,12 +212,10 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         **gate_inputs,
     ).with_id(DATA_GATE)
 
-    code = {"models_code": config.code_fingerprint}
     transform = FixedBatchTransform(
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config=code,
         # StatisticsGen already described the raw data; Transform's own
         # pre/post statistics would double its Beam work for nothing here.
         disable_statistics=True,
@@ -246,7 +246,6 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
         custom_config={
-            **code,
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
             **trainer_extra,
@@ -297,6 +296,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         evaluator,
         pusher,
     ]
+    key_by_code(components, CodeIndex())
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

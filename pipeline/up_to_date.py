@@ -3,8 +3,8 @@
 TFX's own cache would make every component a hit in that case, but reaching
 that verdict costs ~10 s of importing TensorFlow, Beam and TFMA before the first
 cache lookup. This check hashes the same inputs TFX's cache keys on (data
-files, schema, pipeline and model code, config, installed TFX) plus the state
-of the outputs, without importing any of them. Anything different, or a
+files, schema, the code every component runs, config, installed TFX) plus the
+state of the outputs, without importing any of them. Anything different, or a
 missing output, and the run goes to TFX, whose cache then decides per component.
 """
 from __future__ import annotations
@@ -17,22 +17,15 @@ import os
 from pathlib import Path
 
 from common.atomic_files import replace_whole
-from pipeline.configs import PROJECT_ROOT, PipelineConfig
+from pipeline.configs import PipelineConfig
 from pipeline.data import is_hidden
+from pipeline.fingerprints import PIPELINE_CODE, CodeIndex, hash_file
 
 STATE_FILE = "last_completed_run.json"
-CODE_DIRS = ("pipeline", "models")
 
 
-def hash_file(digest: hashlib._Hash, path: Path) -> None:
-    """A file's name and contents into the digest, a block at a time."""
-    digest.update(str(path).encode())
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-
-
-def fingerprint(config: PipelineConfig) -> str:
+def fingerprint(config: PipelineConfig, code: CodeIndex | None = None) -> str:
+    """The config, installed TFX, the data, the schema and the code of every component."""
     digest = hashlib.sha256()
     digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
     digest.update(importlib.metadata.version("tfx").encode())
@@ -41,9 +34,7 @@ def fingerprint(config: PipelineConfig) -> str:
         if path.is_file() and not any(is_hidden(part) for part in path.relative_to(data_root).parts):
             hash_file(digest, path)
     hash_file(digest, Path(config.schema_path))
-    for folder in CODE_DIRS:
-        for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
-            hash_file(digest, path)
+    digest.update((code or CodeIndex()).digest(PIPELINE_CODE).encode())
     return digest.hexdigest()
 
 
@@ -69,9 +60,10 @@ def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
     path = _state_path(config)
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        code = CodeIndex(known=record.get("code_parsed"))
+    except (OSError, ValueError, TypeError):
         return None
-    if record.get("fingerprint") != fingerprint(config) or record.get("outputs") != _outputs_state(config):
+    if record.get("fingerprint") != fingerprint(config, code) or record.get("outputs") != _outputs_state(config):
         return None
     return record
 
@@ -86,8 +78,10 @@ def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: lis
                          not_blessed_because: list[str] = ()) -> None:
     path = _state_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
+    code = CodeIndex()
     record = {
-        "fingerprint": fingerprint(config),
+        "fingerprint": fingerprint(config, code),
+        "code_parsed": code.known,  # what the next check need not parse again
         "outputs": _outputs_state(config),
         "run_id": run_id,
         "summary": summary_lines,

@@ -50,7 +50,7 @@ from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import example_coder
 
 from pipeline.components.csv_rows import CsvRecordBatches, csv_column_names, data_files
-from pipeline.up_to_date import hash_file
+from pipeline.fingerprints import hash_file
 
 
 @beam.typehints.with_output_types(bytes)

@@ -1,0 +1,140 @@
+"""What a cache key must see besides data and config: the project code a component runs.
+
+TFX keys a component's cache on its inputs, its parameters and its executor's
+class *name*. This pipeline names its own executors and its ML functions by
+module path (no per-run wheel of the user code, whose hash TFX would have
+keyed on), so an edit to that code would be a cache hit and the old result
+would be served. Each component therefore gets a parameter holding the hash of
+the project code it runs: the modules it names and every project module they
+import, at any depth, lazy imports inside functions included.
+
+The code is hashed as Python parses it (the AST, docstrings included): an edit
+that Python itself discards, a comment or a re-wrapped line, changes nothing a
+component computes, so it re-runs nothing.
+
+Imports nothing heavy: the "nothing changed" check (up_to_date) uses it too.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Every project module a component of the pipeline can run: the pipeline and the components it builds, the
+# functions it names by module path (models.preprocessing.preprocessing_fn, models.model.run_fn), and the
+# in-process patches local_runner installs into Beam and tf.Transform. tests/unit/test_cache_keys.py checks
+# that each component's code is inside it.
+PIPELINE_CODE = ("pipeline.pipeline", "models.preprocessing", "models.model", "pipeline.local_beam",
+                 "pipeline.local_tft")
+
+
+def hash_file(digest: hashlib._Hash, path: Path) -> None:
+    """A file's name and contents into the digest, a block at a time."""
+    digest.update(str(path).encode())
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+class CodeIndex:
+    """The project's modules under `root`, each parsed once: their imports and the hash of their code.
+
+    `known` maps a file's sha256 to what parsing it gave ([code hash, imports]), and grows as files are
+    parsed: the "nothing changed" check keeps it, so that unchanged files are not parsed again (parsing
+    is most of its time).
+    """
+
+    def __init__(self, root: Path = PROJECT_ROOT, known: dict[str, list] | None = None) -> None:
+        self.root = Path(root)
+        self.known = dict(known or {})
+        self._parsed: dict[Path, list] = {}
+
+    def file_of(self, module: str) -> Path | None:
+        """The project file that defines `module` (a package's __init__.py), or None if it is not the project's."""
+        base = self.root.joinpath(*module.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def closure(self, modules: Iterable[str]) -> list[Path]:
+        """The files of `modules` and of every project module they import, with the packages' __init__.py."""
+        found: set[Path] = set()
+        pending = [name for module in modules for name in _with_packages(module)]
+        while pending:
+            path = self.file_of(pending.pop())
+            if path is None or path in found:
+                continue
+            found.add(path)
+            package = self._package_of(path)
+            for imported in self._parse(path)[1]:
+                pending.extend(_with_packages(_absolute(imported, package)))
+        return sorted(found)
+
+    def digest(self, modules: Iterable[str]) -> str:
+        """The hash of the code in closure(modules), comments and layout aside."""
+        digest = hashlib.sha256()
+        for path in self.closure(modules):
+            digest.update(path.relative_to(self.root).as_posix().encode() + b"\0")
+            digest.update(self._parse(path)[0].encode())
+        return digest.hexdigest()
+
+    def _package_of(self, path: Path) -> str:
+        parts = path.relative_to(self.root).with_suffix("").parts
+        return ".".join(parts[:-1])  # for a package's __init__ that is the package itself
+
+    def _parse(self, path: Path) -> list:
+        """[the hash of the AST, the modules its import statements name, `from x import y` as x and x.y]."""
+        if path not in self._parsed:
+            source = path.read_bytes()
+            key = hashlib.sha256(source).hexdigest()
+            if key not in self.known:
+                self.known[key] = _parse_source(source, path)
+            self._parsed[path] = self.known[key]
+        return self._parsed[path]
+
+
+def _parse_source(source: bytes, path: Path) -> list:
+    tree = ast.parse(source, filename=str(path))  # bytes: a coding cookie is honoured
+    imports = []
+    for node in _statements(tree.body):
+        if isinstance(node, ast.Import):
+            imports += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            imports.append(base)
+            imports += [f"{base}.{alias.name}" if node.module else base + alias.name for alias in node.names]
+    return [hashlib.sha256(ast.dump(tree).encode()).hexdigest(), imports]
+
+
+# The fields that hold blocks of statements (a def's body, an if's else, a try's handlers, a match's cases).
+BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _statements(block: list) -> Iterator[ast.AST]:
+    """Every statement in a block and in the blocks inside it, at any depth: an import is a statement, so
+    this finds each one (lazy imports in functions included) without visiting every expression."""
+    for node in block:
+        yield node
+        for field in BLOCKS:
+            yield from _statements(getattr(node, field, None) or [])
+
+
+def _absolute(name: str, package: str) -> str:
+    """An import's module name, a relative one (`.x`, `..x`) resolved against the importing package."""
+    level = len(name) - len(name.lstrip("."))
+    if not level:
+        return name
+    parts = package.split(".") if package else []
+    base = parts[: len(parts) - (level - 1)]
+    rest = name[level:]
+    return ".".join(base + ([rest] if rest else []))
+
+
+def _with_packages(module: str) -> list[str]:
+    """`a.b.c` and the packages importing it runs first: a, a.b."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
