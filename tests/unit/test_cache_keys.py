@@ -1,4 +1,4 @@
-"""What each component's cache key sees besides its inputs and parameters: the project code it runs.
+"""What each component's cache key sees besides its inputs: the code it runs and the environment.
 
 TFX keys a component's cache on its parameters, its input artifacts and its
 executor's class name, not on the code behind the names this pipeline passes
@@ -11,6 +11,7 @@ Python discards (a comment, a re-wrapped line) changes none either. The
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -40,11 +41,11 @@ def source(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _keys(components: list, root: Path) -> dict[str, str]:
+def _keys(components: list, root: Path, environment: str = "env") -> dict[str, str]:
     """Each component's code parameter, as create_pipeline sets it, for the code under `root`."""
     from pipeline.code_keys import CODE_PROPERTY, key_by_code
 
-    key_by_code(components, fingerprints.CodeIndex(root))
+    key_by_code(components, fingerprints.CodeIndex(root), environment)
     return {c.id: c.exec_properties.get(CODE_PROPERTY) for c in components}
 
 
@@ -100,13 +101,18 @@ def test_a_comment_or_a_rewrapped_line_reruns_nothing(components, source) -> Non
     assert _changed(before, _keys(components, source)) == set()
 
 
+def test_every_component_is_keyed_on_the_environment(components, source) -> None:
+    before, after = _keys(components, source, "env-a"), _keys(components, source, "env-b")
+    assert _changed(before, after) == {c.id for c in components} - {RESOLVER}
+
+
 def test_create_pipeline_sets_each_component_s_code_key(tmp_path) -> None:
     from pipeline.code_keys import CODE_PROPERTY
     from pipeline.pipeline import create_pipeline
 
     config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
     built = create_pipeline(config).components
-    expected = _keys(create_pipeline(config).components, ROOT)
+    expected = _keys(create_pipeline(config).components, ROOT, config.environment)
     assert {c.id: c.exec_properties.get(CODE_PROPERTY) for c in built} == expected
     assert all(expected[c.id] for c in built if c.id != RESOLVER)
 
@@ -127,3 +133,22 @@ def test_the_nothing_changed_check_sees_a_code_edit_but_not_a_comment(tmp_path, 
     assert up_to_date.fingerprint(config, fingerprints.CodeIndex(source)) == before
     _append(source / "monitoring" / "distances.py", "EDITED = 1\n")
     assert up_to_date.fingerprint(config, fingerprints.CodeIndex(source)) != before
+
+
+def test_an_upgraded_or_added_package_is_another_environment(tmp_path, monkeypatch) -> None:
+    site = tmp_path / "site-packages"
+    (site / "somepkg-1.0.dist-info").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(site))
+    before = fingerprints.environment()
+    assert fingerprints.environment() == before
+    (site / "somepkg-1.0.dist-info").rename(site / "somepkg-1.1.dist-info")
+    upgraded = fingerprints.environment()
+    (site / "otherpkg-0.1.dist-info").mkdir()
+    assert len({before, upgraded, fingerprints.environment()}) == 3
+
+
+def test_the_nothing_changed_check_sees_another_environment(tmp_path) -> None:
+    config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
+    assert config.environment == fingerprints.environment()
+    other = dataclasses.replace(config, environment="another")
+    assert up_to_date.fingerprint(other) != up_to_date.fingerprint(config)
