@@ -1,13 +1,14 @@
-"""Each component's cache key holds the project code it runs (see pipeline/fingerprints.py).
+"""Each component's cache key holds the project code it runs and the environment (see pipeline/fingerprints.py).
 
 TFX keys a component's cache on its parameters, its input artifacts and its
 executor's class name. key_by_code adds a parameter, CODE_PROPERTY, holding
-the hash of the project modules the component runs, so that an edit to that
-code re-runs the component (and everything after it, through its new outputs)
-and nothing else.
+the hash of the project modules the component runs and of the environment, so
+that an edit to that code, or an upgraded package, re-runs the component (and
+everything after it, through its new outputs) and nothing else.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 from tfx.dsl.components.base import executor_spec
@@ -17,7 +18,7 @@ from tfx.types import standard_component_specs
 
 from pipeline.fingerprints import CodeIndex
 
-# The parameter that keys each component's cache on the project code it runs.
+# The parameter that keys each component's cache on the project code it runs and on the environment.
 CODE_PROPERTY = "code"
 # Parameters that name a function by module path ("models.preprocessing.preprocessing_fn").
 FUNCTION_PROPERTIES = (standard_component_specs.PREPROCESSING_FN_KEY, standard_component_specs.RUN_FN_KEY,
@@ -49,11 +50,12 @@ def component_modules(component: BaseComponent) -> list[str]:
     return modules
 
 
-def key_by_code(components: list[BaseNode], index: CodeIndex) -> None:
-    """Sets each component's CODE_PROPERTY to the hash of the project code it runs (index).
+def key_by_code(components: list[BaseNode], index: CodeIndex, environment: str) -> None:
+    """Sets each component's CODE_PROPERTY to the hash of the project code it runs (index) and the environment.
 
     Nodes that run no executor (the Resolver) have no cache to key.
     """
     for component in components:
         if isinstance(component, BaseComponent):
-            component.exec_properties[CODE_PROPERTY] = index.digest(component_modules(component))[:16]
+            code = index.digest(component_modules(component))
+            component.exec_properties[CODE_PROPERTY] = hashlib.sha256(f"{code} {environment}".encode()).hexdigest()[:16]

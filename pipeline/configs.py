@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 from common.atomic_files import replace_whole
-from pipeline.fingerprints import PROJECT_ROOT
+from pipeline import fingerprints
 
+PROJECT_ROOT = fingerprints.PROJECT_ROOT
 DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
 
 # Vertex and KFP names: lowercase letters, digits and dashes, at most 128.
@@ -181,6 +182,9 @@ class PipelineConfig:
     min_error_reduction: float = 0.10
     beam_pipeline_args: tuple[str, ...] = DEFAULT_LOCAL_BEAM_ARGS
     enable_cache: bool = True
+    # The interpreter and installed packages (fingerprints.environment()), in every component's cache key;
+    # "" on Vertex, where the pipeline image a task runs in is part of its cache key.
+    environment: str = ""
     # Spans: data_root holds span-<N>/ folders; train on `span`, compare its
     # statistics with `previous_span` (None: a flat folder, or the first span).
     span: int | None = None
@@ -264,6 +268,7 @@ def local_config(
         data_root=os.path.abspath(data_root),
         serving_model_dir=os.path.join(output, "serving_model", str(overrides.get("model_name", "taxi"))),
         metadata_path=os.path.join(output, "metadata.sqlite"),
+        environment=fingerprints.environment(),
         beam_pipeline_args=with_dependency_flag(beam_args),
         **overrides,  # type: ignore[arg-type]
     )

@@ -296,7 +296,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         evaluator,
         pusher,
     ]
-    key_by_code(components, CodeIndex())
+    key_by_code(components, CodeIndex(), config.environment)
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

@@ -3,15 +3,14 @@
 TFX's own cache would make every component a hit in that case, but reaching
 that verdict costs ~10 s of importing TensorFlow, Beam and TFMA before the first
 cache lookup. This check hashes the same inputs TFX's cache keys on (data
-files, schema, the code every component runs, config, installed TFX) plus the
-state of the outputs, without importing any of them. Anything different, or a
+files, schema, the code every component runs, config, the environment) plus
+the state of the outputs, without importing any of them. Anything different, or a
 missing output, and the run goes to TFX, whose cache then decides per component.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -25,10 +24,9 @@ STATE_FILE = "last_completed_run.json"
 
 
 def fingerprint(config: PipelineConfig, code: CodeIndex | None = None) -> str:
-    """The config, installed TFX, the data, the schema and the code of every component."""
+    """The config (the environment in it), the data, the schema and the code of every component."""
     digest = hashlib.sha256()
     digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
-    digest.update(importlib.metadata.version("tfx").encode())
     data_root = Path(config.data_root)
     for path in sorted(data_root.rglob("*")):  # hidden files (a .DS_Store, a lock file) are not data: no retrain
         if path.is_file() and not any(is_hidden(part) for part in path.relative_to(data_root).parts):
