@@ -201,6 +201,18 @@ def test_gzipped_csv_files_are_read_as_the_plain_ones(tmp_path: Path) -> None:
         split: sorted(rows) for split, rows in expected.items()}
 
 
+def test_data_touched_without_a_change_keeps_its_fingerprint(tmp_path: Path) -> None:
+    """A file's time alone (touch, a checkout, a copy without -p) changes nothing CsvExampleGen reads: TFX's
+    fingerprint holds the mtimes, so such a run made new examples, and every component after them ran again."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    csv = folder / "data.csv"
+    csv.write_text("fare,tips\n10.0,0.0\n")
+    before = _fingerprint(folder)
+    os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 5 * 10**9))
+    assert _fingerprint(folder) == before
+
+
 @pytest.mark.parametrize("given", ["listed", "schema_file"])
 def test_a_schema_float_column_of_whole_numbers_stays_float(tmp_path, given):
     """Fares written as 12 rather than 12.0 made TFX infer INT, which the gate refused against the schema's FLOAT.
