@@ -190,9 +190,10 @@ class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
     unpacked archive) looked unchanged, and the cache served the old examples
     and every result after them; and a hidden file the executor does not read
     (a .DS_Store the Finder writes, a lock file from opening the CSV) looked
-    like new data, and everything retrained. Here it is the SHA-256 of the
-    contents of the files read (data_files), per split: any change to the data
-    is a cache miss, and nothing else is. Local runs only: Vertex runs TFX's
+    like new data, and everything retrained, as did a file touched without a
+    change. Here it is the SHA-256 of the paths and contents of the files read
+    (data_files), per split: any change to the data is a cache miss, and
+    nothing else is, a new time alone included. Local runs only: Vertex runs TFX's
     own driver.
     """
 
