@@ -152,3 +152,17 @@ def test_the_nothing_changed_check_sees_another_environment(tmp_path) -> None:
     assert config.environment == fingerprints.environment()
     other = dataclasses.replace(config, environment="another")
     assert up_to_date.fingerprint(other) != up_to_date.fingerprint(config)
+
+
+def test_a_comment_or_a_layout_edit_to_the_schema_is_the_same_schema(tmp_path) -> None:
+    """ImportSchemaGen is keyed on the path of the schema's copy, named by its content: a comment edit in
+    schema.pbtxt (most of its lines are comments) re-ran ImportSchemaGen and every component after it."""
+    original = configs.DEFAULT_SCHEMA.read_text()
+    edited = tmp_path / "schema.pbtxt"
+    edited.write_text("# Reviewed again.\n" + original.replace("feature {\n", "feature {  # one more note\n\n", 1))
+    out = str(tmp_path / "out")
+    copy = configs.content_addressed_schema(str(configs.DEFAULT_SCHEMA), out)
+    assert configs.content_addressed_schema(str(edited), out) == copy
+    assert configs.parse_schema_text(copy) == configs.parse_schema_text(configs.DEFAULT_SCHEMA)
+    edited.write_text(original.replace("threshold: 0.02 }", "threshold: 0.025 }", 1))
+    assert configs.content_addressed_schema(str(edited), out) != copy
