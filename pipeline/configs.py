@@ -235,8 +235,12 @@ def content_addressed_schema(schema_path: str, output_dir: str, write: bool = Tr
 
     ImportSchemaGen's cache key is the schema *path*: an edited schema.pbtxt at
     the same path would be a cache hit and the old contract would be used.
+    The copy is the schema as the parser reads it, without the file's comments
+    and layout, which no component sees: editing those alone keeps the copy.
     """
-    content = Path(schema_path).read_bytes()
+    from google.protobuf import text_format
+
+    content = text_format.MessageToString(parse_schema_text(schema_path)).encode()
     target = Path(output_dir) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
     if write and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
