@@ -266,3 +266,29 @@ def test_stable_version_deleted_by_hand_then_rerun_leaves_labels_on_pushed_versi
     assert labels.dangling(deployment) == {}, deployment.config_path.read_text()
     assert deployment.labels() == {"stable": int(v1)}
     assert f"labels: stable version {v0} is no longer in " in result.stdout
+
+
+def test_a_pushed_model_deleted_by_hand_is_pushed_again_and_a_deleted_store_starts_over(tmp_path):
+    """Outputs lost since the last run are made again. The Pusher was a cache hit whatever became of the
+    version it pushed: with that folder deleted the run said 'model: BLESSED, pushed: nothing new' and served
+    nothing. With metadata.sqlite deleted, the run failed in ImportSchemaGen ('file already exists': MLMD
+    numbers executions from 1 again, into the old run's output folders)."""
+    import os
+    import shutil
+
+    output = tmp_path / "out"
+    first = run_local(output, "--no-report")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (lost,) = pushed_versions(output)
+    shutil.rmtree(output / "serving_model" / "taxi" / lost)
+    again = run_local(output, "--no-report")
+    assert again.returncode == 0, again.stderr[-2000:]
+    (pushed,) = pushed_versions(output)
+    assert pushed != lost and f"pushed: version {pushed}" in again.stdout, again.stdout
+    assert f"{lost}" in again.stdout  # the run says which push it found gone
+
+    os.remove(output / "metadata.sqlite")
+    fresh = run_local(output, "--no-report")
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "pushed: nothing new (identical to" in fresh.stdout, fresh.stdout
+    assert pushed_versions(output) == [pushed]
