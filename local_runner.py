@@ -179,6 +179,12 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
         return EXIT_OK
 
+    from pipeline.lost_outputs import set_aside_orphaned_outputs
+
+    orphaned = set_aside_orphaned_outputs(config)
+    if orphaned:
+        print(f"{config.metadata_path} is gone: the outputs of the runs it recorded are moved to {orphaned} "
+              "(delete it when you no longer need them); every component runs")
     gc.set_threshold(*RUN_GC_THRESHOLDS)  # before TensorFlow and TFX are imported: they are most of those objects
     log_path = os.path.join(os.path.dirname(config.pipeline_root), "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
     try:
@@ -206,6 +212,12 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         from pipeline.progress import watch
 
         local_tft.install()
+        if config.enable_cache:
+            from pipeline.lost_outputs import forget_lost_pushes
+
+            for folder in forget_lost_pushes(config.metadata_path):
+                print(f"serving_model: {folder} is gone or changed since it was pushed; the Pusher runs again",
+                      file=console)
 
         try:
             with watch(config.metadata_path, console, enabled=progress):

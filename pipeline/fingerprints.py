@@ -24,7 +24,7 @@ import ast
 import hashlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,23 @@ def hash_file(digest: hashlib._Hash, path: Path) -> None:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+
+
+def files_digest(files: Mapping[str, str], read: Callable[[str], bytes]) -> str:
+    """The hash of a folder's files, given as {path relative to the folder: path}, names and contents."""
+    digest = hashlib.sha256()
+    for relpath in sorted(files):
+        digest.update(relpath.encode() + b"\0" + hashlib.sha256(read(files[relpath])).digest())
+    return digest.hexdigest()
+
+
+def folder_digest(root: str) -> str | None:
+    """files_digest of a local folder and everything in it; None if it is not there."""
+    if not os.path.isdir(root):
+        return None
+    files = {os.path.relpath(os.path.join(folder, name), root): os.path.join(folder, name)
+             for folder, _, names in os.walk(root) for name in names}
+    return files_digest(files, lambda path: Path(path).read_bytes())
 
 
 class CodeIndex:

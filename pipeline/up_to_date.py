@@ -18,7 +18,7 @@ from pathlib import Path
 from common.atomic_files import replace_whole
 from pipeline.configs import PipelineConfig
 from pipeline.data import is_hidden
-from pipeline.fingerprints import PIPELINE_CODE, CodeIndex, hash_file
+from pipeline.fingerprints import PIPELINE_CODE, CodeIndex, folder_digest, hash_file
 
 STATE_FILE = "last_completed_run.json"
 
@@ -37,11 +37,13 @@ def fingerprint(config: PipelineConfig, code: CodeIndex | None = None) -> str:
 
 
 def _outputs_state(config: PipelineConfig) -> list[str]:
-    """What must still be on disk for the last run's results to stand."""
+    """What must still be on disk, as it was, for the last run's results to stand: the MLMD store and the
+    pushed versions, each with the hash of its files (a version deleted or edited by hand is pushed again)."""
     state = [f"metadata:{os.path.exists(config.metadata_path or '')}"]
     serving = Path(config.serving_model_dir)
     if serving.is_dir():
-        state += sorted(p.name for p in serving.iterdir() if (p / "saved_model.pb").exists())
+        state += sorted(f"{p.name}:{folder_digest(str(p))}" for p in serving.iterdir()
+                        if (p / "saved_model.pb").exists())
     return state
 
 

@@ -10,6 +10,12 @@ fingerprint.pb (hashes of the others) and the graph's names of functions and
 captured tensors, which carry counters global to the process that exported
 them (see `_canonical_graph`). So a `--no-cache` run of unchanged data, which trains
 the same weights, pushes nothing either.
+
+Either way the PushedModel records the version folder that serves the model
+(`pushed_destination`, or `identical_to`) and the hash of its files
+(`served_digest`): before a run, pipeline/lost_outputs.py forgets a push whose
+folder is gone or changed, so that the Pusher runs again instead of being a
+cache hit that serves nothing.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from pipeline.fingerprints import files_digest
+
 # At a SavedModel's root: its graph, and a file of hashes of the graph and the variables.
 GRAPH_FILE = "saved_model.pb"
 DERIVED_FILES = {"fingerprint.pb"}
@@ -30,11 +38,20 @@ _TRACE_UID = re.compile(r"^(.*)_(\d+)$")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 # A captured tensor's argument is named after the eager tensor's id, another process-wide counter.
 _CAPTURE_NAME = re.compile(r'(key: "_user_specified_name"\s*value \{\s*s: ")(\d+)(")')
+# PushedModel properties besides TFX's: the version folder a model found identical serves from, and the hash
+# of the files of the folder that serves the model (pushed or identical).
+IDENTICAL_TO, SERVED_DIGEST = "identical_to", "served_digest"
+PUSHED_DESTINATION = "pushed_destination"  # TFX's own, set when it pushes
 
 
 def _files(root: str) -> dict[str, str]:
     return {os.path.relpath(os.path.join(directory, name), root): os.path.join(directory, name)
             for directory, _, files in fileio.walk(root) for name in files}
+
+
+def served_digest(folder: str) -> str:
+    """The hash of a version folder's files (fingerprints.files_digest), on any file system TFX reads."""
+    return files_digest(_files(folder), io_utils.read_bytes_file)
 
 
 def _canonical_graph(path: str) -> str:
@@ -101,10 +118,15 @@ class Executor(pusher_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         latest = latest_version_dir(destination.filesystem.base_directory) if destination.HasField("filesystem") else None
+        model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if latest and self.CheckBlessing(input_dict):
             if same_model(self.GetModelPath(input_dict), latest):
-                model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
                 self._MarkNotPushed(model_push)
                 model_push.set_string_custom_property("not_pushed_reason", f"identical to {latest}")
+                model_push.set_string_custom_property(IDENTICAL_TO, latest)
+                model_push.set_string_custom_property(SERVED_DIGEST, served_digest(latest))
                 return
         super().Do(input_dict, output_dict, exec_properties)
+        if model_push.has_custom_property(PUSHED_DESTINATION):
+            destination = model_push.get_string_custom_property(PUSHED_DESTINATION)
+            model_push.set_string_custom_property(SERVED_DIGEST, served_digest(destination))

@@ -117,3 +117,12 @@ def test_outputs_left_without_their_metadata_store_are_set_aside(tmp_path) -> No
     assert moved is not None and not os.path.exists(config.pipeline_root)
     assert (Path(moved) / "ImportSchemaGen" / "schema" / "2").is_dir()
     assert Path(moved).parent == Path(config.pipeline_root).parent
+
+
+def test_the_pusher_and_the_checks_hash_a_version_folder_alike(tmp_path) -> None:
+    """The Pusher records served_digest through TFX's file system layer (gs:// on Vertex); the checks here
+    read local folders: the same folder must give the same hash, or every push would look changed."""
+    from pipeline.components.dedup_pusher import served_digest
+
+    folder = _version(tmp_path)
+    assert served_digest(str(folder)) == fingerprints.folder_digest(str(folder))
