@@ -10,41 +10,14 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from pipeline.configs import WILDCARDS, ConfigError, glob_char_in
-from pipeline.csv_header import header_names
+from pipeline.data_files import header_names, is_csv, is_hidden, open_data_file
 
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
-CSV_NAMES = (".csv", ".csv.gz")  # plain or gzip-compressed, any case (DATA.CSV)
-
-
-def is_hidden(name: str) -> bool:
-    """A name starting with '.': macOS's .DS_Store and ._<file> (AppleDouble), LibreOffice's .~lock.<file>#, an
-    editor's .<file>.swp, Jupyter's .ipynb_checkpoints/. Not data: the checks here, CsvExampleGen (csv_rows.data_files)
-    and both caches' fingerprints leave them out, where TensorFlow's glob of `<folder>/*` matches them."""
-    return name.startswith(".")
-
-
-def is_csv(name: str) -> bool:
-    """A data file's name: `.csv` or `.csv.gz`, in any case."""
-    return name.lower().endswith(CSV_NAMES)
-
-
-@contextlib.contextmanager
-def open_data_file(path: str | Path, open_stored: Callable[[str], BinaryIO] | None = None) -> Iterator[BinaryIO]:
-    """A data file's bytes, decompressed when its name ends in .gz (`*.csv.gz`: Beam also picks gzip by the name).
-    `open_stored` opens the bytes as stored (default: a local file; CsvExampleGen passes Beam's, for gs://).
-    A file that is not gzip after all fails as it is read: gzip.BadGzipFile, EOFError (cut short) or zlib.error."""
-    with (open_stored or (lambda name: open(name, "rb")))(str(path)) as stored:
-        if not str(path).lower().endswith(".gz"):
-            yield stored
-            return
-        with gzip.GzipFile(fileobj=stored, mode="rb") as unzipped:
-            yield unzipped
 
 
 @contextlib.contextmanager

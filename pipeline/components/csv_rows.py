@@ -30,7 +30,7 @@ from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.dsl.io import fileio
 from tfx_bsl.coders import csv_decoder
 
-from pipeline.data import header_names, is_hidden, open_data_file
+from pipeline.data_files import header_names, is_hidden, open_data_file
 
 ColumnType = csv_decoder.ColumnType
 ROWS_PER_BATCH = 4096
@@ -91,7 +91,7 @@ def _open_stored(path: str) -> BinaryIO:
 def _csv_records(csv_file: str) -> Iterator[str]:
     """The CSV records after the header line, read as TFX's _ReadCsvRecordsFromTextFile reads them (a record
     runs on over lines while a quote is open), from the file's bytes decompressed when it is a .csv.gz
-    (data.open_data_file): TFX's reader opens files through Beam, whose gzip file cannot be iterated by line."""
+    (data_files.open_data_file): TFX's reader opens files through Beam, whose gzip file cannot be iterated by line."""
     with open_data_file(csv_file, _open_stored) as handle:
         handle.readline()  # the header
         buffer = csv_executor._CsvLineBuffer()  # noqa: SLF001 - TFX's own record assembly
@@ -193,12 +193,12 @@ class CsvRecordBatches(beam.PTransform):
 
 def data_files(pattern: str) -> list[str]:
     """The files a split's pattern (`<folder>/*`, `<folder>/span-3/*`) names that are data, in the glob's order:
-    TensorFlow's glob also matches hidden ones (.DS_Store, ._data.csv; pipeline.data.is_hidden), which are not."""
+    TensorFlow's glob also matches hidden ones (.DS_Store, ._data.csv; pipeline.data_files.is_hidden), which are not."""
     return [path for path in fileio.glob(pattern) if not is_hidden(os.path.basename(path))]
 
 
 def csv_column_names(csv_file: str) -> list[str]:
-    """The first line's column names parsed as CSV (pipeline.data.header_names): TFX's read split it at
+    """The first line's column names parsed as CSV (pipeline.data_files.header_names): TFX's read split it at
     commas, keeping quotes and the byte-order mark of Excel's "CSV UTF-8" in the names. The rows, read
     after the header line, are parsed as CSV already and never hold the mark. A .csv.gz is decompressed."""
     with open_data_file(csv_file, _open_stored) as handle:

@@ -65,7 +65,7 @@ def _append(path: Path, text: str) -> None:
     # The Evaluator reads features only through its eval_config, which is a parameter already.
     ("models/features.py", {"Transform", "Trainer"}),
     ("pipeline/components/batched_csv_example_gen.py", {"CsvExampleGen"}),
-    ("pipeline/csv_header.py", {"CsvExampleGen"}),
+    ("pipeline/data_files.py", {"CsvExampleGen"}),
     ("pipeline/components/pinned_import_schema_gen.py", {"ImportSchemaGen"}),
     ("pipeline/components/data_gate.py", {"DataGate"}),
     ("monitoring/distances.py", {"DataGate"}),  # imported inside the gate's drift check

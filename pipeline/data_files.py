@@ -1,0 +1,50 @@
+"""Which files are data and how one is opened and its header read: by the data check before a run
+(pipeline/data.py), by the 'nothing changed' check, and by CsvExampleGen's executor (components/csv_rows.py).
+
+A module of its own, importing nothing of the project: CsvExampleGen's cache key
+holds the code its executor runs (pipeline/fingerprints.py), and the rest of the
+data check is not that code.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+CSV_NAMES = (".csv", ".csv.gz")  # plain or gzip-compressed, any case (DATA.CSV)
+BOM = "\ufeff"  # the UTF-8 byte-order mark Excel's "CSV UTF-8" starts a file with
+
+
+def header_names(line: str) -> list[str]:
+    """The column names in a header line, as CsvExampleGen's executor reads them: TFX's read (the line
+    stripped, then split at commas) but parsed as CSV, so a quoted name loses its quotes (R's write.csv,
+    pandas' QUOTE_ALL), and without the byte-order mark Excel's "CSV UTF-8" starts a file with."""
+    return next(csv.reader([line.removeprefix(BOM).strip()]), None) or [""]
+
+
+def is_hidden(name: str) -> bool:
+    """A name starting with '.': macOS's .DS_Store and ._<file> (AppleDouble), LibreOffice's .~lock.<file>#, an
+    editor's .<file>.swp, Jupyter's .ipynb_checkpoints/. Not data: the checks here, CsvExampleGen (csv_rows.data_files)
+    and both caches' fingerprints leave them out, where TensorFlow's glob of `<folder>/*` matches them."""
+    return name.startswith(".")
+
+
+def is_csv(name: str) -> bool:
+    """A data file's name: `.csv` or `.csv.gz`, in any case."""
+    return name.lower().endswith(CSV_NAMES)
+
+
+@contextlib.contextmanager
+def open_data_file(path: str | Path, open_stored: Callable[[str], BinaryIO] | None = None) -> Iterator[BinaryIO]:
+    """A data file's bytes, decompressed when its name ends in .gz (`*.csv.gz`: Beam also picks gzip by the name).
+    `open_stored` opens the bytes as stored (default: a local file; CsvExampleGen passes Beam's, for gs://).
+    A file that is not gzip after all fails as it is read: gzip.BadGzipFile, EOFError (cut short) or zlib.error."""
+    with (open_stored or (lambda name: open(name, "rb")))(str(path)) as stored:
+        if not str(path).lower().endswith(".gz"):
+            yield stored
+            return
+        with gzip.GzipFile(fileobj=stored, mode="rb") as unzipped:
+            yield unzipped
