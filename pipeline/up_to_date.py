@@ -17,16 +17,21 @@ from pathlib import Path
 
 from common.atomic_files import replace_whole
 from pipeline.configs import PipelineConfig
-from pipeline.data import is_hidden
+from pipeline.data_files import is_hidden
 from pipeline.fingerprints import PIPELINE_CODE, CodeIndex, folder_digest, hash_file
 
 STATE_FILE = "last_completed_run.json"
 
 
+# How a run is made, not what it makes: a run with --no-cache computes what a cached one would reuse.
+RUN_MODE_FIELDS = ("enable_cache",)
+
+
 def fingerprint(config: PipelineConfig, code: CodeIndex | None = None) -> str:
-    """The config (the environment in it), the data, the schema and the code of every component."""
+    """The config (the environment in it) but RUN_MODE_FIELDS, the data, the schema and the code of every component."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_MODE_FIELDS}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     data_root = Path(config.data_root)
     for path in sorted(data_root.rglob("*")):  # hidden files (a .DS_Store, a lock file) are not data: no retrain
         if path.is_file() and not any(is_hidden(part) for part in path.relative_to(data_root).parts):

@@ -1,0 +1,32 @@
+"""The 'nothing changed' check (pipeline/up_to_date.py): what makes a run repeat the last completed one."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pipeline import configs, up_to_date
+from pipeline.data import bundled_taxi_data
+
+
+def _completed(tmp_path: Path, **settings) -> configs.PipelineConfig:
+    config = dataclasses.replace(configs.local_config(bundled_taxi_data(), str(tmp_path / "out")), **settings)
+    Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(config.metadata_path).write_bytes(b"")
+    up_to_date.record_completed_run(config, "run-1", ["summary"], blessed=True)
+    return config
+
+
+def test_a_run_after_a_no_cache_run_of_the_same_inputs_repeats_it(tmp_path) -> None:
+    """--no-cache recomputes what a cached run would reuse: the trigger and the next `make run` must not
+    retrain because the last run happened to be made with --no-cache."""
+    config = _completed(tmp_path, enable_cache=False)
+    assert up_to_date.repeated_run(config) is None  # caching off: always goes to TFX
+    record = up_to_date.repeated_run(dataclasses.replace(config, enable_cache=True))
+    assert record is not None and record["run_id"] == "run-1"
+
+
+def test_a_setting_that_changes_the_model_is_not_a_repeat(tmp_path) -> None:
+    config = _completed(tmp_path)
+    assert up_to_date.repeated_run(config)["run_id"] == "run-1"
+    assert up_to_date.repeated_run(dataclasses.replace(config, train_steps=config.train_steps + 1)) is None
+    assert up_to_date.repeated_run(config, rerun=True) is None
