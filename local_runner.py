@@ -242,6 +242,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         gate = _find(failure, DataGateError)
         if gate is not None:
             print(f"stopped by the {gate}", file=sys.stderr)
+            up_to_date.record_gate_stop(config, time.strftime("%Y-%m-%d %H:%M:%S"), gate.verdict)
             _report(config, log_path, report)
             return EXIT_USAGE
         failed = [c.name for c in (summary.components if summary else []) if c.state in ("failed", "running")]

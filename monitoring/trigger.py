@@ -177,11 +177,13 @@ def check_runner_args(runner_args: list[str]) -> None:
 
 
 def _already_tried(output: str, data: str, span: int | None, runner_args: Sequence[str]) -> str | None:
-    """Why not to start a run that would repeat the last completed run exactly (the same data files, schema, code,
-    config and outputs: local_runner.py would do nothing), from the record that run left; None when it would not.
+    """Why not to start a run that would repeat the last completed run, or the last run the data gate stopped,
+    exactly (the same data files, schema, code, config and outputs), from the record that run left; None when
+    it would not.
 
     Training is seeded, so a span whose model the Evaluator refused gets the
-    same refusal until something the run depends on changes.
+    same refusal until something the run depends on changes; the gate is
+    deterministic, so a span it stopped is stopped again (every hour, exit 2).
     """
     import local_runner
     from pipeline import up_to_date
@@ -189,12 +191,17 @@ def _already_tried(output: str, data: str, span: int | None, runner_args: Sequen
 
     args = _parsed(runner_flags(data, output, span, runner_args))
     try:
-        record = up_to_date.repeated_run(local_runner.build_config(args, write=False), args.rerun)
+        config = local_runner.build_config(args, write=False)
     except ConfigError as error:  # the run would stop at its flags: say why now, start nothing
         raise TriggerError(str(error)) from None
+    what = f"span {span}" if span is not None else f"the data in {data}"
+    stop = up_to_date.stopped_by_the_gate(config, args.rerun)
+    record = up_to_date.repeated_run(config, args.rerun)
+    if record is None and stop is not None:
+        return (f"{what} was stopped by the data gate at {stop.get('stopped_at', '?')}: {stop.get('why', '?')}; "
+                "not retrying until the data or the pipeline changes")
     if record is None:
         return None
-    what = f"span {span}" if span is not None else f"the data in {data}"
     when = str(record.get("run_id", "?")).replace("T", " ").split(".")[0]
     if record.get("blessed") is False:
         why = "; ".join(record.get("not_blessed_because") or [f"see run {record.get('run_id')}"])

@@ -21,6 +21,7 @@ from pipeline.data_files import is_hidden
 from pipeline.fingerprints import PIPELINE_CODE, CodeIndex, folder_digest, hash_file
 
 STATE_FILE = "last_completed_run.json"
+GATE_STOP_FILE = "last_gate_stop.json"
 
 
 # How a run is made, not what it makes: a run with --no-cache computes what a cached one would reuse.
@@ -52,8 +53,33 @@ def _outputs_state(config: PipelineConfig) -> list[str]:
     return state
 
 
-def _state_path(config: PipelineConfig) -> Path:
-    return Path(config.pipeline_root) / STATE_FILE
+def _state_path(config: PipelineConfig, name: str = STATE_FILE) -> Path:
+    return Path(config.pipeline_root) / name
+
+
+def _matching_record(config: PipelineConfig, name: str) -> dict | None:
+    """The record in `name` if it was left by a run of exactly these inputs and outputs; else None."""
+    try:
+        record = json.loads(_state_path(config, name).read_text())
+        code = CodeIndex(known=record.get("code_parsed"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if record.get("fingerprint") != fingerprint(config, code) or record.get("outputs") != _outputs_state(config):
+        return None
+    return record
+
+
+def _write_record(config: PipelineConfig, name: str, **fields) -> None:
+    path = _state_path(config, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    code = CodeIndex()
+    record = {
+        "fingerprint": fingerprint(config, code),
+        "code_parsed": code.known,  # what the next check need not parse again
+        "outputs": _outputs_state(config),
+        **fields,
+    }
+    replace_whole(path, json.dumps(record, indent=2))
 
 
 def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
@@ -62,35 +88,32 @@ def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
     Its keys: run_id, summary (the lines the run printed), blessed (True,
     False, or None when nothing was evaluated) and not_blessed_because.
     """
-    path = _state_path(config)
-    try:
-        record = json.loads(path.read_text())
-        code = CodeIndex(known=record.get("code_parsed"))
-    except (OSError, ValueError, TypeError):
-        return None
-    if record.get("fingerprint") != fingerprint(config, code) or record.get("outputs") != _outputs_state(config):
-        return None
-    return record
+    return _matching_record(config, STATE_FILE)
 
 
 def repeated_run(config: PipelineConfig, rerun: bool = False) -> dict | None:
     """The last completed run's record when a local run of `config` would do nothing but repeat it
     (TFX caching on, no --rerun, nothing changed); None when it would go to TFX."""
-    return unchanged_since_last_run(config) if config.enable_cache and not rerun else None
+    return unchanged_since_last_run(config) if _may_repeat(config, rerun) else None
+
+
+def _may_repeat(config: PipelineConfig, rerun: bool) -> bool:
+    """--no-cache and --rerun ask for the run whatever the last one did."""
+    return config.enable_cache and not rerun
 
 
 def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: list[str], blessed: bool | None = None,
                          not_blessed_because: list[str] = ()) -> None:
-    path = _state_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    code = CodeIndex()
-    record = {
-        "fingerprint": fingerprint(config, code),
-        "code_parsed": code.known,  # what the next check need not parse again
-        "outputs": _outputs_state(config),
-        "run_id": run_id,
-        "summary": summary_lines,
-        "blessed": blessed,
-        "not_blessed_because": list(not_blessed_because),
-    }
-    replace_whole(path, json.dumps(record, indent=2))
+    _write_record(config, STATE_FILE, run_id=run_id, summary=summary_lines, blessed=blessed,
+                  not_blessed_because=list(not_blessed_because))
+
+
+def record_gate_stop(config: PipelineConfig, stopped_at: str, why: str) -> None:
+    """A run the data gate stopped: the same inputs are stopped again (the gate is deterministic)."""
+    _write_record(config, GATE_STOP_FILE, stopped_at=stopped_at, why=why)
+
+
+def stopped_by_the_gate(config: PipelineConfig, rerun: bool = False) -> dict | None:
+    """The record of the last run the data gate stopped (stopped_at, why) if this run would repeat it exactly,
+    so meet the same stop; None with --rerun, --no-cache or when anything it depends on changed (--accept-drift)."""
+    return _matching_record(config, GATE_STOP_FILE) if _may_repeat(config, rerun) else None

@@ -46,8 +46,9 @@ class DataGateError(RuntimeError):
             count = f"{len(drift)} feature{'s' if len(drift) != 1 else ''}"
             parts.append(f"drift above threshold in {count}" + (" (accepted)" if drift_accepted else
                                                                  " (--accept-drift to train anyway)"))
+        self.verdict = " and ".join(parts)  # one line: what the gate found, without the list
         super().__init__(
-            "data gate: " + " and ".join(parts) + "; nothing was trained or pushed\n" + "\n".join(problems + drift)
+            "data gate: " + self.verdict + "; nothing was trained or pushed\n" + "\n".join(problems + drift)
         )
 
 

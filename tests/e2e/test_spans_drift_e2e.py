@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import csv
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.data import bundled_taxi_data
 from pipeline.run_summary import summarize
-from tests.conftest import pushed_versions, run_local
+from tests.conftest import E2E_TRAIN_STEPS, ROOT, pushed_versions, run_local
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +40,19 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     assert "span 2, drift vs span 1" in stopped.stdout
     assert "[drift] payment_type" in stopped.stderr and "--accept-drift" in stopped.stderr
     assert pushed_versions(output) == []
+
+    # Cron's trigger does not start the same stop every hour (exit 2 each time), until drift is accepted.
+    def trigger_says(*runner_flags: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "monitoring", "trigger", "--output", str(output), "--data",
+                               str(data), "--dry-run", "--", "--train-steps", E2E_TRAIN_STEPS, "--no-report",
+                               *runner_flags], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    assert re.fullmatch(r"trigger: no retraining: span 2 was stopped by the data gate at [-\d]+ [:\d]+: drift above "
+                        r"threshold in \d+ features? \(--accept-drift to train anyway\); not retrying until the data or "
+                        r"the pipeline changes\n", trigger_says()), trigger_says()
+    assert trigger_says("--accept-drift").startswith("trigger: retraining: no model is pushed yet")
 
     # With 90% card payments span 2 teaches little (AUC 0.63, removes 0.4% of the base rate's errors): low bars,
     # so that this run pushes and its lineage can be read below. Training is seeded, so the figures repeat.
@@ -65,12 +82,7 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
 
     # Skew on served traffic while the model in service already learned the newest span: a retrain would fit
     # span 2 again (seeded: the same model) and push it as a new canary, every hour a cron job sees the skew.
-    import json
-    import subprocess
-    import sys
-
     from monitoring.skew import FeatureResult, SkewReport
-    from tests.conftest import ROOT
 
     report = tmp_path / "skew.json"
     over = FeatureResult("payment_type", "skew", "l_infty", 0.3, 0.04, "over threshold")
