@@ -204,7 +204,7 @@ class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
         base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         fingerprints = []
         for split in input_config.splits:
-            files = sorted(data_files(os.path.join(base, split.pattern)))
+            files = data_files(os.path.join(base, split.pattern))
             digest = hashlib.sha256()
             for path in files:
                 hash_file(digest, Path(path))

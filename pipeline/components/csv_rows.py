@@ -192,9 +192,10 @@ class CsvRecordBatches(beam.PTransform):
 
 
 def data_files(pattern: str) -> list[str]:
-    """The files a split's pattern (`<folder>/*`, `<folder>/span-3/*`) names that are data, in the glob's order:
+    """The files a split's pattern (`<folder>/*`, `<folder>/span-3/*`) names that are data, sorted: the glob's
+    order is the file system's (another machine, a copied folder), and the examples keep the order read.
     TensorFlow's glob also matches hidden ones (.DS_Store, ._data.csv; pipeline.data_files.is_hidden), which are not."""
-    return [path for path in fileio.glob(pattern) if not is_hidden(os.path.basename(path))]
+    return sorted(path for path in fileio.glob(pattern) if not is_hidden(os.path.basename(path)))
 
 
 def csv_column_names(csv_file: str) -> list[str]:

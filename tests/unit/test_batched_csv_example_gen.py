@@ -135,6 +135,21 @@ def test_order_is_the_same_from_run_to_run(tmp_path):
     assert sorted(runs["ours", 1]["train"]) == sorted(runs["tfx", 1]["train"])
 
 
+def test_the_examples_do_not_depend_on_the_order_the_file_system_lists_the_files_in(tmp_path, monkeypatch):
+    """The Trainer reads the examples in file order: a folder copied to another machine trained another model."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (folder / name).write_text("n,s\n" + "".join(f"{n},{name}{n}\n" for n in range(20)))
+    listed = csv_rows.fileio.glob
+    written = {}
+    for order in (sorted, lambda paths: sorted(paths, reverse=True)):
+        monkeypatch.setattr(csv_rows.fileio, "glob", lambda pattern, order=order: order(listed(pattern)))
+        written[order] = _run(batched_csv_example_gen.Executor, str(folder), str(tmp_path / f"out{len(written)}"))
+    first, second = written.values()
+    assert first == second and sum(map(len, first.values())) == 60
+
+
 def _fingerprint(folder: Path) -> str:
     """What the pipeline's CsvExampleGen driver keys the cache on, for a flat data folder."""
     from tfx.components.example_gen import utils as example_gen_utils
