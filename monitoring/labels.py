@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -173,13 +174,30 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
     if spec is None and new_spec not in specs:
         specs.append(new_spec)
     text = HEADER + render_model_config(specs)
-    try:  # nothing changed unless this succeeds: the config is replaced whole or not at all
+    # Both or neither: a change missing from the history is one a later rollback does not know to walk back.
+    # The history goes first, since cutting it back to its old length needs no space on a full disk.
+    history_size = deployment.history_path.stat().st_size if deployment.history_path.is_file() else None
+    try:
+        with deployment.history_path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+    except OSError as error:
+        _restore_history(deployment.history_path, history_size)
+        raise LabelError(_unwritable(deployment.history_path, error)) from None
+    try:  # the config is replaced whole or not at all
         replace_whole(deployment.config_path, text)
     except OSError as error:
+        _restore_history(deployment.history_path, history_size)
         raise LabelError(_unwritable(deployment.config_path, error)) from None
-    with deployment.history_path.open("a") as handle:
-        handle.write(json.dumps(entry) + "\n")
     return labels
+
+
+def _restore_history(path: Path, size: int | None) -> None:
+    """The history as it was before a label change that did not happen: cut back to `size`, or gone if it was."""
+    with contextlib.suppress(OSError):
+        if size is None:
+            path.unlink()
+        else:
+            os.truncate(path, size)
 
 
 class Server(Protocol):

@@ -238,3 +238,16 @@ def test_a_label_folder_that_cannot_be_written_is_one_error_line_and_changes_not
     with pytest.raises(LabelError, match=f"cannot write {d.config_path}: No space left on device"):
         labels.promote(d, _ok)
     assert d.config_path.read_text() == config and d.history_path.read_text() == history
+
+
+def test_a_label_change_the_history_cannot_record_is_not_made(tmp_path: Path) -> None:
+    """A change the history misses is one a later rollback cannot walk back: the config stays as it was."""
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 2)
+    config = d.config_path.read_text()
+    d.history_path.unlink()
+    d.history_path.mkdir()  # as root, a folder in its place is what refuses the write
+    with pytest.raises(LabelError, match=f"cannot write {d.history_path}: Is a directory"):
+        labels.promote(d, _ok)
+    assert d.config_path.read_text() == config and d.history_path.is_dir()
