@@ -9,6 +9,7 @@ missing output, and the run goes to TFX, whose cache then decides per component.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -109,8 +110,10 @@ def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: lis
 
 
 def record_gate_stop(config: PipelineConfig, stopped_at: str, why: str) -> None:
-    """A run the data gate stopped: the same inputs are stopped again (the gate is deterministic)."""
-    _write_record(config, GATE_STOP_FILE, stopped_at=stopped_at, why=why)
+    """A run the data gate stopped: the same inputs are stopped again (the gate is deterministic). Not written
+    (a full disk): the stop is still reported as it is, and the trigger only tries the span again."""
+    with contextlib.suppress(OSError):
+        _write_record(config, GATE_STOP_FILE, stopped_at=stopped_at, why=why)
 
 
 def stopped_by_the_gate(config: PipelineConfig, rerun: bool = False) -> dict | None:

@@ -42,3 +42,10 @@ def test_a_run_the_data_gate_stopped_is_known_until_its_inputs_change(tmp_path) 
     for asks_anyway in (dataclasses.replace(config, accept_drift=True), dataclasses.replace(config, enable_cache=False)):
         assert up_to_date.stopped_by_the_gate(asks_anyway) is None
     assert up_to_date.stopped_by_the_gate(config, rerun=True) is None
+
+
+def test_a_gate_stop_that_cannot_be_recorded_is_still_only_a_stop(tmp_path) -> None:
+    config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
+    (Path(config.pipeline_root) / up_to_date.GATE_STOP_FILE).mkdir(parents=True)  # in the record's place
+    up_to_date.record_gate_stop(config, "2026-11-24 10:00:00", "1 anomaly against the schema")
+    assert up_to_date.stopped_by_the_gate(config) is None
