@@ -77,16 +77,17 @@ def _feature(feature: statistics_pb2.FeatureNameStatistics, rows: int) -> Featur
     return Feature(name, label, values, max(0, rows - values) if common.max_num_values <= 1 else 0, summary, chart)
 
 
-def describe_anomalies(path: str) -> list[tuple[str, str, str]]:
-    """(feature, kinds, description) for every anomaly recorded for one split."""
+def describe_anomalies(path: str, dataset=None) -> list[tuple[str, str, str]]:  # noqa: ANN001
+    """(feature, kinds, description) for every anomaly recorded for one split, read as the gate reads them
+    (`dataset`: the split's statistics, for the columns without any value)."""
     if not os.path.isfile(path):
         return []
-    from pipeline.components.data_gate import anomaly_rows  # the gate's own reading
+    from pipeline.components.data_gate import anomaly_rows, valueless_features  # the gate's own reading
 
     anomalies = anomalies_pb2.Anomalies()
     with open(path, "rb") as handle:
         anomalies.ParseFromString(handle.read())
-    return anomaly_rows(anomalies)
+    return anomaly_rows(anomalies, valueless_features(dataset) if dataset is not None else frozenset())
 
 
 def data_section(statistics_uri: str | None, anomalies_uri: str | None) -> list[Split]:
@@ -99,6 +100,6 @@ def data_section(statistics_uri: str | None, anomalies_uri: str | None) -> list[
         dataset = load_statistics(path).datasets[0]
         rows = int(dataset.num_examples)
         features = sorted((_feature(f, rows) for f in dataset.features), key=lambda f: f.name)
-        anomalies = describe_anomalies(os.path.join(anomalies_uri or "", f"Split-{name}", ANOMALIES_FILE))
+        anomalies = describe_anomalies(os.path.join(anomalies_uri or "", f"Split-{name}", ANOMALIES_FILE), dataset)
         splits.append(Split(name, rows, features, anomalies))
     return splits

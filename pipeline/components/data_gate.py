@@ -52,23 +52,61 @@ class DataGateError(RuntimeError):
         )
 
 
-def anomaly_rows(anomalies: anomalies_pb2.Anomalies) -> list:
-    """(feature, kinds, description) per anomaly; the dataset-level one as `<dataset>`.
+# TFDV's range checks on a numeric column no row holds a value in: its statistics' min and max are the unset 0,
+# read as "Unexpectedly small value: 0" (valueless_features).
+RANGE_REASONS = {
+    anomalies_pb2.AnomalyInfo.INT_TYPE_SMALL_INT,
+    anomalies_pb2.AnomalyInfo.INT_TYPE_BIG_INT,
+    anomalies_pb2.AnomalyInfo.FLOAT_TYPE_SMALL_FLOAT,
+    anomalies_pb2.AnomalyInfo.FLOAT_TYPE_BIG_FLOAT,
+}
+
+
+def anomaly_rows(anomalies: anomalies_pb2.Anomalies, valueless: frozenset = frozenset()) -> list:
+    """(feature, kinds, description) per anomaly; the dataset-level one as `<dataset>`. For a `valueless`
+    feature, TFDV's range checks on values that are not there are left out.
     The gate's message and the run report both read anomalies through this."""
     infos = sorted(anomalies.anomaly_info.items())
     if anomalies.HasField("dataset_anomaly_info"):
         infos.append(("<dataset>", anomalies.dataset_anomaly_info))
-    return [
-        (feature,
-         ", ".join(anomalies_pb2.AnomalyInfo.Type.Name(reason.type) for reason in info.reason) or "UNKNOWN",
-         info.description or info.short_description)
-        for feature, info in infos
-    ]
+    rows = []
+    for feature, info in infos:
+        reasons = [r for r in info.reason if not (feature in valueless and r.type in RANGE_REASONS)]
+        if info.reason and not reasons:
+            continue
+        description = info.description or info.short_description
+        if len(reasons) < len(info.reason):
+            description = "; ".join(r.description or r.short_description for r in reasons)
+        rows.append((feature, ", ".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in reasons) or "UNKNOWN",
+                     description))
+    return rows
 
 
-def describe_anomalies(split: str, anomalies: anomalies_pb2.Anomalies) -> list:
+def describe_anomalies(split: str, anomalies: anomalies_pb2.Anomalies, valueless: frozenset = frozenset()) -> list:
     """One line per anomaly: split, feature, kind, description."""
-    return [f"  [{split}] {feature}: {kinds}: {description}" for feature, kinds, description in anomaly_rows(anomalies)]
+    return [f"  [{split}] {feature}: {kinds}: {description}"
+            for feature, kinds, description in anomaly_rows(anomalies, valueless)]
+
+
+def valueless_features(dataset) -> frozenset:  # noqa: ANN001 - DatasetFeatureStatistics
+    """The columns of a split's rows that no row holds a value in (every cell empty). CsvExampleGen writes such
+    a column as an empty list of its schema type, which TFDV counts as present: the presence check passes and
+    the range checks read the unset min and max, 0."""
+    def values(feature) -> int:  # noqa: ANN001
+        kind = feature.WhichOneof("stats")
+        return getattr(feature, kind).common_stats.tot_num_values if kind else 0
+
+    if not dataset.num_examples:
+        return frozenset()
+    return frozenset((f.path.step[0] if f.path.step else f.name) for f in dataset.features if not values(f))
+
+
+def required_but_valueless(split: str, valueless: frozenset, schema) -> list:  # noqa: ANN001 - schema_pb2.Schema
+    """One line per column the schema requires (presence min_count or min_fraction) that holds no value."""
+    return [f"  [{split}] {f.name}: NO_VALUES: the column is in the data but every cell of it is empty (the schema "
+            f"requires it: presence min_count {f.presence.min_count}, min_fraction {f.presence.min_fraction:g})"
+            for f in schema.feature
+            if f.name in valueless and (f.presence.min_count > 0 or f.presence.min_fraction > 0)]
 
 
 def read_anomalies(artifact: types.Artifact) -> dict:
@@ -146,8 +184,12 @@ def DataGate(  # noqa: N802 - TFX component naming
     accept_drift: Parameter[int] = 0,
 ) -> None:
     problems = empty_splits(statistics)
+    schema_file = io_utils.SchemaReader().read(os.path.join(schema.uri, "schema.pbtxt"))
     for split, found in read_anomalies(anomalies).items():
-        problems.extend(describe_anomalies(split, found))
+        datasets = _split_statistics(statistics.uri, split).datasets
+        valueless = valueless_features(datasets[0]) if datasets else frozenset()
+        problems.extend(describe_anomalies(split, found, valueless))
+        problems.extend(required_but_valueless(split, valueless, schema_file))
     drift = []
     if baseline_statistics is not None:
         if examples is None or baseline_examples is None:

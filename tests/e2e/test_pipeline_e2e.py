@@ -125,6 +125,23 @@ def test_data_gate_stops_bad_data(tmp_path, mutate, feature):
     assert pushed_versions(output) == []
 
 
+def _emptied_columns(rows, fields):  # noqa: ANN001
+    for row in rows:  # a required column with a domain, and one the schema lets be empty
+        row["dropoff_community_area"] = row["pickup_census_tract"] = ""
+    return rows, fields
+
+
+def test_a_required_column_with_every_cell_empty_stops_the_run_naming_it(tmp_path):
+    """CsvExampleGen writes such a column as empty value lists, which TFDV counts as present: a required column
+    without a domain passed the gate, one with a domain stopped it for "Unexpectedly small value: 0"."""
+    result = run_local(tmp_path / "out", "--data", str(_broken_copy(tmp_path, _emptied_columns)))
+    assert result.returncode == 2, result.stdout + result.stderr[-2000:]
+    problems = [line.strip() for line in result.stderr.splitlines() if line.startswith("  [")]
+    assert [p.split(":")[0:2] for p in problems] == [[f"[{split}] dropoff_community_area", " NO_VALUES"]
+                                                     for split in ("train", "eval")], problems
+    assert "every cell of it is empty" in problems[0]
+
+
 def test_killed_mid_transform_then_rerun_completes(tmp_path):
     output = tmp_path / "out"
     command = [sys.executable, str(ROOT / "local_runner.py"), "--output", str(output), "--train-steps", "300"]

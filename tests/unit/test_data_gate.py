@@ -109,3 +109,38 @@ def test_drift_is_counted_exactly_random_halves_pass_and_a_fare_rise_stops(tmp_p
 
     remote = drift_measurements(*map(to_ram, (risen[0], previous[0], str(schema_dir), risen[1], previous[1])))
     assert {name: (value, over) for name, value, _threshold, over in remote} == moved
+
+
+def test_range_checks_on_a_column_without_values_are_left_out_and_other_findings_kept():
+    """TFDV reads the unset min of a column no row holds a value in as 0: not a finding about the data."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from pipeline.components.data_gate import anomaly_rows, required_but_valueless, valueless_features
+
+    dataset = text_format.Parse("""
+        num_examples: 20
+        features { path { step: "area" } num_stats { common_stats { num_non_missing: 20 tot_num_values: 0 } } }
+        features { path { step: "optional" } num_stats { common_stats { num_non_missing: 20 tot_num_values: 0 } } }
+        features { path { step: "fare" } num_stats { common_stats { num_non_missing: 20 tot_num_values: 20 } } }
+    """, statistics_pb2.DatasetFeatureStatistics())
+    valueless = valueless_features(dataset)
+    assert valueless == {"area", "optional"}
+    anomalies = text_format.Parse("""
+        anomaly_info { key: "area" value { description: "Unexpectedly small value: 0."
+            reason { type: INT_TYPE_SMALL_INT description: "Unexpectedly small value: 0." } } }
+        anomaly_info { key: "optional" value { description: "x; y"
+            reason { type: INT_TYPE_BIG_INT description: "x" }
+            reason { type: ENUM_TYPE_UNEXPECTED_STRING_VALUES description: "Examples contain values missing" } } }
+        anomaly_info { key: "fare" value { description: "Unexpectedly small value: -3."
+            reason { type: FLOAT_TYPE_SMALL_FLOAT description: "Unexpectedly small value: -3." } } }
+    """, anomalies_pb2.Anomalies())
+    assert anomaly_rows(anomalies, valueless) == [
+        ("fare", "FLOAT_TYPE_SMALL_FLOAT", "Unexpectedly small value: -3."),
+        ("optional", "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "Examples contain values missing"),
+    ]
+    schema = text_format.Parse("""
+        feature { name: "area" type: INT presence { min_fraction: 1.0 min_count: 1 } }
+        feature { name: "optional" type: INT presence { min_count: 0 } }
+        feature { name: "fare" type: FLOAT presence { min_count: 1 } }
+    """, schema_pb2.Schema())
+    assert [line.split(":")[0] for line in required_but_valueless("train", valueless, schema)] == ["  [train] area"]
