@@ -120,9 +120,10 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
     # Only once every setting is valid does anything get written to the output folder.
     try:
         schema_copy = configs.content_addressed_schema(args.schema, args.output, write)
+        training_copy = configs.content_addressed_schema(args.schema, args.output, write, training=True)
     except OSError as error:
         raise ConfigError(f"cannot write to the output folder {args.output}: {error.strerror or error}") from None
-    return dataclasses.replace(config, schema_path=schema_copy)
+    return dataclasses.replace(config, schema_path=schema_copy, training_schema_path=training_copy)
 
 
 def output_to(log_path: str):  # noqa: ANN201 - a context manager yielding the real stdout

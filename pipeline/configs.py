@@ -171,6 +171,9 @@ class PipelineConfig:
     serving_model_dir: str
     metadata_path: str | None = None  # SQLite file; None when the runner brings its own MLMD
     schema_path: str = str(DEFAULT_SCHEMA)
+    # Transform's and the Trainer's schema: a copy without what only the gate reads (local_runner writes it);
+    # None: schema_path, which TrainingSchemaImporter reads the same way where it runs (Vertex).
+    training_schema_path: str | None = None
     model_name: str = "taxi"
     train_steps: int = 600
     eval_steps: int | None = None  # None: the whole eval split
@@ -230,17 +233,21 @@ class PipelineConfig:
             raise ConfigError(f"AUC change tolerance must be in [0, 0.5), got {self.auc_change_tolerance}")
 
 
-def content_addressed_schema(schema_path: str, output_dir: str, write: bool = True) -> str:
+def content_addressed_schema(schema_path: str, output_dir: str, write: bool = True, training: bool = False) -> str:
     """A copy of the schema under a folder named by its hash (write=False: only its path).
 
     ImportSchemaGen's cache key is the schema *path*: an edited schema.pbtxt at
     the same path would be a cache hit and the old contract would be used.
     The copy is the schema as the parser reads it, without the file's comments
     and layout, which no component sees: editing those alone keeps the copy.
+    training: the copy for TrainingSchemaImporter, without what only the gate reads.
     """
     from google.protobuf import text_format
 
-    content = text_format.MessageToString(parse_schema_text(schema_path)).encode()
+    from pipeline.training_schema import training_schema_text
+
+    schema = parse_schema_text(schema_path)
+    content = training_schema_text(schema) if training else text_format.MessageToString(schema).encode()
     target = Path(output_dir) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
     if write and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

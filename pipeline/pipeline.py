@@ -36,6 +36,7 @@ from pipeline.components.pinned_import_schema_gen import PinnedImportSchemaGen, 
 from pipeline.configs import DEFAULT_SCHEMA, IMAGE_SCHEMA_PATH, PipelineConfig, read_schema
 from pipeline.fingerprints import CodeIndex
 from pipeline.spans import SPAN_PATTERN
+from pipeline.training_schema import training_schema_text
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.model.run_fn"
@@ -50,6 +51,7 @@ EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
 TRANSFORM = "Transform"
 SCHEMA_IMPORTER = "ImportSchemaGen"
+TRAINING_SCHEMA_IMPORTER = "TrainingSchemaImporter"
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -166,6 +168,14 @@ def _schema_importer(schema_path: str, readable: str | None) -> PinnedImportSche
     return PinnedImportSchemaGen(schema_file=schema_path, schema_sha256=pinned).with_id(SCHEMA_IMPORTER)
 
 
+def _training_schema_importer(config: PipelineConfig, readable: str | None) -> PinnedImportSchemaGen:
+    """The schema as Transform and the Trainer see it (pipeline/training_schema.py), from the copy
+    local_runner wrote, or made from the schema where the importer runs; pinned like ImportSchemaGen."""
+    pinned = schema_sha256(training_schema_text(read_schema(readable))) if readable else None
+    return PinnedImportSchemaGen(schema_file=config.training_schema_path or config.schema_path, schema_sha256=pinned,
+                                 for_training=True).with_id(TRAINING_SCHEMA_IMPORTER)
+
+
 def _example_gen(config: PipelineConfig, span: int | None, column_types: dict) -> BatchedCsvExampleGen:
     """CsvExampleGen over the flat folder, or over exactly one span-<N>/ folder (recorded in MLMD)."""
     if span is None:
@@ -189,6 +199,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     example_gen = _example_gen(config, config.span, column_types).with_id(EXAMPLE_GEN)
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = _schema_importer(config.schema_path, readable_schema)
+    training_schema_importer = _training_schema_importer(config, readable_schema)
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_importer.outputs["schema"],
@@ -214,7 +225,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
 
     transform = FixedBatchTransform(
         examples=example_gen.outputs["examples"],
-        schema=schema_importer.outputs["schema"],
+        schema=training_schema_importer.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         # StatisticsGen already described the raw data; Transform's own
         # pre/post statistics would double its Beam work for nothing here.
@@ -242,7 +253,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
-        schema=schema_importer.outputs["schema"],
+        schema=training_schema_importer.outputs["schema"],
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
         custom_config={
@@ -288,6 +299,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         *baseline,
         statistics_gen,
         schema_importer,
+        training_schema_importer,
         example_validator,
         data_gate,
         transform,

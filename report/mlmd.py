@@ -208,7 +208,8 @@ def _artifact_dict(artifact: mlmd.Artifact) -> dict[str, Any]:
 
 
 def lineage(store: metadata_store.MetadataStore, version: str) -> list[Step]:
-    """Every execution upstream of a pushed version, from the data to the push, plus the data checks.
+    """Every execution upstream of a pushed version, from the data to the push, plus the data checks and the
+    schema they checked against.
 
     The Evaluator's baseline (the model in service it was compared with) is listed
     as its input, not walked: its own lineage is another version's. The data checks
@@ -247,6 +248,9 @@ def lineage(store: metadata_store.MetadataStore, version: str) -> list[Step]:
     for found in candidates.values():  # the push's own run, else the first (a later run was a cache hit)
         chosen = next((c for c in found if push_runs & set(c.run_ids)), found[0])
         seen[chosen.execution_id] = chosen
+        # The contract the data was checked against: ImportSchemaGen's (training reads TrainingSchemaImporter's).
+        for producer in {_producer(store, a["id"]) for a in chosen.inputs.get("schema", [])} - set(seen) - {None}:
+            seen[producer] = step(store, producer)
     return sorted(seen.values(), key=lambda s: s.execution_id)
 
 

@@ -66,7 +66,8 @@ def _append(path: Path, text: str) -> None:
     ("models/features.py", {"Transform", "Trainer"}),
     ("pipeline/components/batched_csv_example_gen.py", {"CsvExampleGen"}),
     ("pipeline/data_files.py", {"CsvExampleGen"}),
-    ("pipeline/components/pinned_import_schema_gen.py", {"ImportSchemaGen"}),
+    ("pipeline/components/pinned_import_schema_gen.py", {"ImportSchemaGen", "TrainingSchemaImporter"}),
+    ("pipeline/training_schema.py", {"ImportSchemaGen", "TrainingSchemaImporter"}),  # the executor imports it
     ("pipeline/components/data_gate.py", {"DataGate"}),
     ("monitoring/distances.py", {"DataGate"}),  # imported inside the gate's drift check
     ("pipeline/components/fixed_batch_transform.py", {"Transform"}),
@@ -166,3 +167,26 @@ def test_a_comment_or_a_layout_edit_to_the_schema_is_the_same_schema(tmp_path) -
     assert configs.parse_schema_text(copy) == configs.parse_schema_text(configs.DEFAULT_SCHEMA)
     edited.write_text(original.replace("threshold: 0.02 }", "threshold: 0.025 }", 1))
     assert configs.content_addressed_schema(str(edited), out) != copy
+
+
+def test_an_edit_only_the_gate_reads_keeps_the_schema_transform_and_the_trainer_see(tmp_path) -> None:
+    """TFX keys Transform and the Trainer on their schema artifact: a drift threshold tuned re-ran both and
+    retrained the same model. They read TrainingSchemaImporter's, whose parameters stay the same."""
+    import local_runner
+    from pipeline.pipeline import create_pipeline
+
+    original = configs.DEFAULT_SCHEMA.read_text()
+    edited = tmp_path / "schema.pbtxt"
+
+    def importers(schema_text: str) -> dict:
+        edited.write_text(schema_text)
+        args = local_runner.build_parser().parse_args(["--output", str(tmp_path / "out"), "--schema", str(edited)])
+        built = create_pipeline(local_runner.build_config(args)).components
+        return {c.id: c.exec_properties for c in built if c.id in ("ImportSchemaGen", "TrainingSchemaImporter")}
+
+    before = importers(original)
+    gate_only = importers(original.replace("threshold: 0.02 }", "threshold: 0.025 }", 1))
+    assert gate_only["TrainingSchemaImporter"] == before["TrainingSchemaImporter"]
+    assert gate_only["ImportSchemaGen"] != before["ImportSchemaGen"]  # the gate reads the new threshold
+    domain = importers(original.replace("int_domain { min: 1 max: 77 }", "int_domain { min: 1 max: 78 }", 1))
+    assert domain["TrainingSchemaImporter"] != before["TrainingSchemaImporter"]  # Transform may read a domain

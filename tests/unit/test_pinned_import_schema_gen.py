@@ -30,3 +30,22 @@ def test_another_schema_at_the_path_stops_the_run_naming_both_hashes(tmp_path: P
     with pytest.raises(ValueError, match=rf"not the schema this pipeline was compiled with .*{compiled_with[:16]}"):
         _import(tmp_path, edited, compiled_with)
     assert not (tmp_path / "out" / "schema.pbtxt").exists()
+
+
+def test_for_training_it_imports_the_schema_without_what_only_the_gate_reads(tmp_path: Path) -> None:
+    from pipeline.configs import parse_schema_text, read_schema
+    from pipeline.training_schema import training_schema_text
+
+    expected = training_schema_text(read_schema(str(DEFAULT_SCHEMA)))
+    artifact = standard_artifacts.Schema()
+    artifact.uri = str(tmp_path / "out")
+    Executor().Do({}, {"schema": [artifact]}, {"schema_file": str(DEFAULT_SCHEMA), "for_training": 1,
+                                               "schema_sha256": hashlib.sha256(expected).hexdigest()})
+    imported = parse_schema_text(str(tmp_path / "out" / "schema.pbtxt"))
+    full = read_schema(str(DEFAULT_SCHEMA))
+    assert any(f.HasField("drift_comparator") for f in full.feature)
+    assert not any(f.HasField("drift_comparator") or f.HasField("skew_comparator") for f in imported.feature)
+    assert [(f.name, f.type, f.presence) for f in imported.feature] == [(f.name, f.type, f.presence) for f in full.feature]
+    with pytest.raises(ValueError, match="not the schema this pipeline was compiled with"):  # pinned to the full file
+        Executor().Do({}, {"schema": [artifact]}, {"schema_file": str(DEFAULT_SCHEMA), "for_training": 1,
+                                                   "schema_sha256": hashlib.sha256(DEFAULT_SCHEMA.read_bytes()).hexdigest()})

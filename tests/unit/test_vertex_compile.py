@@ -65,7 +65,7 @@ def test_every_pipeline_component_is_a_task(compiled: dict) -> None:
     s = vs.load_settings({"project": PROJECT, "region": REGION, "bucket": BUCKET}, env={})
     ids = {c.id for c in create_pipeline(build_config(s)).components}
     tasks = set(_tasks(compiled))
-    assert len(ids) == 10
+    assert len(ids) == 11
     for node_id in ids:
         # The blessed-model Resolver compiles to two resolver tasks named after it.
         assert node_id in tasks or any(t.startswith(f"{node_id}-") for t in tasks), node_id
@@ -75,7 +75,7 @@ def test_every_pipeline_component_is_a_task(compiled: dict) -> None:
 def test_every_container_runs_the_pipeline_image(compiled: dict) -> None:
     executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
     images = {name: spec["container"]["image"] for name, spec in executors.items() if "container" in spec}
-    assert len(images) == 9
+    assert len(images) == 10
     assert set(images.values()) == {IMAGE}
 
 
@@ -139,6 +139,23 @@ def test_the_image_schema_is_pinned_to_this_checkouts_content(compiled: dict) ->
 
     pinned = _constant(compiled, "ImportSchemaGen", "schema_sha256")
     assert pinned == hashlib.sha256(DEFAULT_SCHEMA.read_bytes()).hexdigest()
+
+
+def test_transform_and_the_trainer_read_the_image_schema_without_what_only_the_gate_reads(compiled: dict) -> None:
+    """On Vertex TrainingSchemaImporter makes their schema from the image's where it runs, pinned to what this
+    checkout makes of it: a drift threshold tuned keeps their cache (no training job) and a domain edit does not."""
+    import hashlib
+
+    from pipeline.configs import DEFAULT_SCHEMA, read_schema
+    from pipeline.training_schema import training_schema_text
+
+    assert _constant(compiled, "TrainingSchemaImporter", "schema_file") == "/pipeline/schema/schema.pbtxt"
+    assert _constant(compiled, "TrainingSchemaImporter", "for_training") in (1, "1")
+    pinned = _constant(compiled, "TrainingSchemaImporter", "schema_sha256")
+    assert pinned == hashlib.sha256(training_schema_text(read_schema(str(DEFAULT_SCHEMA)))).hexdigest()
+    for task in ("Transform", "Trainer"):
+        schema_input = compiled["pipelineSpec"]["root"]["dag"]["tasks"][task]["inputs"]["artifacts"]["schema"]
+        assert schema_input["taskOutputArtifact"]["producerTask"] == "TrainingSchemaImporter", task
 
 
 def _thresholds(job: dict) -> dict:
