@@ -189,7 +189,9 @@ def DataGate(  # noqa: N802 - TFX component naming
         datasets = _split_statistics(statistics.uri, split).datasets
         valueless = valueless_features(datasets[0]) if datasets else frozenset()
         problems.extend(describe_anomalies(split, found, valueless))
-        problems.extend(required_but_valueless(split, valueless, schema_file))
+        # TFDV names a column no row holds a value in only when it has no type at all (a STRING column).
+        named = {name for name, info in found.anomaly_info.items() if any(r.type not in RANGE_REASONS for r in info.reason)}
+        problems.extend(required_but_valueless(split, valueless - named, schema_file))
     drift = []
     if baseline_statistics is not None:
         if examples is None or baseline_examples is None:
