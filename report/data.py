@@ -77,7 +77,7 @@ def _feature(feature: statistics_pb2.FeatureNameStatistics, rows: int) -> Featur
     return Feature(name, label, values, max(0, rows - values) if common.max_num_values <= 1 else 0, summary, chart)
 
 
-def describe_anomalies(path: str, dataset=None) -> list[tuple[str, str, str]]:  # noqa: ANN001
+def describe_anomalies(path: str, dataset) -> list[tuple[str, str, str]]:  # noqa: ANN001 - DatasetFeatureStatistics
     """(feature, kinds, description) for every anomaly recorded for one split, read as the gate reads them
     (`dataset`: the split's statistics, for the columns without any value)."""
     if not os.path.isfile(path):
@@ -87,7 +87,7 @@ def describe_anomalies(path: str, dataset=None) -> list[tuple[str, str, str]]:  
     anomalies = anomalies_pb2.Anomalies()
     with open(path, "rb") as handle:
         anomalies.ParseFromString(handle.read())
-    return anomaly_rows(anomalies, valueless_features(dataset) if dataset is not None else frozenset())
+    return anomaly_rows(anomalies, valueless_features(dataset))
 
 
 def data_section(statistics_uri: str | None, anomalies_uri: str | None) -> list[Split]:

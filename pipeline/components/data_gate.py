@@ -82,10 +82,9 @@ def anomaly_rows(anomalies: anomalies_pb2.Anomalies, valueless: frozenset = froz
     return rows
 
 
-def describe_anomalies(split: str, anomalies: anomalies_pb2.Anomalies, valueless: frozenset = frozenset()) -> list:
-    """One line per anomaly: split, feature, kind, description."""
-    return [f"  [{split}] {feature}: {kinds}: {description}"
-            for feature, kinds, description in anomaly_rows(anomalies, valueless)]
+def describe_anomalies(split: str, rows: list) -> list:
+    """One line per anomaly_rows row: split, feature, kind, description."""
+    return [f"  [{split}] {feature}: {kinds}: {description}" for feature, kinds, description in rows]
 
 
 def valueless_features(dataset) -> frozenset:  # noqa: ANN001 - DatasetFeatureStatistics
@@ -188,10 +187,10 @@ def DataGate(  # noqa: N802 - TFX component naming
     for split, found in read_anomalies(anomalies).items():
         datasets = _split_statistics(statistics.uri, split).datasets
         valueless = valueless_features(datasets[0]) if datasets else frozenset()
-        problems.extend(describe_anomalies(split, found, valueless))
+        rows = anomaly_rows(found, valueless)
+        problems.extend(describe_anomalies(split, rows))
         # TFDV names a column no row holds a value in only when it has no type at all (a STRING column).
-        named = {name for name, info in found.anomaly_info.items() if any(r.type not in RANGE_REASONS for r in info.reason)}
-        problems.extend(required_but_valueless(split, valueless - named, schema_file))
+        problems.extend(required_but_valueless(split, valueless - {feature for feature, _, _ in rows}, schema_file))
     drift = []
     if baseline_statistics is not None:
         if examples is None or baseline_examples is None:
