@@ -30,8 +30,9 @@ def forget_lost_pushes(metadata_path: str) -> list[str]:
     from ml_metadata.proto import metadata_store_pb2
 
     from pipeline.components.dedup_pusher import SERVED_DIGEST, served_digest
+    from pipeline.mlmd_store import open_for_update
 
-    store = _open_for_update(metadata_path)
+    store = open_for_update(metadata_path)
     current: dict[str, str | None] = {}  # folder -> hash of its files now (None: gone)
     lost, forgotten = set(), []
     for artifact in store.get_artifacts_by_type("PushedModel"):
@@ -61,16 +62,6 @@ def _served_folder(properties) -> str | None:  # noqa: ANN001 - a protobuf map o
         return properties[IDENTICAL_TO].string_value
     reason = properties["not_pushed_reason"].string_value
     return reason[len(NOT_PUSHED_PREFIX):] if reason.startswith(NOT_PUSHED_PREFIX) else None
-
-
-def _open_for_update(path: str):  # noqa: ANN202 - MetadataStore; ml_metadata is imported lazily
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
-    return metadata_store.MetadataStore(config)
 
 
 def set_aside_orphaned_outputs(config: PipelineConfig) -> str | None:

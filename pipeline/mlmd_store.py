@@ -53,7 +53,6 @@ def _damage(path: str) -> str | None:
 
 
 def open_readonly(path: str):  # noqa: ANN201 - MetadataStore; ml_metadata is imported lazily
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
     if not os.path.isfile(path):
@@ -63,13 +62,27 @@ def open_readonly(path: str):  # noqa: ANN201 - MetadataStore; ml_metadata is im
     problem = sqlite_problem(path)
     if problem:
         raise StoreError(problem)
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     try:
-        return metadata_store.MetadataStore(config)
+        return _sqlite_store(path, metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
     except RuntimeError as error:
         raise StoreError(f"metadata store {path} cannot be opened: {str(error).splitlines()[0][:200]}") from None
+
+
+def open_for_update(path: str):  # noqa: ANN201 - MetadataStore
+    """The store of an existing SQLite file, to write to (MLMD's own errors as they are)."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    return _sqlite_store(path, metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE)
+
+
+def _sqlite_store(path: str, mode: int):  # noqa: ANN202 - MetadataStore
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = mode
+    return metadata_store.MetadataStore(config)
 
 
 def _oldest_first(items: list) -> list:
