@@ -195,8 +195,7 @@ def _already_tried(output: str, data: str, span: int | None, runner_args: Sequen
     except ConfigError as error:  # the run would stop at its flags: say why now, start nothing
         raise TriggerError(str(error)) from None
     what = f"span {span}" if span is not None else f"the data in {data}"
-    stop = up_to_date.stopped_by_the_gate(config, args.rerun)
-    record = up_to_date.repeated_run(config, args.rerun)
+    record, stop = up_to_date.last_runs(config, args.rerun)
     if record is None and stop is not None:
         return (f"{what} was stopped by the data gate at {stop.get('stopped_at', '?')}: {stop.get('why', '?')}; "
                 "not retrying until the data or the pipeline changes")

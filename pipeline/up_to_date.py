@@ -58,16 +58,21 @@ def _state_path(config: PipelineConfig, name: str = STATE_FILE) -> Path:
     return Path(config.pipeline_root) / name
 
 
-def _matching_record(config: PipelineConfig, name: str) -> dict | None:
-    """The record in `name` if it was left by a run of exactly these inputs and outputs; else None."""
-    try:
-        record = json.loads(_state_path(config, name).read_text())
-        code = CodeIndex(known=record.get("code_parsed"))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-    if record.get("fingerprint") != fingerprint(config, code) or record.get("outputs") != _outputs_state(config):
-        return None
-    return record
+def _matching_records(config: PipelineConfig, names: tuple[str, ...]) -> list[dict | None]:
+    """Per name, the record in that file if it was left by a run of exactly these inputs and outputs; else None.
+    The inputs and outputs are hashed once, and only when some record is there to compare with."""
+    records, known = [], {}
+    for name in names:
+        try:
+            record = json.loads(_state_path(config, name).read_text())
+            known.update(record.get("code_parsed") or {})
+        except (OSError, ValueError, TypeError, AttributeError):
+            record = None
+        records.append(record)
+    if not any(records):
+        return [None] * len(records)
+    now = (fingerprint(config, CodeIndex(known=known)), _outputs_state(config))
+    return [r if r and (r.get("fingerprint"), r.get("outputs")) == now else None for r in records]
 
 
 def _write_record(config: PipelineConfig, name: str, **fields) -> None:
@@ -89,7 +94,7 @@ def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
     Its keys: run_id, summary (the lines the run printed), blessed (True,
     False, or None when nothing was evaluated) and not_blessed_because.
     """
-    return _matching_record(config, STATE_FILE)
+    return _matching_records(config, (STATE_FILE,))[0]
 
 
 def repeated_run(config: PipelineConfig, rerun: bool = False) -> dict | None:
@@ -116,7 +121,11 @@ def record_gate_stop(config: PipelineConfig, stopped_at: str, why: str) -> None:
         _write_record(config, GATE_STOP_FILE, stopped_at=stopped_at, why=why)
 
 
-def stopped_by_the_gate(config: PipelineConfig, rerun: bool = False) -> dict | None:
-    """The record of the last run the data gate stopped (stopped_at, why) if this run would repeat it exactly,
-    so meet the same stop; None with --rerun, --no-cache or when anything it depends on changed (--accept-drift)."""
-    return _matching_record(config, GATE_STOP_FILE) if _may_repeat(config, rerun) else None
+def last_runs(config: PipelineConfig, rerun: bool = False) -> tuple[dict | None, dict | None]:
+    """The records of the last completed run and of the last run the data gate stopped (stopped_at, why), each
+    where this run would repeat it exactly (and so meet the same stop); None with --rerun, --no-cache, or when
+    anything it depends on changed (--accept-drift among them)."""
+    if not _may_repeat(config, rerun):
+        return None, None
+    completed, stopped = _matching_records(config, (STATE_FILE, GATE_STOP_FILE))
+    return completed, stopped

@@ -35,17 +35,17 @@ def test_a_setting_that_changes_the_model_is_not_a_repeat(tmp_path) -> None:
 def test_a_run_the_data_gate_stopped_is_known_until_its_inputs_change(tmp_path) -> None:
     """The trigger asks before retrying a span the gate stopped: the same inputs meet the same stop."""
     config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
-    assert up_to_date.stopped_by_the_gate(config) is None
+    assert up_to_date.last_runs(config)[1] is None
     up_to_date.record_gate_stop(config, "2026-11-24 10:00:00", "drift above threshold in 1 feature")
-    assert up_to_date.stopped_by_the_gate(config)["why"] == "drift above threshold in 1 feature"
+    assert up_to_date.last_runs(config)[1]["why"] == "drift above threshold in 1 feature"
     assert up_to_date.repeated_run(config) is None  # a stop is not a completed run: local_runner still runs
     for asks_anyway in (dataclasses.replace(config, accept_drift=True), dataclasses.replace(config, enable_cache=False)):
-        assert up_to_date.stopped_by_the_gate(asks_anyway) is None
-    assert up_to_date.stopped_by_the_gate(config, rerun=True) is None
+        assert up_to_date.last_runs(asks_anyway)[1] is None
+    assert up_to_date.last_runs(config, rerun=True)[1] is None
 
 
 def test_a_gate_stop_that_cannot_be_recorded_is_still_only_a_stop(tmp_path) -> None:
     config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
     (Path(config.pipeline_root) / up_to_date.GATE_STOP_FILE).mkdir(parents=True)  # in the record's place
     up_to_date.record_gate_stop(config, "2026-11-24 10:00:00", "1 anomaly against the schema")
-    assert up_to_date.stopped_by_the_gate(config) is None
+    assert up_to_date.last_runs(config)[1] is None
