@@ -92,7 +92,7 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
             raise ConfigError(f"{flag} is empty: give a path (or leave the flag out for its default)")
     data_root = args.data or data.bundled_taxi_data()
     span, previous_span = spans.choose_spans(data_root, args.span)
-    configs.read_schema(args.schema)  # a ConfigError now, not ImportSchemaGen's failure mid-run
+    schema = configs.read_schema(args.schema)  # a ConfigError now, not ImportSchemaGen's failure mid-run
     try:
         beam_args = tuple(shlex.split(args.beam_args))
     except ValueError as error:
@@ -119,8 +119,7 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
     configs.check_metadata_file(config.metadata_path)
     # Only once every setting is valid does anything get written to the output folder.
     try:
-        schema_copy = configs.content_addressed_schema(args.schema, args.output, write)
-        training_copy = configs.content_addressed_schema(args.schema, args.output, write, training=True)
+        schema_copy, training_copy = configs.content_addressed_schemas(schema, args.output, write)
     except OSError as error:
         raise ConfigError(f"cannot write to the output folder {args.output}: {error.strerror or error}") from None
     return dataclasses.replace(config, schema_path=schema_copy, training_schema_path=training_copy)

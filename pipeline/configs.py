@@ -233,26 +233,27 @@ class PipelineConfig:
             raise ConfigError(f"AUC change tolerance must be in [0, 0.5), got {self.auc_change_tolerance}")
 
 
-def content_addressed_schema(schema_path: str, output_dir: str, write: bool = True, training: bool = False) -> str:
-    """A copy of the schema under a folder named by its hash (write=False: only its path).
+def content_addressed_schemas(schema, output_dir: str, write: bool = True) -> tuple[str, str]:  # noqa: ANN001 - Schema
+    """Copies of a parsed schema under folders named by their hash (write=False: only their paths): the schema
+    for ImportSchemaGen, and the one for TrainingSchemaImporter, without what only the gate reads.
 
     ImportSchemaGen's cache key is the schema *path*: an edited schema.pbtxt at
     the same path would be a cache hit and the old contract would be used.
-    The copy is the schema as the parser reads it, without the file's comments
+    A copy is the schema as the parser reads it, without the file's comments
     and layout, which no component sees: editing those alone keeps the copy.
-    training: the copy for TrainingSchemaImporter, without what only the gate reads.
     """
     from google.protobuf import text_format
 
     from pipeline.training_schema import training_schema_text
 
-    schema = parse_schema_text(schema_path)
-    content = training_schema_text(schema) if training else text_format.MessageToString(schema).encode()
-    target = Path(output_dir) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
-    if write and not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        replace_whole(target, content)
-    return str(target)
+    def copy(content: bytes) -> str:
+        target = Path(output_dir) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
+        if write and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            replace_whole(target, content)
+        return str(target)
+
+    return copy(text_format.MessageToString(schema).encode()), copy(training_schema_text(schema))
 
 
 def local_config(

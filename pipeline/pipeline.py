@@ -152,12 +152,11 @@ def _readable_schema(schema_path: str) -> str | None:
     return schema_path if "://" not in schema_path and os.path.isfile(schema_path) else None
 
 
-def _schema_column_types(schema_path: str, readable: str | None) -> dict:
+def _schema_column_types(schema_path: str, schema: schema_pb2.Schema | None) -> dict:
     """How CsvExampleGen learns the schema's FLOAT and INT columns: listed, from the schema where it can be
-    read here (`readable`, see _readable_schema); else named, for the executor to read where it runs."""
-    if readable is None:
+    read here (`schema`, see _readable_schema); else named, for the executor to read where it runs."""
+    if schema is None:
         return {"schema_file": schema_path}
-    schema = read_schema(readable)
     return {"float_columns": schema_columns(schema, schema_pb2.FLOAT),
             "int_columns": schema_columns(schema, schema_pb2.INT)}
 
@@ -168,10 +167,10 @@ def _schema_importer(schema_path: str, readable: str | None) -> PinnedImportSche
     return PinnedImportSchemaGen(schema_file=schema_path, schema_sha256=pinned).with_id(SCHEMA_IMPORTER)
 
 
-def _training_schema_importer(config: PipelineConfig, readable: str | None) -> PinnedImportSchemaGen:
+def _training_schema_importer(config: PipelineConfig, schema: schema_pb2.Schema | None) -> PinnedImportSchemaGen:
     """The schema as Transform and the Trainer see it (pipeline/training_schema.py), from the copy
     local_runner wrote, or made from the schema where the importer runs; pinned like ImportSchemaGen."""
-    pinned = schema_sha256(training_schema_text(read_schema(readable))) if readable else None
+    pinned = schema_sha256(training_schema_text(schema)) if schema is not None else None
     return PinnedImportSchemaGen(schema_file=config.training_schema_path or config.schema_path, schema_sha256=pinned,
                                  for_training=True).with_id(TRAINING_SCHEMA_IMPORTER)
 
@@ -195,11 +194,12 @@ def _example_gen(config: PipelineConfig, span: int | None, column_types: dict) -
 
 def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     readable_schema = _readable_schema(config.schema_path)
-    column_types = _schema_column_types(config.schema_path, readable_schema)  # both spans' ExampleGens
+    schema = read_schema(readable_schema) if readable_schema else None
+    column_types = _schema_column_types(config.schema_path, schema)  # both spans' ExampleGens
     example_gen = _example_gen(config, config.span, column_types).with_id(EXAMPLE_GEN)
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = _schema_importer(config.schema_path, readable_schema)
-    training_schema_importer = _training_schema_importer(config, readable_schema)
+    training_schema_importer = _training_schema_importer(config, schema)
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_importer.outputs["schema"],

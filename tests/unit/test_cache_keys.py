@@ -162,11 +162,11 @@ def test_a_comment_or_a_layout_edit_to_the_schema_is_the_same_schema(tmp_path) -
     edited = tmp_path / "schema.pbtxt"
     edited.write_text("# Reviewed again.\n" + original.replace("feature {\n", "feature {  # one more note\n\n", 1))
     out = str(tmp_path / "out")
-    copy = configs.content_addressed_schema(str(configs.DEFAULT_SCHEMA), out)
-    assert configs.content_addressed_schema(str(edited), out) == copy
+    copy = configs.content_addressed_schemas(configs.read_schema(str(configs.DEFAULT_SCHEMA)), out)[0]
+    assert configs.content_addressed_schemas(configs.read_schema(str(edited)), out)[0] == copy
     assert configs.parse_schema_text(copy) == configs.parse_schema_text(configs.DEFAULT_SCHEMA)
     edited.write_text(original.replace("threshold: 0.02 }", "threshold: 0.025 }", 1))
-    assert configs.content_addressed_schema(str(edited), out) != copy
+    assert configs.content_addressed_schemas(configs.read_schema(str(edited)), out)[0] != copy
 
 
 def test_an_edit_only_the_gate_reads_keeps_the_schema_transform_and_the_trainer_see(tmp_path) -> None:
