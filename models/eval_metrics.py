@@ -204,56 +204,64 @@ class _HistogramCombiner(calibration_histogram._CalibrationHistogramCombiner):  
     them, and the merged ones again on their way to the writer; its coder
     pickles TFMA's histograms (dataclass Buckets) one bucket at a time: about
     80,000 pickles and as many unpickles in an Evaluator run here. Columns are
-    four lists of numbers, which it writes natively. Merging is TFMA's.
+    four lists of numbers, which it writes natively. In between, the table is a
+    dict key -> [weighted labels, weighted predictions, weighted examples], not
+    TFMA's Bucket dataclasses, which every merge made again from the Columns:
+    adding an example costs a fifth and a merge two thirds of what they did
+    (20 partial tables of 500 examples; a tenth of a second in an Evaluator run).
     """
-
-    def _bucket_index(self, prediction: float) -> float:
-        """The prediction rounded up to KEY_MANTISSA_BITS significant bits (see key_of)."""
-        return key_of(prediction)
-
-    def compact(self, accumulator: dict | Columns) -> Columns:
-        return _columns(_buckets(accumulator).values())
 
     def add_input(self, accumulator: dict | Columns, element: tuple[float, float, float]) -> dict:
         """Files one (label, prediction, example weight) under its key, as TFMA's add_input does in its bucket."""
-        buckets = _buckets(accumulator)
+        table = _table(accumulator)
         label, prediction, weight = element
-        index = self._bucket_index(prediction)
-        if index in buckets:
-            bucket = buckets[index]
-            bucket.weighted_labels += label * weight
-            bucket.weighted_predictions += prediction * weight
-            bucket.weighted_examples += weight
-        else:
-            buckets[index] = calibration_histogram.Bucket(index, label * weight, prediction * weight, weight)
-        return buckets
+        _add(table, key_of(prediction), label * weight, prediction * weight, weight)
+        return table
 
     def merge_accumulators(self, accumulators) -> dict:  # noqa: ANN001 - any iterable of accumulators
-        return super().merge_accumulators(_buckets(accumulator) for accumulator in accumulators)
+        accumulators = iter(accumulators)
+        merged = _table(next(accumulators))
+        for accumulator in accumulators:
+            for key, labels, predictions, examples in _rows(accumulator):
+                _add(merged, key, labels, predictions, examples)
+        return merged
+
+    def compact(self, accumulator: dict | Columns) -> Columns:
+        return _columns(_table(accumulator))
 
     def extract_output(self, accumulator: dict | Columns) -> dict:
-        ((key, buckets),) = super().extract_output(_buckets(accumulator)).items()  # sorted by key
-        return {key: _columns(buckets)}
+        return {self._key: _columns(_table(accumulator), ordered=True)}
 
 
-def _columns(buckets) -> Columns:  # noqa: ANN001 - any iterable of Buckets
-    buckets = list(buckets)
-    return (
-        [bucket.bucket_id for bucket in buckets],
-        [bucket.weighted_labels for bucket in buckets],
-        [bucket.weighted_predictions for bucket in buckets],
-        [bucket.weighted_examples for bucket in buckets],
-    )
+def _add(table: dict, key: float, labels: float, predictions: float, examples: float) -> None:
+    """Adds weighted sums under a key (a new list: merging must not change another accumulator's)."""
+    sums = table.get(key)
+    if sums is None:
+        table[key] = [labels, predictions, examples]
+    else:
+        sums[0] += labels
+        sums[1] += predictions
+        sums[2] += examples
 
 
-def _buckets(accumulator: dict | Columns) -> dict:
-    """TFMA's accumulator (bucket id -> Bucket), from itself or from its compacted lists."""
+def _columns(table: dict, ordered: bool = False) -> Columns:
+    keys = sorted(table) if ordered else list(table)
+    sums = [table[key] for key in keys]
+    return keys, [row[0] for row in sums], [row[1] for row in sums], [row[2] for row in sums]
+
+
+def _table(accumulator: dict | Columns) -> dict:
+    """The accumulator as a table (key -> [labels, predictions, examples]), from itself or from its Columns."""
     if isinstance(accumulator, dict):
         return accumulator
-    return {
-        bucket_id: calibration_histogram.Bucket(bucket_id, labels, predictions, examples)
-        for bucket_id, labels, predictions, examples in zip(*accumulator, strict=True)
-    }
+    return {key: [labels, predictions, examples] for key, labels, predictions, examples in _rows(accumulator)}
+
+
+def _rows(accumulator: dict | Columns):  # noqa: ANN202 - an iterator of (key, labels, predictions, examples)
+    """The accumulator's (key, weighted labels, weighted predictions, weighted examples), from either form."""
+    if isinstance(accumulator, dict):
+        return ((key, *sums) for key, sums in accumulator.items())
+    return zip(*accumulator, strict=True)
 
 
 class _FromHistogram:
