@@ -25,11 +25,18 @@ def header_names(line: str) -> list[str]:
     return next(csv.reader([line.removeprefix(BOM).strip()]), None) or [""]
 
 
+# What Windows' Explorer writes into a folder it shows (thumbnail caches, folder settings), by lower-case name.
+WINDOWS_BOOKKEEPING = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
 def is_hidden(name: str) -> bool:
-    """A name starting with '.': macOS's .DS_Store and ._<file> (AppleDouble), LibreOffice's .~lock.<file>#, an
-    editor's .<file>.swp, Jupyter's .ipynb_checkpoints/. Not data: the checks here, CsvExampleGen (csv_rows.data_files)
-    and both caches' fingerprints leave them out, where TensorFlow's glob of `<folder>/*` matches them."""
-    return name.startswith(".")
+    """A file a system or an editor keeps beside the data, not data: a name starting with '.' (macOS's .DS_Store
+    and ._<file> (AppleDouble), LibreOffice's .~lock.<file>#, an editor's .<file>.swp, Jupyter's
+    .ipynb_checkpoints/), with '~$' (the owner file Excel and Word write beside a file they have open:
+    ~$data.csv) or Windows Explorer's Thumbs.db and desktop.ini. The checks here, CsvExampleGen
+    (csv_rows.data_files) and both caches' fingerprints leave them out, where TensorFlow's glob of `<folder>/*`
+    matches them."""
+    return name.startswith((".", "~$")) or name.lower() in WINDOWS_BOOKKEEPING
 
 
 def is_csv(name: str) -> bool:

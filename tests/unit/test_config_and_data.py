@@ -137,13 +137,17 @@ def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_p
 
 
 def _hidden_junk(folder: Path) -> None:
-    """What a Mac, LibreOffice and vim leave beside a CSV: none of it CSV, none of it readable as the table."""
+    """What a Mac, LibreOffice, vim, Windows and Excel leave beside a CSV: none of it readable as the table."""
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1\0" + bytes(range(256)))
     (folder / "._a.csv").write_bytes(b"\0\5\x16\7\0\2\0\0Mac OS X        " + bytes(range(256)))  # AppleDouble
     (folder / ".~lock.a.csv#").write_text("Jane Doe,jane,host,01.01.2026 10:00,file:///home/jane;\n")
     (folder / ".a.csv.swp").write_bytes(b"b0VIM 9.0\0" + bytes(range(256)))
     (folder / ".ipynb_checkpoints").mkdir()  # a hidden folder (Jupyter's), with a CSV of another table inside
     (folder / ".ipynb_checkpoints" / "a-checkpoint.csv").write_text("x,y\n1,2\n")
+    # what Windows and Office leave: Explorer's thumbnail cache and folder settings, Excel's owner file of a.csv
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)))
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]\nIconResource=C:\\x.ico,0\n")
+    (folder / "~$a.csv").write_bytes(b"\x08Jane Doe" + bytes(150))
 
 
 def test_hidden_files_in_a_data_folder_are_left_out(tmp_path):
