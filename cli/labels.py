@@ -12,6 +12,7 @@ import click
 
 from cli.common import (
     EXIT_FAILED,
+    EXIT_NOT_NOW,
     EXIT_OK,
     CliError,
     FiniteFloatRange,
@@ -80,6 +81,8 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
             if healthy is not None:
                 check = all_checks(check, healthy)
             after = getattr(labels, action)(deployment, check, version)
+    except labels.NothingToPromoteYet as error:
+        raise CliError(f"{action}: {error}; labels unchanged", EXIT_NOT_NOW) from None
     except labels.LabelError as error:
         raise CliError(f"{action}: {error}; labels unchanged") from None
     if as_json:
@@ -93,7 +96,10 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
     return EXIT_OK
 
 
-@click.command(epilog="Exit codes: 0 promoted; 1 refused (not pushed, not blessed, not loaded, not healthy yet), nothing changed.")
+@click.command(epilog="Exit codes: 0 promoted; 1 refused (not pushed, not blessed, not loaded, not healthy), nothing "
+                      "changed; 3 nothing to promote yet (no canary label; with --if-healthy, fewer requests than "
+                      "--min-requests so far), nothing changed: a job that runs it every few minutes can count 3 as "
+                      "success (systemd: SuccessExitStatus=3).")
 @output_option
 @model_option
 @config_option

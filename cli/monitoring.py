@@ -12,6 +12,7 @@ import click
 
 from cli.common import (
     EXIT_FAILED,
+    EXIT_NOT_NOW,
     EXIT_OK,
     CliError,
     FiniteFloatRange,
@@ -23,8 +24,6 @@ from cli.common import (
     verbosity_options,
 )
 from cli.labels import check_existing, config_option, model_option
-
-EXIT_BUSY = 3
 
 
 class NothingToJudge(UsageProblem):
@@ -180,7 +179,7 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
             return EXIT_OK
         code = trig.run(decision, output, data, runner_args)
     except trig.TriggerBusy as error:
-        raise CliError(str(error), EXIT_BUSY) from None
+        raise CliError(str(error), EXIT_NOT_NOW) from None
     except trig.RunTimedOut as error:
         raise CliError(str(error)) from None
     except trig.TriggerError as error:  # bad data folder or span, the model in service, an unwritable lock or log

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import httpx
 
-from monitoring.labels import LabelError
+from monitoring.labels import LabelError, NothingToPromoteYet
 from monitoring.lineage import LineageError, version_record
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -148,9 +148,11 @@ class Health:
     errors: int
     p95_seconds: float | None
 
-    def verdict(self, min_requests: int, max_error_rate: float, max_p95_seconds: float) -> tuple[bool, str]:
+    def verdict(self, min_requests: int, max_error_rate: float, max_p95_seconds: float) -> tuple[bool | None, str]:
+        """(True, what it served) healthy; (False, the bound it failed) not; (None, how far it is) too few requests
+        to judge yet."""
         if self.requests < min_requests:
-            return False, f"only {self.requests} of {min_requests} requests served so far"
+            return None, f"only {self.requests} of {min_requests} requests served so far ({self.errors} errors)"
         rate = self.errors / self.requests
         if rate > max_error_rate:
             return False, f"error rate {rate:.3%} > {max_error_rate:.3%}"
@@ -201,9 +203,12 @@ def health(url: str, model: str, version: int) -> Health:
 
 
 def healthy_check(url: str, model: str, min_requests: int, max_error_rate: float, max_p95_seconds: float) -> callable:
-    """Refuses a version that has not yet served min_requests, or served them with too many errors or too slowly."""
+    """Refuses a version that served min_requests with too many errors or too slowly; one that has not served
+    them yet is NothingToPromoteYet."""
     def check(version: int) -> None:
         ok, why = health(url, model, version).verdict(min_requests, max_error_rate, max_p95_seconds)
+        if ok is None:
+            raise NothingToPromoteYet(f"version {version} cannot be judged yet at {url}: {why}")
         if not ok:
             raise LabelError(f"version {version} is not healthy enough at {url}: {why}")
     return check

@@ -33,6 +33,11 @@ class LabelError(RuntimeError):
     """A label change that must not happen; nothing was written."""
 
 
+class NothingToPromoteYet(LabelError):
+    """Not a refusal: no canary is under test, or it has not served enough requests to be judged. A job that
+    promotes every few minutes meets this most of the time; nothing was written."""
+
+
 @dataclasses.dataclass
 class Deployment:
     """Where one model's versions and labels live."""
@@ -302,7 +307,7 @@ def promote(deployment: Deployment, check: Check, version: int | None = None) ->
         before = deployment.labels()
         target = version if version is not None else before.get(CANARY)
         if target is None:
-            raise LabelError(f"no canary label in {deployment.config_path}: nothing to promote")
+            raise NothingToPromoteYet(f"no canary label in {deployment.config_path}: nothing to promote")
         if target not in deployment.pushed():
             raise LabelError(f"cannot promote version {target}: it is not in {deployment.push_dir} "
                              f"(pushed: {deployment.pushed()[-5:] or 'none'})")

@@ -135,8 +135,8 @@ def test_monitor_retrain_canary_promote_degraded_rollback(tmp_path: Path) -> Non
         assert degraded.returncode == 0, degraded.stdout + degraded.stderr[-2000:]
         assert "model: NOT blessed" in degraded.stdout
         assert max(map(int, pushed_versions(output))) == v2 and _labels(output) == {"stable": v2}
-        refused = _cli("promote", "--output", str(output), "--url", url)
-        assert refused.returncode == 1 and "no canary label" in refused.stderr
+        nothing = _cli("promote", "--output", str(output), "--url", url)  # no canary: not now, not a refusal
+        assert nothing.returncode == 3 and "no canary label" in nothing.stderr
 
         # Rollback while clients keep calling the stable label: no request fails.
         failures: list[str] = []

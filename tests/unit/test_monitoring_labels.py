@@ -11,7 +11,7 @@ import pytest
 from cli.main import main
 from monitoring import labels
 from monitoring.canary import healthy_check, loaded_check, wait_for_label
-from monitoring.labels import Deployment, LabelError
+from monitoring.labels import Deployment, LabelError, NothingToPromoteYet
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
 
@@ -178,26 +178,44 @@ def test_promote_if_healthy_waits_for_enough_good_fast_canary_requests(tmp_path:
             limits = {"min_requests": 10, "max_error_rate": 0.2, "max_p95_seconds": 5.0, **bounds}
             labels.promote(d, healthy_check(srv.url, "toy", **limits))
 
-        with pytest.raises(LabelError, match="only 0 of 10 requests"):
+        # too few requests is not a refusal but "not yet": a cron job meets it until the canary has served enough
+        with pytest.raises(NothingToPromoteYet, match="cannot be judged yet .* only 0 of 10 requests"):
             promote()
         for row in [ROW] * 6 + [{"instances": [{"x": "not a number", "s": "a"}]}] * 3:
             http.post("/v1/models/toy/labels/canary:predict", json=row)
         http.post("/v1/models/toy/labels/stable:predict", json=ROW)  # the stable version's, not counted
-        with pytest.raises(LabelError, match="only 9 of 10"):
+        with pytest.raises(NothingToPromoteYet, match=r"only 9 of 10 requests served so far \(3 errors\)"):
             promote()
         http.post("/v1/models/toy/labels/canary:predict", json=ROW)
-        with pytest.raises(LabelError, match=r"error rate 30\.000% > 20\.000%"):
+        with pytest.raises(LabelError, match=r"error rate 30\.000% > 20\.000%") as unhealthy:
             promote()
+        assert not isinstance(unhealthy.value, NothingToPromoteYet)  # judged, and refused
         for _ in range(6):
             http.post("/v1/models/toy/labels/canary:predict", json=ROW)
-        with pytest.raises(LabelError, match="p95 latency"):
+        with pytest.raises(LabelError, match="p95 latency") as slow:
             promote(max_p95_seconds=1e-9)
+        assert not isinstance(slow.value, NothingToPromoteYet)
         assert d.config_path.read_text() == before
         promote()  # 3 errors in 16 requests
         assert d.labels() == {"stable": 3}
     # the CLI refuses the combination that cannot read the metrics
     assert main(["promote", "--output", str(tmp_path), "--model", "toy", "--if-healthy", "--offline"]) == 2
     assert "--if-healthy reads the server's metrics" in capsys.readouterr().err
+
+
+def test_promote_with_no_canary_exits_3_not_now_and_a_refusal_exits_1(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """A job that runs `promote --if-healthy` every few minutes finds no canary most of the time: that is exit 3
+    (nothing to promote yet, as for a canary not judged yet), told apart from a refusal (exit 1)."""
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    before = d.config_path.read_text()
+    assert main(["promote", "--output", str(tmp_path), "--model", "toy", "--offline"]) == 3
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: promote: no canary label in {d.config_path}: nothing to promote; labels unchanged"]
+    assert main(["promote", "--output", str(tmp_path), "--model", "toy", "--offline", "--version", "1"]) == 1
+    assert "version 1 is already stable" in capsys.readouterr().err
+    assert d.config_path.read_text() == before
 
 
 @pytest.mark.parametrize("action", ["promote", "rollback"])
