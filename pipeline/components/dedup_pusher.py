@@ -1,4 +1,4 @@
-"""A Pusher that does not push a model identical to the latest pushed version.
+"""A Pusher that does not push a model identical to the latest pushed version, and pushes whole versions.
 
 After the first blessed run, TFX's Resolver hands the Evaluator that same
 model as baseline, so the next run re-validates the model against itself,
@@ -11,6 +11,9 @@ captured tensors, which carry counters global to the process that exported
 them (see `_canonical_graph`). So a `--no-cache` run of unchanged data, which trains
 the same weights, pushes nothing either.
 
+A pushed version appears whole or not at all (copy_version), and its number
+is higher than every earlier push even when the clock is behind (next_version).
+
 Either way the PushedModel records the version folder that serves the model
 (`pushed_destination`, or `identical_to`) and the hash of its files
 (`served_digest`): before a run, pipeline/lost_outputs.py forgets a push whose
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import time
 from collections import defaultdict
 
 from tfx.components.pusher import executor as pusher_executor
@@ -34,6 +39,7 @@ from pipeline.fingerprints import files_digest
 # At a SavedModel's root: its graph, and a file of hashes of the graph and the variables.
 GRAPH_FILE = "saved_model.pb"
 DERIVED_FILES = {"fingerprint.pb"}
+STAGING_PREFIX = ".pushing-"  # a version folder being copied (see copy_version)
 _TRACE_UID = re.compile(r"^(.*)_(\d+)$")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 # A captured tensor's argument is named after the eager tensor's id, another process-wide counter.
@@ -113,20 +119,60 @@ def latest_version_dir(base: str) -> str | None:
     return os.path.join(base, max(complete, key=int)) if complete else None
 
 
+def next_version(base: str, now: float | None = None) -> int:
+    """The Unix time in seconds (TFX's version), or one past the highest version in `base` when that is not
+    below it (a clock set back, two pushes in one second): each push gets a higher number than every earlier
+    one, which is what TF Serving's `latest` policy and the identical-model check take for the newest."""
+    existing = [int(v.rstrip("/")) for v in fileio.listdir(base) if v.rstrip("/").isdigit()] if fileio.isdir(base) else []
+    return max(int(time.time() if now is None else now), max(existing, default=0) + 1)
+
+
+def copy_version(model_path: str, base: str, version: int) -> str:
+    """Copies a SavedModel into `<base>/<version>/` so that a server never sees part of it.
+
+    Locally into `<base>/.pushing-<version>/` (a name no server takes for a version) and then renamed: a run
+    killed mid-copy leaves only that, which the next push removes; TFX's copy into the version folder itself
+    left a folder without saved_model.pb that a `latest` policy would try to serve. On an object store
+    (gs://), where a folder cannot be renamed, TFX's order: saved_model.pb last, the file TF Serving waits for.
+    """
+    serving_path = os.path.join(base, str(version))
+    if "://" in base:
+        io_utils.copy_dir(model_path, serving_path, deny_regex_patterns=[re.escape(GRAPH_FILE)])
+        io_utils.copy_file(os.path.join(model_path, GRAPH_FILE), os.path.join(serving_path, GRAPH_FILE))
+        return serving_path
+    os.makedirs(base, exist_ok=True)
+    for name in os.listdir(base):
+        if name.startswith(STAGING_PREFIX):  # what a killed push left
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    staging = os.path.join(base, f"{STAGING_PREFIX}{version}")
+    io_utils.copy_dir(model_path, staging)
+    os.rename(staging, serving_path)
+    return serving_path
+
+
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):  # noqa: ANN001, N802 - TFX executor API
+        self._log_startup(input_dict, output_dict, exec_properties)
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
-        latest = latest_version_dir(destination.filesystem.base_directory) if destination.HasField("filesystem") else None
+        if not destination.HasField("filesystem"):
+            super().Do(input_dict, output_dict, exec_properties)
+            return
+        base = destination.filesystem.base_directory
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-        if latest and self.CheckBlessing(input_dict):
-            if same_model(self.GetModelPath(input_dict), latest):
-                self._MarkNotPushed(model_push)
-                model_push.set_string_custom_property("not_pushed_reason", f"identical to {latest}")
-                model_push.set_string_custom_property(IDENTICAL_TO, latest)
-                model_push.set_string_custom_property(SERVED_DIGEST, served_digest(latest))
-                return
-        super().Do(input_dict, output_dict, exec_properties)
-        if model_push.has_custom_property(PUSHED_DESTINATION):
-            destination = model_push.get_string_custom_property(PUSHED_DESTINATION)
-            model_push.set_string_custom_property(SERVED_DIGEST, served_digest(destination))
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return
+        model_path = self.GetModelPath(input_dict)
+        latest = latest_version_dir(base)
+        if latest and same_model(model_path, latest):
+            self._MarkNotPushed(model_push)
+            model_push.set_string_custom_property("not_pushed_reason", f"identical to {latest}")
+            model_push.set_string_custom_property(IDENTICAL_TO, latest)
+            model_push.set_string_custom_property(SERVED_DIGEST, served_digest(latest))
+            return
+        version = next_version(base)
+        serving_path = copy_version(model_path, base, version)
+        io_utils.copy_dir(model_path, model_push.uri)  # TFX's archive copy of what was pushed
+        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
+        model_push.set_string_custom_property(SERVED_DIGEST, served_digest(serving_path))

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 
-from pipeline.components.dedup_pusher import same_model
+from pipeline.components import dedup_pusher
+from pipeline.components.dedup_pusher import copy_version, latest_version_dir, next_version, same_model
 
 
 def _export(path: Path, scale: float = 1.0, weights: tuple = (1.0, 2.0), traces_before: int = 0) -> Path:
@@ -47,3 +49,35 @@ def test_an_extra_or_missing_file_is_a_different_model(tmp_path: Path) -> None:
     (again / "assets" / "vocabulary.txt").write_text("Cash\n")
     assert not same_model(str(again), str(first))
     assert not same_model(str(first), str(again))
+
+
+def test_a_push_killed_mid_copy_leaves_no_version_folder_and_the_next_push_clears_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TFX copied into <base>/<version>/ itself: a run killed mid-copy left a version folder without
+    saved_model.pb, never removed, that a server's `latest` policy would try to load."""
+    model = _export(tmp_path / "model")
+    base = tmp_path / "serving_model" / "taxi"
+    copy_dir = dedup_pusher.io_utils.copy_dir
+
+    def killed(source: str, destination: str, **kwargs) -> None:  # noqa: ANN003
+        copy_dir(str(model / "variables"), destination + "/variables")
+        raise KeyboardInterrupt  # as a Ctrl-C or a kill lands between two files
+
+    monkeypatch.setattr(dedup_pusher.io_utils, "copy_dir", killed)
+    with pytest.raises(KeyboardInterrupt):
+        copy_version(str(model), str(base), 100)
+    assert [p.name for p in base.iterdir()] == [".pushing-100"]  # no version a server would see
+    monkeypatch.setattr(dedup_pusher.io_utils, "copy_dir", copy_dir)
+    pushed = copy_version(str(model), str(base), 101)
+    assert [p.name for p in base.iterdir()] == ["101"] and pushed == str(base / "101")
+    assert same_model(pushed, str(model)) and latest_version_dir(str(base)) == pushed
+
+
+def test_a_new_version_is_numbered_above_every_earlier_one_whatever_the_clock(tmp_path: Path) -> None:
+    base = tmp_path / "taxi"
+    assert next_version(str(base), now=1_700_000_000.9) == 1_700_000_000  # TFX's: the Unix time in seconds
+    (base / "1700000000").mkdir(parents=True)
+    (base / ".pushing-1800000000").mkdir()  # not a version
+    assert next_version(str(base), now=1_700_000_000.5) == 1_700_000_001  # a second push in the same second
+    assert next_version(str(base), now=1_600_000_000) == 1_700_000_001  # a clock a day or a year behind
+    assert next_version(str(base), now=1_800_000_000) == 1_800_000_000
