@@ -179,8 +179,18 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
         return EXIT_OK
 
-    from pipeline.lost_outputs import set_aside_orphaned_outputs
+    from pipeline.lost_outputs import moved_from, set_aside_orphaned_outputs
 
+    output = os.path.dirname(config.pipeline_root)
+    original = moved_from(config)
+    if original:
+        how = ("is a copy of" if os.path.isdir(original) else "was moved from")
+        print(f"error: {output} {how} {original}: its {os.path.basename(config.metadata_path)} records the outputs "
+              f"of past runs by their paths there, so a run here would "
+              f"{'read and build on that folder' if how == 'is a copy of' else 'fail on outputs that are gone'}; "
+              f"run with --output {original}{'' if how == 'is a copy of' else ' after moving it back'}, "
+              "or start a new output folder", file=sys.stderr)
+        return EXIT_USAGE
     orphaned = set_aside_orphaned_outputs(config)
     if orphaned:
         print(f"{config.metadata_path} is gone: the outputs of the runs it recorded are moved to {orphaned} "

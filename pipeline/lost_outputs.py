@@ -11,6 +11,9 @@ MLMD numbers executions, and so the output folders under pipeline_root/, from
 1: with metadata.sqlite deleted, the next run wrote into the old run's folders
 and failed ("file already exists"). set_aside_orphaned_outputs moves those
 outputs aside; the run then starts a new history.
+
+MLMD records every output by its absolute path: an output folder moved or
+copied elsewhere holds a store whose outputs are in the old place (moved_from).
 """
 from __future__ import annotations
 
@@ -75,3 +78,23 @@ def set_aside_orphaned_outputs(config: PipelineConfig) -> str | None:
     target = f"{root}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}"
     os.rename(root, target)
     return target
+
+
+def moved_from(config: PipelineConfig) -> str | None:
+    """The output folder this one's MLMD store recorded its outputs under, when that is another folder: the
+    output folder was moved (a run fails reading outputs that are gone) or copied (a run would read and build on
+    the original's outputs, and break when that is deleted)."""
+    if not config.metadata_path or not os.path.isfile(config.metadata_path) or not os.path.getsize(config.metadata_path):
+        return None
+    from pipeline.mlmd_store import StoreError, open_readonly
+
+    try:
+        store = open_readonly(config.metadata_path)
+    except StoreError:
+        return None  # the run reports a damaged store itself
+    output = os.path.dirname(config.pipeline_root)
+    # A component's output: <output>/pipeline_root/<node id>/<output key>/<execution id>
+    marker = os.sep + os.path.basename(config.pipeline_root) + os.sep
+    recorded = {a.uri.rpartition(marker)[0] for a in store.get_artifacts() if marker in a.uri}
+    elsewhere = sorted(folder for folder in recorded if os.path.realpath(folder) != os.path.realpath(output))
+    return elsewhere[-1] if elsewhere else None

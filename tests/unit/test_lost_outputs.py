@@ -119,6 +119,36 @@ def test_outputs_left_without_their_metadata_store_are_set_aside(tmp_path) -> No
     assert Path(moved).parent == Path(config.pipeline_root).parent
 
 
+def test_an_output_folder_moved_or_copied_is_named_with_where_its_store_recorded_the_outputs(tmp_path) -> None:
+    """MLMD records outputs by absolute path: after `mv tfx_output elsewhere` every run failed in the Evaluator
+    ('SavedModel file does not exist at <old path>'); a copy silently built on the original's outputs."""
+    import shutil
+
+    from pipeline import lost_outputs
+
+    def config_of(output: Path) -> configs.PipelineConfig:
+        return configs.local_config(bundled_taxi_data(), str(output))
+
+    original = tmp_path / "out"
+    config = config_of(original)
+    assert lost_outputs.moved_from(config) is None  # no store yet
+    original.mkdir()
+    store = _store(Path(config.metadata_path))
+    type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Model"))
+    uri = Path(config.pipeline_root) / "Trainer" / "model" / "7"
+    store.put_artifacts([metadata_store_pb2.Artifact(type_id=type_id, uri=str(uri), state=LIVE)])
+    _push(store, _version(original / "serving_model" / "taxi"), pushed=True)  # its archive: under serving_model
+    del store
+    assert lost_outputs.moved_from(config) is None  # in place
+    (tmp_path / "link").symlink_to(original)
+    assert lost_outputs.moved_from(config_of(tmp_path / "link")) is None  # the same folder by another path
+
+    shutil.copytree(original, tmp_path / "copy")
+    assert lost_outputs.moved_from(config_of(tmp_path / "copy")) == str(original)
+    os.rename(original, tmp_path / "moved")
+    assert lost_outputs.moved_from(config_of(tmp_path / "moved")) == str(original)
+
+
 def test_the_pusher_and_the_checks_hash_a_version_folder_alike(tmp_path) -> None:
     """The Pusher records served_digest through TFX's file system layer (gs:// on Vertex); the checks here
     read local folders: the same folder must give the same hash, or every push would look changed."""
