@@ -262,6 +262,11 @@ def local_config(
     **overrides: object,
 ) -> PipelineConfig:
     """The config for a local run: everything lives under one output folder."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", output_dir)
+    if scheme:
+        raise ConfigError(f"--output {output_dir}: a local run writes to a folder on this machine (its MLMD store is "
+                          "a SQLite file), not a URI; " + ("give the path without file://" if scheme[1] == "file" else
+                          "to write to Cloud Storage run on Vertex AI (vertex_runner.py)"))
     output = os.path.abspath(output_dir)
     char = glob_char_in(output, GLOB_SYNTAX + WILDCARDS)
     if char:

@@ -231,10 +231,10 @@ def test_an_unreadable_gzip_file_is_one_line_exit_2(tmp_path, damage, reason):
     assert not (tmp_path / "out").exists()
 
 
-def _local_runner(*args: str, one_line: bool = True) -> subprocess.CompletedProcess:
+def _local_runner(*args: str, one_line: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """local_runner.py as a user runs it; by default asserts that stderr says one line."""
     done = subprocess.run([sys.executable, str(ROOT / "local_runner.py"), *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
     assert not one_line or len(done.stderr.strip().splitlines()) == 1, done.stderr
     return done
 
@@ -445,3 +445,13 @@ def test_an_output_path_read_as_a_pattern_is_one_line_exit_2(tmp_path):
     assert done.returncode == 2
     assert f"--output {output} has '[' in its path" in done.stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize("uri, hint", [("gs://bucket/runs", "run on Vertex AI"), ("file://{tmp}/out", "without file://")])
+def test_an_output_uri_is_one_line_exit_2_not_a_local_folder_named_after_it(tmp_path, uri, hint):
+    """`--output gs://bucket/x` ran the whole pipeline into ./gs:/bucket/x and exited 0."""
+    uri = uri.format(tmp=tmp_path)
+    done = _local_runner("--output", uri, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: --output {uri}: a local run writes to a folder") and hint in done.stderr
+    assert done.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
