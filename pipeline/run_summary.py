@@ -145,6 +145,8 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     name = failure.metric_key.name.upper() if failure.metric_key.name == "auc" else failure.metric_key.name
     value = failure.metric_value.double_value.value
     threshold = failure.metric_threshold
+    if failure.metric_key.is_diff and math.isnan(value):  # AUC has no value on one class: nor its difference
+        return f"{name} could not be compared with the serving model's: {ONE_CLASS}"
     if failure.metric_key.is_diff:
         return f"{name} fell {_drop(abs(value))} below the serving model (allowed: {_allowed_drop(threshold)})"
     bound = threshold.value_threshold.lower_bound.value

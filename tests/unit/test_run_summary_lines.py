@@ -80,3 +80,18 @@ def test_a_refusal_on_single_class_labels_says_so(name: str, bound: float, words
     failure.metric_value.double_value.value = math.nan
     failure.metric_threshold.value_threshold.lower_bound.value = bound
     assert run_summary._failure_words(failure) == words
+
+
+def test_a_comparison_with_the_serving_model_on_single_class_labels_says_so_not_nan() -> None:
+    """An eval split of one label class after a blessed model: the run said `AUC fell nan below the serving model`."""
+    from tensorflow_model_analysis.proto import validation_result_pb2
+
+    from pipeline import run_summary
+
+    failure = validation_result_pb2.ValidationFailure()
+    failure.metric_key.name = "auc"
+    failure.metric_key.is_diff = True
+    failure.metric_value.double_value.value = math.nan
+    failure.metric_threshold.change_threshold.absolute.value = -1e-10
+    assert run_summary._failure_words(failure) == (
+        "AUC could not be compared with the serving model's: every eval example has the same label")
