@@ -8,10 +8,12 @@ Exit codes: 0 the run completed (blessed or not); 1 the run failed;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -341,7 +343,14 @@ def _report(config: configs.PipelineConfig, log_path: str, enabled: bool) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+        signal.signal(signal.SIGTERM, _interrupt)
     return execute(parse_args(argv))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (timeout(1), systemd, kill) ends a run as Ctrl-C does: one line, what completed stays cached."""
+    raise KeyboardInterrupt
 
 
 def execute(args: argparse.Namespace) -> int:
