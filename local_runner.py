@@ -176,8 +176,8 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     record = up_to_date.repeated_run(config, rerun)
     if record:
         print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
-              "every component would be a cache hit; nothing to do (--rerun to let TFX check)")
-        print("\n".join(record["summary"]))
+              "every component would be a cache hit; nothing to do (--rerun to let TFX check). That run said:")
+        print("\n".join("  " + line for line in record["summary"]))  # indented: its `pushed: version` was then
         _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
         return EXIT_OK
 

@@ -42,6 +42,8 @@ def test_identical_rerun_pushes_nothing_new(trained_output):
     fast = run_local(trained_output)
     assert fast.returncode == 0, fast.stderr
     assert "nothing changed since run" in fast.stdout
+    # the last run's summary, which says it pushed, is quoted indented: a line `pushed: version` is a push now
+    assert "  pushed: " in fast.stdout and not fast.stdout.count("\npushed:"), fast.stdout
     # Let TFX itself decide: everything upstream of the Evaluator is a cache hit,
     # and the model (identical to the pushed one) is not pushed again.
     checked = run_local(trained_output, "--rerun")
