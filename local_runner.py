@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-error-reduction", type=float, default=defaults["min_error_reduction"].default,
                         help="share of the errors of always answering the majority class a blessed model must "
                              "remove, at threshold 0.5 (default: %(default)s)")
+    parser.add_argument("--calibration-tolerance", type=float, default=defaults["calibration_tolerance"].default,
+                        help="a blessed model's calibration (mean prediction / observed big-tip rate) must lie "
+                             "within [1/(1+X), 1+X] (default: %(default)s, 0.80 to 1.25)")
     parser.add_argument("--beam-args", default=" ".join(configs.DEFAULT_LOCAL_BEAM_ARGS),
                         help="Beam pipeline args, one quoted string (default: %(default)r)")
     parser.add_argument("--span", type=int, default=None,
@@ -112,6 +115,7 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
         auc_threshold=args.auc_threshold,
         auc_change_tolerance=args.auc_change_tolerance,
         min_error_reduction=args.min_error_reduction,
+        calibration_tolerance=args.calibration_tolerance,
         beam_pipeline_args=beam_args,
         enable_cache=not args.no_cache,
         span=span,

@@ -406,6 +406,8 @@ def metric_config(metric: type, **fields) -> tfma.MetricConfig:  # noqa: ANN003 
     return tfma.MetricConfig(class_name=metric.__name__, module=metric.__module__, **fields)
 
 
-def metric_configs() -> list[tfma.MetricConfig]:
-    """Accuracy, precision, recall and calibration; AUC takes its thresholds, so the caller names it."""
-    return [metric_config(cls) for cls in HISTOGRAM_METRICS]
+def metric_configs(thresholds: dict[type, list] | None = None) -> list[tfma.MetricConfig]:
+    """Accuracy, precision, recall and calibration, with `thresholds` (metric class -> its per-slice thresholds);
+    AUC takes a baseline comparison too, so the caller names it."""
+    thresholds = thresholds or {}
+    return [metric_config(cls, per_slice_thresholds=thresholds.get(cls, [])) for cls in HISTOGRAM_METRICS]

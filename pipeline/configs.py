@@ -183,6 +183,8 @@ class PipelineConfig:
     auc_change_tolerance: float = 0.0
     # Share of the base rate's errors (always answering the majority class) a blessed model must remove.
     min_error_reduction: float = 0.10
+    # Calibration (sum of predictions / sum of labels) a blessed model must keep within [1/(1+t), 1+t].
+    calibration_tolerance: float = 0.25
     beam_pipeline_args: tuple[str, ...] = DEFAULT_LOCAL_BEAM_ARGS
     enable_cache: bool = True
     # The interpreter and installed packages (fingerprints.environment()), in every component's cache key;
@@ -229,6 +231,9 @@ class PipelineConfig:
         if not 0.0 < self.min_error_reduction <= 1.0:
             raise ConfigError(f"min error reduction must be in (0, 1], got {self.min_error_reduction} "
                               "(at 0 a model no better than always answering 'no' could be blessed)")
+        if not 0.0 < self.calibration_tolerance <= 10.0:
+            raise ConfigError(f"calibration tolerance must be in (0, 10], got {self.calibration_tolerance} "
+                              "(calibration must lie within [1/(1+X), 1+X]: 0.25 allows 0.80 to 1.25)")
         if not 0.0 <= self.auc_change_tolerance < 0.5:
             raise ConfigError(f"AUC change tolerance must be in [0, 0.5), got {self.auc_change_tolerance}")
 

@@ -85,8 +85,13 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                             tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
                         ],
                     ),
-                    # Accuracy, precision, recall and calibration, read off AUC's histogram.
-                    *eval_metrics.metric_configs(),
+                    # Accuracy, precision, recall and calibration, read off AUC's histogram. A model whose
+                    # probabilities sit far from the observed rate is not blessed however well it ranks.
+                    *eval_metrics.metric_configs({eval_metrics.HistogramCalibration: [tfma.PerSliceMetricThreshold(
+                        slicing_specs=[tfma.SlicingSpec()],
+                        threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                            lower_bound={"value": 1 / (1 + config.calibration_tolerance)},
+                            upper_bound={"value": 1 + config.calibration_tolerance})))]}),
                     # A model must beat answering "no big tip" everywhere by a margin, whatever its AUC.
                     eval_metrics.metric_config(
                         eval_metrics.BaseRateErrorReduction,

@@ -150,6 +150,11 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     if failure.metric_key.is_diff:
         return f"{name} fell {_drop(abs(value))} below the serving model (allowed: {_allowed_drop(threshold)})"
     bound = threshold.value_threshold.lower_bound.value
+    if threshold.value_threshold.HasField("upper_bound"):  # a range (calibration)
+        required = _required(threshold.value_threshold)
+        if math.isnan(value):
+            return f"{name} could not be computed: {ONE_CLASS} (required {required})"
+        return f"{name} {value:.4f} not {required}"
     if failure.metric_key.name == BASE_RATE_METRIC and not math.isnan(value):
         return (f"removes {value:.1%} of the errors of always answering the majority class "
                 f"(< required {bound:.0%})")
@@ -159,6 +164,13 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
                     f"(required: removes >= {bound:.0%})")
         return f"{name} could not be computed: {ONE_CLASS} (required >= {bound:.2f})"
     return f"{name} {value:.4f} < required {bound:.2f}"
+
+
+def _required(bounds) -> str:  # noqa: ANN001 - tfma GenericValueThreshold
+    """A value threshold in words: `>= 0.90`, or `within [0.80, 1.25]` when it has an upper bound too."""
+    if bounds.HasField("upper_bound"):
+        return f"within [{bounds.lower_bound.value:.2f}, {bounds.upper_bound.value:.2f}]"
+    return f">= {bounds.lower_bound.value:.2f}"
 
 
 def _drop(value: float) -> str:
@@ -191,13 +203,14 @@ def _threshold_words(eval_config_json: str, has_baseline: bool = True) -> list[s
     for spec in config.metrics_specs:
         for metric in spec.metrics:
             name = tfma_metric_class(metric.class_name)
+            name = name if name == "AUC" else name.lower()  # as the metrics are printed: AUC, calibration
             for per_slice in metric.per_slice_thresholds:
                 threshold = per_slice.threshold
                 if threshold.HasField("value_threshold") and metric.class_name == "BaseRateErrorReduction":
                     words.append(f"removes >= {threshold.value_threshold.lower_bound.value:.0%} of the errors of "
                                  "always answering the majority class")
                 elif threshold.HasField("value_threshold"):
-                    words.append(f"{name} >= {threshold.value_threshold.lower_bound.value:.2f}")
+                    words.append(f"{name} {_required(threshold.value_threshold)}")
                 if threshold.HasField("change_threshold") and has_baseline:
                     words.append(
                         f"{name} not below the serving model "

@@ -34,6 +34,7 @@ PIPELINE_KNOBS = (
     "auc_threshold",
     "auc_change_tolerance",
     "min_error_reduction",
+    "calibration_tolerance",
 )
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
@@ -88,6 +89,7 @@ class VertexSettings:
     auc_threshold: float | None = None
     auc_change_tolerance: float | None = None
     min_error_reduction: float | None = None
+    calibration_tolerance: float | None = None
     enable_cache: bool = True
     # Submit / schedule
     template: str = "build/vertex_pipeline.json"  # compiled pipeline JSON

@@ -211,7 +211,7 @@ def test_blessing_rules_and_a_refusal_in_words(tmp_path) -> None:
 
     config = tfx_pipeline.eval_config(configs.local_config(str(tmp_path / "data"), str(tmp_path / "out")))
     assert run_summary._threshold_words(json_format.MessageToJson(config)) == [
-        "AUC >= 0.90", "AUC not below the serving model (allowed drop: none)",
+        "AUC >= 0.90", "AUC not below the serving model (allowed drop: none)", "calibration within [0.80, 1.25]",
         "removes >= 10% of the errors of always answering the majority class"]
     failure = validation_result_pb2.ValidationFailure()
     failure.metric_key.name = "base_rate_error_reduction"
@@ -219,6 +219,22 @@ def test_blessing_rules_and_a_refusal_in_words(tmp_path) -> None:
     failure.metric_threshold.value_threshold.lower_bound.value = 0.1
     assert run_summary._failure_words(failure) == ("removes 0.5% of the errors of always answering the majority "
                                                     "class (< required 10%)")
+    # a model whose probabilities sit far above the observed rate (--batch-size 65536 --train-steps 3: AUC 0.93,
+    # calibration 1.88) was blessed; the range is the tolerance's, both ways
+    (calibration,) = [metric for metric in config.metrics_specs[0].metrics if metric.class_name == "HistogramCalibration"]
+    bounds = calibration.per_slice_thresholds[0].threshold.value_threshold
+    assert (bounds.lower_bound.value, bounds.upper_bound.value) == pytest.approx((0.8, 1.25))
+    failure = validation_result_pb2.ValidationFailure()
+    failure.metric_key.name = "calibration"
+    failure.metric_threshold.value_threshold.CopyFrom(bounds)
+    failure.metric_value.double_value.value = 1.8819
+    assert run_summary._failure_words(failure) == "calibration 1.8819 not within [0.80, 1.25]"
+    failure.metric_value.double_value.value = math.nan
+    assert run_summary._failure_words(failure) == ("calibration could not be computed: every eval example has the "
+                                                    "same label (required within [0.80, 1.25])")
+    wide = configs.local_config(str(tmp_path / "data"), str(tmp_path / "out"), calibration_tolerance=1.0)
+    assert "calibration within [0.50, 2.00]" in run_summary._threshold_words(
+        json_format.MessageToJson(tfx_pipeline.eval_config(wide)))
 
 
 def _fine_rows(seed: int) -> list[tuple[float, float]]:

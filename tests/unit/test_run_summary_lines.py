@@ -59,7 +59,8 @@ def test_a_first_run_without_a_serving_model_does_not_list_the_comparison_with_i
 
     config = json_format.MessageToJson(tfx_pipeline.eval_config(configs.local_config(str(tmp_path / "d"), str(tmp_path / "o"))))
     assert run_summary._threshold_words(config, has_baseline=False) == [
-        "AUC >= 0.90", "removes >= 10% of the errors of always answering the majority class"]
+        "AUC >= 0.90", "calibration within [0.80, 1.25]",
+        "removes >= 10% of the errors of always answering the majority class"]
     assert "AUC not below the serving model (allowed drop: none)" in run_summary._threshold_words(config, has_baseline=True)
 
 

@@ -160,16 +160,20 @@ def test_transform_and_the_trainer_read_the_image_schema_without_what_only_the_g
 
 def _thresholds(job: dict) -> dict:
     metrics = json.loads(_constant(job, "Evaluator", "eval_config"))["metrics_specs"][0]["metrics"]
-    return {m["class_name"]: m["per_slice_thresholds"][0]["threshold"]["value_threshold"]["lower_bound"]
-            for m in metrics if m.get("per_slice_thresholds")}
+    bounds = {m["class_name"]: m["per_slice_thresholds"][0]["threshold"]["value_threshold"]
+              for m in metrics if m.get("per_slice_thresholds")}
+    return {name: bound["lower_bound"] if "upper_bound" not in bound else (bound["lower_bound"], bound["upper_bound"])
+            for name, bound in bounds.items()}
 
 
 def test_the_blessing_rules_local_runs_take_are_settings_on_vertex_too(tmp_path_factory) -> None:
-    """local_runner.py takes --auc-threshold and --min-error-reduction; vertex.yaml must take both."""
+    """local_runner.py takes --auc-threshold, --min-error-reduction and --calibration-tolerance; vertex.yaml must
+    take them all."""
     cfg = tmp_path_factory.mktemp("cfg") / "vertex.yaml"
-    cfg.write_text("auc_threshold: 0.8\nmin_error_reduction: 0.25\n")
+    cfg.write_text("auc_threshold: 0.8\nmin_error_reduction: 0.25\ncalibration_tolerance: 1.0\n")
     job = _compile(tmp_path_factory, "--config", str(cfg))
-    assert _thresholds(job) == {"HistogramAUC": 0.8, "BaseRateErrorReduction": 0.25}
+    assert _thresholds(job) == {"HistogramAUC": 0.8, "BaseRateErrorReduction": 0.25,
+                                "HistogramCalibration": (0.5, 2.0)}
 
 
 def test_kfp_sdk_loads_the_pipeline(compiled: dict) -> None:
