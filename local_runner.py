@@ -190,11 +190,11 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     output = os.path.dirname(config.pipeline_root)
     original = moved_from(config)
     if original:
-        how = ("is a copy of" if os.path.isdir(original) else "was moved from")
-        print(f"error: {output} {how} {original}: its {os.path.basename(config.metadata_path)} records the outputs "
-              f"of past runs by their paths there, so a run here would "
-              f"{'read and build on that folder' if how == 'is a copy of' else 'fail on outputs that are gone'}; "
-              f"run with --output {original}{'' if how == 'is a copy of' else ' after moving it back'}, "
+        copy = os.path.isdir(original)
+        consequence = "read and build on that folder's" if copy else "fail on outputs that are gone"
+        remedy = f"run with --output {original}" if copy else f"move it back to {original}"
+        print(f"error: {output} {'is a copy of' if copy else 'was moved from'} {original}: its metadata.sqlite "
+              f"records the outputs of past runs by their paths there, so a run here would {consequence}; {remedy}, "
               "or start a new output folder", file=sys.stderr)
         return EXIT_USAGE
     orphaned = set_aside_orphaned_outputs(config)

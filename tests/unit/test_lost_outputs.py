@@ -10,6 +10,8 @@ the Pusher runs again), and the "nothing changed" check sees the edit.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs, fingerprints, up_to_date
 from pipeline.data import bundled_taxi_data
 
+ROOT = Path(__file__).resolve().parents[2]
 LIVE, DELETED = metadata_store_pb2.Artifact.LIVE, metadata_store_pb2.Artifact.DELETED
 
 
@@ -143,10 +146,21 @@ def test_an_output_folder_moved_or_copied_is_named_with_where_its_store_recorded
     (tmp_path / "link").symlink_to(original)
     assert lost_outputs.moved_from(config_of(tmp_path / "link")) is None  # the same folder by another path
 
+    def refused(output: Path, says: str) -> None:
+        """As a user meets it: one line naming both folders and what to do, exit 2, its store untouched."""
+        before = (output / "metadata.sqlite").read_bytes()
+        done = subprocess.run([sys.executable, str(ROOT / "local_runner.py"), "--output", str(output)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(f"error: {output} {says} {original}:") and "a new output folder" in done.stderr
+        assert (output / "metadata.sqlite").read_bytes() == before and not (output / "logs").exists()
+
     shutil.copytree(original, tmp_path / "copy")
     assert lost_outputs.moved_from(config_of(tmp_path / "copy")) == str(original)
+    refused(tmp_path / "copy", "is a copy of")
     os.rename(original, tmp_path / "moved")
     assert lost_outputs.moved_from(config_of(tmp_path / "moved")) == str(original)
+    refused(tmp_path / "moved", "was moved from")
 
 
 def test_the_pusher_and_the_checks_hash_a_version_folder_alike(tmp_path) -> None:
