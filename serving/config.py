@@ -119,9 +119,12 @@ def local_folder(base_path: str, named: str, local: str = "absolute paths") -> P
 def load_model_config(path: Path) -> list[ModelSpec]:
     """Read and validate a models.config file."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read model config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # a comment saved as Latin-1 or UTF-16 by an editor
+        raise ConfigError(f"model config {path} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}; save it as UTF-8") from None
     return parse_model_config(text, str(path))
 
 

@@ -222,11 +222,20 @@ def test_promote_with_no_canary_exits_3_not_now_and_a_refusal_exits_1(tmp_path: 
 def test_cli_change_on_a_malformed_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                       action: str) -> None:
     d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    valid = d.config_path.read_bytes()
     d.config_path.write_text("garbage {")
     assert main([action, "--output", str(tmp_path), "--model", "toy", "--offline"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {action}: {d.config_path}: not a ModelServerConfig") and err.count("\n") == 1
     assert d.config_path.read_text() == "garbage {"
+    # a comment an editor saved as Latin-1: a traceback from every command, and from the run that had just pushed
+    latin1 = "# d\xe9ploy\xe9\n".encode("latin-1") + valid
+    d.config_path.write_bytes(latin1)
+    assert main([action, "--output", str(tmp_path), "--model", "toy", "--offline"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"model config {d.config_path} is not UTF-8 text: byte 0xe9 at offset 3" in err
+    assert d.config_path.read_bytes() == latin1
 
 
 def test_a_label_folder_that_cannot_be_written_is_one_error_line_and_changes_nothing(
