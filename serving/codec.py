@@ -102,7 +102,10 @@ def _flatten(value: Any, name: str) -> tuple[list[int], list[Any]]:
 
 def string_leaf(leaf: Any, name: str) -> bytes:
     if isinstance(leaf, str):
-        return leaf.encode("utf-8")
+        try:
+            return leaf.encode("utf-8")
+        except UnicodeEncodeError:  # a lone UTF-16 surrogate ("\ud800"), which JSON escapes can spell
+            raise invalid(f"input '{name}' holds a string that is not valid Unicode (a lone surrogate)") from None
     if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
         try:
             return base64.b64decode(leaf["b64"], validate=True)

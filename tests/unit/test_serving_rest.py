@@ -141,6 +141,9 @@ def test_an_empty_examples_list_answers_tf_servings_message(http: httpx.Client, 
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "a" * 300_000}]}, 413, "limit"),
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "no!"}]}, 400, "model rejected the input: assertion failed: [s must not contain"),
     ("GET", "/nowhere", None, 404, "Not Found"),
+    # a lone UTF-16 surrogate, which a JSON escape can spell: the client's error (it was a 500 counted against the
+    # version, and so against a canary's health)
+    ("POST", "/v1/models/toy:predict", b'{"instances": [{"x": 1, "s": "\\ud800"}]}', 400, "not valid Unicode"),
 ])
 def test_errors_are_json_with_tf_serving_codes(http: httpx.Client, method: str, path: str, body: object,
                                                status: int, fragment: str) -> None:
