@@ -60,6 +60,10 @@ def check_csv_folder(folder: str) -> list[Path]:
         )
     if not files:
         raise ConfigError(f"data folder {folder} is empty: it needs at least one CSV file with a header row")
+    special = [p.name for p in files if p.exists() and not p.is_file()]
+    if special:  # reading a named pipe waits for a writer: the run hung
+        raise ConfigError(f"data folder {folder} holds {', '.join(special[:3])}, which is not a regular file "
+                          "(a named pipe, socket or device): move it out")
     not_csv = [p.name for p in files if not is_csv(p.name)]
     if not_csv:
         raise ConfigError(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -455,3 +456,11 @@ def test_an_output_uri_is_one_line_exit_2_not_a_local_folder_named_after_it(tmp_
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: --output {uri}: a local run writes to a folder") and hint in done.stderr
     assert done.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_named_pipe_in_the_data_folder_is_refused_not_waited_on(tmp_path):
+    """`mkfifo data/p.csv`: the check opened it and waited for a writer; the run never returned."""
+    (tmp_path / "a.csv").write_bytes(HEADER + b"1,0,Cash\n")
+    os.mkfifo(tmp_path / "p.csv")
+    with pytest.raises(ConfigError, match=r"holds p\.csv, which is not a regular file \(a named pipe"):
+        data.check_csv_folder(str(tmp_path))
