@@ -88,7 +88,7 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
     if as_json:
         emit_json({"action": action, "before": before, "after": after, "config": str(deployment.config_path)})
     else:
-        click.echo(f"{action}: {label} {before.get(label)} -> {after[label]}"
+        click.echo(f"{action}: {label} {before.get(label, '(none)')} -> {after[label]}"
                    + (f", {other} {after[other]}" if other in after else "") + f"  ({deployment.config_path})")
     if wait and not offline and not wait_for_label(url, model_name, label, after[label], wait):
         raise CliError(f"labels written, but the server at {url} did not answer {label}={after[label]} "

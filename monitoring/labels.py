@@ -286,7 +286,9 @@ def canary(deployment: Deployment, check: Check, version: int | None = None,
     with _locked(deployment):
         before, pushed = deployment.labels(), deployment.pushed()
         target = version if version is not None else (pushed[-1] if pushed else None)
-        if target is None or target not in pushed:
+        if target is None:
+            raise LabelError(f"no version pushed in {deployment.push_dir} to make the canary")
+        if target not in pushed:
             raise LabelError(f"cannot make version {target} the canary: it is not in {deployment.push_dir} "
                              f"(pushed: {pushed[-5:] or 'none'})")
         stable = before.get(STABLE)
@@ -332,7 +334,8 @@ def rollback(deployment: Deployment, check: Check, version: int | None = None) -
             older = [v for v in pushed if (current is None or v < current) and v not in skip]
             target = older[-1] if older else None
         if target is None:
-            raise LabelError(f"no earlier version to roll back to (stable is {current}; pushed: {pushed[-5:] or 'none'})")
+            raise LabelError(f"no earlier version to roll back to (stable is {current or 'unset'}; "
+                             f"pushed: {pushed[-5:] or 'none'})")
         if target not in pushed:
             raise LabelError(f"cannot roll back to version {target}: it is not in {deployment.push_dir}")
         if target == current:

@@ -278,3 +278,12 @@ def test_a_label_change_the_history_cannot_record_is_not_made(tmp_path: Path) ->
     with pytest.raises(LabelError, match=f"cannot write {d.history_path}: Is a directory"):
         labels.promote(d, _ok)
     assert d.config_path.read_text() == config and d.history_path.is_dir()
+
+
+def test_refusals_name_what_is_missing_not_none(tmp_path: Path) -> None:
+    """`cannot make version None the canary`, `stable is None`: Python's None leaked into the words."""
+    d = _deployment(tmp_path, versions=())
+    with pytest.raises(LabelError, match="^no version pushed in .* to make the canary$"):
+        labels.canary(d, _ok)
+    with pytest.raises(LabelError, match=r"stable is unset; pushed: none"):
+        labels.rollback(d, _ok)
