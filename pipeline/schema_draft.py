@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the draft to {args.out}: {error.strerror or error}", file=sys.stderr)
         return 1
     print(f"draft schema written to {args.out} (the pipeline still uses {configs.DEFAULT_SCHEMA})")
-    empty = {f.path.step[-1] for d in statistics.datasets for f in d.features
-             if f.path.step and f.WhichOneof("stats") and getattr(f, f.WhichOneof("stats")).common_stats.num_non_missing == 0}
+    from pipeline.components.data_gate import valueless_features
+
+    # Counted by values, as the gate counts them: a column written as empty lists of its type is present in every row.
+    empty = set().union(*(valueless_features(dataset) for dataset in statistics.datasets))
     ranges = {f.path.step[-1]: (f.num_stats.min, f.num_stats.max) for d in statistics.datasets for f in d.features
               if f.path.step and f.HasField("num_stats") and f.num_stats.common_stats.num_non_missing}
     found = differences(curated, draft, empty, ranges)

@@ -371,3 +371,17 @@ def test_schema_draft_names_values_outside_a_curated_numeric_range():
         "  ~ fare: data range -3.5 to 700, curated domain 0 to (none)",
         "  ~ pickup_community_area: data range 1 to 99, curated domain 1 to 77",
     ]
+
+
+def test_schema_draft_run_names_a_column_every_row_leaves_empty(tmp_path, capsys):
+    """fare empty in every row: the draft said 'no differences from the curated schema' (it counted rows that
+    have the column, which CsvExampleGen writes as an empty FLOAT list, not values), while a run stops at the gate."""
+    from pipeline import schema_draft
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["fare,payment_type,tips"] + [f",{'Cash' if i % 3 else 'Credit Card'},{i % 5}" for i in range(60)]
+    (folder / "trips.csv").write_text("\n".join(rows) + "\n")
+    assert schema_draft.main(["--data", str(folder), "--out", str(tmp_path / "draft.pbtxt")]) == 0
+    out = capsys.readouterr().out
+    assert "  ~ fare: no values in the data (curated type FLOAT)" in out, out
