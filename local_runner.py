@@ -37,10 +37,17 @@ INTERRUPTED = "interrupted: completed components stay cached; run again to resum
 RUN_GC_THRESHOLDS = (10_000, 20, 10)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one `error:` line, where argparse prints its usage block (14 lines) first."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"error: {message} (--help lists the flags)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The run flags; also the source of `taxi run`'s options (cli/run.py), so the two cannot drift."""
     defaults = configs.PipelineConfig.__dataclass_fields__
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="local_runner.py",
         description="Run the TFX pipeline locally on Beam's DirectRunner.",
         epilog="Exit codes: 0 completed (blessed or not), 1 failed, 2 bad usage or data gate, 3 output folder busy.",

@@ -313,8 +313,11 @@ def test_an_output_whose_logs_folder_is_a_file_is_one_line_exit_2(tmp_path):
 
 
 def test_local_runner_rejects_unknown_flag(tmp_path):
-    done = _local_runner("--frobnicate", one_line=False)  # argparse: usage, then the error
-    assert done.returncode == 2 and "unrecognized arguments: --frobnicate" in done.stderr
+    done = _local_runner("--frobnicate")  # argparse printed its 14-line usage block first
+    assert done.returncode == 2
+    assert done.stderr == "error: unrecognized arguments: --frobnicate (--help lists the flags)\n"
+    done = _local_runner("--train-steps", "many")
+    assert done.stderr == "error: argument --train-steps: invalid int value: 'many' (--help lists the flags)\n"
 
 
 def test_damaged_metadata_store_is_one_line_exit_2_and_kept(tmp_path):
