@@ -111,11 +111,15 @@ def same_model(candidate: str, pushed: str) -> bool:
     return _canonical_graph(ours[GRAPH_FILE]) == _canonical_graph(theirs[GRAPH_FILE])
 
 
-def latest_version_dir(base: str) -> str | None:
+def _version_names(base: str) -> list[str]:
+    """The version folders' names in `base` (numbers; a staging folder or any other entry is not one)."""
     if not fileio.isdir(base):
-        return None
-    versions = [v.rstrip("/") for v in fileio.listdir(base) if v.rstrip("/").isdigit()]
-    complete = [v for v in versions if fileio.exists(os.path.join(base, v, "saved_model.pb"))]
+        return []
+    return [v.rstrip("/") for v in fileio.listdir(base) if v.rstrip("/").isdigit()]
+
+
+def latest_version_dir(base: str) -> str | None:
+    complete = [v for v in _version_names(base) if fileio.exists(os.path.join(base, v, GRAPH_FILE))]
     return os.path.join(base, max(complete, key=int)) if complete else None
 
 
@@ -123,8 +127,8 @@ def next_version(base: str, now: float | None = None) -> int:
     """The Unix time in seconds (TFX's version), or one past the highest version in `base` when that is not
     below it (a clock set back, two pushes in one second): each push gets a higher number than every earlier
     one, which is what TF Serving's `latest` policy and the identical-model check take for the newest."""
-    existing = [int(v.rstrip("/")) for v in fileio.listdir(base) if v.rstrip("/").isdigit()] if fileio.isdir(base) else []
-    return max(int(time.time() if now is None else now), max(existing, default=0) + 1)
+    highest = max(map(int, _version_names(base)), default=0)
+    return max(int(time.time() if now is None else now), highest + 1)
 
 
 def copy_version(model_path: str, base: str, version: int) -> str:
@@ -152,12 +156,12 @@ def copy_version(model_path: str, base: str, version: int) -> str:
 
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):  # noqa: ANN001, N802 - TFX executor API
-        self._log_startup(input_dict, output_dict, exec_properties)
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         if not destination.HasField("filesystem"):
             super().Do(input_dict, output_dict, exec_properties)
             return
+        self._log_startup(input_dict, output_dict, exec_properties)  # as TFX's Do, which a filesystem push skips
         base = destination.filesystem.base_directory
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):
