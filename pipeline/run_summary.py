@@ -150,19 +150,16 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     if failure.metric_key.is_diff:
         return f"{name} fell {_drop(abs(value))} below the serving model (allowed: {_allowed_drop(threshold)})"
     bound = threshold.value_threshold.lower_bound.value
-    if threshold.value_threshold.HasField("upper_bound"):  # a range (calibration)
-        required = _required(threshold.value_threshold)
-        if math.isnan(value):
-            return f"{name} could not be computed: {ONE_CLASS} (required {required})"
-        return f"{name} {value:.4f} not {required}"
     if failure.metric_key.name == BASE_RATE_METRIC and not math.isnan(value):
         return (f"removes {value:.1%} of the errors of always answering the majority class "
                 f"(< required {bound:.0%})")
-    if math.isnan(value):  # both metrics are NaN only when every eval label is the same (an empty split stops at the gate)
+    if math.isnan(value):  # these metrics are NaN only when every eval label is the same (an empty split stops at the gate)
         if failure.metric_key.name == BASE_RATE_METRIC:
             return (f"no errors of always answering the majority class to remove: {ONE_CLASS} "
                     f"(required: removes >= {bound:.0%})")
-        return f"{name} could not be computed: {ONE_CLASS} (required >= {bound:.2f})"
+        return f"{name} could not be computed: {ONE_CLASS} (required {_required(threshold.value_threshold)})"
+    if threshold.value_threshold.HasField("upper_bound"):  # a range (calibration)
+        return f"{name} {value:.4f} not {_required(threshold.value_threshold)}"
     return f"{name} {value:.4f} < required {bound:.2f}"
 
 
