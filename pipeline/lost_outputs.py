@@ -92,9 +92,9 @@ def moved_from(config: PipelineConfig) -> str | None:
         store = open_readonly(config.metadata_path)
     except StoreError:
         return None  # the run reports a damaged store itself
-    output = os.path.dirname(config.pipeline_root)
+    here = os.path.realpath(os.path.dirname(config.pipeline_root))
     # A component's output: <output>/pipeline_root/<node id>/<output key>/<execution id>
     marker = os.sep + os.path.basename(config.pipeline_root) + os.sep
     recorded = {a.uri.rpartition(marker)[0] for a in store.get_artifacts() if marker in a.uri}
-    elsewhere = sorted(folder for folder in recorded if os.path.realpath(folder) != os.path.realpath(output))
+    elsewhere = sorted(folder for folder in recorded if os.path.realpath(folder) != here)
     return elsewhere[-1] if elsewhere else None

@@ -28,6 +28,8 @@ from pipeline.training_schema import training_schema_text
 
 SCHEMA_SHA256_KEY = "schema_sha256"
 FOR_TRAINING_KEY = "for_training"
+
+
 def schema_sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
