@@ -9,6 +9,7 @@ from monitoring.labels import STABLE, Deployment
 from monitoring.lineage import LineageError, version_record
 from monitoring.requests import RequestLogError, read_window
 from monitoring.skew import SkewReport, compare, schema_types, served_batch, serving_schema, serving_statistics
+from pipeline.configs import ConfigError
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "schema.pbtxt"
 
@@ -53,12 +54,10 @@ def model_in_service(deployment: Deployment) -> int:
 def run(spec: MonitorInput) -> SkewReport:
     from models.features import SERVING_FEATURES
 
-    if not spec.schema.is_file():
-        raise MonitorError(f"schema {spec.schema} does not exist")
     try:
         schema = serving_schema(spec.schema, set(SERVING_FEATURES))
-    except Exception as error:  # noqa: BLE001 - text_format.ParseError and what a non-text file raises
-        raise MonitorError(f"schema {spec.schema} is not a TFMD schema text proto ({str(error)[:120]})") from None
+    except ConfigError as error:
+        raise MonitorError(str(error)) from None
     deployment = Deployment.for_output(spec.output, spec.model, spec.config)
     version = spec.version if spec.version is not None else model_in_service(deployment)
     # The training data of the model in service gone or unreadable: no verdict, but `--retrain` still decides on

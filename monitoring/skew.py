@@ -70,9 +70,9 @@ def serving_schema(schema_path: Path, served: set[str]):  # noqa: ANN201 - schem
     model's inputs (models.features.SERVING_FEATURES), so the timestamp and the
     census tracts are absent by design, not by accident.
     """
-    import tensorflow_data_validation as tfdv
+    from pipeline.configs import read_schema
 
-    schema = tfdv.load_schema_text(str(schema_path))
+    schema = read_schema(str(schema_path))  # ConfigError, one line, for a schema the pipeline would refuse
     for feature in schema.feature:
         if feature.name not in served and SERVING_ENV not in feature.not_in_environment:
             feature.not_in_environment.append(SERVING_ENV)

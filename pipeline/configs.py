@@ -76,7 +76,8 @@ def parse_schema_text(path: str | Path) -> object:
 
 def read_schema(path: str) -> object:
     """The TFMD Schema in a local text file; ConfigError unless it is one, with features (else ImportSchemaGen
-    fails mid-run, or an empty file passes as a schema and the gate reports every column as new)."""
+    fails mid-run, or an empty file passes as a schema and the gate reports every column as new), and sound
+    (pipeline/schema_check.py)."""
     if not os.path.isfile(path):
         problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
         raise ConfigError(f"schema file {path} {problem}")
@@ -86,6 +87,12 @@ def read_schema(path: str) -> object:
         raise ConfigError(f"schema file {path} {error}") from None
     if not schema.feature:
         raise ConfigError(f"schema file {path} declares no features; `make schema` drafts one from the data")
+    from pipeline.schema_check import schema_problems
+
+    problems = schema_problems(schema)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"schema file {path}: {problems[0]}{more}")
     return schema
 
 

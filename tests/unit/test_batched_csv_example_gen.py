@@ -255,7 +255,7 @@ def test_a_schema_int_column_written_as_whole_floats_is_int(tmp_path, given):
     """pandas writes an int column with a missing cell as floats (`8.0`): a CSV of the bundled data read and saved
     again with pandas was refused by the gate (INT expected, FLOAT found) in five columns. Whole values are ints;
     a column with a fraction (`2.5`) stays FLOAT, for the gate to refuse."""
-    from pipeline.configs import read_schema
+    from pipeline.configs import parse_schema_text
     from pipeline.pipeline import _schema_column_types
 
     folder = tmp_path / "data"
@@ -265,7 +265,7 @@ def test_a_schema_int_column_written_as_whole_floats_is_int(tmp_path, given):
     schema.write_text('feature { name: "fare" type: FLOAT }\nfeature { name: "hour" type: INT }\n'
                       'feature { name: "area" type: INT }\nfeature { name: "seconds" type: INT }\n')
     if given == "component":  # as the pipeline builds it
-        component = batched_csv_example_gen.BatchedCsvExampleGen(**_schema_column_types(str(schema), read_schema(str(schema))),
+        component = batched_csv_example_gen.BatchedCsvExampleGen(**_schema_column_types(str(schema), parse_schema_text(schema)),
                                                                  input_base=str(folder))
         custom = component.exec_properties["custom_config"]
     else:

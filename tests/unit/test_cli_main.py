@@ -133,7 +133,7 @@ def test_monitor_refuses_a_bad_schema_or_report_folder_before_any_work(tmp_path,
     (tmp_path / "a_file").write_text("")
     assert main(["monitor", "--output", str(tmp_path), "--schema", str(tmp_path / "not_a_schema.pbtxt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"error: schema {tmp_path / 'not_a_schema.pbtxt'} is not a TFMD schema"), err
+    assert err[-1].startswith(f"error: schema file {tmp_path / 'not_a_schema.pbtxt'} is not a TFMD Schema"), err
     assert main(["monitor", "--output", str(tmp_path), "--report-dir", str(tmp_path / "a_file")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: report folder {tmp_path / 'a_file'} cannot be written (File exists); pass another "

@@ -178,7 +178,7 @@ def _problems(capsys: pytest.CaptureFixture) -> list[str]:
 @pytest.mark.parametrize("flags, fragment", [
     (["--since", "yesterday"], "error: --since 'yesterday' is neither unix seconds nor an ISO time"),
     (["--since", "2000", "--until", "1000"], "error: --since must be before --until"),
-    (["--schema", "typo.pbtxt"], "error: schema typo.pbtxt does not exist"),
+    (["--schema", "typo.pbtxt"], "error: schema file typo.pbtxt does not exist"),
     (["--version", "5"], "error: no MLMD store at"),
 ])
 def test_monitor_retrain_refuses_its_own_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],

@@ -96,10 +96,10 @@ def test_schema_copy_is_addressed_by_content(tmp_path):
 
     schema = tmp_path / "schema.pbtxt"
     schema.write_text('feature { name: "a" type: INT }\n')
-    first = configs.content_addressed_schemas(configs.read_schema(str(schema)), str(tmp_path / "out"))[0]
-    assert configs.content_addressed_schemas(configs.read_schema(str(schema)), str(tmp_path / "out"))[0] == first
+    first = configs.content_addressed_schemas(configs.parse_schema_text(schema), str(tmp_path / "out"))[0]
+    assert configs.content_addressed_schemas(configs.parse_schema_text(schema), str(tmp_path / "out"))[0] == first
     schema.write_text('feature { name: "a" type: FLOAT }\n')
-    second = configs.content_addressed_schemas(configs.read_schema(str(schema)), str(tmp_path / "out"))[0]
+    second = configs.content_addressed_schemas(configs.parse_schema_text(schema), str(tmp_path / "out"))[0]
     assert second != first and configs.parse_schema_text(second).feature[0].type == schema_pb2.FLOAT
 
 
