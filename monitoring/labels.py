@@ -95,8 +95,11 @@ def _label_map(value: object) -> bool:
 def _locked(deployment: Deployment) -> Iterator[None]:
     """One label change at a time, across processes (cron, a person, the runner's hook)."""
     lock_path = deployment.config_path.with_name(deployment.config_path.name + ".lock")
+    if not deployment.config_path.parent.is_dir():
+        # Nothing pushed here, so every change is refused: no folder or lock file is left behind for it.
+        yield
+        return
     try:
-        deployment.config_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_path, "a")  # noqa: SIM115 - closed by the with below
     except OSError as error:
         raise LabelError(_unwritable(lock_path, error)) from None

@@ -287,3 +287,12 @@ def test_refusals_name_what_is_missing_not_none(tmp_path: Path) -> None:
         labels.canary(d, _ok)
     with pytest.raises(LabelError, match=r"stable is unset; pushed: none"):
         labels.rollback(d, _ok)
+
+
+@pytest.mark.parametrize("command", [["promote"], ["rollback"], ["canary", "--version", "5"]])
+def test_a_refused_change_where_nothing_was_pushed_leaves_the_output_folder_as_it_was(
+        tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]) -> None:
+    """A cron job pointed at a run's output before its first push created serving_model/ and a lock file in it."""
+    assert main([*command, "--output", str(tmp_path), "--model", "toy", "--offline"]) in (1, 3)
+    assert capsys.readouterr().err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
