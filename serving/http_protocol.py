@@ -1,4 +1,4 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline on the request head.
+"""uvicorn's HTTP/1.1 protocol with a deadline on the request head, and JSON for requests it cannot parse.
 
 uvicorn times out idle keep-alive connections and the server times out slow
 bodies (Limits.body_timeout_s), but a client that connects and then sends its
@@ -7,10 +7,15 @@ a file descriptor) for ever: a handful of such clients exhaust the process's
 descriptors and the server stops accepting. Here a connection whose request
 head is not complete within the deadline is closed. There is no request yet,
 so no HTTP answer can be given: the socket is closed, as a proxy would.
+
+A request h11 cannot parse (a malformed Content-Length, a bad header line) is
+answered 400 as uvicorn answers it, but with the body every other error of this
+server has, `{"error": "..."}` in JSON, not uvicorn's plain text.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -41,6 +46,14 @@ class HeadDeadlineH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": msg}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                      h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _waiting_for_head(self) -> bool:
         """Part of a request head is buffered (or none has come on a new connection)."""

@@ -204,6 +204,23 @@ def test_a_stalled_body_times_out_with_408_and_the_server_keeps_serving(tmp_path
         assert resp.status_code == 200 and resp.json()["predictions"][0]["y"] == 6.0
 
 
+@pytest.mark.parametrize("head", [b"Content-Length: ten", b"Content-Length: 5\r\nContent-Length: 6",
+                                  b"Bad Header Line"])
+def test_a_request_head_that_does_not_parse_is_a_json_400_and_the_server_keeps_serving(
+        server: ServingServer, http: httpx.Client, head: bytes) -> None:
+    """Clients parse every error body as {"error": ...}; uvicorn answered these in plain text."""
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: t\r\n" + head + b"\r\n\r\n{}")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status, _, rest = reply.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in headers.lower(), reply
+    assert json.loads(body) == {"error": "Invalid HTTP request received."}
+    assert http.post("/v1/models/toy:predict", json={"instances": [{"x": 1.0, "s": "a"}]}).status_code == 200
+
+
 def test_a_client_that_hangs_up_mid_body_is_counted_cancelled_not_internal(server: ServingServer,
                                                                            http: httpx.Client) -> None:
     with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as sock:
