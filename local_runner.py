@@ -19,9 +19,9 @@ import time
 import traceback
 from pathlib import Path
 
+from common.console import fds_to
 from pipeline import configs, data, run_lock, spans
 from pipeline.configs import ConfigError
-from pipeline.console import fds_to
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 RUN_LOCK = "run.lock"

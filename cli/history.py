@@ -20,7 +20,7 @@ from cli.common import (
     verbosity,
     verbosity_options,
 )
-from pipeline.console import silenced
+from common.console import silenced
 
 HEADLINE_METRICS = ("auc", "binary_accuracy")
 

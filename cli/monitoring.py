@@ -64,10 +64,10 @@ def _monitor(output: str, model_name: str, config_path: str | None, request_log:
     import os
     from pathlib import Path
 
+    from common.console import silenced
     from monitoring import report as report_files
     from monitoring.labels import LabelError
     from monitoring.monitor import DEFAULT_SCHEMA, MonitorError, MonitorInput, NoVerdict, run
-    from pipeline.console import silenced
 
     check_existing(output, config_path)
     start, end = _window(since, until, hours)

@@ -79,11 +79,32 @@ def _finite(text: str) -> float:
     return number
 
 
+def _csv_rows(lines: Iterator[str]) -> list[dict[str, Any]]:
+    """Rows of a CSV with a header, refused as the pipeline refuses its data: a quote never closed (Python's csv
+    would read the rest of the file into one value) or a row of another width (its missing cells would be sent
+    as missing values, its extra ones dropped)."""
+    reader = csv.reader(lines, strict=True)
+    try:
+        names = next(reader, [])
+        rows = []
+        for values in reader:
+            if not values:
+                continue
+            if len(values) != len(names):
+                raise UsageProblem(f"line {reader.line_num} has {len(values)} values where the header has "
+                                   f"{len(names)} columns")
+            rows.append(dict(zip(names, values, strict=True)))
+    except csv.Error as error:
+        problem = "a quoted value is never closed" if "unexpected end of data" in str(error) else error
+        raise UsageProblem(f"line {reader.line_num}: {problem}") from None
+    return rows
+
+
 def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
     """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given."""
     lines = _without_bom(handle)
     if fmt == "csv":
-        return [dict(row) for row in csv.DictReader(lines)]
+        return _csv_rows(lines)
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -164,6 +185,12 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
     for strings, the model's convention). Prints one line per row, in order.
     """
     from serving.client import ServingClient, ServingClientError
+
+    if protocol == "grpc":
+        from common.console import silenced
+
+        with silenced():  # TensorFlow's import-time lines are not this command's: its output is one line per row
+            import tensorflow_serving.apis.prediction_service_pb2_grpc  # noqa: F401 - what the gRPC client loads
 
     name = getattr(rows_file, "name", "-")
     fmt = fmt if fmt != "auto" else ("csv" if str(name).endswith(".csv") else "jsonl")

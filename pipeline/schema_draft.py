@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from common.atomic_files import replace_whole
+from common.console import silenced
 from pipeline import configs, data
 from pipeline.configs import ConfigError
-from pipeline.console import silenced
 
 DRAFT = configs.PROJECT_ROOT / "schema" / "schema.draft.pbtxt"
 HEADER = "# Draft schema inferred by `make schema` from the data; the pipeline uses schema/schema.pbtxt.\n"

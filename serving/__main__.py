@@ -91,9 +91,12 @@ def options_from_args(args: argparse.Namespace) -> object:
     for flag in ("file_system_poll_wait_seconds", "model_config_file_poll_wait_seconds"):
         if not 0 <= getattr(args, flag) < math.inf:
             raise ValueError(f"--{flag.replace('_', '-')} must be a number of seconds >= 0 (0: never)")
-    from serving.batching import BatchingParameters
-    from serving.core import Limits
-    from serving.server import ServerOptions, parse_batching_parameters
+    from common.console import silenced
+
+    with silenced():  # TensorFlow's import-time lines (CUDA plugins on a machine without a GPU) are not the server's
+        from serving.batching import BatchingParameters
+        from serving.core import Limits
+        from serving.server import ServerOptions, parse_batching_parameters
 
     batching = None
     if args.enable_batching or args.batching_parameters_file:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +14,7 @@ from cli.serving import typed
 from serving.config import ModelSpec
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,10 @@ def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:
     ("x,s\n1,a\n-1e400,b\n", [], 2, "error: row 1: x='-1e400' is too big for a number (a double holds up to 1.8e308)"),
     ("x,s\n1,bad!\n", [], 1, "error: the server answered 400"),
     ("x,s\n", [], 2, "error: "),
+    # the pipeline refuses these in its data; a client sent them, filled or cut
+    ('x,s\n1,a\n2,"b\n3,c\n', [], 2, "error: line 4: a quoted value is never closed"),
+    ("x,s\n1,a\n2\n", [], 2, "error: line 3 has 1 values where the header has 2 columns"),
+    ("x,s\n1,a,extra\n", [], 2, "error: line 2 has 3 values where the header has 2 columns"),
     ("x,s\n1,a\n", ["--signature", "nope"], 2, "error: the model has no signature 'nope'; it has: classify_x,"),
 ])
 def test_bad_rows_and_refusals_are_one_line(server, tmp_path, capsys, content, args, code, fragment) -> None:
@@ -99,3 +106,29 @@ def test_a_numeral_beyond_a_double_is_refused_while_the_words_inf_and_nan_are_re
     for row in ({"x": "1e400"}, {"k": "2e308"}):
         with pytest.raises(UsageProblem, match=r"^row 0: (x|k)='\d+e\d+' is too big for a number"):
             typed([row], dtypes, drop_unknown=False)
+
+
+def _taxi(*args: str, **kwargs) -> subprocess.Popen:  # noqa: ANN003 - Popen's
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_grpc_predict_and_serve_say_their_own_lines_not_tensorflows(tmp_path) -> None:
+    """TensorFlow's import prints CUDA plugin errors on a machine without a GPU (and google.api_core a
+    FutureWarning): four lines of noise above the one error line of `taxi predict --protocol grpc`, and at the
+    head of every server log."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    predict = _taxi("predict", str(rows), "--protocol", "grpc", "--grpc-target", "127.0.0.1:9",
+                    "--url", "http://127.0.0.1:9", "--timeout", "1")
+    assert predict.wait(timeout=120) == 1
+    assert predict.stderr.read().splitlines() == ["error: cannot reach http://127.0.0.1:9/v1/models/taxi/metadata: "
+                                                  "[Errno 111] Connection refused"]
+    (tmp_path / "empty").mkdir()
+    serve = _taxi("serve", "--model-name", "toy", "--model-base-path", str(tmp_path / "empty"),
+                  "--rest-api-port", "0", "--grpc-port", "0")
+    try:
+        first = serve.stderr.readline()
+        assert "serving:" in first and "no loadable version" in first, first
+    finally:
+        serve.kill()
+        serve.wait()
