@@ -170,8 +170,9 @@ def test_a_comment_or_a_layout_edit_to_the_schema_is_the_same_schema(tmp_path) -
 
 
 def test_an_edit_only_the_gate_reads_keeps_the_schema_transform_and_the_trainer_see(tmp_path) -> None:
-    """TFX keys Transform and the Trainer on their schema artifact: a drift threshold tuned re-ran both and
-    retrained the same model. They read TrainingSchemaImporter's, whose parameters stay the same."""
+    """TFX keys Transform and the Trainer on their schema artifact: a drift threshold tuned, a domain widened or a
+    presence bound eased re-ran both and retrained the same model. They read TrainingSchemaImporter's, whose
+    parameters stay the same."""
     import local_runner
     from pipeline.pipeline import create_pipeline
 
@@ -188,5 +189,12 @@ def test_an_edit_only_the_gate_reads_keeps_the_schema_transform_and_the_trainer_
     gate_only = importers(original.replace("threshold: 0.02 }", "threshold: 0.025 }", 1))
     assert gate_only["TrainingSchemaImporter"] == before["TrainingSchemaImporter"]
     assert gate_only["ImportSchemaGen"] != before["ImportSchemaGen"]  # the gate reads the new threshold
-    domain = importers(original.replace("int_domain { min: 1 max: 77 }", "int_domain { min: 1 max: 78 }", 1))
-    assert domain["TrainingSchemaImporter"] != before["TrainingSchemaImporter"]  # Transform may read a domain
+    for old, new in (("int_domain { min: 1 max: 77 }", "int_domain { min: 1 max: 78 }"),  # a range widened
+                     ('  value: "Prepaid"\n', '  value: "Prepaid"\n  value: "Voucher"\n'),  # a category allowed
+                     ("presence { min_fraction: 1.0 min_count: 1 }", "presence { min_fraction: 0.9 min_count: 1 }")):
+        edit = importers(original.replace(old, new, 1))
+        assert edit["TrainingSchemaImporter"] == before["TrainingSchemaImporter"], new
+        assert edit["ImportSchemaGen"] != before["ImportSchemaGen"], new
+    retyped = importers(original.replace('name: "trip_start_timestamp"\n  type: INT',
+                                         'name: "trip_start_timestamp"\n  type: FLOAT', 1))
+    assert retyped["TrainingSchemaImporter"] != before["TrainingSchemaImporter"]  # Transform reads a column's type

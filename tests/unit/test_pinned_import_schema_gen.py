@@ -45,7 +45,10 @@ def test_for_training_it_imports_the_schema_without_what_only_the_gate_reads(tmp
     full = read_schema(str(DEFAULT_SCHEMA))
     assert any(f.HasField("drift_comparator") for f in full.feature)
     assert not any(f.HasField("drift_comparator") or f.HasField("skew_comparator") for f in imported.feature)
-    assert [(f.name, f.type, f.presence) for f in imported.feature] == [(f.name, f.type, f.presence) for f in full.feature]
+    assert not any(f.HasField("int_domain") or f.HasField("float_domain") or f.HasField("domain")
+                   or f.HasField("presence") for f in imported.feature) and not imported.string_domain
+    assert [(f.name, f.type, f.value_count, list(f.not_in_environment)) for f in imported.feature] == [
+        (f.name, f.type, f.value_count, list(f.not_in_environment)) for f in full.feature]
     with pytest.raises(ValueError, match="not the schema this pipeline was compiled with"):  # pinned to the full file
         Executor().Do({}, {"schema": [artifact]}, {"schema_file": str(DEFAULT_SCHEMA), "for_training": 1,
                                                    "schema_sha256": hashlib.sha256(DEFAULT_SCHEMA.read_bytes()).hexdigest()})
