@@ -131,11 +131,21 @@ def next_version(base: str, now: float | None = None) -> int:
     return max(int(time.time() if now is None else now), highest + 1)
 
 
+def clear_staging(base: str) -> None:
+    """Removes what a push killed mid-copy left in a local `base` (see copy_version); the run lock keeps any
+    other push out meanwhile."""
+    if "://" in base or not os.path.isdir(base):
+        return
+    for name in os.listdir(base):
+        if name.startswith(STAGING_PREFIX):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
 def copy_version(model_path: str, base: str, version: int) -> str:
     """Copies a SavedModel into `<base>/<version>/` so that a server never sees part of it.
 
     Locally into `<base>/.pushing-<version>/` (a name no server takes for a version) and then renamed: a run
-    killed mid-copy leaves only that, which the next push removes; TFX's copy into the version folder itself
+    killed mid-copy leaves only that, which the next Pusher run removes (clear_staging); TFX's copy into the version folder itself
     left a folder without saved_model.pb that a `latest` policy would try to serve. On an object store
     (gs://), where a folder cannot be renamed, TFX's order: saved_model.pb last, the file TF Serving waits for.
     """
@@ -145,9 +155,7 @@ def copy_version(model_path: str, base: str, version: int) -> str:
         io_utils.copy_file(os.path.join(model_path, GRAPH_FILE), os.path.join(serving_path, GRAPH_FILE))
         return serving_path
     os.makedirs(base, exist_ok=True)
-    for name in os.listdir(base):
-        if name.startswith(STAGING_PREFIX):  # what a killed push left
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    clear_staging(base)
     staging = os.path.join(base, f"{STAGING_PREFIX}{version}")
     io_utils.copy_dir(model_path, staging)
     os.rename(staging, serving_path)
@@ -164,6 +172,7 @@ class Executor(pusher_executor.Executor):
         self._log_startup(input_dict, output_dict, exec_properties)  # as TFX's Do, which a filesystem push skips
         base = destination.filesystem.base_directory
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        clear_staging(base)  # also when nothing is pushed: a killed push's copy is not left for the next push
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(model_push)
             return

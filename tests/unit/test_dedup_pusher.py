@@ -81,3 +81,29 @@ def test_a_new_version_is_numbered_above_every_earlier_one_whatever_the_clock(tm
     assert next_version(str(base), now=1_700_000_000.5) == 1_700_000_001  # a second push in the same second
     assert next_version(str(base), now=1_600_000_000) == 1_700_000_001  # a clock a day or a year behind
     assert next_version(str(base), now=1_800_000_000) == 1_800_000_000
+
+
+def test_a_run_that_pushes_nothing_also_clears_what_a_killed_push_left(tmp_path: Path) -> None:
+    """The leftover went only with the next actual push: after a kill, runs that were not blessed or identical
+    kept a second copy of the model in serving_model/ for as long as nothing new was pushed."""
+    from tfx.proto import pusher_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "trainer")
+    _export(tmp_path / "trainer" / "Format-Serving")
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    blessing.set_int_custom_property("blessed", 0)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed")
+    base = tmp_path / "serving_model" / "taxi"
+    (base / "7").mkdir(parents=True)
+    (base / ".pushing-8" / "variables").mkdir(parents=True)
+    destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+        base_directory=str(base)))
+    dedup_pusher.Executor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
+                               {"push_destination": proto_utils.proto_to_json(destination)})
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert [p.name for p in base.iterdir()] == ["7"]  # a version folder is never touched
