@@ -306,7 +306,8 @@ def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> 
     try:
         gone = dangling(deployment).get(STABLE)
         spec = deployment.read()[1]
-    except LabelError:
+    except LabelError as error:  # the run stands; a config it cannot read is the user's to mend, so it is said
+        print(f"warning: labels not checked: {error}", file=sys.stderr)
         return
     newest = pushed[-1]
     if gone is not None:

@@ -296,3 +296,23 @@ def test_a_refused_change_where_nothing_was_pushed_leaves_the_output_folder_as_i
     assert main([*command, "--output", str(tmp_path), "--model", "toy", "--offline"]) in (1, 3)
     assert capsys.readouterr().err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_cannot_read_models_config_says_so_and_leaves_it(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """A run that pushed nothing checks the newest push is labelled; a config it could not read was passed over
+    in silence, so a labelling the run should have done was missed with no word."""
+    import types
+
+    import local_runner
+
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    latin1 = "# d\xe9ploy\xe9\n".encode("latin-1") + d.config_path.read_bytes()
+    d.config_path.write_bytes(latin1)
+    config = types.SimpleNamespace(pipeline_root=str(tmp_path / "pipeline_root"), model_name="toy")
+    local_runner._label_unlabelled_push(config, local_runner.Serving("http://127.0.0.1:1", 1))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: labels not checked: model config {d.config_path} is not UTF-8 text: byte 0xe9 at "
+                   "offset 3; save it as UTF-8"], err
+    assert d.config_path.read_bytes() == latin1
