@@ -34,13 +34,27 @@ def fingerprint(config: PipelineConfig, code: CodeIndex | None = None) -> str:
     digest = hashlib.sha256()
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_MODE_FIELDS}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    data_root = Path(config.data_root)
-    for path in sorted(data_root.rglob("*")):  # hidden files (a .DS_Store, a lock file) are not data: no retrain
-        if path.is_file() and not any(is_hidden(part) for part in path.relative_to(data_root).parts):
-            hash_file(digest, path)
+    for path in data_files(Path(config.data_root)):
+        hash_file(digest, path)
     hash_file(digest, Path(config.schema_path))
     digest.update((code or CodeIndex()).digest(PIPELINE_CODE).encode())
     return digest.hexdigest()
+
+
+def data_files(root: Path) -> list[Path]:
+    """Every file under `root` but hidden ones (a .DS_Store, a lock file: not data, no retrain), sorted, through
+    symlinked folders too (span-4 -> /mnt/exports/2016): Path.rglob does not enter them, and an edit there passed
+    as "nothing changed". A folder reached twice (a link back up) is read once."""
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [name for name in subfolders if not is_hidden(name)]
+        found += [Path(folder, name) for name in names if not is_hidden(name) and os.path.isfile(Path(folder, name))]
+    return sorted(found)
 
 
 def _outputs_state(config: PipelineConfig) -> list[str]:

@@ -49,3 +49,25 @@ def test_a_gate_stop_that_cannot_be_recorded_is_still_only_a_stop(tmp_path) -> N
     (Path(config.pipeline_root) / up_to_date.GATE_STOP_FILE).mkdir(parents=True)  # in the record's place
     up_to_date.record_gate_stop(config, "2026-11-24 10:00:00", "1 anomaly against the schema")
     assert up_to_date.last_runs(config)[1] is None
+
+
+def test_an_edit_in_a_symlinked_span_folder_is_a_change(tmp_path) -> None:
+    """span-2 -> an export folder elsewhere: Path.rglob did not enter it, so rows edited there were
+    "nothing changed" and the model stayed stale."""
+    exports = tmp_path / "exports" / "2014"
+    exports.mkdir(parents=True)
+    (exports / "data.csv").write_text("fare,tips\n1,0\n2,1\n")
+    data = tmp_path / "data"
+    (data / "span-1").mkdir(parents=True)
+    (data / "span-1" / "data.csv").write_text("fare,tips\n3,0\n")
+    (data / "span-2").symlink_to(exports)
+    (data / "span-1" / "loop").symlink_to(data)  # a link back up is read once, not for ever
+    config = dataclasses.replace(configs.local_config(bundled_taxi_data(), str(tmp_path / "out")),
+                                 data_root=str(data))
+    assert [p.relative_to(data).as_posix() for p in up_to_date.data_files(data)] == [
+        "span-1/data.csv", "span-2/data.csv"]
+    before = up_to_date.fingerprint(config)
+    (exports / ".~lock.data.csv#").write_text("an editor's lock file")
+    assert up_to_date.fingerprint(config) == before
+    (exports / "data.csv").write_text("fare,tips\n1,0\n")
+    assert up_to_date.fingerprint(config) != before
