@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accept-drift", action="store_true",
                         help="train even when the span drifted from the previous one beyond the schema's thresholds "
                              "(recorded in MLMD; anomalies still stop the run)")
+    parser.add_argument("--without-baseline", action="store_true",
+                        help="bless on the value thresholds alone, not against the latest blessed model: for the "
+                             "one run after a schema edit changed a column's type, which that model cannot read "
+                             "(the run refuses to start otherwise)")
     parser.add_argument("--no-cache", action="store_true", help="run every component even if TFX has its outputs cached")
     parser.add_argument("--rerun", action="store_true",
                         help="hand the run to TFX even when nothing changed since the last completed run")
@@ -128,6 +132,7 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
         span=span,
         previous_span=previous_span,
         accept_drift=args.accept_drift,
+        compare_with_baseline=not args.without_baseline,
     )
     configs.check_metadata_file(config.metadata_path)
     # Only once every setting is valid does anything get written to the output folder.
@@ -204,6 +209,10 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
               f"records the outputs of past runs by their paths there, so a run here would {consequence}; {remedy}, "
               "or start a new output folder", file=sys.stderr)
         return EXIT_USAGE
+    retyped = _retyped_for_the_baseline(config)
+    if retyped:
+        print(f"error: {retyped}", file=sys.stderr)
+        return EXIT_USAGE
     orphaned = set_aside_orphaned_outputs(config)
     if orphaned:
         print(f"{config.metadata_path} is gone: the outputs of the runs it recorded are moved to {orphaned} "
@@ -219,6 +228,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     where = config.data_root if config.span is None else f"{config.data_root} span {config.span}"
     drift = "" if config.previous_span is None else f", drift vs span {config.previous_span}"
     accepted = " (drift accepted)" if config.accept_drift else ""
+    accepted += "" if config.compare_with_baseline else " (not compared with the latest blessed model)"
     print(f"running pipeline {config.pipeline_name} on {where}{drift}{accepted}")
     print(f"logs: {log_path}")
     started = time.monotonic()
@@ -286,6 +296,21 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         up_to_date.record_completed_run(config, summary.run_id, lines, summary.blessed, summary.blessing_reasons)
     _report(config, log_path, report)
     return EXIT_OK
+
+
+def _retyped_for_the_baseline(config: configs.PipelineConfig) -> str | None:
+    """Why the Evaluator could not feed this run's Examples to the latest blessed model, or None."""
+    if not config.compare_with_baseline:
+        return None
+    from pipeline.baseline_types import retyped_columns
+
+    found = retyped_columns(config.metadata_path, configs.parse_schema_text(config.schema_path))
+    if found is None:
+        return None
+    model, changed = found
+    return (f"the schema changes the type of {', '.join(changed)}; the latest blessed model ({model}) reads the old "
+            "type, so the Evaluator cannot compare the new model with it: undo the type change, or run once with "
+            "--without-baseline to bless on the value thresholds alone")
 
 
 def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> None:

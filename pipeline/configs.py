@@ -202,6 +202,9 @@ class PipelineConfig:
     span: int | None = None
     previous_span: int | None = None
     accept_drift: bool = False
+    # False: the Evaluator does not compare with the latest blessed model (local_runner's --without-baseline,
+    # for the one run after a schema type change that model cannot read; pipeline/baseline_types.py).
+    compare_with_baseline: bool = True
     # Vertex only: when set, the Trainer runs as a Vertex custom job and the
     # Pusher uploads to Model Registry / deploys to an Endpoint (TFX's
     # google_cloud_ai_platform extensions, which take these dicts as they are).

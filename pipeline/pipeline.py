@@ -268,16 +268,17 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         },
     ).with_id(TRAINER)
 
-    model_resolver = Resolver(
+    model_resolver = [Resolver(
         strategy_class=LatestBlessedModelStrategy,
         model=Channel(type=standard_artifacts.Model),
         model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id("latest_blessed_model_resolver")] if config.compare_with_baseline else []
 
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
+        # Without one, TFX drops the change thresholds, as on a first run.
+        baseline_model=model_resolver[0].outputs["model"] if model_resolver else None,
         eval_config=eval_config(config),
     ).with_id(EVALUATOR)
 
@@ -309,7 +310,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         data_gate,
         transform,
         trainer,
-        model_resolver,
+        *model_resolver,
         evaluator,
         pusher,
     ]

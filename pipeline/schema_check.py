@@ -28,7 +28,7 @@ MODEL_COLUMN_TYPES = {
 SERVING_ENVIRONMENT = "SERVING"
 
 
-def _type_name(feature) -> str:  # noqa: ANN001 - schema_pb2.Feature
+def type_name(feature) -> str:  # noqa: ANN001 - schema_pb2.Feature
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     return schema_pb2.FeatureType.Name(feature.type)
@@ -54,8 +54,8 @@ def _model_problems(schema) -> list[str]:  # noqa: ANN001 - schema_pb2.Schema
         feature = by_name.get(name)
         if feature is None:
             problems.append(f"{name}: the model reads this column but the schema does not declare it")
-        elif _type_name(feature) not in allowed:
-            problems.append(f"{name}: type {_type_name(feature)}, but the model reads it as "
+        elif type_name(feature) not in allowed:
+            problems.append(f"{name}: type {type_name(feature)}, but the model reads it as "
                             f"{' or '.join(allowed)}")
         elif feature.HasField("shape"):
             problems.append(f"{name}: has a shape, but the model reads every column as optional "
