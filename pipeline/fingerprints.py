@@ -165,18 +165,34 @@ def _with_packages(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
+def _inside_package(folder: str, root: str) -> bool:
+    """Whether `folder` lies in a package (a folder with __init__.py) directly under `root`."""
+    if not folder.startswith(root + os.sep):
+        return False
+    top = folder[len(root) + 1:].split(os.sep, 1)[0]
+    return os.path.isfile(os.path.join(root, top, "__init__.py"))
+
+
 def environment() -> str:
     """The interpreter and the name and version of every installed distribution, as one hash.
 
     Read from the names of the *.dist-info / *.egg-info folders on sys.path
     (`tensorflow-2.16.2.dist-info`), which carry both: a directory listing,
     not the metadata files (importlib.metadata reads every one, ~0.1 s).
+
+    Folders inside an installed package are left out: packages add them when
+    imported (setuptools/_vendor, with vendored *.dist-info, once TFDV is
+    loaded), and the same install gave another hash after `taxi monitor` had
+    imported TFDV, so its `--retrain` took the last run for another environment.
     """
     digest = hashlib.sha256(f"{sys.implementation.name} {sys.version}".encode())
     names = set()
-    for entry in sys.path:
+    folders = [os.path.abspath(entry or ".") for entry in sys.path]
+    for entry in folders:
+        if any(_inside_package(entry, other) for other in folders):
+            continue
         try:
-            listing = os.listdir(entry or ".")
+            listing = os.listdir(entry)
         except OSError:  # a zip, or a folder that does not exist
             continue
         names.update(name for name in listing if name.endswith(DISTRIBUTION_SUFFIXES))

@@ -198,3 +198,21 @@ def test_an_edit_only_the_gate_reads_keeps_the_schema_transform_and_the_trainer_
     retyped = importers(original.replace('name: "trip_start_timestamp"\n  type: INT',
                                          'name: "trip_start_timestamp"\n  type: FLOAT', 1))
     assert retyped["TrainingSchemaImporter"] != before["TrainingSchemaImporter"]  # Transform reads a column's type
+
+
+def test_the_environment_hash_does_not_move_when_a_package_puts_its_own_folder_on_sys_path(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing TFDV puts setuptools/_vendor (vendored *.dist-info) on sys.path: `taxi monitor --retrain`, which
+    imports it first, hashed another environment and took the last run for a run of other packages."""
+    import sys
+
+    site = tmp_path / "site-packages"
+    (site / "setuptools" / "_vendor" / "packaging-24.2.dist-info").mkdir(parents=True)
+    (site / "setuptools" / "__init__.py").write_text("")
+    (site / "tfx-1.16.0.dist-info").mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    before = fingerprints.environment()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site / "setuptools" / "_vendor")])
+    assert fingerprints.environment() == before
+    (site / "tfx-1.17.0.dist-info").mkdir()  # an upgrade is another environment
+    assert fingerprints.environment() != before
