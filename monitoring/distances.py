@@ -111,11 +111,14 @@ def homogeneity_p_value(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure(kind: str, training: Sequence, served: Sequence) -> Distance:
-    """kind: jensen_shannon_divergence (numeric) or infinity_norm (categorical); empty sides are refused."""
+    """kind: jensen_shannon_divergence (numeric values on training deciles, categorical ones value by value,
+    as TFDV allows it on both) or infinity_norm (value by value); empty sides are refused."""
     if not len(training) or not len(served):
         raise ValueError("both samples need at least one value")
     if kind == "jensen_shannon_divergence":
-        a, b = numeric_counts(np.asarray(training, dtype=float), np.asarray(served, dtype=float))
+        numeric = isinstance(training[0], (int, float, np.number)) and not isinstance(training[0], bool)
+        a, b = (numeric_counts(np.asarray(training, dtype=float), np.asarray(served, dtype=float)) if numeric
+                else categorical_counts(training, served))
         value = jensen_shannon(a, b)
     elif kind == "infinity_norm":
         a, b = categorical_counts(training, served)

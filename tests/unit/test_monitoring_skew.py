@@ -128,6 +128,9 @@ def test_exact_distances() -> None:
     assert apart.value == pytest.approx(1.0) and apart.p_value < 1e-20
     shares = distances.measure("infinity_norm", ["a"] * 60 + ["b"] * 40, ["a"] * 30 + ["b"] * 50 + ["new"] * 20)
     assert shares.value == pytest.approx(0.3) and shares.bins == 3
+    # TFDV allows jensen_shannon_divergence on a categorical feature too: value by value (it crashed on b"Cash")
+    categorical = distances.measure("jensen_shannon_divergence", [b"Cash"] * 50 + [b"Card"] * 50, [b"Cash"] * 100)
+    assert categorical.bins == 2 and categorical.value == pytest.approx(0.311, abs=1e-3)
     assert not distances.Distance(0.5, 0.01, 3).skewed(0.1) and distances.Distance(0.5, 0.0001, 3).skewed(0.1)
     tied = distances.numeric_counts(np.array([0.0] * 60 + list(range(1, 41))), np.array([0.0, 50.0]))
     # The 60 zeros fill six deciles and are one bin; the outer bins hold only values outside the training range.
