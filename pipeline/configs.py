@@ -67,7 +67,8 @@ def parse_schema_text(path: str | Path) -> object:
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     try:
-        return text_format.Parse(Path(path).read_text(encoding="utf-8"), schema_pb2.Schema())
+        # utf-8-sig: Notepad's byte-order mark is not text (the copy ImportSchemaGen reads is written without it)
+        return text_format.Parse(Path(path).read_text(encoding="utf-8-sig"), schema_pb2.Schema())
     except (text_format.ParseError, UnicodeDecodeError) as error:
         raise ConfigError(f"is not a TFMD Schema in text format: {error}") from None
     except OSError as error:
@@ -79,7 +80,9 @@ def read_schema(path: str) -> object:
     fails mid-run, or an empty file passes as a schema and the gate reports every column as new), and sound
     (pipeline/schema_check.py)."""
     if not os.path.isfile(path):
-        problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        problem = ("is a folder, not a file" if os.path.isdir(path) else
+                   "is not a regular file (a broken or looping symlink, a pipe or a device)" if os.path.lexists(path)
+                   else "does not exist")
         raise ConfigError(f"schema file {path} {problem}")
     try:
         schema = parse_schema_text(path)

@@ -34,6 +34,12 @@ def type_name(feature) -> str:  # noqa: ANN001 - schema_pb2.Feature
     return schema_pb2.FeatureType.Name(feature.type)
 
 
+def _stages(names: tuple[str, ...]) -> set[int]:
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    return {schema_pb2.LifecycleStage.Value(name) for name in names}
+
+
 def _environments(feature) -> set[str]:  # noqa: ANN001 - schema_pb2.Feature
     return set(feature.in_environment) | set(feature.not_in_environment)
 
@@ -57,6 +63,9 @@ def _model_problems(schema) -> list[str]:  # noqa: ANN001 - schema_pb2.Schema
         elif type_name(feature) not in allowed:
             problems.append(f"{name}: type {type_name(feature)}, but the model reads it as "
                             f"{' or '.join(allowed)}")
+        elif feature.deprecated or feature.lifecycle_stage in _stages(_DROPPED_STAGES):
+            problems.append(f"{name}: the model reads this column, but a deprecated or {_DROPPED_STAGES[0]}-like "
+                            "lifecycle_stage leaves it out of what Transform parses")
         elif feature.HasField("shape"):
             problems.append(f"{name}: has a shape, but the model reads every column as optional "
                             "(give value_count, not shape)")
@@ -83,43 +92,94 @@ def _bound(message, field: str) -> float | None:  # noqa: ANN001 - a proto messa
     return getattr(message, field) if message.HasField(field) else None
 
 
-def _feature_problems(feature, schema) -> list[str]:  # noqa: ANN001 - tensorflow_metadata protos
-    name = feature.name
-    problems = [problem for problem in (
-        feature.HasField("int_domain") and _range_problem(
-            name, "int_domain", _bound(feature.int_domain, "min"), _bound(feature.int_domain, "max")),
-        feature.HasField("float_domain") and _range_problem(
-            name, "float_domain", _bound(feature.float_domain, "min"), _bound(feature.float_domain, "max")),
-        feature.HasField("value_count") and _range_problem(
-            name, "value_count", _bound(feature.value_count, "min"), _bound(feature.value_count, "max")),
-    ) if problem]
+# The domain each type may carry (TFDV reports any other as "domain does not match the type", against the data).
+_DOMAIN_TYPES = {"int_domain": "INT", "float_domain": "FLOAT", "string_domain": "BYTES", "domain": "BYTES",
+                 "struct_domain": "STRUCT"}
+# Stages at which TFX's parsers leave a feature out (tfx_bsl's _DISQUALIFYING_LIFECYCLE_STAGES).
+_DROPPED_STAGES = ("DEPRECATED", "DISABLED", "PLANNED", "ALPHA", "DEBUG_ONLY", "VALIDATION_DERIVED")
+
+
+def _bounds_problems(feature) -> list[str]:  # noqa: ANN001 - schema_pb2.Feature
+    name, problems = feature.name, []
+    for kind in ("int_domain", "float_domain", "value_count"):
+        if feature.HasField(kind):
+            message = getattr(feature, kind)
+            problems.append(_range_problem(name, kind, _bound(message, "min"), _bound(message, "max")))
+    if feature.HasField("value_count") and feature.value_count.HasField("max") and feature.value_count.max == 0:
+        problems.append(f"{name}: value_count max 0 lets no row hold a value")
     presence = feature.presence
     if not 0.0 <= presence.min_fraction <= 1.0:  # also false for NaN
         problems.append(f"{name}: presence min_fraction {presence.min_fraction:g} is not a fraction in [0, 1]")
     if presence.min_count < 0:
         problems.append(f"{name}: presence min_count {presence.min_count} is negative")
+    mass = feature.distribution_constraints.min_domain_mass
+    if feature.HasField("distribution_constraints") and not 0.0 <= mass <= 1.0:
+        problems.append(f"{name}: distribution_constraints min_domain_mass {mass:g} is not a fraction in [0, 1]")
     for which in ("drift_comparator", "skew_comparator"):
         comparator = getattr(feature, which)
         for measure in ("infinity_norm", "jensen_shannon_divergence", "normalized_abs_difference"):
             if comparator.HasField(measure) and not getattr(comparator, measure).threshold >= 0:
                 threshold = getattr(comparator, measure).threshold
                 problems.append(f"{name}: {which} {measure} threshold {threshold:g} is not a distance >= 0")
-    if feature.HasField("domain") and feature.domain not in {domain.name for domain in schema.string_domain}:
+    return [problem for problem in problems if problem]
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiouAEIOU' else 'a'} {word}"
+
+
+def _domain_problems(feature, string_domains: dict) -> list[str]:  # noqa: ANN001 - schema_pb2.Feature
+    name, kind = feature.name, type_name(feature)
+    if kind == "TYPE_UNKNOWN":
+        return [f"{name}: has no type (give type: INT, FLOAT or BYTES)"]
+    problems = []
+    domain = feature.WhichOneof("domain_info")
+    if domain in _DOMAIN_TYPES and _DOMAIN_TYPES[domain] != kind:
+        problems.append(f"{name}: {_a(domain)} on {_a(kind)} feature (it belongs on {_DOMAIN_TYPES[domain]} ones)")
+    if domain == "domain" and feature.domain not in string_domains:
         problems.append(f"{name}: domain {feature.domain!r} names no string_domain in the schema")
+    values = feature.string_domain.value if domain == "string_domain" else string_domains.get(feature.domain, [None])
+    if domain in ("domain", "string_domain") and not values:
+        problems.append(f"{name}: its string_domain lists no value, so every value would be an anomaly")
+    return problems
+
+
+def _environment_problems(schema) -> list[str]:  # noqa: ANN001 - schema_pb2.Schema
     declared = set(schema.default_environment)
-    unknown = sorted(_environments(feature) - declared) if declared else []
-    if unknown:
-        problems.append(f"{name}: environment {unknown[0]!r} is not one of the schema's default_environment "
-                        f"({', '.join(schema.default_environment)})")
+    unknown = {feature.name: sorted(_environments(feature) - declared) for feature in schema.feature}
+    return [f"{name}: environment {names[0]!r} is not one of the schema's default_environment "
+            f"({', '.join(schema.default_environment)})" for name, names in unknown.items() if names and declared]
+
+
+def _structure_problems(schema) -> list[str]:  # noqa: ANN001 - schema_pb2.Schema
+    """Names declared twice, the environments the pipeline reads, and what sparse and weighted features name."""
+    counts = Counter(feature.name for feature in schema.feature)
+    problems = [f"{name}: declared {count} times" for name, count in counts.items() if count > 1]
+    domains = Counter(domain.name for domain in schema.string_domain)
+    problems += [f"string_domain {name!r}: declared {count} times" for name, count in domains.items() if count > 1]
+    missing = [env for env in ("TRAINING", SERVING_ENVIRONMENT) if env not in schema.default_environment]
+    if missing:
+        problems.append(f"default_environment: {' and '.join(missing)} missing (declare both: the label's source "
+                        "is kept out of SERVING, which `taxi monitor` validates served requests against)")
+    for sparse in schema.sparse_feature:
+        if sparse.name in counts:
+            problems.append(f"{sparse.name}: a sparse_feature and a feature of the same name")
+        named = [*(ref.name for ref in sparse.index_feature), sparse.value_feature.name]
+        problems += [f"{sparse.name}: sparse_feature names {ref!r}, which is not a feature" for ref in named
+                     if ref not in counts]
+    for weighted in schema.weighted_feature:
+        named = [".".join(weighted.feature.step), ".".join(weighted.weight_feature.step)]
+        problems += [f"{weighted.name}: weighted_feature names {ref!r}, which is not a feature" for ref in named
+                     if ref not in counts]
     return problems
 
 
 def schema_problems(schema) -> list[str]:  # noqa: ANN001 - schema_pb2.Schema
     """One line per mistake, each naming the feature; empty when the schema is sound."""
-    counts = Counter(feature.name for feature in schema.feature)
-    problems = [f"{name}: declared {count} times" for name, count in counts.items() if count > 1]
-    domains = Counter(domain.name for domain in schema.string_domain)
-    problems += [f"string_domain {name!r}: declared {count} times" for name, count in domains.items() if count > 1]
+    # The first is the one a run prints: a misspelt environment before what it makes of the label, a type the
+    # model cannot read before the domain that no longer fits it.
+    problems = _structure_problems(schema) + _environment_problems(schema) + _model_problems(schema)
+    string_domains = {domain.name: domain.value for domain in schema.string_domain}
     for feature in schema.feature:
-        problems += _feature_problems(feature, schema)
-    return problems + _model_problems(schema)
+        problems += _bounds_problems(feature) + _domain_problems(feature, string_domains)
+    return problems

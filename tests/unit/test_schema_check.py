@@ -54,6 +54,35 @@ MISTAKES = {
     "a model input kept out of serving": (_edited('name: "company"\n  type: BYTES',
                                                   'name: "company"\n  type: BYTES\n  not_in_environment: "SERVING"'),
                                           "company: a model input must be in the SERVING environment"),
+    "a model input deprecated": (_edited('name: "company"\n  type: BYTES', 'name: "company"\n  type: BYTES\n'
+                                         '  lifecycle_stage: DEPRECATED'),
+                                 "company: the model reads this column, but a deprecated or DEPRECATED-like "
+                                 "lifecycle_stage leaves it out of what Transform parses"),
+    "a sparse feature naming nothing": (CURATED + 'sparse_feature { name: "sp" index_feature { name: "nonexist" } '
+                                        'value_feature { name: "fare" } }\n',
+                                        "sp: sparse_feature names 'nonexist', which is not a feature"),
+    "a weighted feature without its weight": (CURATED + 'weighted_feature { name: "wf" feature { step: "company" } '
+                                              'weight_feature { step: "w" } }\n',
+                                              "wf: weighted_feature names 'w', which is not a feature"),
+    "a float domain on an INT column": (_edited('int_domain { min: 0 max: 604800 }', 'float_domain { min: 0 }'),
+                                        "trip_seconds: a float_domain on an INT feature (it belongs on FLOAT ones)"),
+    "a string domain on an INT column": (_edited("int_domain { min: 0 max: 23 }", 'domain: "payment_type"'),
+                                         "trip_start_hour: a domain on an INT feature (it belongs on BYTES ones)"),
+    "an empty string domain": (CURATED.replace('  value: "Cash"\n', "").replace('  value: "Credit Card"\n', "")
+                               .replace('  value: "Dispute"\n', "").replace('  value: "No Charge"\n', "")
+                               .replace('  value: "Pcard"\n', "").replace('  value: "Prcard"\n', "")
+                               .replace('  value: "Unknown"\n', "").replace('  value: "Mobile"\n', "")
+                               .replace('  value: "Prepaid"\n', ""),
+                               "payment_type: its string_domain lists no value, so every value would be an anomaly"),
+    "a domain mass above 1": (_edited('domain: "payment_type"', 'domain: "payment_type"\n'
+                                      '  distribution_constraints { min_domain_mass: 1.5 }'),
+                              "payment_type: distribution_constraints min_domain_mass 1.5 is not a fraction in [0, 1]"),
+    "no type": (_edited('name: "trip_start_timestamp"\n  type: INT\n', 'name: "trip_start_timestamp"\n'),
+                "trip_start_timestamp: has no type (give type: INT, FLOAT or BYTES)"),
+    "no value allowed": (_edited("value_count { min: 0 max: 1 }", "value_count { min: 0 max: 0 }"),
+                         "pickup_community_area: value_count max 0 lets no row hold a value"),
+    "no SERVING environment": (_edited('default_environment: "SERVING"\n', ""),
+                               "default_environment: SERVING missing"),
     "a domain that is not there": (_edited('domain: "payment_type"', 'domain: "payment"'),
                                    "payment_type: domain 'payment' names no string_domain in the schema"),
 }
@@ -98,3 +127,17 @@ def test_local_runner_refuses_a_bad_schema_in_one_line_and_writes_nothing(tmp_pa
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: schema file {path}: trip_start_hour: int_domain min 23 is above its max 0"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_byte_order_mark_is_read_past_and_a_path_that_is_no_file_is_named_as_such(tmp_path: Path) -> None:
+    """Notepad saves UTF-8 with a byte-order mark, which data files may have too; a symlink loop or a named pipe
+    given as --schema was said not to exist."""
+    bom = tmp_path / "bom.pbtxt"
+    bom.write_bytes(b"\xef\xbb\xbf" + CURATED.encode())
+    assert schema_problems(configs.read_schema(str(bom))) == []
+    loop = tmp_path / "loop.pbtxt"
+    loop.symlink_to(loop)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        configs.read_schema(str(loop))
+    with pytest.raises(ConfigError, match="does not exist"):
+        configs.read_schema(str(tmp_path / "none.pbtxt"))
