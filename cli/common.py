@@ -65,14 +65,17 @@ def verbosity() -> int:
     return ctx.find_root().meta.get("verbosity", 0) if ctx else 0
 
 
-def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:  # noqa: ARG001 - click's signature
-    if not value.strip():  # "" would be the current folder, and its metadata.sqlite, if any, read as the output
-        raise click.BadParameter(f"empty: give a folder (or leave the flag out for {DEFAULT_OUTPUT})")
+def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:  # noqa: ARG001 - click's
+    """A folder flag given as "": that would be the current folder (its metadata.sqlite read as the output, its
+    subfolders as data), so it is refused."""
+    if value is not None and not value.strip():
+        default = f" (or leave the flag out for {param.default})" if isinstance(param.default, str) else ""
+        raise click.BadParameter(f"empty: give a folder{default}")
     return value
 
 
 def output_option(func: F) -> F:
-    return click.option("-o", "--output", default=DEFAULT_OUTPUT, show_default=True, metavar="DIR", callback=_not_empty,
+    return click.option("-o", "--output", default=DEFAULT_OUTPUT, show_default=True, metavar="DIR", callback=not_empty,
                         help="the run's output folder (metadata.sqlite, pipeline_root/, serving_model/, reports/)")(func)
 
 

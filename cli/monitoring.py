@@ -20,6 +20,7 @@ from cli.common import (
     emit_json,
     info,
     json_option,
+    not_empty,
     output_option,
     verbosity_options,
 )
@@ -123,7 +124,7 @@ def monitor_options(func):  # noqa: ANN001, ANN201 - click decorator stack
                       "2 bad input (no/empty/malformed logs, too few rows, no model in service).")
 @monitor_options
 @click.option("--retrain", is_flag=True, help="then act like `trigger`: retrain when skew is found or a new span landed")
-@click.option("--data", metavar="DIR", help="with --retrain: the data folder of span-<N>/ folders")
+@click.option("--data", metavar="DIR", callback=not_empty, help="with --retrain: the data folder of span-<N>/ folders")
 @json_option
 @verbosity_options
 def monitor(output: str, model_name: str, config_path: str | None, request_log: str | None, hours: float,
@@ -198,7 +199,8 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
                       "gate stopped the run; 3 another triggered run is in progress.")
 @output_option
 @model_option
-@click.option("--data", required=True, metavar="DIR", help="data folder (span-<N>/ folders or CSV files)")
+@click.option("--data", required=True, metavar="DIR", callback=not_empty,
+              help="data folder (span-<N>/ folders or CSV files)")
 @click.option("--span", type=int, help="train on this span (default: the latest)")
 @click.option("--skew-report", metavar="FILE", help="a `monitor` JSON report whose over-threshold features count as a reason")
 @click.option("--dry-run", is_flag=True, help="decide and log, start nothing")

@@ -129,8 +129,11 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
                   + f" (report on version {skew.version})")
     if skewed and (reasons or chosen is None or model_span is None):
         reasons.append(skewed)  # a flat data folder may have changed in place: retraining can learn something new
+    # The run's flags are checked whatever the decision: a cron line whose flags after -- would stop the run must
+    # fail now, not pass as "current" every hour until a new span lands.
+    args, run_config = _runner_config(output, data, chosen, runner_args)
     if reasons:
-        tried = _already_tried(output, data, chosen, runner_args)
+        tried = _already_tried(run_config, args.rerun, f"span {chosen}" if chosen is not None else f"the data in {data}")
         if tried:
             return Decision(False, [tried], chosen, version, model_span)
         return Decision(True, reasons, chosen, version, model_span)
@@ -176,7 +179,20 @@ def check_runner_args(runner_args: list[str]) -> None:
     _parsed(runner_args)
 
 
-def _already_tried(output: str, data: str, span: int | None, runner_args: Sequence[str]) -> str | None:
+def _runner_config(output: str, data: str, span: int | None, runner_args: Sequence[str]):  # noqa: ANN202
+    """(local_runner's parsed flags, the config of the run it would start); TriggerError where that run would
+    stop at its flags."""
+    import local_runner
+    from pipeline.configs import ConfigError
+
+    args = _parsed(runner_flags(data, output, span, runner_args))
+    try:
+        return args, local_runner.build_config(args, write=False)
+    except ConfigError as error:
+        raise TriggerError(str(error)) from None
+
+
+def _already_tried(config, rerun: bool, what: str) -> str | None:  # noqa: ANN001 - PipelineConfig
     """Why not to start a run that would repeat the last completed run, or the last run the data gate stopped,
     exactly (the same data files, schema, code, config and outputs), from the record that run left; None when
     it would not.
@@ -185,17 +201,9 @@ def _already_tried(output: str, data: str, span: int | None, runner_args: Sequen
     same refusal until something the run depends on changes; the gate is
     deterministic, so a span it stopped is stopped again (every hour, exit 2).
     """
-    import local_runner
     from pipeline import up_to_date
-    from pipeline.configs import ConfigError
 
-    args = _parsed(runner_flags(data, output, span, runner_args))
-    try:
-        config = local_runner.build_config(args, write=False)
-    except ConfigError as error:  # the run would stop at its flags: say why now, start nothing
-        raise TriggerError(str(error)) from None
-    what = f"span {span}" if span is not None else f"the data in {data}"
-    record, stop = up_to_date.last_runs(config, args.rerun)
+    record, stop = up_to_date.last_runs(config, rerun)
     if record is None and stop is not None:
         return (f"{what} was stopped by the data gate at {stop.get('stopped_at', '?')}: {stop.get('why', '?')}; "
                 "not retrying until the data or the pipeline changes")

@@ -341,3 +341,24 @@ def test_a_run_past_the_time_limit_is_stopped_and_says_so(tmp_path: Path, monkey
     assert err == ["error: the triggered pipeline run took longer than the trigger's limit of 0.5 s and was stopped"], err
     finished = _decisions(out)[-1]
     assert finished["decision"] == "finished" and finished["exit_code"] == 1 and finished["timed_out_after_s"] == 0.5
+
+
+def test_runner_flags_are_checked_when_the_model_is_current_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They were read only when a retrain was due: an hourly cron line with a broken flag after -- logged
+    "model 5 is current" until the day a span landed, and then failed."""
+    data = _spans(tmp_path)
+    monkeypatch.setattr(trigger, "_in_service", lambda *args: (5, 2))  # the model in service learned the last span
+    monkeypatch.setattr(trigger, "_newer_push", lambda *args: (None, None))
+    assert not trigger.decide(str(tmp_path / "out"), str(data)).retrain
+    with pytest.raises(trigger.TriggerError, match=r"train steps must be within \[1, 2147483647\], got 0"):
+        trigger.decide(str(tmp_path / "out"), str(data), runner_args=["--train-steps", "0"])
+    with pytest.raises(trigger.TriggerError, match="schema file /nonexistent.pbtxt does not exist"):
+        trigger.decide(str(tmp_path / "out"), str(data), runner_args=["--schema", "/nonexistent.pbtxt"])
+
+
+@pytest.mark.parametrize("command", [["trigger"], ["monitor", "--retrain"]])
+def test_an_empty_data_flag_is_named_as_empty(tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]) -> None:
+    """--data '' was the current folder: 'holds folders (benchmarks, cli, common)' named what it found there."""
+    assert main([*command, "--output", str(tmp_path), "--data", ""]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: Invalid value for '--data': empty: give a folder (see 'taxi {command[0]} --help')"], err
