@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import shutil
 import sys
 from pathlib import Path
 
@@ -84,17 +85,24 @@ def split(source: str, out: str, by: str) -> dict[int, tuple[str, int]]:
         raise ConfigError(f"--out {out} is a file; give a folder to create span-<N>/ folders in")
     if list_spans(out):
         raise ConfigError(f"{out} already holds spans; choose an empty folder")
+    present = [path.name for path in data.entries(out)] if target.is_dir() else []
+    if present:  # CSV files beside span folders make a folder no run reads; a file may hold a span's name
+        raise ConfigError(f"--out {out} is not empty (it holds {', '.join(present[:3])}); choose an empty or new "
+                          "folder for the span-<N>/ folders")
     written = {}
     try:
         for number, period in enumerate(sorted(periods), start=1):
             folder = target / f"span-{number}"
             folder.mkdir(parents=True)
+            written[number] = (period, 0)
             with open(folder / "data.csv", "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=header)
                 writer.writeheader()
                 writer.writerows(periods[period])
             written[number] = (period, len(periods[period]))
     except OSError as error:
+        for number in written:  # only what this split created: a half-written set is no run's data
+            shutil.rmtree(target / f"span-{number}", ignore_errors=True)
         raise ConfigError(f"cannot write spans to {out}: {error.strerror or error}") from None
     return written
 

@@ -72,6 +72,15 @@ def test_split_refuses_bad_timestamps_and_a_file_as_out(tmp_path, capsys):
     assert spans.main(["split", "--data", str(source), "--out", str(tmp_path / "a-file")]) == 2
     assert "is a file" in capsys.readouterr().err and (tmp_path / "a-file").read_text() == "kept"
     assert not (tmp_path / "spans").exists()
+    # A folder with a CSV file (no run reads spans beside it) or a file named like a span is left as it was.
+    for name in ("data.csv", "span-1"):
+        taken = tmp_path / f"taken-{name}"
+        taken.mkdir()
+        (taken / name).write_text("kept")
+        assert spans.main(["split", "--data", str(source), "--out", str(taken)]) == 2
+        assert capsys.readouterr().err == (f"error: --out {taken} is not empty (it holds {name}); choose an empty "
+                                           "or new folder for the span-<N>/ folders\n")
+        assert [p.name for p in taken.iterdir()] == [name]
 
 
 def test_split_by_year_orders_spans_in_time(tmp_path):
