@@ -4,7 +4,8 @@ ImportSchemaGen takes any text-format Schema. Without this check a contradiction
 surfaced late and blamed the wrong thing: `min > max` or `min_fraction: 2.0`
 became a data anomaly in the gate (every row "out of range"), a model input
 declared FLOAT failed inside Transform with TensorFlow's dtype error, a model
-input left out failed there with a KeyError, and a duplicated feature or a
+input left out (or deprecated) failed there with a KeyError, a domain on the
+wrong type or an empty one blamed every row, and a duplicated feature or a
 negative drift threshold passed silently. Each is now named with the feature
 and the fix, and the run does not start.
 """
@@ -26,6 +27,11 @@ MODEL_COLUMN_TYPES = {
     **{name: ("BYTES",) for name in features.VOCAB_STRING_FEATURES},
 }
 SERVING_ENVIRONMENT = "SERVING"
+# The domain each type may carry (TFDV reports any other as "domain does not match the type", against the data).
+_DOMAIN_TYPES = {"int_domain": "INT", "float_domain": "FLOAT", "string_domain": "BYTES", "domain": "BYTES",
+                 "struct_domain": "STRUCT"}
+# Stages at which TFX's parsers leave a feature out (tfx_bsl's _DISQUALIFYING_LIFECYCLE_STAGES).
+_DROPPED_STAGES = ("DEPRECATED", "DISABLED", "PLANNED", "ALPHA", "DEBUG_ONLY", "VALIDATION_DERIVED")
 
 
 def type_name(feature) -> str:  # noqa: ANN001 - schema_pb2.Feature
@@ -34,10 +40,14 @@ def type_name(feature) -> str:  # noqa: ANN001 - schema_pb2.Feature
     return schema_pb2.FeatureType.Name(feature.type)
 
 
-def _stages(names: tuple[str, ...]) -> set[int]:
+def _left_out(feature) -> str | None:  # noqa: ANN001 - schema_pb2.Feature
+    """Why TFX's parsers leave the feature out ("deprecated: true", "lifecycle_stage: ALPHA"), or None."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    return {schema_pb2.LifecycleStage.Value(name) for name in names}
+    if feature.deprecated:
+        return "deprecated: true"
+    stage = schema_pb2.LifecycleStage.Name(feature.lifecycle_stage)
+    return f"lifecycle_stage: {stage}" if stage in _DROPPED_STAGES else None
 
 
 def _environments(feature) -> set[str]:  # noqa: ANN001 - schema_pb2.Feature
@@ -63,9 +73,9 @@ def _model_problems(schema) -> list[str]:  # noqa: ANN001 - schema_pb2.Schema
         elif type_name(feature) not in allowed:
             problems.append(f"{name}: type {type_name(feature)}, but the model reads it as "
                             f"{' or '.join(allowed)}")
-        elif feature.deprecated or feature.lifecycle_stage in _stages(_DROPPED_STAGES):
-            problems.append(f"{name}: the model reads this column, but a deprecated or {_DROPPED_STAGES[0]}-like "
-                            "lifecycle_stage leaves it out of what Transform parses")
+        elif _left_out(feature):
+            problems.append(f"{name}: the model reads this column, but {_left_out(feature)} leaves it out of what "
+                            "Transform parses")
         elif feature.HasField("shape"):
             problems.append(f"{name}: has a shape, but the model reads every column as optional "
                             "(give value_count, not shape)")
@@ -90,13 +100,6 @@ def _range_problem(name: str, kind: str, low: float | None, high: float | None) 
 
 def _bound(message, field: str) -> float | None:  # noqa: ANN001 - a proto message
     return getattr(message, field) if message.HasField(field) else None
-
-
-# The domain each type may carry (TFDV reports any other as "domain does not match the type", against the data).
-_DOMAIN_TYPES = {"int_domain": "INT", "float_domain": "FLOAT", "string_domain": "BYTES", "domain": "BYTES",
-                 "struct_domain": "STRUCT"}
-# Stages at which TFX's parsers leave a feature out (tfx_bsl's _DISQUALIFYING_LIFECYCLE_STAGES).
-_DROPPED_STAGES = ("DEPRECATED", "DISABLED", "PLANNED", "ALPHA", "DEBUG_ONLY", "VALIDATION_DERIVED")
 
 
 def _bounds_problems(feature) -> list[str]:  # noqa: ANN001 - schema_pb2.Feature

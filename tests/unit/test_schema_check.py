@@ -56,8 +56,8 @@ MISTAKES = {
                                           "company: a model input must be in the SERVING environment"),
     "a model input deprecated": (_edited('name: "company"\n  type: BYTES', 'name: "company"\n  type: BYTES\n'
                                          '  lifecycle_stage: DEPRECATED'),
-                                 "company: the model reads this column, but a deprecated or DEPRECATED-like "
-                                 "lifecycle_stage leaves it out of what Transform parses"),
+                                 "company: the model reads this column, but lifecycle_stage: DEPRECATED leaves "
+                                 "it out of what Transform parses"),
     "a sparse feature naming nothing": (CURATED + 'sparse_feature { name: "sp" index_feature { name: "nonexist" } '
                                         'value_feature { name: "fare" } }\n',
                                         "sp: sparse_feature names 'nonexist', which is not a feature"),
