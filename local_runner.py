@@ -275,6 +275,9 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         gate = _find(failure, DataGateError)
         if gate is not None:
             print(f"stopped by the {gate}", file=sys.stderr)
+            where = _where_in_the_data(config) if gate.problems else []
+            if where:
+                print("where in the data:\n" + "\n".join(where), file=sys.stderr)
             up_to_date.record_gate_stop(config, time.strftime("%Y-%m-%d %H:%M:%S"), gate.verdict)
             _report(config, log_path, report)
             return EXIT_USAGE
@@ -311,6 +314,15 @@ def _retyped_for_the_baseline(config: configs.PipelineConfig) -> str | None:
     return (f"the schema changes the type of {', '.join(changed)}; the latest blessed model ({model}) reads the old "
             "type, so the Evaluator cannot compare the new model with it: undo the type change, or run once with "
             "--without-baseline to bless on the value thresholds alone")
+
+
+def _where_in_the_data(config: configs.PipelineConfig) -> list[str]:
+    """The file and line of what the gate refused but TFDV does not locate (data.cells_off_their_type)."""
+    folder = config.data_root if config.span is None else os.path.join(config.data_root, f"span-{config.span}")
+    try:
+        return data.cells_off_their_type(folder, configs.column_types(configs.parse_schema_text(config.schema_path)))
+    except (ConfigError, OSError):  # the folder changed since the run read it: the gate's own lines stand
+        return []
 
 
 def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> None:

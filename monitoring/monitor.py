@@ -8,8 +8,8 @@ from monitoring.distances import read_examples
 from monitoring.labels import STABLE, Deployment
 from monitoring.lineage import LineageError, version_record
 from monitoring.requests import RequestLogError, read_window
-from monitoring.skew import SkewReport, compare, schema_types, served_batch, serving_schema, serving_statistics
-from pipeline.configs import ConfigError
+from monitoring.skew import SkewReport, compare, served_batch, serving_schema, serving_statistics
+from pipeline.configs import ConfigError, column_types
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "schema.pbtxt"
 
@@ -70,7 +70,7 @@ def run(spec: MonitorInput) -> SkewReport:
     except LineageError as error:
         raise data_problem(str(error)) from None
     try:
-        window = read_window(spec.request_log, spec.since, spec.until, spec.model, types=schema_types(schema))
+        window = read_window(spec.request_log, spec.since, spec.until, spec.model, types=column_types(schema))
     except RequestLogError as error:
         raise NoVerdict(str(error)) from None
     if window.rows < spec.min_rows:

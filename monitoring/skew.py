@@ -79,14 +79,10 @@ def serving_schema(schema_path: Path, served: set[str]):  # noqa: ANN201 - schem
     return schema
 
 
-def schema_types(schema) -> dict[str, str]:  # noqa: ANN001 - schema_pb2.Schema
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    return {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
-
-
 def served_batch(window: Window, schema) -> pa.RecordBatch:  # noqa: ANN001 - schema_pb2.Schema
-    return to_record_batch(window, schema_types(schema))
+    from pipeline.configs import column_types
+
+    return to_record_batch(window, column_types(schema))
 
 
 def serving_statistics(batch: pa.RecordBatch, schema):  # noqa: ANN001, ANN201 - schema and stats protos

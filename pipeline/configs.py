@@ -99,6 +99,13 @@ def read_schema(path: str) -> object:
     return schema
 
 
+def column_types(schema) -> dict[str, str]:  # noqa: ANN001 - schema_pb2.Schema
+    """{column: INT, FLOAT or BYTES} as the schema declares them."""
+    from pipeline.schema_check import type_name
+
+    return {feature.name: type_name(feature) for feature in schema.feature}
+
+
 def check_metadata_file(path: str) -> None:
     """ConfigError when an existing MLMD file is not SQLite: MLMD would fail on it mid-run, and it
     is the output's whole run history, so it is never overwritten."""

@@ -55,3 +55,19 @@ def open_data_file(path: str | Path, open_stored: Callable[[str], BinaryIO] | No
             return
         with gzip.GzipFile(fileobj=stored, mode="rb") as unzipped:
             yield unzipped
+
+
+INT64_RANGE = 2**63
+
+
+def whole_number(cell: str | bytes) -> bool:
+    """`8`, or `8.0` (pandas writes an int column with gaps as floats): a value an int64 column holds exactly."""
+    try:
+        return -INT64_RANGE <= int(cell) < INT64_RANGE
+    except ValueError:
+        pass
+    try:
+        value = float(cell)
+    except ValueError:
+        return False
+    return value.is_integer() and -INT64_RANGE <= value < INT64_RANGE

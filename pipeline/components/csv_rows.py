@@ -30,22 +30,10 @@ from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.dsl.io import fileio
 from tfx_bsl.coders import csv_decoder
 
-from pipeline.data_files import header_names, is_hidden, open_data_file
+from pipeline.data_files import header_names, is_hidden, open_data_file, whole_number
 
 ColumnType = csv_decoder.ColumnType
 ROWS_PER_BATCH = 4096
-
-INT64_RANGE = 2**63
-
-
-def _whole_number(cell: bytes) -> bool:
-    """`8` or `8.0`: a value an int64 column can hold exactly as written."""
-    try:
-        value = float(cell)
-    except ValueError:
-        return False
-    return value.is_integer() and -INT64_RANGE <= value < INT64_RANGE
-
 
 def _as_int(cell: bytes) -> int:
     try:
@@ -131,7 +119,7 @@ _value_type = csv_decoder._InferValueType  # noqa: SLF001 - TFX's own inference,
 def _int_column_value_type(cell: bytes) -> ColumnType:
     """A cell's type as TFX infers it, but INT for a whole number written as a float (`8.0`)."""
     kind = _value_type(cell)
-    return ColumnType.INT if kind == ColumnType.FLOAT and _whole_number(cell) else kind
+    return ColumnType.INT if kind == ColumnType.FLOAT and whole_number(cell) else kind
 
 
 def _column_array(cells: tuple[bytes, ...], column_type: ColumnType) -> pa.Array:

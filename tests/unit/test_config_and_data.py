@@ -127,6 +127,29 @@ def test_csv_files_that_cannot_be_read_as_one_table_are_named(tmp_path, files, m
         data.check_csv_folder(str(tmp_path))
 
 
+TYPES = {"fare": "FLOAT", "tips": "FLOAT", "trip_start_hour": "INT", "payment_type": "BYTES"}
+TYPED_HEADER = b"fare,tips,trip_start_hour,payment_type\n"
+
+
+def test_the_cells_the_gate_refuses_without_saying_where_are_found_by_file_and_line(tmp_path):
+    """R's `NA`, a thousands separator, a fraction in an INT column, an int beyond 64 bits and a spreadsheet's empty
+    rows: the gate said only that a column held a STRING (in both splits) or that every column had "fewer values
+    than expected", and an engineer searched the files by hand."""
+    (tmp_path / "a.csv").write_bytes(TYPED_HEADER + b'12,0,8.0,Cash\n1.4e3, 2 ,,\nnan,0,-3,Cash\n"1,234.50",0,3,Cash\n')
+    (tmp_path / "b.csv").write_bytes(TYPED_HEADER + b"1,0,NA,Cash\n1,0,2.5,Cash\n1,0,9223372036854775808,Cash\n"
+                                     b",,,\n,,,\n")
+    assert data.cells_off_their_type(str(tmp_path), TYPES) == [
+        "  fare: '1,234.50' in a.csv line 5 is not a number (the schema's FLOAT; 1 such cell; a missing value is an "
+        "empty cell)",
+        "  trip_start_hour: 'NA' in b.csv line 2 is not a whole number within 64 bits (the schema's INT; 3 such cells; "
+        "a missing value is an empty cell)",
+        "  2 rows with no value in any column (b.csv line 5, b.csv line 6): a spreadsheet leaves such rows below its "
+        "data; delete them"]
+    (tmp_path / "b.csv").unlink()
+    (tmp_path / "a.csv").write_bytes(TYPED_HEADER + b"12,0,8.0,Cash\n1.4e3, 2 ,,\nnan,0,-3,Cash\n")
+    assert data.cells_off_their_type(str(tmp_path), TYPES) == []  # as CsvExampleGen reads the schema's types
+
+
 def test_one_header_for_all_files_with_crlf_and_a_header_only_file_is_fine(tmp_path):
     (tmp_path / "a.csv").write_bytes(HEADER)
     (tmp_path / "b.csv").write_bytes(HEADER.replace(b"\n", b"\r\n") + b'1,0,Cash\r\n\r\n2,0,"Credit\nCard, quoted"\r\n')

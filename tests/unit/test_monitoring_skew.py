@@ -16,7 +16,7 @@ from monitoring import distances, skew
 from monitoring import report as report_files
 from monitoring.lineage import LineageError, VersionRecord
 from monitoring.requests import RequestLogError, Window, read_window
-from pipeline import data
+from pipeline import configs, data
 from tests.conftest import ROOT
 
 SCHEMA = ROOT / "schema" / "schema.pbtxt"
@@ -227,7 +227,7 @@ def test_lines_with_values_not_of_their_schema_type_are_skipped_not_fatal(tmp_pa
                             ("fare", "abc"), ("fare", [1.0]), ("company", {"a": 1})):
             inputs = {**good["inputs"], name: [value] * len(good["inputs"][name])}
             handle.write(json.dumps({**good, "inputs": inputs}) + "\n")
-    window = read_window(log, 0, 2e9, "taxi", types=skew.schema_types(schema))
+    window = read_window(log, 0, 2e9, "taxi", types=configs.column_types(schema))
     assert window.rows == 150 and window.skipped == {"value not of its schema type": 5}  # a dict is a (strange) string
     assert skew.served_batch(window, schema).num_rows == 150
 
