@@ -121,6 +121,17 @@ def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _check_header(row: dict[str, Any], dtypes: dict[str, str]) -> None:
+    """A model input the CSV header lacks (a typo, `Fare`, dropped by --drop-unknown; a column left out of an
+    export) would be sent missing in every row: plausible, wrong probabilities, and no word. An empty column
+    is how a CSV sends missing values on purpose."""
+    absent = sorted(set(dtypes) - set(row))
+    if absent:
+        raise UsageProblem(f"the header has no column {', '.join(map(repr, absent[:3]))}"
+                           f"{' ...' if len(absent) > 3 else ''}, a model input: every row would be sent without "
+                           "it; add the column (its empty cells are missing values)")
+
+
 def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool) -> list[dict[str, Any]]:
     """Convert CSV strings by the signature's dtypes; '' and missing become None (the client fills NaN/'')."""
     out = []
@@ -204,7 +215,10 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
     try:
         with ServingClient(url, model_name, protocol=protocol, grpc_target=grpc_target, timeout=timeout,
                            version=model_version, label=label, signature=signature) as client:
-            rows = typed(rows, client.input_dtypes(), drop_unknown)
+            dtypes = client.input_dtypes()
+            if fmt == "csv":
+                _check_header(rows[0], dtypes)
+            rows = typed(rows, dtypes, drop_unknown)
             predictions: list[dict[str, Any]] = []
             for start in range(0, len(rows), batch_size):
                 predictions += client.predict(rows[start:start + batch_size])

@@ -59,6 +59,10 @@ def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:
     # the pipeline refuses these in its data; a client sent them, filled or cut
     ('x,s\n1,a\n2,"b\n3,c\n', [], 2, "error: line 4: a quoted value is never closed"),
     ("x,s\n1,a\n2\n", [], 2, "error: line 3 has 1 values where the header has 2 columns"),
+    # a header typo dropped by --drop-unknown, or a column left out: every row was sent without it, exit 0
+    ("X,s,tips\n1,a,0\n", ["--drop-unknown"], 2, "error: the header has no column 'x', a model input: every row "
+                                                  "would be sent without it; add the column"),
+    ("s\na\n", [], 2, "error: the header has no column 'x'"),
     ("x,s\n1,a,extra\n", [], 2, "error: line 2 has 3 values where the header has 2 columns"),
     ("x,s\n1,a\n", ["--signature", "nope"], 2, "error: the model has no signature 'nope'; it has: classify_x,"),
 ])
