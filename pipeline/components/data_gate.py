@@ -60,18 +60,20 @@ RANGE_REASONS = {
     anomalies_pb2.AnomalyInfo.FLOAT_TYPE_SMALL_FLOAT,
     anomalies_pb2.AnomalyInfo.FLOAT_TYPE_BIG_FLOAT,
 }
+# ... and its "fewer values than expected" (value_count min 1): the same fact, every cell empty, said as NO_VALUES.
+VALUELESS_REASONS = RANGE_REASONS | {anomalies_pb2.AnomalyInfo.FEATURE_TYPE_LOW_NUMBER_VALUES}
 
 
 def anomaly_rows(anomalies: anomalies_pb2.Anomalies, valueless: frozenset = frozenset()) -> list:
     """(feature, kinds, description) per anomaly; the dataset-level one as `<dataset>`. For a `valueless`
-    feature, TFDV's range checks on values that are not there are left out.
+    feature, TFDV's range and value-count checks on values that are not there are left out (NO_VALUES says it).
     The gate's message and the run report both read anomalies through this."""
     infos = sorted(anomalies.anomaly_info.items())
     if anomalies.HasField("dataset_anomaly_info"):
         infos.append(("<dataset>", anomalies.dataset_anomaly_info))
     rows = []
     for feature, info in infos:
-        reasons = [r for r in info.reason if not (feature in valueless and r.type in RANGE_REASONS)]
+        reasons = [r for r in info.reason if not (feature in valueless and r.type in VALUELESS_REASONS)]
         if info.reason and not reasons:
             continue
         description = info.description or info.short_description
@@ -101,11 +103,15 @@ def valueless_features(dataset) -> frozenset:  # noqa: ANN001 - DatasetFeatureSt
 
 
 def required_but_valueless(split: str, valueless: frozenset, schema) -> list:  # noqa: ANN001 - schema_pb2.Schema
-    """One line per column the schema requires (presence min_count or min_fraction) that holds no value."""
+    """One line per column the schema requires (presence min_count or min_fraction, or value_count min) that holds
+    no value."""
+    def requirement(f) -> str | None:  # noqa: ANN001 - schema_pb2.Feature
+        if f.presence.min_count > 0 or f.presence.min_fraction > 0:
+            return f"presence min_count {f.presence.min_count}, min_fraction {f.presence.min_fraction:g}"
+        return f"value_count min {f.value_count.min}" if f.value_count.min > 0 else None
+
     return [f"  [{split}] {f.name}: NO_VALUES: the column is in the data but every cell of it is empty (the schema "
-            f"requires it: presence min_count {f.presence.min_count}, min_fraction {f.presence.min_fraction:g})"
-            for f in schema.feature
-            if f.name in valueless and (f.presence.min_count > 0 or f.presence.min_fraction > 0)]
+            f"requires it: {requirement(f)})" for f in schema.feature if f.name in valueless and requirement(f)]
 
 
 def read_anomalies(artifact: types.Artifact) -> dict:

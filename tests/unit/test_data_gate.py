@@ -144,3 +144,25 @@ def test_range_checks_on_a_column_without_values_are_left_out_and_other_findings
         feature { name: "fare" type: FLOAT presence { min_count: 1 } }
     """, schema_pb2.Schema())
     assert [line.split(":")[0] for line in required_but_valueless("train", valueless, schema)] == ["  [train] area"]
+
+
+def test_fewer_values_than_expected_on_a_column_without_values_is_said_as_no_values():
+    """A FLOAT column with value_count min 1, empty in every row: TFDV says "fewer values than expected", and the
+    README's promise, NO_VALUES with every cell empty, was not kept."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from pipeline.components.data_gate import anomaly_rows, required_but_valueless
+
+    anomalies = text_format.Parse("""
+        anomaly_info { key: "fare" value { description: "Some examples have fewer values than expected."
+            reason { type: FEATURE_TYPE_LOW_NUMBER_VALUES description: "Some examples have fewer values" } } }
+        anomaly_info { key: "tips" value { description: "Some examples have fewer values than expected."
+            reason { type: FEATURE_TYPE_LOW_NUMBER_VALUES description: "Some examples have fewer values" } } }
+    """, anomalies_pb2.Anomalies())
+    assert anomaly_rows(anomalies, frozenset({"fare"})) == [
+        ("tips", "FEATURE_TYPE_LOW_NUMBER_VALUES", "Some examples have fewer values than expected.")]
+    schema = text_format.Parse('feature { name: "fare" type: FLOAT value_count { min: 1 max: 1 } }',
+                               schema_pb2.Schema())
+    assert required_but_valueless("train", frozenset({"fare"}), schema) == [
+        "  [train] fare: NO_VALUES: the column is in the data but every cell of it is empty (the schema requires it: "
+        "value_count min 1)"]
