@@ -62,8 +62,10 @@ class RunSummary:
             out.append("model: NOT blessed: " + "; ".join(self.blessing_reasons or ["see the Evaluator output"]))
         if self.pushed_version:
             out.append(f"pushed: version {self.pushed_version} -> {self.pushed_to}")
-        else:
+        elif self.blessed:
             out.append(f"pushed: nothing new{' (' + self.not_pushed_reason + ')' if self.not_pushed_reason else ''}")
+        else:  # "nothing new" read as if an earlier push stood in for this model, in a folder with none
+            out.append("pushed: nothing" + (" (not blessed)" if self.blessed is False else ""))
         return out
 
 

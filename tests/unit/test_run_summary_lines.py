@@ -22,6 +22,7 @@ def test_a_model_that_never_says_yes_is_summarised_not_crashed() -> None:
     lines = summary.lines()
     assert "  auc 0.5000  precision nan  calibration inf  example_count 4966" in lines
     assert "model: NOT blessed: AUC 0.5000 < required 0.90" in lines
+    assert lines[-1] == "pushed: nothing (not blessed)"  # "nothing new" read as if an earlier push stood in
 
 
 def test_json_output_writes_non_finite_numbers_as_null(capsys: pytest.CaptureFixture) -> None:
