@@ -136,11 +136,14 @@ def test_the_cells_the_gate_refuses_without_saying_where_are_found_by_file_and_l
     rows: the gate said only that a column held a STRING (in both splits) or that every column had "fewer values
     than expected", and an engineer searched the files by hand."""
     (tmp_path / "a.csv").write_bytes(TYPED_HEADER + b'12,0,8.0,Cash\n1.4e3, 2 ,,\nnan,0,-3,Cash\n"1,234.50",0,3,Cash\n')
-    (tmp_path / "b.csv").write_bytes(TYPED_HEADER + b"1,0,NA,Cash\n1,0,2.5,Cash\n1,0,9223372036854775808,Cash\n"
+    (tmp_path / "b.csv").write_bytes(TYPED_HEADER + b"1,0,NA,Cash\n1,0,2.5,Cash\n1,0,9223372036854775808, Cash \n"
                                      b",,,\n,,,\n")
     assert data.cells_off_their_type(str(tmp_path), TYPES) == [
         "  fare: '1,234.50' in a.csv line 5 is not a number (the schema's FLOAT; 1 such cell; a missing value is an "
         "empty cell)",
+        # TFDV's "values missing from the schema:  Cash  (~66%)" read as if the schema's own Cash were refused
+        "  payment_type: ' Cash ' in b.csv line 4 has spaces around it (the schema's BYTES; 1 such cell; "
+        "CsvExampleGen keeps them in the value)",
         "  trip_start_hour: 'NA' in b.csv line 2 is not a whole number within 64 bits (the schema's INT; 3 such cells; "
         "a missing value is an empty cell)",
         "  2 rows with no value in any column (b.csv line 5, b.csv line 6): a spreadsheet leaves such rows below its "
