@@ -197,21 +197,12 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
         return EXIT_OK
 
-    from pipeline.lost_outputs import moved_from, set_aside_orphaned_outputs
+    from pipeline.baseline_types import retyped_refusal
+    from pipeline.lost_outputs import moved_refusal, set_aside_orphaned_outputs
 
-    output = os.path.dirname(config.pipeline_root)
-    original = moved_from(config)
-    if original:
-        copy = os.path.isdir(original)
-        consequence = "read and build on that folder's" if copy else "fail on outputs that are gone"
-        remedy = f"run with --output {original}" if copy else f"move it back to {original}"
-        print(f"error: {output} {'is a copy of' if copy else 'was moved from'} {original}: its metadata.sqlite "
-              f"records the outputs of past runs by their paths there, so a run here would {consequence}; {remedy}, "
-              "or start a new output folder", file=sys.stderr)
-        return EXIT_USAGE
-    retyped = _retyped_for_the_baseline(config)
-    if retyped:
-        print(f"error: {retyped}", file=sys.stderr)
+    refusal = moved_refusal(config) or retyped_refusal(config)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     orphaned = set_aside_orphaned_outputs(config)
     if orphaned:
@@ -275,7 +266,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         gate = _find(failure, DataGateError)
         if gate is not None:
             print(f"stopped by the {gate}", file=sys.stderr)
-            where = _where_in_the_data(config) if gate.problems else []
+            where = data.where_in_the_data(config.data_root, config.span, config.schema_path) if gate.problems else []
             if where:
                 print("where in the data:\n" + "\n".join(where), file=sys.stderr)
             up_to_date.record_gate_stop(config, time.strftime("%Y-%m-%d %H:%M:%S"), gate.verdict)
@@ -299,30 +290,6 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         up_to_date.record_completed_run(config, summary.run_id, lines, summary.blessed, summary.blessing_reasons)
     _report(config, log_path, report)
     return EXIT_OK
-
-
-def _retyped_for_the_baseline(config: configs.PipelineConfig) -> str | None:
-    """Why the Evaluator could not feed this run's Examples to the latest blessed model, or None."""
-    if not config.compare_with_baseline:
-        return None
-    from pipeline.baseline_types import retyped_columns
-
-    found = retyped_columns(config.metadata_path, configs.parse_schema_text(config.schema_path))
-    if found is None:
-        return None
-    model, changed = found
-    return (f"the schema changes the type of {', '.join(changed)}; the latest blessed model ({model}) reads the old "
-            "type, so the Evaluator cannot compare the new model with it: undo the type change, or run once with "
-            "--without-baseline to bless on the value thresholds alone")
-
-
-def _where_in_the_data(config: configs.PipelineConfig) -> list[str]:
-    """The file and line of what the gate refused but TFDV does not locate (data.cells_off_their_type)."""
-    folder = config.data_root if config.span is None else os.path.join(config.data_root, f"span-{config.span}")
-    try:
-        return data.cells_off_their_type(folder, configs.column_types(configs.parse_schema_text(config.schema_path)))
-    except (ConfigError, OSError):  # the folder changed since the run read it: the gate's own lines stand
-        return []
 
 
 def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> None:

@@ -41,6 +41,21 @@ def _transform_schema(store, model) -> str | None:  # noqa: ANN001 - MetadataSto
     return None
 
 
+def retyped_refusal(config) -> str | None:  # noqa: ANN001 - PipelineConfig
+    """Why the Evaluator could not feed this run's Examples to the latest blessed model, or None (also when the
+    run does not compare with it: --without-baseline)."""
+    from pipeline.configs import parse_schema_text
+
+    found = retyped_columns(config.metadata_path, parse_schema_text(config.schema_path)) \
+        if config.compare_with_baseline else None
+    if found is None:
+        return None
+    model, changed = found
+    return (f"the schema changes the type of {', '.join(changed)}; the latest blessed model ({model}) reads the old "
+            "type, so the Evaluator cannot compare the new model with it: undo the type change, or run once with "
+            "--without-baseline to bless on the value thresholds alone")
+
+
 def retyped_columns(metadata_path: str, schema) -> tuple[str, list[str]] | None:  # noqa: ANN001 - schema_pb2.Schema
     """(the baseline model's folder, one "name: OLD -> NEW" per column `schema` gives another type), or None
     when there is no baseline, its types cannot be found, or none changed."""

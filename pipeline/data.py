@@ -285,6 +285,18 @@ def cells_off_their_type(folder: str, column_types: Mapping[str, str]) -> list[s
     return lines
 
 
+def where_in_the_data(data_root: str, span: int | None, schema_path: str) -> list[str]:
+    """cells_off_their_type for a run's folder (its span's) against its schema; empty when the folder changed since
+    the run read it, so the gate's own lines stand."""
+    from pipeline.configs import column_types, parse_schema_text
+
+    folder = data_root if span is None else os.path.join(data_root, f"span-{span}")
+    try:
+        return cells_off_their_type(folder, column_types(parse_schema_text(schema_path)))
+    except (ConfigError, OSError):
+        return []
+
+
 class _QuoteCounter:
     """The lines of a file, counting `"` on the way: an odd total is CsvExampleGen's
     "unbalanced quotes" failure, which Python's csv reader lets through at the end of a file."""

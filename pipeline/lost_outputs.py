@@ -80,6 +80,20 @@ def set_aside_orphaned_outputs(config: PipelineConfig) -> str | None:
     return target
 
 
+def moved_refusal(config: PipelineConfig) -> str | None:
+    """Why a run must not start in this output folder because it was moved or copied (moved_from), or None."""
+    original = moved_from(config)
+    if not original:
+        return None
+    output = os.path.dirname(config.pipeline_root)
+    copy = os.path.isdir(original)
+    consequence = "read and build on that folder's" if copy else "fail on outputs that are gone"
+    remedy = f"run with --output {original}" if copy else f"move it back to {original}"
+    return (f"{output} {'is a copy of' if copy else 'was moved from'} {original}: its metadata.sqlite records the "
+            f"outputs of past runs by their paths there, so a run here would {consequence}; {remedy}, or start a new "
+            "output folder")
+
+
 def moved_from(config: PipelineConfig) -> str | None:
     """The output folder this one's MLMD store recorded its outputs under, when that is another folder: the
     output folder was moved (a run fails reading outputs that are gone) or copied (a run would read and build on
