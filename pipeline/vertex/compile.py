@@ -6,6 +6,7 @@ that need them, so `vertex_runner.py --help` and config errors stay instant.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -98,16 +99,33 @@ def build_config(s: VertexSettings) -> PipelineConfig:
     )
 
 
+def _is_compiled_pipeline(path: Path) -> bool:
+    try:
+        return "pipelineSpec" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):  # TypeError: `in` on a JSON list or number
+        return False
+
+
 def check_output(output: str) -> Path:
-    """The JSON file to write, or a ConfigError before anything is compiled."""
+    """The JSON file to write, or a ConfigError before anything is compiled. An existing file is replaced only
+    when it is a compiled pipeline (a recompile): --output schema/schema.pbtxt or the --config file replaced them."""
     if not output.strip():
         raise ConfigError("--output is empty: give the path of the pipeline JSON to write")
     out = Path(output)
     if out.is_dir():
         raise ConfigError(f"--output {output} is a folder: give the path of the JSON file to write in it")
+    if out.suffix.lower() != ".json":  # KFP writes YAML for a .yaml name, which submit does not take
+        raise ConfigError(f"--output {output}: the compiled pipeline is JSON; give a path ending in .json")
+    if out.exists() and not _is_compiled_pipeline(out):
+        raise ConfigError(f"--output {output} exists and is not a compiled pipeline JSON: it is kept; give "
+                          "another path (or move it aside)")
     existing = next(parent for parent in out.absolute().parents if parent.exists())
     if not existing.is_dir():
         raise ConfigError(f"--output {output}: {existing} is a file, not a folder")
+    try:  # a folder made and removed: os.access says yes to root in /proc, /sys or on a read-only mount
+        os.rmdir(tempfile.mkdtemp(prefix=".compile-check.", dir=existing))
+    except OSError as error:
+        raise ConfigError(f"--output {output}: {existing} cannot be written ({error.strerror or error})") from None
     return out
 
 
@@ -122,10 +140,13 @@ def compile_pipeline(s: VertexSettings, output: str) -> Path:
 
     data_root = data_types.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=config.data_root)
     pipeline = create_pipeline(dataclasses.replace(config, data_root=data_root))
-    out.parent.mkdir(parents=True, exist_ok=True)
     # The runner refuses to overwrite a file: it writes into a fresh folder beside the JSON, which then
     # replaces the old one whole, so a compile that fails part-way leaves the previous JSON as it was.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as error:  # /proc, /sys, a read-only mount: os.access says yes to root there
+        raise ConfigError(f"--output {out}: cannot write in {out.parent}: {error.strerror or error}") from None
     try:
         runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
             config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(

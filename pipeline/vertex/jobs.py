@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,13 @@ _SCHEDULE_NAME_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/schedules/[^/]+
 
 class VertexError(RuntimeError):
     """Vertex refused a request or a run failed; the message is one line."""
+
+
+# Google's libraries warn at import about Python and package versions, once per library: 26 lines before the
+# one-line error of a submit without credentials. They are the pinned environment's, not the user's to act on.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+
+CREDENTIALS_VARIABLE = "GOOGLE_APPLICATION_CREDENTIALS"
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -33,13 +42,19 @@ def api_errors(action: str) -> Iterator[None]:
     from google.api_core import exceptions as api_exceptions
     from google.auth import exceptions as auth_exceptions
 
+    named = os.environ.get(CREDENTIALS_VARIABLE)
     try:
         yield
-    except auth_exceptions.DefaultCredentialsError:
+    except auth_exceptions.DefaultCredentialsError as err:
+        if named:  # the file it names is the problem, not a missing login
+            raise VertexError(f"{action}: {CREDENTIALS_VARIABLE}={named}: {_one_line(err)}") from None
         raise VertexError(
             f"{action}: no Google credentials found; run 'gcloud auth application-default login' "
-            "or set GOOGLE_APPLICATION_CREDENTIALS"
+            f"or set {CREDENTIALS_VARIABLE}"
         ) from None
+    except (IsADirectoryError, PermissionError) as err:  # google.auth opening the credentials file
+        where = f"{CREDENTIALS_VARIABLE}={named}: " if named else ""
+        raise VertexError(f"{action}: {where}{err.strerror or err}: {err.filename}") from None
     except api_exceptions.GoogleAPICallError as err:
         # gRPC status names (PERMISSION_DENIED) say more than the HTTP ones (FORBIDDEN).
         code = getattr(err, "grpc_status_code", None) or getattr(err, "code", None)

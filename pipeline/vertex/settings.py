@@ -188,17 +188,49 @@ def _pairs(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def read_yaml(path: str) -> dict[str, Any]:
+def _unique_key_loader():  # noqa: ANN202 - a yaml.SafeLoader subclass
+    """yaml's safe loader, refusing a key set twice in one mapping (PyYAML keeps the last one in silence)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep: bool = False):  # noqa: ANN001, ANN202 - PyYAML's signature
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"{key!r} is set twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def read_text_file(path: str, what: str) -> str:
+    """A UTF-8 text file's contents (a byte-order mark dropped), or a ConfigError naming `what` and why not."""
     if not Path(path).is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        problem = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise ConfigError(f"{what} {path} {problem}")
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {path} is not UTF-8 text: byte {error.object[error.start]:#04x} at offset "
+                          f"{error.start}; save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error.strerror or error}") from None
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    text = read_text_file(path, "config file")
     import yaml  # imported only when a file is given
 
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.load(text, Loader=_unique_key_loader()) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{line}") from None
+        problem = getattr(err, "problem", None) or ""
+        detail = f": {problem}" if "set twice" in problem else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}{detail}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting: value")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -309,11 +341,11 @@ def check_compile(s: VertexSettings) -> None:
 def compiled_pipeline(template: str) -> tuple[str, dict[str, Any]]:
     """The compiled JSON's pipeline name ("" if absent) and runtime parameters, read without kfp, so a
     mismatch fails before any call."""
-    path = Path(template)
-    if not path.is_file():
+    if not Path(template).exists():
         raise ConfigError(f"pipeline JSON {template} does not exist: run 'vertex_runner.py compile' first")
+    text = read_text_file(template, "pipeline JSON")
     try:
-        spec = json.loads(path.read_text())["pipelineSpec"]
+        spec = json.loads(text)["pipelineSpec"]
         parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
         return str(spec.get("pipelineInfo", {}).get("name", "")), parameters
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -245,7 +245,7 @@ def test_setup_file_workers_get_the_tfx_the_image_runs(compiled_vertex: dict, tm
 
 def test_recompile_replaces_the_output(tmp_path: Path) -> None:
     out = tmp_path / "p.json"
-    out.write_text("stale")
+    out.write_text('{"pipelineSpec": {"pipelineInfo": {"name": "an-older-compile"}}}')
     assert vertex_runner.main(["compile", *BASE, "--output", str(out), "--no-enable-cache"]) == 0
     job = json.loads(out.read_text())
     assert all(not t.get("cachingOptions", {}).get("enableCache") for t in _tasks(job).values())

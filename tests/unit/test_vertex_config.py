@@ -119,6 +119,33 @@ def test_yaml_file_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None
     cfg.write_text("dataflow_max_workers: lots\n")
     assert "setting dataflow_max_workers (from file" in _error(capsys, ["compile", "--config", str(cfg)])
     assert "config file nope.yaml does not exist" in _error(capsys, ["compile", "--config", "nope.yaml"])
+    # PyYAML keeps the last of two values in silence: the run went to the second project
+    cfg.write_text("project: my-proj-1\nregion: us-central1\nproject: other-proj\n")
+    assert _error(capsys, ["compile", "--config", str(cfg)]) == (
+        f"error: config file {cfg} is not valid YAML at line 3: 'project' is set twice")
+    cfg.write_bytes(b"project: my-proj-1\nmodel_name: caf\xe9\n")  # a Latin-1 editor: a traceback
+    assert _error(capsys, ["compile", "--config", str(cfg)]) == (
+        f"error: config file {cfg} is not UTF-8 text: byte 0xe9 at offset 34; save it as UTF-8")
+    assert _error(capsys, ["compile", "--config", str(tmp_path)]) == f"error: config file {tmp_path} is a folder, not a file"
+    assert _error(capsys, ["submit", *OK, "--template", str(tmp_path)]) == (
+        f"error: pipeline JSON {tmp_path} is a folder, not a file")
+
+
+def test_compile_never_overwrites_a_file_that_is_not_a_compiled_pipeline(capsys: pytest.CaptureFixture,
+                                                                         tmp_path: Path, template: Path) -> None:
+    """--output schema/schema.pbtxt, or the --config file itself, was replaced by the pipeline JSON."""
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    for output, expected in (
+            (tmp_path / "schema.pbtxt", "the compiled pipeline is JSON; give a path ending in .json"),
+            (tmp_path / "p.yaml", "the compiled pipeline is JSON; give a path ending in .json"),  # KFP wrote YAML
+            (notes, "exists and is not a compiled pipeline JSON: it is kept; give another path (or move it aside)"),
+            (Path("/proc/none/p.json"), "/proc cannot be written")):
+        assert expected in _error(capsys, [*COMPILE, "--output", str(output)])
+    assert notes.read_text() == '{"mine": true}'
+    from pipeline.vertex.compile import check_output
+
+    assert check_output(str(template)) == template  # a recompile replaces its own JSON
 
 
 @pytest.mark.parametrize(

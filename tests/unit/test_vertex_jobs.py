@@ -299,3 +299,39 @@ def test_unknown_schedule_name_is_one_line(vertex: FakeChannel, capsys) -> None:
     assert vertex_runner.main(["schedule", "pause", *TARGET, "nightly"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: schedule 'nightly': expected one schedule with that display name, found none"
+
+
+@pytest.mark.parametrize("credentials, expected", [
+    (None, "error: submit: no Google credentials found; run 'gcloud auth application-default login' or set "
+           "GOOGLE_APPLICATION_CREDENTIALS"),
+    ("{folder}", "error: submit: GOOGLE_APPLICATION_CREDENTIALS={folder}: Is a directory: {folder}"),  # a traceback
+    ("{folder}/none.json", "error: submit: GOOGLE_APPLICATION_CREDENTIALS={folder}/none.json: File {folder}/none.json "
+                           "was not found."),  # it said "no Google credentials found"
+])
+def test_offline_submit_is_one_line_naming_the_credentials_problem(template: Path, tmp_path: Path, capsys,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   credentials: str | None, expected: str) -> None:
+    """Google's libraries also printed 26 FutureWarning lines (Python and package versions) above the error."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no gcloud application-default login
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("CLOUDSDK_CONFIG", raising=False)
+    if credentials is not None:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", credentials.format(folder=tmp_path))
+    monkeypatch.setattr("google.auth._default._get_gce_credentials", lambda *args, **kwargs: (None, None))
+    assert vertex_runner.main(["submit", *TARGET, "--template", str(template)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [expected.format(folder=tmp_path)]
+
+
+def test_offline_submit_prints_only_its_error_line(template: Path, tmp_path: Path) -> None:
+    """Google's libraries printed 26 FutureWarning lines (Python and package versions) above the one error line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_", "VERTEX_"))}
+    env.update(HOME=str(tmp_path), NO_GCE_CHECK="True")  # no gcloud login, and not on Google Cloud
+    done = subprocess.run([sys.executable, str(Path(vertex_runner.__file__)), "submit", *TARGET, "--template",
+                           str(template)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["error: submit: no Google credentials found; run 'gcloud auth "
+                                        "application-default login' or set GOOGLE_APPLICATION_CREDENTIALS"]
