@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.configs import IMAGE_SCHEMA_PATH, PIPELINE_NAME_RE, ConfigError, check_beam_args
+from pipeline.configs import IMAGE_SCHEMA_PATH, INT32_MAX, PIPELINE_NAME_RE, ConfigError, check_beam_args
 from pipeline.vertex.cron import check_cron
 
 ENV_PREFIX = "VERTEX_"
@@ -310,8 +310,15 @@ def check_compile(s: VertexSettings) -> None:
         _check_gs(name.replace("_", " "), s.path(name))
     if s.beam_code not in ("image", "setup-file"):
         raise ConfigError(f"beam code {s.beam_code!r} must be 'image' or 'setup-file'")
-    if s.dataflow_max_workers < 1:
-        raise ConfigError(f"dataflow max workers must be at least 1, got {s.dataflow_max_workers}")
+    for name in ("dataflow_max_workers", "serving_min_replicas", "serving_max_replicas"):
+        if not 1 <= getattr(s, name) <= INT32_MAX:  # a 23-digit worker count was compiled into every Beam step
+            raise ConfigError(f"{name.replace('_', ' ')} must be within [1, {INT32_MAX}], got {getattr(s, name)}")
+    for name in ("dataflow_machine_type", "training_machine_type", "serving_machine_type"):
+        if not re.match(r"^[a-z][a-z0-9-]{0,62}$", getattr(s, name)):  # "" became --machine_type= eleven times
+            raise ConfigError(f"{name.replace('_', ' ')} {getattr(s, name)!r} is not a machine type such as "
+                              "n1-standard-4")
+    if s.schema_path.startswith("gs://"):
+        _check_gs("schema path", s.schema_path)
     if s.dataflow_service_account and not s.dataflow_service_account.endswith(".iam.gserviceaccount.com"):
         raise ConfigError(f"dataflow service account {s.dataflow_service_account!r} must be a service account email")
     flags = dict(arg.partition("=")[::2] for arg in s.beam_args)
@@ -324,10 +331,11 @@ def check_compile(s: VertexSettings) -> None:
                 _check_gs(f"beam arg {name}", flags[name])
     if s.beam_args:  # the options Beam would drop or refuse on Dataflow; imports Beam (~1 s)
         check_beam_args(s.beam_args, local=False)
-    for name in ("image", "serving_image"):
-        image = getattr(s, name)
-        if image and not _IMAGE_RE.match(image):
-            raise ConfigError(f"{name.replace('_', ' ')} {image!r} is not a container image reference "
+    # The image as composed from image_repository too ('Bad Repo' went into 21 places), and the serving one.
+    for name, image in (("image", s.pipeline_image), ("serving_image", s.serving_image)):
+        if not _IMAGE_RE.match(image):
+            source = " (from image_repository)" if name == "image" and not s.image else ""
+            raise ConfigError(f"{name.replace('_', ' ')} {image!r}{source} is not a container image reference "
                               "such as REGION-docker.pkg.dev/PROJECT/REPO/NAME:TAG")
     if s.vertex_serving:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", s.endpoint):

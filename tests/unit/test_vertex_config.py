@@ -66,7 +66,13 @@ def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
         ([*COMPILE, "--beam-arg=--max_num_workers=many"], "--beam-args: argument --max_num_workers: invalid int value"),
         ([*COMPILE, "--image", "bad image"], "image 'bad image' is not a container image reference"),
         ([*COMPILE, "--serving-image", "Upper/Case:1"], "serving image 'Upper/Case:1' is not a container image"),
-        ([*COMPILE, "--dataflow-max-workers", "0"], "dataflow max workers must be at least 1"),
+        ([*COMPILE, "--dataflow-max-workers", "0"], "dataflow max workers must be within [1, 2147483647], got 0"),
+        # compiled into every Beam step before: a count Dataflow refuses, an empty --machine_type=, a repository
+        # name with a space in 21 image references, a bucket-less gs://
+        ([*COMPILE, "--dataflow-max-workers", "9" * 23], "dataflow max workers must be within [1, 2147483647]"),
+        ([*COMPILE, "--dataflow-machine-type", ""], "dataflow machine type '' is not a machine type"),
+        ([*COMPILE, "--training-machine-type", "n1 standard"], "training machine type 'n1 standard' is not a machine"),
+        ([*COMPILE, "--schema-path", "gs://"], "schema path 'gs://' must be a gs://bucket[/path] path"),
         ([*COMPILE, "--train-steps", "0"], "train steps must be within [1, 2147483647]"),
         ([*COMPILE, "--train-steps", "many"], "argument --train-steps: invalid int value"),
         ([*COMPILE, "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
@@ -129,6 +135,16 @@ def test_yaml_file_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None
     assert _error(capsys, ["compile", "--config", str(tmp_path)]) == f"error: config file {tmp_path} is a folder, not a file"
     assert _error(capsys, ["submit", *OK, "--template", str(tmp_path)]) == (
         f"error: pipeline JSON {tmp_path} is a folder, not a file")
+
+
+def test_an_image_composed_from_a_bad_repository_name_is_refused(capsys: pytest.CaptureFixture,
+                                                                   tmp_path: Path) -> None:
+    cfg = tmp_path / "vertex.yaml"
+    cfg.write_text("image_repository: Bad Repo\n")
+    assert "image 'us-central1-docker.pkg.dev/my-proj-1/Bad Repo/taxi-pipeline:latest' (from image_repository) is " \
+           "not a container image reference" in _error(capsys, [*COMPILE, "--config", str(cfg)])
+    cfg.write_text("serving_image: ''\nvertex_serving: true\n")
+    assert "serving image '' is not a container image reference" in _error(capsys, [*COMPILE, "--config", str(cfg)])
 
 
 def test_compile_never_overwrites_a_file_that_is_not_a_compiled_pipeline(capsys: pytest.CaptureFixture,

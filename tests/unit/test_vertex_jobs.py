@@ -168,7 +168,8 @@ def vertex(monkeypatch: pytest.MonkeyPatch) -> FakeChannel:
 
     monkeypatch.setattr(auth_requests.AuthorizedSession, "request", http)
     yield channel
-    aiplatform.initializer.global_config._project = None  # the SDK keeps init() in a global
+    aiplatform.initializer.global_config._project = None  # the SDK keeps init() in a global, credentials too
+    aiplatform.initializer.global_config._credentials = None
 
 
 @pytest.fixture(scope="module")
