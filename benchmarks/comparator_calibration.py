@@ -96,13 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes {args.sizes!r} must be whole numbers separated by commas, e.g. 500,2000")
     if args.draws < 1 or any(s < 1 for s in sizes):
         parser.error("--draws and --sizes must be positive")
+    if args.seed < 0:
+        parser.error("--seed must be 0 or more")
 
     schema = skew.serving_schema(ROOT / "schema" / "schema.pbtxt", set(SERVING_FEATURES))
     rng = np.random.default_rng(args.seed)
     rows = _rows()
+    if max(sizes) > len(rows):
+        parser.error(f"--sizes {max(sizes)} is more rows than the bundled data holds ({len(rows)})")
     everything = _batch(rows, schema)
     everything_stats = skew.serving_statistics(everything, schema)
     noise = []

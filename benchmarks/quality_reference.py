@@ -45,7 +45,8 @@ def latest_examples(output: Path) -> Path:
         problem = "no completed run recorded"
     except mlmd.StoreError as error:
         problem = str(error)
-    raise SystemExit(f"error: no CsvExampleGen output in {output}: {problem}")
+    print(f"error: no CsvExampleGen output in {output}: {problem}", file=sys.stderr)
+    raise SystemExit(2)  # bad input, as `taxi runs` says it
 
 
 def split_files(examples: Path, split: str) -> list[str]:
