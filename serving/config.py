@@ -12,6 +12,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from common.text_files import not_utf8
+
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")  # TF Serving: word characters
 
@@ -123,8 +125,7 @@ def load_model_config(path: Path) -> list[ModelSpec]:
     except OSError as exc:
         raise ConfigError(f"cannot read model config {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:  # a comment saved as Latin-1 or UTF-16 by an editor
-        raise ConfigError(f"model config {path} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
-                          f"{exc.start}; save it as UTF-8") from None
+        raise ConfigError(not_utf8("model config", path, exc)) from None
     return parse_model_config(text, str(path))
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from common.text_files import not_utf8
 from pipeline.configs import IMAGE_SCHEMA_PATH, INT32_MAX, PIPELINE_NAME_RE, ConfigError, check_beam_args
 from pipeline.vertex.cron import check_cron
 
@@ -213,8 +214,7 @@ def read_text_file(path: str, what: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{what} {path} is not UTF-8 text: byte {error.object[error.start]:#04x} at offset "
-                          f"{error.start}; save it as UTF-8") from None
+        raise ConfigError(not_utf8(what, path, error)) from None
     except OSError as error:
         raise ConfigError(f"{what} {path} cannot be read: {error.strerror or error}") from None
 
