@@ -111,9 +111,12 @@ def report(output: str, run_id: str | None, all_runs: bool) -> int:
         except mlmd.StoreError as error:
             raise UsageProblem(str(error)) from None
         except OSError as error:  # reports/ is a file, the disk is full, no permission
-            reason = "it is a file, not a folder" if isinstance(error, (FileExistsError, NotADirectoryError)) \
-                else error.strerror or str(error)
-            raise CliError(f"cannot write the report in {Path(output) / 'reports'}: {reason}") from None
+            reports = Path(output) / "reports"
+            reason = error.strerror or str(error)
+            if isinstance(error, (FileExistsError, NotADirectoryError)):
+                reason = ("it is a symlink to nothing" if reports.is_symlink() and not reports.exists()
+                          else "it is a file, not a folder")
+            raise CliError(f"cannot write the report in {reports}: {reason}") from None
         click.echo(str(path))
     return EXIT_OK
 

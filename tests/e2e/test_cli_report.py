@@ -63,6 +63,11 @@ def test_report_where_reports_is_a_file_is_one_line(trained_output, tmp_path) ->
     assert made.stderr.strip().splitlines() == [
         f"error: cannot write the report in {tmp_path / 'reports'}: it is a file, not a folder"]
     assert (tmp_path / "reports").read_text() == "kept"
+    (tmp_path / "reports").unlink()
+    (tmp_path / "reports").symlink_to(tmp_path / "gone")  # a link left after its target was deleted
+    made = taxi("report", "-o", str(tmp_path), "-q")
+    assert made.returncode == 1 and made.stderr.strip().splitlines() == [
+        f"error: cannot write the report in {tmp_path / 'reports'}: it is a symlink to nothing"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: apt-get install -y chromium)")
