@@ -65,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = cli.main(args=argv, prog_name="taxi", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:
-        click.echo(error.ctx.get_help() if error.ctx else str(error))
+        ctx = error.ctx
+        if ctx is not None and ctx.parent is not None and isinstance(ctx.command, click.Group):
+            # `taxi vertex schedule` with no action: as vertex_runner.py says it, one line and exit 2
+            names = ", ".join(ctx.command.list_commands(ctx))
+            click.echo(f"error: {ctx.command_path} needs a command: {names} (see '{ctx.command_path} --help')",
+                       err=True)
+            return EXIT_USAGE
+        click.echo(ctx.get_help() if ctx else str(error))  # `taxi` alone: the overview
         return 0
     except click.UsageError as error:
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""

@@ -23,6 +23,16 @@ def test_every_level_has_help(path: list[str], capsys: pytest.CaptureFixture) ->
     assert out.startswith(f"Usage: taxi {' '.join(path)}".rstrip())
 
 
+def test_a_group_without_its_command_is_one_line_exit_2_and_taxi_alone_is_the_overview(
+        capsys: pytest.CaptureFixture) -> None:
+    """`taxi vertex schedule` printed its help and exited 0, where `vertex_runner.py schedule` exits 2."""
+    assert main(["vertex", "schedule"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: taxi vertex schedule needs a command: create, delete, list, pause, resume "
+        "(see 'taxi vertex schedule --help')"]
+    assert main([]) == 0 and capsys.readouterr().out.startswith("Usage: taxi")
+
+
 def test_help_imports_no_tensorflow_or_tfx() -> None:
     code = ("import sys; from cli.main import main\n"
             "for p in (['--help'], ['run', '--help'], ['vertex', 'compile', '--help'], ['runs', '--help']):\n"
