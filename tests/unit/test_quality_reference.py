@@ -25,9 +25,13 @@ def test_label_matches_the_preprocessing_label():
     assert "tips" not in x.columns and str(x["payment_type"].dtype) == "category"
 
 
-def test_no_run_yet_is_one_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="no CsvExampleGen output"):
+def test_no_run_yet_is_one_clear_error_and_exit_2(tmp_path, capsys):
+    """Bad input, as `taxi runs` says it: exit 2 (it was 1, which reads as a failed measurement)."""
+    with pytest.raises(SystemExit) as stopped:
         quality_reference.main(["--output", str(tmp_path)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: no CsvExampleGen output in {tmp_path}"), err
 
 
 def test_examples_gone_from_disk_is_one_clear_error(tmp_path, monkeypatch):
