@@ -46,8 +46,9 @@ def retyped_refusal(config) -> str | None:  # noqa: ANN001 - PipelineConfig
     run does not compare with it: --without-baseline)."""
     from pipeline.configs import parse_schema_text
 
-    found = retyped_columns(config.metadata_path, parse_schema_text(config.schema_path)) \
-        if config.compare_with_baseline else None
+    if not config.compare_with_baseline:
+        return None
+    found = retyped_columns(config.metadata_path, parse_schema_text(config.schema_path))
     if found is None:
         return None
     model, changed = found

@@ -73,8 +73,8 @@ def _model_problems(schema) -> list[str]:  # noqa: ANN001 - schema_pb2.Schema
         elif type_name(feature) not in allowed:
             problems.append(f"{name}: type {type_name(feature)}, but the model reads it as "
                             f"{' or '.join(allowed)}")
-        elif _left_out(feature):
-            problems.append(f"{name}: the model reads this column, but {_left_out(feature)} leaves it out of what "
+        elif left_out := _left_out(feature):
+            problems.append(f"{name}: the model reads this column, but {left_out} leaves it out of what "
                             "Transform parses")
         elif feature.HasField("shape"):
             problems.append(f"{name}: has a shape, but the model reads every column as optional "
