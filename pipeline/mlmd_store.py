@@ -20,6 +20,13 @@ class StoreError(RuntimeError):
     """No usable MLMD store or no such run/version; the message says what to do."""
 
 
+class StoreLocked(StoreError):
+    """Another process holds a write lock on the store for longer than a run ever does."""
+
+
+LOCK_WAIT_S = 10  # TFX's own writes hold the lock for milliseconds
+
+
 def sqlite_problem(path: str) -> str | None:
     """Why an existing file cannot be an MLMD SQLite store, or None when it can (or does not exist yet)."""
     if not os.path.exists(path):
@@ -41,10 +48,13 @@ def _damage(path: str) -> str | None:
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=10)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=LOCK_WAIT_S)) as db:
             verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
-    except sqlite3.OperationalError:
-        return None  # busy (a run writing it) or not readable just now: no verdict, MLMD will say
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error):  # else MLMD retries for another ~40 s, then says "Concurrent writes aborted"
+            raise StoreLocked(f"metadata store {path} is locked: another process has held a write transaction "
+                              f"on it for over {LOCK_WAIT_S} s; try again when it ends") from None
+        return None  # not readable just now: no verdict, MLMD will say
     except sqlite3.DatabaseError as error:  # SQLITE_CORRUPT, SQLITE_NOTADB
         return f"metadata store {path} is damaged ({error})"
     if verdict != ["ok"]:

@@ -391,6 +391,33 @@ def test_readers_of_an_empty_or_cut_short_store_get_one_line(tmp_path):
         open_readonly(str(tmp_path / "cut.sqlite"))
 
 
+def test_a_store_another_process_keeps_locked_is_one_line_at_once(tmp_path, monkeypatch):
+    """An open `BEGIN EXCLUSIVE` elsewhere (a sqlite3 shell): MLMD alone retried for ~50 s, then said
+    "Concurrent writes aborted"; a run refused on a busy store leaves it as it was."""
+    import sqlite3
+    import time
+
+    from pipeline import mlmd_store
+
+    store = tmp_path / "metadata.sqlite"
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE t (x TEXT)")
+    monkeypatch.setattr(mlmd_store, "LOCK_WAIT_S", 0.2)
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(mlmd_store.StoreLocked, match="is locked: another process has held a write"):
+            mlmd_store.open_readonly(str(store))
+        with pytest.raises(ConfigError, match=r"is locked: .* try again when it ends$"):
+            configs.check_metadata_file(str(store))
+        assert time.monotonic() - started < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert mlmd_store.sqlite_problem(str(store)) is None
+
+
 def test_second_run_on_a_busy_output_folder_is_one_line_exit_3(tmp_path):
     from pipeline import run_lock
 
