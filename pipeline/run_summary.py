@@ -23,6 +23,7 @@ from pipeline.mlmd_store import (
 
 BASE_RATE_METRIC = "base_rate_error_reduction"  # models/eval_metrics.BaseRateErrorReduction
 ONE_CLASS = "every eval example has the same label"
+STATISTICS_GEN = "StatisticsGen"  # this span's; PreviousSpanStatisticsGen describes the drift baseline
 REPORTED_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration", "example_count")
 
 
@@ -44,12 +45,14 @@ class RunSummary:
     pushed_version: str | None
     pushed_to: str | None
     not_pushed_reason: str = ""
+    data_warnings: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"run {self.run_id}"]
         width = max((len(c.name) for c in self.components), default=10)
         for c in self.components:
             out.append(f"  {c.name:<{width}}  {c.state:<7} {c.seconds:6.1f} s")
+        out += [f"data: {warning}" for warning in self.data_warnings]
         if self.metrics:
             out.append("evaluation (eval split, overall):")
             out.append("  " + "  ".join(f"{k} {_fmt(v)}" for k, v in self.metrics.items()))
@@ -96,7 +99,7 @@ def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | Non
         return None
     context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
     executions = executions_in_start_order(store, context.id)
-    components, evaluation_uri, eval_config, blessing, pushed = [], None, "", None, None
+    components, evaluation_uri, eval_config, blessing, pushed, statistics = [], None, "", None, None, None
     for execution in executions:
         name = node_name(store, execution.id)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
@@ -104,6 +107,8 @@ def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | Non
         for artifact in _outputs(store, execution.id, "ModelEvaluation"):
             evaluation_uri = artifact.uri
             eval_config = execution.custom_properties["eval_config"].string_value
+        if name == STATISTICS_GEN:
+            statistics = next(iter(_outputs(store, execution.id, "ExampleStatistics")), None)
         for artifact in _outputs(store, execution.id, "ModelBlessing"):
             blessing = artifact
         for artifact in _outputs(store, execution.id, "PushedModel"):
@@ -117,7 +122,45 @@ def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | Non
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         pushed_version = pushed.custom_properties["pushed_version"].string_value
         pushed_to = pushed.custom_properties["pushed_destination"].string_value
-    return RunSummary(run_id, components, metrics, thresholds, blessed, reasons, pushed_version, pushed_to, reason)
+    warnings = padded_strings(statistics.uri) if statistics is not None and os.path.isdir(statistics.uri) else []
+    return RunSummary(run_id, components, metrics, thresholds, blessed, reasons, pushed_version, pushed_to, reason,
+                      warnings)
+
+
+def padded_strings(statistics_uri: str) -> list[str]:
+    """One line per string column holding values with spaces around them (` Cash`, `Taxi `), which pass the gate
+    when the column has no domain: each is trained as a category of its own that clients sending the trimmed value
+    never reach. Read from StatisticsGen's value histogram (every value of a column with up to 1,000 of them)."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    found: dict[str, dict[str, float]] = {}
+    for split in sorted(os.listdir(statistics_uri)):
+        path = os.path.join(statistics_uri, split, "FeatureStats.pb")
+        if not os.path.isfile(path):
+            continue
+        stats = statistics_pb2.DatasetFeatureStatisticsList()
+        with open(path, "rb") as handle:
+            stats.ParseFromString(handle.read())
+        for feature in (f for dataset in stats.datasets for f in dataset.features):
+            if feature.WhichOneof("stats") != "string_stats":
+                continue
+            name = feature.path.step[0] if feature.path.step else feature.name
+            for bucket in feature.string_stats.rank_histogram.buckets:
+                if bucket.label != bucket.label.strip():
+                    values = found.setdefault(name, {})
+                    values[bucket.label] = values.get(bucket.label, 0) + bucket.sample_count
+    lines = []
+    for name, values in sorted(found.items()):
+        shown = sorted(values.items(), key=lambda item: (-item[1], item[0]))
+        listed = ", ".join(f"{value!r} ({count:.0f} rows)" for value, count in shown[:3])
+        more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+        if len(shown) == 1:
+            lines.append(f"{name}: {listed} has spaces around it: a category of its own, which clients sending "
+                         "the value trimmed never reach; trim it in the data")
+        else:
+            lines.append(f"{name}: {len(shown)} values have spaces around them ({listed}{more}): categories of "
+                         "their own, which clients sending the values trimmed never reach; trim them in the data")
+    return lines
 
 
 def read_evaluation(uri: str, eval_config_json: str) -> tuple[dict[str, float], list[str], list[str]]:

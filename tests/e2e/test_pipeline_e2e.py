@@ -37,6 +37,19 @@ def test_run_is_blessed_pushed_and_summarized(trained_output):
     assert (version_dir / "saved_model.pb").exists() and (version_dir / "variables").is_dir()
 
 
+def test_the_summary_reads_this_spans_statistics_for_data_warnings(trained_output, monkeypatch):
+    """The `data:` lines (values with spaces around them, tests/unit/test_run_summary_lines.py) come from the run's
+    own StatisticsGen output; the bundled data has none of them."""
+    from pipeline import run_summary
+
+    read = []
+    monkeypatch.setattr(run_summary, "padded_strings", lambda uri: read.append(Path(uri)) or [])
+    summarize(str(trained_output / "metadata.sqlite"))
+    assert len(read) == 1 and read[0].parent.name == "statistics" and read[0].parent.parent.name == "StatisticsGen"
+    assert sorted(p.name for p in read[0].iterdir()) == ["Split-eval", "Split-train"]
+    assert run_summary.padded_strings(str(read[0])) == [] and "\ndata: " not in _stdout(trained_output)
+
+
 def test_identical_rerun_pushes_nothing_new(trained_output):
     before = pushed_versions(trained_output)
     fast = run_local(trained_output)

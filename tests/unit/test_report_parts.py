@@ -92,7 +92,8 @@ def test_lineage_chain_follows_the_trained_span_not_the_drift_baseline() -> None
     assert chain == {"Examples": "CsvExampleGen", "ExampleStatistics": "StatisticsGen"}
 
 
-def _page(outcome: str, states: dict[str, str], blessed: bool | None, pushed: str | None = None) -> str:
+def _page(outcome: str, states: dict[str, str], blessed: bool | None, pushed: str | None = None,
+          data_warnings: tuple[str, ...] = ()) -> str:
     """The report's HTML for a run whose components ended in `states`, rendered by the real template."""
     from pipeline.run_summary import RunSummary
     from report.build import render
@@ -102,7 +103,8 @@ def _page(outcome: str, states: dict[str, str], blessed: bool | None, pushed: st
                   for i, (node, state) in enumerate(states.items(), 1)]
     row = RunRow("2026-01-02T03:04:05", 1.0, 3.0, outcome, sum(s == "ran" for s in states.values()), 0, blessed,
                  pushed, None)
-    summary = RunSummary(row.run_id, [], {"auc": 0.95}, [], blessed, [], pushed, None)
+    summary = RunSummary(row.run_id, [], {"auc": 0.95}, [], blessed, [], pushed, None,
+                         data_warnings=list(data_warnings))
     return render({"run_id": row.run_id, "row": row, "started": "2026-01-02 03:04:05", "output": "/out",
                    "summary": summary, "splits": [], "drift": [], "drift_accepted": False, "model": None, "evaluation_uri": None,
                    "auc_threshold": None, "executions": executions, "timing_chart": "", "steps": [], "chain": [],
@@ -122,6 +124,13 @@ def test_a_run_that_failed_after_the_blessing_is_not_shown_as_a_good_outcome() -
     assert kind == "bad" and "did not finish" in words
     kind, words = _verdict(_page("completed", {"Evaluator": "ran", "Pusher": "ran"}, blessed=True, pushed="17"))
     assert kind == "ok" and "pushed as version 17" in words
+
+
+def test_the_report_lists_what_passed_the_gate_but_deserves_a_look() -> None:
+    warning = "company: ' Taxi' (3 rows) has spaces around it: a category of its own"
+    page = _page("completed", {"Evaluator": "ran"}, blessed=True, pushed="17", data_warnings=(warning,))
+    assert '<ul id="data-warnings"><li>company: &#39; Taxi&#39; (3 rows) has spaces around it' in page
+    assert 'id="data-warnings"' not in _page("completed", {"Evaluator": "ran"}, blessed=True, pushed="17")
 
 
 def test_timing_chart_of_a_cached_run_does_not_draw_hundredths_of_a_second_as_full_bars() -> None:

@@ -97,3 +97,46 @@ def test_a_comparison_with_the_serving_model_on_single_class_labels_says_so_not_
     failure.metric_threshold.change_threshold.absolute.value = -1e-10
     assert run_summary._failure_words(failure) == (
         "AUC could not be compared with the serving model's: every eval example has the same label")
+
+
+def _statistics(folder, split: str, values: dict[str, dict[str, float]]) -> None:
+    """A StatisticsGen split as TFDV writes it: string columns with their value histograms."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    dataset = stats.datasets.add(num_examples=100)
+    for name, counts in values.items():
+        feature = dataset.features.add()
+        feature.path.step.append(name)
+        for rank, (label, count) in enumerate(counts.items()):
+            feature.string_stats.rank_histogram.buckets.add(low_rank=rank, high_rank=rank, label=label,
+                                                            sample_count=count)
+    fare = dataset.features.add()
+    fare.path.step.append("fare")
+    fare.num_stats.mean = 11.0
+    (folder / f"Split-{split}").mkdir(parents=True)
+    (folder / f"Split-{split}" / "FeatureStats.pb").write_bytes(stats.SerializeToString())
+
+
+def test_string_values_with_spaces_around_them_are_named_after_the_run(tmp_path) -> None:
+    """` Taxi Affiliation Services` in an open-domain column passed the gate silently and trained a category clients
+    that send the name trimmed never reach (in a column with a domain the gate stops on it)."""
+    from pipeline.run_summary import padded_strings
+
+    _statistics(tmp_path, "train", {"company": {"Flash Cab": 50, " Taxi Affiliation Services": 40, "Blue ": 2},
+                                    "payment_type": {"Cash": 60, "Credit Card": 40}})
+    _statistics(tmp_path, "eval", {"company": {" Taxi Affiliation Services": 20, "Flash Cab": 9}})
+    assert padded_strings(str(tmp_path)) == [
+        "company: 2 values have spaces around them (' Taxi Affiliation Services' (60 rows), 'Blue ' (2 rows)): "
+        "categories of their own, which clients sending the values trimmed never reach; trim them in the data"]
+    summary = RunSummary("r1", [ComponentRun("StatisticsGen", "ran", 1.0)], {}, [], True, [], "7", "/m/7",
+                         data_warnings=padded_strings(str(tmp_path)))
+    assert summary.lines()[2].startswith("data: company: 2 values have spaces around them")
+
+
+def test_clean_string_values_give_no_data_line(tmp_path) -> None:
+    from pipeline.run_summary import padded_strings
+
+    _statistics(tmp_path, "train", {"company": {"Flash Cab": 50, "Taxi Affiliation Services": 40},
+                                    "payment_type": {"Cash": 60, "": 3}})
+    assert padded_strings(str(tmp_path)) == []
