@@ -45,6 +45,8 @@ RUN_FN = "models.model.run_fn"
 EXAMPLE_GEN = "CsvExampleGen"
 PREVIOUS_EXAMPLE_GEN = "PreviousSpanExampleGen"
 PREVIOUS_STATISTICS_GEN = "PreviousSpanStatisticsGen"
+# ... or, when an earlier run made them from the same data, their imports (pipeline/ingested_span.py)
+PREVIOUS_EXAMPLES, PREVIOUS_STATISTICS = "PreviousSpanExamples", "PreviousSpanStatistics"
 DATA_GATE = "DataGate"
 TRAINER = "Trainer"
 EVALUATOR = "Evaluator"
@@ -197,6 +199,32 @@ def _example_gen(config: PipelineConfig, span: int | None, column_types: dict) -
     )
 
 
+def _previous_span(config: PipelineConfig, column_types: dict) -> list:
+    """The previous span's Examples and statistics, the drift gate's baseline: made by an ExampleGen and a
+    StatisticsGen (cached after their first run), or imported when an earlier local run made them from the same
+    data under other node ids (the run that trained on that span; pipeline/ingested_span.py)."""
+    examples = _example_gen(config, config.previous_span, column_types).with_id(PREVIOUS_EXAMPLE_GEN)
+    statistics = StatisticsGen(examples=examples.outputs["examples"]).with_id(PREVIOUS_STATISTICS_GEN)
+    if not config.metadata_path:
+        return [examples, statistics]
+    from pipeline.ingested_span import ingested
+
+    key_by_code([examples, statistics], CodeIndex(), config.environment)
+    made = ingested(examples, statistics, config.pipeline_name, config.pipeline_root, config.metadata_path)
+    if made is None:
+        return [examples, statistics]
+    from tfx.dsl.components.common.importer import Importer
+
+    return [Importer(source_uri=made[0], artifact_type=standard_artifacts.Examples).with_id(PREVIOUS_EXAMPLES),
+            Importer(source_uri=made[1], artifact_type=standard_artifacts.ExampleStatistics).with_id(
+                PREVIOUS_STATISTICS)]
+
+
+def _only_output(node) -> Channel:  # noqa: ANN001 - a component or an Importer
+    (channel,) = node.outputs.values()
+    return channel
+
+
 def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     readable_schema = _readable_schema(config.schema_path)
     schema = read_schema(readable_schema) if readable_schema else None
@@ -209,17 +237,10 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_importer.outputs["schema"],
     )
-    baseline = []
-    if config.previous_span is not None:
-        # The previous span's statistics, for the drift comparators (cached after its first run).
-        previous_examples = _example_gen(config, config.previous_span, column_types).with_id(PREVIOUS_EXAMPLE_GEN)
-        previous_statistics = StatisticsGen(examples=previous_examples.outputs["examples"]).with_id(
-            PREVIOUS_STATISTICS_GEN
-        )
-        baseline = [previous_examples, previous_statistics]
+    baseline = _previous_span(config, column_types) if config.previous_span is not None else []
     # ExampleValidator only records anomalies; the gate is what stops the run.
-    gate_inputs = {"baseline_statistics": baseline[1].outputs["statistics"], "examples": example_gen.outputs["examples"],
-                   "baseline_examples": baseline[0].outputs["examples"]} if baseline else {}
+    gate_inputs = {"baseline_statistics": _only_output(baseline[1]), "examples": example_gen.outputs["examples"],
+                   "baseline_examples": _only_output(baseline[0])} if baseline else {}
     data_gate = DataGate(
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],

@@ -21,6 +21,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHAIN = ("Examples", "ExampleStatistics", "ExampleAnomalies", "Schema", "TransformGraph", "Model",
          "ModelEvaluation", "ModelBlessing", "PushedModel")
 PREVIOUS_EXAMPLE_GEN, PREVIOUS_STATISTICS_GEN = "PreviousSpanExampleGen", "PreviousSpanStatisticsGen"  # drift baseline
+PREVIOUS_EXAMPLES, PREVIOUS_STATISTICS = "PreviousSpanExamples", "PreviousSpanStatistics"  # ... or its imports
+BASELINE_NODES = (PREVIOUS_EXAMPLE_GEN, PREVIOUS_STATISTICS_GEN, PREVIOUS_EXAMPLES, PREVIOUS_STATISTICS)
 
 
 def report_path(output: str, run_id: str) -> Path:
@@ -57,7 +59,7 @@ def _chain(steps: list[mlmd.Step]) -> list[dict[str, Any]]:
     """
     found: dict[str, dict[str, Any]] = {}
     for step in steps:
-        if step.node in (PREVIOUS_EXAMPLE_GEN, PREVIOUS_STATISTICS_GEN):
+        if step.node in BASELINE_NODES:
             continue
         for artifacts in step.outputs.values():
             for artifact in artifacts:
@@ -99,9 +101,10 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
         return artifacts[0].uri if artifacts else None
 
     splits = data_section(uri("StatisticsGen", "statistics"), uri("ExampleValidator", "anomalies"))
-    drift = _drift(uri("StatisticsGen", "statistics"), uri(PREVIOUS_STATISTICS_GEN, "statistics"),
+    drift = _drift(uri("StatisticsGen", "statistics"),
+                   uri(PREVIOUS_STATISTICS_GEN, "statistics") or uri(PREVIOUS_STATISTICS, "result"),
                    uri("ImportSchemaGen", "schema"), uri("CsvExampleGen", "examples"),
-                   uri(PREVIOUS_EXAMPLE_GEN, "examples"))
+                   uri(PREVIOUS_EXAMPLE_GEN, "examples") or uri(PREVIOUS_EXAMPLES, "result"))
     model = None
     evaluator = by_node.get("Evaluator")
     evaluation_uri = uri("Evaluator", "evaluation")

@@ -62,8 +62,9 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     assert "(drift accepted)" in accepted.stdout
     summary = summarize(str(output / "metadata.sqlite"))
     states = {c.name: c.state for c in summary.components}
-    # The statistics of both spans were computed by the stopped run and reused.
-    assert states["StatisticsGen"] == "cached" and states["PreviousSpanStatisticsGen"] == "cached"
+    # The statistics of both spans were computed by the stopped run and reused (span 1's through an import).
+    assert states["StatisticsGen"] == "cached" and states["PreviousSpanStatistics"] == "cached"
+    assert "PreviousSpanExampleGen" not in states and "PreviousSpanStatisticsGen" not in states
     assert states["Trainer"] == "ran"
 
     from report.build import write_report
@@ -95,3 +96,45 @@ def test_drifted_span_is_stopped_then_accepted(tmp_path):
     assert "span 2" in trigger.stdout
     decision = json.loads((output / "monitoring" / "decisions.jsonl").read_text().splitlines()[-1])
     assert decision["decision"] == "no-retrain"
+
+
+def _drift_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "[drift]" in line]
+
+
+def test_a_new_span_reads_the_previous_span_the_last_run_ingested_instead_of_ingesting_it_again(tmp_path):
+    """Span N+1's run needs span N's Examples and statistics for the drift gate. The run on span N made them
+    as CsvExampleGen and StatisticsGen; TFX's cache key holds the node id, so PreviousSpanExampleGen and
+    PreviousSpanStatisticsGen read and described span N again (3.8 s of 26 s on the taxi spans). Now they are
+    imported: the same artifacts, the same drift verdict. Changed data is ingested again."""
+    data, output = _spans(tmp_path), tmp_path / "out"
+    first = run_local(output, "--data", str(data), "--span", "1", "--no-report")
+    assert first.returncode == 0, first.stdout + first.stderr[-2000:]
+    first_run = summarize(str(output / "metadata.sqlite")).run_id
+
+    second = run_local(output, "--data", str(data), "--no-report")  # span 2, drift vs span 1: stops
+    assert second.returncode == 2 and "[drift] payment_type" in second.stderr, second.stdout + second.stderr[-2000:]
+    states = {c.name: c.state for c in summarize(str(output / "metadata.sqlite")).components}
+    assert states["PreviousSpanExamples"] == states["PreviousSpanStatistics"] == "cached", states
+    assert "PreviousSpanExampleGen" not in states and states["CsvExampleGen"] == "ran", states
+    from report import mlmd
+
+    def outputs(run_id: str) -> dict:
+        return {e.node: e.outputs for e in mlmd.run_executions(mlmd.open_store(str(output)), run_id)}
+
+    made, imported = outputs(first_run), outputs(summarize(str(output / "metadata.sqlite")).run_id)
+    assert imported["PreviousSpanExamples"]["result"][0].id == made["CsvExampleGen"]["examples"][0].id
+    assert imported["PreviousSpanStatistics"]["result"][0].id == made["StatisticsGen"]["statistics"][0].id
+
+    # The same verdict as from a run that ingests span 1 itself (a new output folder, nothing to import).
+    fresh = run_local(tmp_path / "fresh", "--data", str(data), "--no-report")
+    assert fresh.returncode == 2 and _drift_lines(fresh.stderr) == _drift_lines(second.stderr), fresh.stderr[-2000:]
+
+    # Span 1 edited since it was ingested: read again, not imported.
+    span_1_file = data / "span-1" / "data.csv"
+    span_1_file.write_text("".join(span_1_file.read_text().splitlines(keepends=True)[:-1]))
+    third = run_local(output, "--data", str(data), "--no-report")
+    assert third.returncode == 2, third.stdout + third.stderr[-2000:]
+    states = {c.name: c.state for c in summarize(str(output / "metadata.sqlite")).components}
+    assert states["PreviousSpanExampleGen"] == states["PreviousSpanStatisticsGen"] == "ran", states
+    assert "PreviousSpanExamples" not in states
