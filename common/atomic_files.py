@@ -31,11 +31,14 @@ def _temporary(path: Path, data: str | bytes) -> Path:
 
 
 def replace_whole(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write `data` (text as UTF-8) to `path`, replacing any file there in one rename."""
+    """Write `data` (text as UTF-8) to `path`, replacing any file there in one rename. A symlink is written
+    through, as `>` does: the rename replaces the file it points to, which every reader of the link then sees
+    (renaming onto the link would replace the link itself with a file its other readers never see)."""
     path = Path(path)
-    tmp = _temporary(path, data)
+    target = Path(os.path.realpath(path))
+    tmp = _temporary(target, data)
     try:
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -46,6 +46,11 @@ class Deployment:
     config_path: Path
     model_name: str = "taxi"
 
+    def __post_init__(self) -> None:
+        # A symlinked models.config (TF Serving reads it at a deploy path): its label history and lock live beside
+        # the file itself, and writes go to that file, so every path to it sees one config and one history.
+        self.config_path = Path(os.path.realpath(self.config_path))
+
     @classmethod
     def for_output(cls, output: str | Path, model_name: str = "taxi", config: str | Path | None = None) -> Deployment:
         base = Path(output) / "serving_model"

@@ -19,6 +19,17 @@ def test_replace_whole_writes_text_and_bytes(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["models.config"]
 
 
+def test_a_symlink_is_written_through_not_replaced(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "models.config"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "models.config"
+    link.symlink_to(real)
+    assert replace_whole(link, "new") == link
+    assert link.is_symlink() and real.read_text() == "new"
+    assert [p.name for p in real.parent.iterdir()] == ["models.config"]
+
+
 def test_a_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path: Path) -> None:
     target = tmp_path / "state.json"
     target.write_text("previous")

@@ -42,6 +42,22 @@ def test_first_push_is_stable_then_canary_promote_rollback(tmp_path: Path) -> No
     assert [e["action"] for e in d.history()] == ["first-push", "canary", "promote", "canary", "rollback"]
 
 
+def test_a_symlinked_models_config_is_written_through_with_one_history(tmp_path: Path) -> None:
+    """TF Serving reads the config at a deploy path linked to <output>/serving_model/models.config: `canary` via
+    the link replaced the link with a file of its own (the real config never changed, yet it said done) and
+    started a second label history beside it."""
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    link = tmp_path / "deploy" / "models.config"
+    link.parent.mkdir()
+    link.symlink_to(d.config_path)
+    via_link = Deployment(d.push_dir, link, "toy")
+    assert labels.label_after_push(via_link, 2) == {"stable": 1, "canary": 2}
+    assert link.is_symlink() and d.read()[1].labels == {"stable": 1, "canary": 2}
+    assert sorted(p.name for p in link.parent.iterdir()) == ["models.config"]
+    assert [e["action"] for e in d.history()] == ["first-push", "canary"]
+
+
 def test_rollback_walks_back_never_forth_and_its_target_stays_loaded(tmp_path: Path) -> None:
     d = _deployment(tmp_path, versions=(1, 2, 3, 4))
     labels.label_after_push(d, 1)
