@@ -63,7 +63,7 @@ def _without_bom(handle: TextIO) -> Iterator[str]:
         yield line.removeprefix("\ufeff") if number == 0 else line
 
 
-WHOLE = re.compile(r"\s*[+-]?\d+\s*")
+WHOLE = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 TOO_BIG = "is too big for a number (a double holds up to 1.8e308)"
 
 
@@ -79,33 +79,51 @@ def _finite(text: str) -> float:
     return number
 
 
-def _csv_rows(lines: Iterator[str]) -> list[dict[str, Any]]:
+class Rows(list):
+    """Rows as dicts, with the file line each starts on (`lines`), for messages that point into the file."""
+
+    def __init__(self, rows: list[dict[str, Any]], lines: list[int]) -> None:
+        super().__init__(rows)
+        self.lines = lines
+
+    def where(self, index: int) -> str:
+        return f"row {index} (line {self.lines[index]})" if index < len(self.lines) else f"row {index}"
+
+
+def _csv_rows(lines: Iterator[str]) -> Rows:
     """Rows of a CSV with a header, refused as the pipeline refuses its data: a quote never closed (Python's csv
-    would read the rest of the file into one value) or a row of another width (its missing cells would be sent
-    as missing values, its extra ones dropped)."""
+    would read the rest of the file into one value), a row of another width (its missing cells would be sent
+    as missing values, its extra ones dropped), or a column named twice (one of the two would be dropped)."""
     reader = csv.reader(lines, strict=True)
     try:
         names = next(reader, [])
-        rows = []
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            columns = ", ".join(str(i + 1) for i, name in enumerate(names) if name == twice[0])
+            raise UsageProblem(f"the header names {twice[0]!r} twice (columns {columns}): one of them would be "
+                               "dropped; rename or remove one")
+        rows, starts = [], []
+        start = reader.line_num + 1
         for values in reader:
-            if not values:
-                continue
-            if len(values) != len(names):
-                raise UsageProblem(f"line {reader.line_num} has {len(values)} values where the header has "
-                                   f"{len(names)} columns")
-            rows.append(dict(zip(names, values, strict=True)))
+            if values:
+                if len(values) != len(names):
+                    raise UsageProblem(f"line {reader.line_num} has {len(values)} values where the header has "
+                                       f"{len(names)} columns")
+                rows.append(dict(zip(names, values, strict=True)))
+                starts.append(start)
+            start = reader.line_num + 1
     except csv.Error as error:
         problem = "a quoted value is never closed" if "unexpected end of data" in str(error) else error
         raise UsageProblem(f"line {reader.line_num}: {problem}") from None
-    return rows
+    return Rows(rows, starts)
 
 
-def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
+def read_rows(handle: TextIO, fmt: str) -> Rows:
     """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given."""
     lines = _without_bom(handle)
     if fmt == "csv":
         return _csv_rows(lines)
-    rows = []
+    rows, starts = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -118,7 +136,8 @@ def read_rows(handle: TextIO, fmt: str) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise UsageProblem(f"line {number} is not a JSON object of feature -> value")
         rows.append(row)
-    return rows
+        starts.append(number)
+    return Rows(rows, starts)
 
 
 def _check_header(row: dict[str, Any], dtypes: dict[str, str]) -> None:
@@ -132,14 +151,45 @@ def _check_header(row: dict[str, Any], dtypes: dict[str, str]) -> None:
                            "it; add the column (its empty cells are missing values)")
 
 
+ASCII_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(inf|infinity|nan)\s*", re.I | re.ASCII)
+
+
+def _number(where: str, name: str, value: str, kind: str) -> int | float:
+    """A CSV cell (or a JSON string) as a number, written as the pipeline's data writes numbers: ASCII digits
+    only (Python's float() also reads `1_2.45` and full-width or Arabic-Indic digits)."""
+    if not ASCII_NUMBER.fullmatch(value):
+        raise UsageProblem(f"{where}: {name}={value!r} is not a number")
+    number = float(value)
+    if math.isinf(number) and any(c.isdigit() for c in value):  # 1e400; the words inf/Infinity stay
+        raise UsageProblem(f"{where}: {name}={value!r} {TOO_BIG}")
+    return int(number) if kind in INTEGER and number.is_integer() else number
+
+
+def _typo_of(unknown: list[str], row: dict[str, Any], dtypes: dict[str, str]) -> tuple[str, str] | None:
+    """An unknown key that is a model input but for case or spaces (`Fare`, `fare `), that input absent."""
+    inputs = {name.strip().lower(): name for name in dtypes}
+    for key in unknown:
+        meant = inputs.get(key.strip().lower())
+        if meant is not None and meant not in row:
+            return key, meant
+    return None
+
+
 def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool) -> list[dict[str, Any]]:
-    """Convert CSV strings by the signature's dtypes; '' and missing become None (the client fills NaN/'')."""
+    """Convert CSV strings by the signature's dtypes; '' and missing become None (the client fills NaN/'').
+    Every row is checked before any is sent: a value of the wrong kind is refused here, with its line, rather
+    than by the server after earlier batches were answered."""
+    where = rows.where if isinstance(rows, Rows) else (lambda index: f"row {index}")
     out = []
     for index, row in enumerate(rows):
         unknown = sorted(set(row) - set(dtypes))
+        typo = _typo_of(unknown, row, dtypes)
+        if typo:
+            raise UsageProblem(f"{where(index)}: {typo[0]!r} is not a model input, {typo[1]!r} is: every row with "
+                               "it would be sent without that input; rename it")
         if unknown and not drop_unknown:
-            raise UsageProblem(f"row {index}: {unknown[0]!r} is not a model input (inputs: {', '.join(sorted(dtypes))}); "
-                               "--drop-unknown ignores extra columns")
+            raise UsageProblem(f"{where(index)}: {unknown[0]!r} is not a model input (inputs: "
+                               f"{', '.join(sorted(dtypes))}); --drop-unknown ignores extra columns")
         converted = {}
         for name, value in row.items():
             if name not in dtypes:
@@ -147,16 +197,21 @@ def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool
             kind = dtypes[name]
             if value is None or (isinstance(value, str) and value == "" and kind != "DT_STRING"):
                 converted[name] = None
-            elif isinstance(value, str) and kind in INTEGER and WHOLE.fullmatch(value):
-                converted[name] = int(value)  # exactly: float() rounds a whole number above 2**53
-            elif isinstance(value, str) and kind in NUMERIC | INTEGER:
-                try:
-                    number = float(value)
-                except ValueError:
-                    raise UsageProblem(f"row {index}: {name}={value!r} is not a number") from None
-                if math.isinf(number) and any(c.isdigit() for c in value):  # 1e400; the words inf/Infinity stay
-                    raise UsageProblem(f"row {index}: {name}={value!r} {TOO_BIG}")
-                converted[name] = int(number) if kind in INTEGER and number.is_integer() else number
+            elif kind == "DT_STRING":
+                if not isinstance(value, str):
+                    raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a string, which the "
+                                       "model input takes (DT_STRING); quote it")
+                converted[name] = value
+            elif kind in NUMERIC | INTEGER:
+                if isinstance(value, str) and kind in INTEGER and WHOLE.fullmatch(value):
+                    converted[name] = int(value)  # exactly: float() rounds a whole number above 2**53
+                elif isinstance(value, str):
+                    converted[name] = _number(where(index), name, value, kind)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    converted[name] = value
+                else:
+                    raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a number, which the "
+                                       f"model input takes ({kind})")
             else:
                 converted[name] = value
         out.append(converted)
@@ -212,30 +267,35 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
     if not rows:
         raise UsageProblem(f"{name} holds no rows")
     started = time.monotonic()
+    answered = 0
     try:
         with ServingClient(url, model_name, protocol=protocol, grpc_target=grpc_target, timeout=timeout,
                            version=model_version, label=label, signature=signature) as client:
             dtypes = client.input_dtypes()
             if fmt == "csv":
                 _check_header(rows[0], dtypes)
-            rows = typed(rows, dtypes, drop_unknown)
-            predictions: list[dict[str, Any]] = []
-            for start in range(0, len(rows), batch_size):
-                predictions += client.predict(rows[start:start + batch_size])
+            sent = typed(rows, dtypes, drop_unknown)  # every row checked before the first is sent
+            for start in range(0, len(sent), batch_size):
+                for prediction in client.predict(sent[start:start + batch_size]):  # printed as answered
+                    if as_json:
+                        emit_json({"row": answered, **dict(sorted(prediction.items()))})
+                    else:
+                        click.echo(f"row {answered}: {_format(prediction)}")
+                    answered += 1
     except ServingClientError as error:
+        if answered:  # the rows printed stand; say which ones were not answered
+            error.message = (f"{error.message} (rows {answered}-{len(rows) - 1} not predicted; "
+                             f"rows 0-{answered - 1} above)")
         if error.status in ("connection", "timeout"):  # no answer at all
             raise CliError(error.message) from None
+        if error.status == "UNAVAILABLE" and not answered:  # gRPC's word for nothing listening there
+            raise CliError(f"cannot reach {grpc_target} over gRPC (UNAVAILABLE): {error.message}") from None
         if not error.sent:  # the gRPC client checks rows against the signature before sending them
             raise CliError(f"not sent, the signature refuses it ({error.status}): {error.message}") from None
         raise CliError(f"the server answered {error.status}: {error.message}") from None
     except (ValueError, KeyError) as error:
         raise UsageProblem(str(error).strip("'")) from None
-    for index, prediction in enumerate(predictions):
-        if as_json:
-            emit_json({"row": index, **dict(sorted(prediction.items()))})
-        else:
-            click.echo(f"row {index}: {_format(prediction)}")
-    info(f"{len(predictions)} prediction(s) from {model_name} over {protocol}")
+    info(f"{answered} prediction(s) from {model_name} over {protocol}")
     detail(f"{time.monotonic() - started:.2f} s, {math.ceil(len(rows) / batch_size)} request(s)")
     sys.stdout.flush()
     return EXIT_OK

@@ -143,9 +143,24 @@ class ServingClient:
         return out
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One prediction dict per row, in order."""
+        """One prediction dict per row, in order.
+
+        The signature's inputs are read once; a request refused as invalid reads them again, and when the
+        served version's signature changed (a new version with another input), the rows are sent once more
+        to the new one, so a long-lived client follows a hot reload as a new client would."""
         if not rows:
             return []
+        try:
+            return self._predict(rows)
+        except ServingClientError as exc:
+            if exc.status not in (400, "INVALID_ARGUMENT") or self._dtypes is None:
+                raise
+            known, self._dtypes = self._dtypes, None
+            if self.input_dtypes() == known:
+                raise
+        return self._predict(rows)
+
+    def _predict(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         filled = self._fill(rows)
         if self.protocol == "grpc":
             return self._predict_grpc(filled)

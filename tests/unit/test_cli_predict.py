@@ -51,9 +51,15 @@ def test_jsonl_over_grpc(server, tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("content,args,code,fragment", [
-    ("x,s,label\n1,a,0\n", [], 2, "error: row 0: 'label' is not a model input"),
-    ("x,s\nmany,a\n", [], 2, "error: row 0: x='many' is not a number"),
-    ("x,s\n1,a\n-1e400,b\n", [], 2, "error: row 1: x='-1e400' is too big for a number (a double holds up to 1.8e308)"),
+    ("x,s,label\n1,a,0\n", [], 2, "error: row 0 (line 2): 'label' is not a model input"),
+    ("x,s\nmany,a\n", [], 2, "error: row 0 (line 2): x='many' is not a number"),
+    ("x,s\n1,a\n-1e400,b\n", [], 2,
+     "error: row 1 (line 3): x='-1e400' is too big for a number (a double holds up to 1.8e308)"),
+    # Python's float() reads these; the pipeline's data has ASCII digits
+    ("x,s\n1_2.5,a\n", [], 2, "error: row 0 (line 2): x='1_2.5' is not a number"),
+    ("x,s\n1,a\n\uff11\uff12,b\n", [], 2, "error: row 1 (line 3): x='\uff11\uff12' is not a number"),
+    # one of the two would be dropped, silently: the last one won
+    ("x,s,x\n1,a,999\n", [], 2, "error: the header names 'x' twice (columns 1, 3): one of them would be dropped"),
     ("x,s\n1,bad!\n", [], 1, "error: the server answered 400"),
     ("x,s\n", [], 2, "error: "),
     # the pipeline refuses these in its data; a client sent them, filled or cut
@@ -72,6 +78,42 @@ def test_bad_rows_and_refusals_are_one_line(server, tmp_path, capsys, content, a
     assert main(["predict", str(rows), "--url", server.url, "--model", "toy", *args]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(fragment), err
+
+
+@pytest.mark.parametrize("line,fragment", [
+    # `Fare` for `fare`: dropped by --drop-unknown, every such row was sent without the input, exit 0
+    ('{"X": 1, "s": "a"}', "error: row 1 (line 3): 'X' is not a model input, 'x' is: every row with it would be "
+                           "sent without that input; rename it"),
+    # a number for a string input: refused by the server after the batches before it were answered
+    ('{"x": 1, "s": 5}', "error: row 1 (line 3): s=5 is not a string, which the model input takes (DT_STRING)"),
+    ('{"x": [1, 2], "s": "a"}', "error: row 1 (line 3): x=[1, 2] is not a number, which the model input takes"),
+    ('{"x": true, "s": "a"}', "error: row 1 (line 3): x=true is not a number"),
+])
+def test_jsonl_rows_are_checked_before_any_is_sent(server, tmp_path, capsys, line, fragment) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"x": 2, "s": "a"}\n\n' + line + "\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--drop-unknown"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(fragment), captured.err
+
+
+def test_rows_answered_before_a_failed_request_are_printed_and_the_rest_named(server, tmp_path, capsys) -> None:
+    """A request refused after earlier batches were answered threw their predictions away, exit 1, no output."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n2,b\n3,bad!\n4,c\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--batch-size", "2", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == ["row 0", "row 1"]
+    assert captured.err.startswith("error: the server answered 400: ") and \
+        captured.err.endswith(" (rows 2-3 not predicted; rows 0-1 above)\n"), captured.err
+
+
+def test_nothing_listening_on_the_grpc_target_is_said_so(server, tmp_path, capsys) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--protocol", "grpc",
+                 "--grpc-target", "127.0.0.1:9", "--timeout", "1"]) == 1
+    assert capsys.readouterr().err.startswith("error: cannot reach 127.0.0.1:9 over gRPC (UNAVAILABLE): ")
 
 
 def test_unreachable_server_is_exit_1(tmp_path, capsys) -> None:

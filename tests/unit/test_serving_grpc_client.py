@@ -263,3 +263,40 @@ def test_client_retries_503_then_reports_it(tmp_path: Path) -> None:
             client.predict([{"x": 1.0, "s": ""}])
         assert info.value.status == 503 and "overloaded" in info.value.message
         assert time.monotonic() - start >= 0.3  # two backoffs: 0.1 + 0.2
+
+
+class _ToyWithTolls(tf.Module):
+    """The toy's next version: one more input, as a retrained model with a new feature has."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="x"),
+                                  tf.TensorSpec([None], tf.string, name="s"),
+                                  tf.TensorSpec([None], tf.float64, name="tolls")])
+    def predict(self, x: tf.Tensor, s: tf.Tensor, tolls: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.cast(x * 10.0, tf.float32), "n": tf.strings.length(s) + tf.zeros_like(tf.cast(x, tf.int32))}
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_long_lived_client_follows_a_new_version_with_another_input(tmp_path: Path, protocol: str) -> None:
+    """The client read the signature once: after a hot reload to a version with one more input every request
+    was refused ("missing input 'tolls'") while a new client, which fills it as missing, succeeded."""
+    base = tmp_path / "toy"
+    base.mkdir()
+    push_toy(base, 1)
+    module = _ToyWithTolls()
+    tf.saved_model.save(module, str(tmp_path / "next"), signatures={"serving_default": module.predict})
+    opts = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=0,
+                         file_system_poll_wait_seconds=0.1)
+    with ServingServer(opts) as srv, ServingClient(srv.url, "toy", protocol=protocol,
+                                                   grpc_target=srv.grpc_target) as client:
+        assert client.predict([{"x": 2.0, "s": "ab"}]) == [{"y": 2.0, "n": 2}]
+        from serving.testing import push
+
+        push(tmp_path / "next", base, 2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with ServingClient(srv.url, "toy") as fresh:
+                if "tolls" in fresh.input_dtypes():
+                    break
+            time.sleep(0.1)
+        assert client.predict([{"x": 2.0, "s": "ab"}]) == [{"y": 20.0, "n": 2}]
+        assert client.input_dtypes() == {"x": "DT_DOUBLE", "s": "DT_STRING", "tolls": "DT_DOUBLE"}
