@@ -106,7 +106,10 @@ def options_from_args(args: argparse.Namespace) -> object:
                 text = args.batching_parameters_file.read_text()
             except OSError as exc:
                 raise ValueError(f"cannot read {args.batching_parameters_file}: {exc.strerror}") from None
-            batching = parse_batching_parameters(text)
+            try:
+                batching = parse_batching_parameters(text)
+            except ValueError as exc:  # ConfigError: which file, as for the model config
+                raise ValueError(f"{args.batching_parameters_file}: {exc}") from None
     models, overrides = [], {}
     if args.model_config_file is None:
         models = [ModelSpec(name, str(base_path.resolve()))]

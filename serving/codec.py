@@ -86,7 +86,7 @@ def dtype_label(dtype: tf.DType) -> str:
 
 def _flatten(value: Any, name: str) -> tuple[list[int], list[Any]]:
     """Shape and leaves of a nested JSON list; ragged lists are rejected."""
-    if not isinstance(value, list) or (value and isinstance(value[0], dict) and "b64" not in value[0]):
+    if not isinstance(value, list):
         return [], [value]
     if not value:
         return [0], []

@@ -195,6 +195,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 bad = [o for o in wanted if o not in outputs]
                 if bad:
                     raise invalid(f"output_filter names unknown output '{bad[0]}'")
+                twice = [o for i, o in enumerate(wanted) if o in wanted[:i]]
+                if twice:  # as TF Serving says it; filled twice, the tensor's shape no longer matched its values
+                    raise invalid(f"duplicate output tensor name: {twice[0]}")
                 response = predict_pb2.PredictResponse()
                 _fill_model_spec(response.model_spec, servable, sig.name)
                 for name in wanted:

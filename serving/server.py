@@ -54,18 +54,45 @@ class ServerOptions:
     shutdown_grace_seconds: float = 10.0  # requests still running then are answered 503
 
 
+# TF Serving's BatchingParameters fields this server reads no value from (it batches, pads and splits its own way).
+IGNORED_BATCHING_FIELDS = ("pad_variable_length_inputs", "allowed_batch_sizes", "enable_large_batch_splitting",
+                           "max_execution_batch_size", "thread_pool_name", "batch_padding_policy")
+_BATCHING_ENTRY = re.compile(r"\s*(?:(\w+)\s*\{\s*value\s*:\s*([^\s{}]+)\s*\}|(\w+)\s*:\s*([^\s{}]+))\s*")
+
+
 def parse_batching_parameters(text: str) -> BatchingParameters:
-    """TF Serving's batching_parameters.txt (`name { value: N }` lines)."""
+    """TF Serving's batching_parameters.txt: the text format of its BatchingParameters proto (`name { value: N }`
+    for the wrapped fields, `name: v` for the plain ones, `#` comments). Anything else is refused, naming it: a
+    file that is not this format (a CSV passed by mistake) was read as "no settings" and served with defaults."""
     known = set(BatchingParameters.__dataclass_fields__)
     values: dict[str, int] = {}
-    for name, value in re.findall(r"(\w+)\s*\{\s*value\s*:\s*(\w+)\s*\}", text):
+    body = re.sub(r"#[^\n]*", "", text)
+    position = 0
+    while position < len(body):
+        entry = _BATCHING_ENTRY.match(body, position)
+        if entry is None or entry.end() == position:
+            if not body[position:].strip():
+                break
+            near = body[position:].strip().splitlines()[0][:40]
+            raise ConfigError(f"batching parameters: cannot read {near!r} (expected lines like "
+                              "'max_batch_size { value: 128 }')")
+        position = entry.end()
+        name, value = (entry.group(1), entry.group(2)) if entry.group(1) else (entry.group(3), entry.group(4))
         if name in known:
-            values[name] = int(value)
-        elif name not in ("pad_variable_length_inputs", "allowed_batch_sizes", "enable_large_batch_splitting"):
+            if entry.group(3):
+                raise ConfigError(f"batching parameters: {name} is written '{name} {{ value: N }}'")
+            try:
+                values[name] = int(value, 0)  # decimal or 0x hex, as the text format allows
+            except ValueError:
+                raise ConfigError(f"batching parameters: {name} {value!r} is not a whole number") from None
+        elif name not in IGNORED_BATCHING_FIELDS:
             raise ConfigError(f"batching parameters: unknown field '{name}'")
     params = BatchingParameters(**values)
-    if params.max_batch_size < 1 or params.num_batch_threads < 1:
-        raise ConfigError("batching parameters: max_batch_size and num_batch_threads must be >= 1")
+    if params.max_batch_size < 1 or params.num_batch_threads < 1 or params.max_enqueued_batches < 1:
+        raise ConfigError("batching parameters: max_batch_size, num_batch_threads and max_enqueued_batches "
+                          "must be >= 1")
+    if params.batch_timeout_micros < 0:
+        raise ConfigError(f"batching parameters: batch_timeout_micros {params.batch_timeout_micros} is negative")
     return params
 
 

@@ -96,6 +96,8 @@ def test_grpc_truncated_tensor_content_is_invalid_argument(channel: grpc.Channel
     (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1], dtype=np.int32))), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: r.inputs.pop("s"), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: setattr(r.model_spec, "signature_name", "nah"), grpc.StatusCode.INVALID_ARGUMENT),
+    # named twice: answered OK with a [1, 1] shape over 1 value, which make_ndarray could not read
+    (lambda r: r.output_filter.extend(["y", "y"]), grpc.StatusCode.INVALID_ARGUMENT),
 ])
 def test_grpc_errors(channel: grpc.Channel, mutate, code: grpc.StatusCode) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -158,6 +160,15 @@ def test_client_refuses_a_value_of_the_wrong_type_alike_over_both_protocols(serv
         errors[protocol] = (info.value.status, info.value.message, info.value.sent)
     # over gRPC the client refuses it with the server's own rules, before sending: sent=False says so
     assert errors == {"rest": (400, message, True), "grpc": ("INVALID_ARGUMENT", message, False)}
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_an_object_in_the_first_row_is_named_an_object(server: ServingServer, protocol: str) -> None:
+    """In the first row it was named "a list" (the whole column was taken for one value); in a later one, an object."""
+    with ServingClient(server.url, "toy", protocol=protocol, grpc_target=server.grpc_target) as client:
+        with pytest.raises(ServingClientError) as info:
+            client.predict([{"x": {"a": 1}, "s": "ok"}])
+    assert info.value.message == "input 'x' expects numbers (DT_DOUBLE), got an object"
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
@@ -235,6 +246,32 @@ def test_bad_server_flags_are_one_line_before_tensorflow_loads(tmp_path: Path, f
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2, done.stderr  # 12: refused, but only after importing TensorFlow
     assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"] and message in done.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("fare,company\n12.5,Flash Cab\n", "cannot read 'fare,company' (expected lines like"),  # served with defaults
+    ("batch_timeout_micros { value: -5 }", "batch_timeout_micros -5 is negative"),  # ignored before
+    ("max_batch_size { value: 1.5 }", "max_batch_size '1.5' is not a whole number"),
+    ("max_batch_size: 8", "max_batch_size is written 'max_batch_size { value: N }'"),
+    ("max_batch_size { value: 8 }\nmax_batch_sise { value: 8 }", "unknown field 'max_batch_sise'"),
+])
+def test_a_batching_parameters_file_that_is_not_one_is_one_line_naming_it(
+        tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture) -> None:
+    params = tmp_path / "batching.txt"
+    params.write_text(text)
+    assert main(["--model-base-path", str(tmp_path), "--batching-parameters-file", str(params)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {params}: batching parameters: ") and message in err[0], err
+
+
+def test_batching_parameters_read_as_tf_serving_writes_them() -> None:
+    from serving.server import parse_batching_parameters
+
+    text = ("# tuned for 2 cores\nmax_batch_size { value: 0x20 }\nbatch_timeout_micros { value: 500 }\n"
+            "allowed_batch_sizes: 8\nallowed_batch_sizes: 32\npad_variable_length_inputs: true\n"
+            "enable_large_batch_splitting { value: true }\nnum_batch_threads { value: 2 }\n")
+    params = parse_batching_parameters(text)
+    assert (params.max_batch_size, params.batch_timeout_micros, params.num_batch_threads) == (32, 500, 2)
 
 
 def test_model_base_path_takes_a_file_uri_and_refuses_other_schemes_in_words(tmp_path: Path) -> None:
