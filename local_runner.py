@@ -189,7 +189,8 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
 def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bool, serving: Serving) -> int:
     from pipeline import up_to_date
 
-    record = up_to_date.repeated_run(config, rerun)
+    inputs = up_to_date.inputs_now(config)  # before TFX reads them: what lands mid-run is not recorded as read
+    record = up_to_date.repeated_run(config, rerun, inputs)
     if record:
         print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
               "every component would be a cache hit; nothing to do (--rerun to let TFX check). That run said:")
@@ -249,7 +250,10 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             failure = None
         except Exception as error:  # noqa: BLE001 - reported below in one line
             failure = error
-            traceback.print_exc()  # into the log the one line points at: TFX logs only "Execution N failed."
+            # Into the log the one line points at (TFX logs only "Execution N failed."), unbuffered: on a full
+            # disk the write fails, and a buffered one would spill onto the console once fd 2 is back.
+            with contextlib.suppress(OSError):
+                os.write(2, traceback.format_exc().encode())
     if failure is not None and _find(failure, KeyboardInterrupt):  # Beam re-raises it as a RuntimeError
         raise KeyboardInterrupt
 
@@ -269,7 +273,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             where = data.where_in_the_data(config.data_root, config.span, config.schema_path) if gate.problems else []
             if where:
                 print("where in the data:\n" + "\n".join(where), file=sys.stderr)
-            up_to_date.record_gate_stop(config, time.strftime("%Y-%m-%d %H:%M:%S"), gate.verdict)
+            up_to_date.record_gate_stop(config, time.strftime("%Y-%m-%d %H:%M:%S"), gate.verdict, inputs)
             _report(config, log_path, report)
             return EXIT_USAGE
         failed = [c.name for c in (summary.components if summary else []) if c.state in ("failed", "running")]
@@ -287,7 +291,8 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         else:
             _label_unlabelled_push(config, serving)
         # Last: a run killed before its labels were written must not pass as done ("nothing changed").
-        up_to_date.record_completed_run(config, summary.run_id, lines, summary.blessed, summary.blessing_reasons)
+        up_to_date.record_completed_run(config, summary.run_id, lines, summary.blessed, summary.blessing_reasons,
+                                        inputs)
     _report(config, log_path, report)
     return EXIT_OK
 

@@ -28,8 +28,15 @@ def fds_to(path: str) -> Iterator[TextIO]:
         try:
             yield console
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+                try:
+                    stream.flush()
+                except OSError:  # the log's disk is full: what it could not take is dropped, not kept to spill
+                    null = os.open(os.devnull, os.O_WRONLY)  # onto the console at the next flush
+                    os.dup2(null, fd)
+                    os.close(null)
+                    with contextlib.suppress(OSError):
+                        stream.flush()
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
             os.close(saved_out)

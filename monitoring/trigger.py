@@ -170,12 +170,26 @@ def _parsed(flags: Sequence[str]):  # noqa: ANN202 - argparse.Namespace
     return parser.parse_args(list(flags))
 
 
+def _as_argparse_reads(name: str, options: list[str]) -> str | None:
+    """The option argparse takes `name` for: itself, or the one option it abbreviates (`--out`: --output)."""
+    if name in options:
+        return name
+    matches = [option for option in options if option.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def check_runner_args(runner_args: list[str]) -> None:
     """local_runner.py's own parser reads them before a retrain decision is logged (a dry run too):
     a misspelt trigger flag (--dryrun) lands here and must not start a run. TriggerError says why."""
-    owned = [a for a in runner_args if a.split("=")[0] in OWN_FLAGS]
-    if owned:
-        raise TriggerError(f"{owned[0]} is set by trigger itself; pass it to trigger, not after --")
+    import local_runner
+
+    options = [o for action in local_runner.build_parser()._actions for o in action.option_strings]
+    for arg in runner_args:
+        name = arg.split("=")[0]
+        meant = _as_argparse_reads(name, options) if name.startswith("--") else None
+        if meant in OWN_FLAGS:
+            spelled = arg if meant == name else f"{arg} ({meant})"
+            raise TriggerError(f"{spelled} is set by trigger itself; pass it to trigger, not after --")
     _parsed(runner_args)
 
 

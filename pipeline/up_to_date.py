@@ -72,49 +72,72 @@ def _state_path(config: PipelineConfig, name: str = STATE_FILE) -> Path:
     return Path(config.pipeline_root) / name
 
 
-def _matching_records(config: PipelineConfig, names: tuple[str, ...]) -> list[dict | None]:
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What a run depends on, hashed before it starts: a record must name the inputs the run read, not what is
+    there when it ends (a file landing mid-run, never trained on, was recorded as trained on: the next run said
+    "nothing changed" and the trigger never retried)."""
+
+    fingerprint: str
+    code_parsed: dict  # what the next check need not parse again
+
+
+def _read_record(config: PipelineConfig, name: str) -> dict | None:
+    try:
+        record = json.loads(_state_path(config, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def inputs_now(config: PipelineConfig) -> Inputs:
+    """The inputs as they are now; the code the records parsed is not parsed again."""
+    known = {}
+    for name in (STATE_FILE, GATE_STOP_FILE):
+        parsed = (_read_record(config, name) or {}).get("code_parsed")
+        if isinstance(parsed, dict):
+            known.update(parsed)
+    code = CodeIndex(known=known)
+    return Inputs(fingerprint(config, code), code.known)
+
+
+def _matching_records(config: PipelineConfig, names: tuple[str, ...], inputs: Inputs | None = None) -> list[dict | None]:
     """Per name, the record in that file if it was left by a run of exactly these inputs and outputs; else None.
     The inputs and outputs are hashed once, and only when some record is there to compare with."""
-    records, known = [], {}
-    for name in names:
-        try:
-            record = json.loads(_state_path(config, name).read_text())
-            known.update(record.get("code_parsed") or {})
-        except (OSError, ValueError, TypeError, AttributeError):
-            record = None
-        records.append(record)
+    records = [_read_record(config, name) for name in names]
     if not any(records):
         return [None] * len(records)
-    now = (fingerprint(config, CodeIndex(known=known)), _outputs_state(config))
+    now = ((inputs or inputs_now(config)).fingerprint, _outputs_state(config))
     return [r if r and (r.get("fingerprint"), r.get("outputs")) == now else None for r in records]
 
 
-def _write_record(config: PipelineConfig, name: str, **fields) -> None:
+def _write_record(config: PipelineConfig, name: str, inputs: Inputs | None, **fields) -> None:
+    """`inputs`: as hashed before the run started (None: now, for a record of no run)."""
     path = _state_path(config, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    code = CodeIndex()
+    inputs = inputs or inputs_now(config)
     record = {
-        "fingerprint": fingerprint(config, code),
-        "code_parsed": code.known,  # what the next check need not parse again
-        "outputs": _outputs_state(config),
+        "fingerprint": inputs.fingerprint,
+        "code_parsed": inputs.code_parsed,
+        "outputs": _outputs_state(config),  # as the run left them
         **fields,
     }
     replace_whole(path, json.dumps(record, indent=2))
 
 
-def unchanged_since_last_run(config: PipelineConfig) -> dict | None:
+def unchanged_since_last_run(config: PipelineConfig, inputs: Inputs | None = None) -> dict | None:
     """The record of the last completed run if this run would repeat it exactly.
 
     Its keys: run_id, summary (the lines the run printed), blessed (True,
     False, or None when nothing was evaluated) and not_blessed_because.
     """
-    return _matching_records(config, (STATE_FILE,))[0]
+    return _matching_records(config, (STATE_FILE,), inputs)[0]
 
 
-def repeated_run(config: PipelineConfig, rerun: bool = False) -> dict | None:
+def repeated_run(config: PipelineConfig, rerun: bool = False, inputs: Inputs | None = None) -> dict | None:
     """The last completed run's record when a local run of `config` would do nothing but repeat it
     (TFX caching on, no --rerun, nothing changed); None when it would go to TFX."""
-    return unchanged_since_last_run(config) if _may_repeat(config, rerun) else None
+    return unchanged_since_last_run(config, inputs) if _may_repeat(config, rerun) else None
 
 
 def _may_repeat(config: PipelineConfig, rerun: bool) -> bool:
@@ -123,16 +146,17 @@ def _may_repeat(config: PipelineConfig, rerun: bool) -> bool:
 
 
 def record_completed_run(config: PipelineConfig, run_id: str, summary_lines: list[str], blessed: bool | None = None,
-                         not_blessed_because: list[str] = ()) -> None:
-    _write_record(config, STATE_FILE, run_id=run_id, summary=summary_lines, blessed=blessed,
+                         not_blessed_because: list[str] = (), inputs: Inputs | None = None) -> None:
+    """`inputs`: inputs_now() taken before the run started."""
+    _write_record(config, STATE_FILE, inputs, run_id=run_id, summary=summary_lines, blessed=blessed,
                   not_blessed_because=list(not_blessed_because))
 
 
-def record_gate_stop(config: PipelineConfig, stopped_at: str, why: str) -> None:
+def record_gate_stop(config: PipelineConfig, stopped_at: str, why: str, inputs: Inputs | None = None) -> None:
     """A run the data gate stopped: the same inputs are stopped again (the gate is deterministic). Not written
     (a full disk): the stop is still reported as it is, and the trigger only tries the span again."""
     with contextlib.suppress(OSError):
-        _write_record(config, GATE_STOP_FILE, stopped_at=stopped_at, why=why)
+        _write_record(config, GATE_STOP_FILE, inputs, stopped_at=stopped_at, why=why)
 
 
 def last_runs(config: PipelineConfig, rerun: bool = False) -> tuple[dict | None, dict | None]:

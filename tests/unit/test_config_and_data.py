@@ -461,11 +461,11 @@ sys.path.insert(0, {root!r})
 import local_runner
 from pipeline import up_to_date
 
-def interrupted(config):
+def interrupted(*args):
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(10)
 
-up_to_date.unchanged_since_last_run = interrupted
+up_to_date.inputs_now = interrupted
 sys.exit(local_runner.main(sys.argv[1:]))
 """
 

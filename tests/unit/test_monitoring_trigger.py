@@ -45,6 +45,9 @@ def test_missing_span_is_a_clear_error_and_logged(tmp_path: Path, capsys: pytest
     (["--dry-run", "--", "--bogus"], "error: not a trigger flag, nor a local_runner.py flag after --: unrecognized"),
     (["--", "--train-steps", "many"], "error: not a trigger flag, nor a local_runner.py flag after --: argument"),
     (["--", "--output", "elsewhere"], "error: --output is set by trigger itself"),
+    # argparse reads these as --output and --span: the run went to another folder than the trigger's lock and log
+    (["--", "--out", "elsewhere"], "error: --out (--output) is set by trigger itself"),
+    (["--", "--spa=3"], "error: --spa=3 (--span) is set by trigger itself"),
 ])
 def test_runner_flags_are_checked_before_anything_is_decided(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                               extra: list[str], fragment: str) -> None:

@@ -32,6 +32,23 @@ def test_a_setting_that_changes_the_model_is_not_a_repeat(tmp_path) -> None:
     assert up_to_date.repeated_run(config, rerun=True) is None
 
 
+def test_data_that_lands_while_a_run_goes_is_not_recorded_as_read(tmp_path) -> None:
+    """The record hashed the data when the run ended: a file copied in mid-run (never trained on) was in it, so
+    the next run said "nothing changed" and the model never saw those rows; the trigger did not retry either."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("fare,tips\n1,0\n")
+    config = configs.local_config(str(data), str(tmp_path / "out"))
+    Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(config.metadata_path).write_bytes(b"")
+    taken = up_to_date.inputs_now(config)  # as local_runner takes them, before TFX reads the data
+    (data / "b.csv").write_text("fare,tips\n2,1\n")  # lands while the run trains on a.csv
+    up_to_date.record_completed_run(config, "run-1", ["summary"], inputs=taken)
+    assert up_to_date.repeated_run(config) is None  # b.csv is new to the model: the next run goes to TFX
+    (data / "b.csv").unlink()
+    assert up_to_date.repeated_run(config)["run_id"] == "run-1"
+
+
 def test_a_run_the_data_gate_stopped_is_known_until_its_inputs_change(tmp_path) -> None:
     """The trigger asks before retrying a span the gate stopped: the same inputs meet the same stop."""
     config = configs.local_config(bundled_taxi_data(), str(tmp_path / "out"))
