@@ -18,6 +18,7 @@ keeps its metadata in Vertex ML Metadata and caches by its own rules.
 """
 from __future__ import annotations
 
+import json
 import os
 
 from ml_metadata.proto import metadata_store_pb2
@@ -60,11 +61,19 @@ def _matches(execution: metadata_store_pb2.Execution, parameters: dict) -> bool:
     return True
 
 
+def _on_disk(artifact: metadata_store_pb2.Artifact) -> bool:
+    """Every split folder the artifact names is still there (a pruned or half-deleted pipeline root is not)."""
+    try:
+        splits = json.loads(artifact.properties["split_names"].string_value)
+    except (KeyError, ValueError):
+        return False
+    return bool(splits) and all(os.path.isdir(os.path.join(artifact.uri, f"Split-{name}")) for name in splits)
+
+
 def _live_output(store, execution_id: int, type_name: str) -> metadata_store_pb2.Artifact | None:  # noqa: ANN001
     events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type in OUTPUT]
     for artifact in store.get_artifacts_by_id([e.artifact_id for e in events]):
-        if (artifact.type == type_name and artifact.state == metadata_store_pb2.Artifact.LIVE
-                and os.path.isdir(artifact.uri)):
+        if artifact.type == type_name and artifact.state == metadata_store_pb2.Artifact.LIVE and _on_disk(artifact):
             return artifact
     return None
 
