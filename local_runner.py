@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import gc
 import os
 import shlex
@@ -223,7 +224,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     accepted += "" if config.compare_with_baseline else " (not compared with the latest blessed model)"
     print(f"running pipeline {config.pipeline_name} on {where}{drift}{accepted}")
     print(f"logs: {log_path}")
-    started = time.monotonic()
+    started, started_at = time.monotonic(), datetime.datetime.now()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with output_to(log_path) as console:
         from pipeline import local_beam
@@ -276,7 +277,8 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             up_to_date.record_gate_stop(config, time.strftime("%Y-%m-%d %H:%M:%S"), gate.verdict, inputs)
             _report(config, log_path, report)
             return EXIT_USAGE
-        failed = [c.name for c in (summary.components if summary else []) if c.state in ("failed", "running")]
+        ours = summary is not None and _started_since(summary.run_id, started_at)  # else it failed before recording
+        failed = [c.name for c in (summary.components if ours else []) if c.state in ("failed", "running")]
         where = f" in {failed[-1]}" if failed else ""
         message = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
         print(f"error: the pipeline failed{where}: {message} (details: {log_path})", file=sys.stderr)
@@ -295,6 +297,14 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
                                         inputs)
     _report(config, log_path, report)
     return EXIT_OK
+
+
+def _started_since(run_id: str, started_at: datetime.datetime) -> bool:
+    """Whether the run `run_id` (TFX's: its start time, local, ISO) is this one, not one before it."""
+    try:
+        return datetime.datetime.fromisoformat(run_id) >= started_at - datetime.timedelta(seconds=1)
+    except ValueError:
+        return False
 
 
 def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> None:

@@ -109,10 +109,12 @@ def column_types(schema) -> dict[str, str]:  # noqa: ANN001 - schema_pb2.Schema
 def check_metadata_file(path: str) -> None:
     """ConfigError when an existing MLMD file is not SQLite: MLMD would fail on it mid-run, and it
     is the output's whole run history, so it is never overwritten."""
-    from pipeline.mlmd_store import StoreLocked, sqlite_problem
+    from pipeline.mlmd_store import StoreLocked, check_writable_now, sqlite_problem
 
     try:
         problem = sqlite_problem(path)
+        if not problem:
+            check_writable_now(path)  # a run writes: a pending write elsewhere fails its first one
     except StoreLocked as locked:
         raise ConfigError(str(locked)) from None
     if problem:

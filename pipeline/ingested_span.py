@@ -62,12 +62,16 @@ def _matches(execution: metadata_store_pb2.Execution, parameters: dict) -> bool:
 
 
 def _on_disk(artifact: metadata_store_pb2.Artifact) -> bool:
-    """Every split folder the artifact names is still there (a pruned or half-deleted pipeline root is not)."""
+    """Every split folder the artifact names is still there with its files (a pruned or half-deleted pipeline root
+    is not: the drift gate would have nothing to compare with)."""
     try:
         splits = json.loads(artifact.properties["split_names"].string_value)
     except (KeyError, ValueError):
         return False
-    return bool(splits) and all(os.path.isdir(os.path.join(artifact.uri, f"Split-{name}")) for name in splits)
+    def has_files(folder: str) -> bool:
+        return os.path.isdir(folder) and any(entry.is_file() and entry.stat().st_size for entry in os.scandir(folder))
+
+    return bool(splits) and all(has_files(os.path.join(artifact.uri, f"Split-{name}")) for name in splits)
 
 
 def _live_output(store, execution_id: int, type_name: str) -> metadata_store_pb2.Artifact | None:  # noqa: ANN001
@@ -93,15 +97,19 @@ def ingested(example_gen: BaseComponent, statistics_gen: BaseComponent, pipeline
         return None
     examples_parameters = parameters[example_gen.id]
     statistics_parameters = parameters[statistics_gen.id]
-    candidates = [e for e in store.get_executions_by_type(example_gen.type) if _matches(e, examples_parameters)]
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)  # TFX's cache is per pipeline too
+    if pipeline is None:
+        return None
+    in_pipeline = store.get_executions_by_context(pipeline.id)
+    candidates = [e for e in in_pipeline if e.type == example_gen.type and _matches(e, examples_parameters)]
     for execution in sorted(candidates, key=lambda e: e.create_time_since_epoch, reverse=True):
         examples = _live_output(store, execution.id, "Examples")
         if examples is None:
             continue
         readers = {e.execution_id for e in store.get_events_by_artifact_ids([examples.id])
                    if e.type == metadata_store_pb2.Event.INPUT}
-        described = [e for e in store.get_executions_by_id(sorted(readers))
-                     if e.type == statistics_gen.type and _matches(e, statistics_parameters)]
+        described = [e for e in in_pipeline
+                     if e.id in readers and e.type == statistics_gen.type and _matches(e, statistics_parameters)]
         for reader in sorted(described, key=lambda e: e.create_time_since_epoch, reverse=True):
             statistics = _live_output(store, reader.id, "ExampleStatistics")
             if statistics is not None:

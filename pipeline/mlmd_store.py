@@ -27,6 +27,11 @@ class StoreLocked(StoreError):
 LOCK_WAIT_S = 10  # TFX's own writes hold the lock for milliseconds
 
 
+def _locked(path: str) -> str:
+    return (f"metadata store {path} is locked: another process has held a write transaction on it for over "
+            f"{LOCK_WAIT_S} s; try again when it ends")
+
+
 def sqlite_problem(path: str) -> str | None:
     """Why an existing file cannot be an MLMD SQLite store, or None when it can (or does not exist yet)."""
     if not os.path.exists(path):
@@ -52,14 +57,31 @@ def _damage(path: str) -> str | None:
             verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
     except sqlite3.OperationalError as error:
         if "locked" in str(error):  # else MLMD retries for another ~40 s, then says "Concurrent writes aborted"
-            raise StoreLocked(f"metadata store {path} is locked: another process has held a write transaction "
-                              f"on it for over {LOCK_WAIT_S} s; try again when it ends") from None
+            raise StoreLocked(_locked(path)) from None
         return None  # not readable just now: no verdict, MLMD will say
     except sqlite3.DatabaseError as error:  # SQLITE_CORRUPT, SQLITE_NOTADB
         return f"metadata store {path} is damaged ({error})"
     if verdict != ["ok"]:
         return f"metadata store {path} is damaged (SQLite: {verdict[0]})"
     return None
+
+
+def check_writable_now(path: str) -> None:
+    """StoreLocked when another process holds a pending write on the store (a sqlite3 shell inside BEGIN, a DB
+    browser with unsaved edits): readers pass it, but a run's first write fails after MLMD's retries."""
+    import sqlite3
+
+    if not os.path.isfile(path):
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, timeout=LOCK_WAIT_S,
+                                                isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error):
+            raise StoreLocked(_locked(path)) from None
+        # read-only, not openable: the run's own checks say so
 
 
 def open_readonly(path: str):  # noqa: ANN201 - MetadataStore; ml_metadata is imported lazily

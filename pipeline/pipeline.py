@@ -205,7 +205,7 @@ def _previous_span(config: PipelineConfig, column_types: dict) -> list:
     data under other node ids (the run that trained on that span; pipeline/ingested_span.py)."""
     examples = _example_gen(config, config.previous_span, column_types).with_id(PREVIOUS_EXAMPLE_GEN)
     statistics = StatisticsGen(examples=examples.outputs["examples"]).with_id(PREVIOUS_STATISTICS_GEN)
-    if not config.metadata_path:
+    if not config.metadata_path or not config.enable_cache:  # --no-cache: every component runs, these too
         return [examples, statistics]
     from pipeline.ingested_span import ingested
 

@@ -73,9 +73,12 @@ def _drift(*uris: str | None) -> list:
     """The span-to-span drift the data gate judged, recomputed from the same artifacts (see drift_measurements)."""
     if not all(uris):
         return []
-    from pipeline.components.data_gate import drift_measurements
+    from pipeline.components.data_gate import BaselineWithoutRows, drift_measurements
 
-    return drift_measurements(*uris)
+    try:
+        return drift_measurements(*uris)
+    except BaselineWithoutRows:  # the gate stopped on it; its line is the run's error
+        return []
 
 
 def timing_chart(executions: list[mlmd.Execution]) -> str:

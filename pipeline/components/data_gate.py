@@ -33,6 +33,10 @@ DRIFT_REASONS = {
 DRIFT_SPLIT = "train"
 
 
+class BaselineWithoutRows(RuntimeError):
+    """The previous span's Examples hold no rows (files deleted from a pipeline root): drift cannot be measured."""
+
+
 class DataGateError(RuntimeError):
     """The data broke its contract; the message lists every problem, one a line."""
 
@@ -154,11 +158,17 @@ def drift_measurements(statistics_uri: str, baseline_uri: str, schema_uri: str,
     schema = io_utils.SchemaReader().read(os.path.join(schema_uri, "schema.pbtxt"))
     rows = {}
     found = distances.comparators(schema, "drift_comparator")
-    try:
-        batches = [distances.read_examples(distances.split_files(uri, DRIFT_SPLIT))
-                   for uri in (examples_uri, baseline_examples_uri)] if found else []
-    except distances.NoExamples:  # a split without rows: the gate's own NO_EXAMPLES stop says so
-        batches = []
+    batches = []
+    if found:
+        try:
+            batches.append(distances.read_examples(distances.split_files(examples_uri, DRIFT_SPLIT)))
+        except distances.NoExamples:  # this span's split without rows: the gate's own NO_EXAMPLES stop says so
+            found = []
+    if found:
+        try:
+            batches.append(distances.read_examples(distances.split_files(baseline_examples_uri, DRIFT_SPLIT)))
+        except distances.NoExamples:  # nothing to compare with: unchecked is not "no drift"
+            raise BaselineWithoutRows(baseline_examples_uri) from None
     if batches:
         for c in distances.compare_batches(found, batches[1], batches[0]):
             if c.distance is not None:
@@ -201,12 +211,16 @@ def DataGate(  # noqa: N802 - TFX component naming
     if baseline_statistics is not None:
         if examples is None or baseline_examples is None:
             raise ValueError("DataGate: a drift baseline needs both spans' examples")
-        drift = [
-            f"  [drift] {name}: distance {value:.3f} > threshold {threshold:.3f} vs the previous span"
-            for name, value, threshold, over in drift_measurements(
-                statistics.uri, baseline_statistics.uri, schema.uri, examples.uri, baseline_examples.uri)
-            if over
-        ]
+        try:
+            drift = [
+                f"  [drift] {name}: distance {value:.3f} > threshold {threshold:.3f} vs the previous span"
+                for name, value, threshold, over in drift_measurements(
+                    statistics.uri, baseline_statistics.uri, schema.uri, examples.uri, baseline_examples.uri)
+                if over
+            ]
+        except BaselineWithoutRows as missing:
+            drift = [f"  [drift] <previous span>: its train split at {missing} holds no rows (files deleted?): "
+                     "drift is unchecked"]
     if problems or (drift and not accept_drift):
         raise DataGateError(problems, drift, bool(accept_drift))
     if drift:

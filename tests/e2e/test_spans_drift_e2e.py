@@ -130,6 +130,13 @@ def test_a_new_span_reads_the_previous_span_the_last_run_ingested_instead_of_ing
     fresh = run_local(tmp_path / "fresh", "--data", str(data), "--no-report")
     assert fresh.returncode == 2 and _drift_lines(fresh.stderr) == _drift_lines(second.stderr), fresh.stderr[-2000:]
 
+    # Not for --no-cache (every component runs), nor across pipelines (TFX's cache is per pipeline too).
+    for flags in (["--no-cache"], ["--pipeline-name", "other-pipeline"]):
+        again = run_local(output, "--data", str(data), "--no-report", *flags)
+        assert again.returncode == 2 and _drift_lines(again.stderr) == _drift_lines(second.stderr), again.stderr
+        states = {c.name: c.state for c in summarize(str(output / "metadata.sqlite")).components}
+        assert states["PreviousSpanExampleGen"] == "ran" and "PreviousSpanExamples" not in states, (flags, states)
+
     # Span 1 edited since it was ingested: read again, not imported.
     span_1_file = data / "span-1" / "data.csv"
     span_1_file.write_text("".join(span_1_file.read_text().splitlines(keepends=True)[:-1]))

@@ -417,6 +417,20 @@ def test_a_store_another_process_keeps_locked_is_one_line_at_once(tmp_path, monk
         holder.close()
     assert mlmd_store.sqlite_problem(str(store)) is None
 
+    # A pending write (a sqlite3 shell inside BEGIN; UPDATE ...): readers go on, a run's first write would fail
+    # after ~18 s of MLMD's retries, naming a component of the run before.
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES ('pending')")
+    try:
+        assert mlmd_store.sqlite_problem(str(store)) is None
+        with pytest.raises(ConfigError, match=r"is locked: .* try again when it ends$"):
+            configs.check_metadata_file(str(store))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    configs.check_metadata_file(str(store))
+
 
 def test_second_run_on_a_busy_output_folder_is_one_line_exit_3(tmp_path):
     from pipeline import run_lock
@@ -520,3 +534,15 @@ def test_a_named_pipe_in_the_data_folder_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "p.csv")
     with pytest.raises(ConfigError, match=r"holds p\.csv, which is not a regular file \(a named pipe"):
         data.check_csv_folder(str(tmp_path))
+
+
+def test_a_run_that_failed_before_recording_itself_does_not_name_the_last_runs_component():
+    """A run whose first MLMD write failed said `failed in DataGate`: the failed component of the run before."""
+    import datetime
+
+    import local_runner
+
+    started = datetime.datetime(2026, 11, 24, 21, 58, 0)
+    assert not local_runner._started_since("2026-11-24T21:57:11.075392", started)  # the run before
+    assert local_runner._started_since("2026-11-24T21:58:00.412000", started)
+    assert not local_runner._started_since("not-a-time", started)

@@ -110,6 +110,14 @@ def test_drift_is_counted_exactly_random_halves_pass_and_a_fare_rise_stops(tmp_p
     remote = drift_measurements(*map(to_ram, (risen[0], previous[0], str(schema_dir), risen[1], previous[1])))
     assert {name: (value, over) for name, value, _threshold, over in remote} == moved
 
+    # The previous span's shards deleted (a pruned pipeline root): no rows to compare with is not "no drift".
+    from pipeline.components.data_gate import BaselineWithoutRows
+
+    for shard in (Path(previous[1]) / "Split-train").iterdir():
+        shard.unlink()
+    with pytest.raises(BaselineWithoutRows):
+        measured(same)
+
 
 def test_range_checks_on_a_column_without_values_are_left_out_and_other_findings_kept():
     """TFDV reads the unset min of a column no row holds a value in as 0: not a finding about the data."""
