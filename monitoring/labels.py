@@ -137,8 +137,8 @@ def dangling(deployment: Deployment) -> dict[str, int]:
 def stable_stack(history: list[dict]) -> list[int]:
     """The stable versions a run of rollbacks walks back through, oldest first, replayed from the history.
 
-    A change of stable pushes the new version; a rollback pops back to its target,
-    so the version rolled back from is never a later rollback's target.
+    A change of stable pushes the new version (moving it to the top if it was stable before); a rollback pops
+    back to its target, so the version rolled back from is never a later rollback's target.
     """
     stack: list[int] = []
     for entry in history:
@@ -153,7 +153,9 @@ def stable_stack(history: list[dict]) -> list[int]:
             continue
         if before is not None and not stack:
             stack.append(before)
-        stack.append(after)
+        # A version stable once more moves to the top: each version once, where it last became stable (cut at its
+        # first place, A -> B -> C -> A lost B and C, and a rollback from A had nowhere to go).
+        stack = [version for version in stack if version != after] + [after]
     return stack
 
 
@@ -240,7 +242,8 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     --allow_version_labels_for_unavailable_models).
     """
     moved = _moved(before, after)
-    if not moved or server is None or not server.present():
+    present = server is not None and server.present()  # asked first: an unreachable server is refused before
+    if not moved or not present:  # anything is written, a new label too (it was written, then the wait failed)
         return _write(deployment, after, action, reason, before)
     on_disk = set(deployment.pushed())
     kept = {k: v for k, v in before.items() if v in on_disk and server.holds(v)}

@@ -108,6 +108,20 @@ def test_a_server_that_is_down_or_serves_another_model_is_not_waited_for(tmp_pat
         ModelServer("http://nonexistent.invalid:8501", "toy", 60, absent_ok=True).present()
 
 
+def test_a_new_canary_label_is_not_written_when_the_server_cannot_be_reached(tmp_path: Path) -> None:
+    """No canary yet, so no label moves: the label was written, then the wait for the unreachable server failed
+    (exit 1 after --wait), though an unreachable server is refused before anything is written."""
+    base = tmp_path / "serving_model" / "toy"
+    for v in (1, 2):
+        push_toy(base, v)
+    d = Deployment.for_output(tmp_path, "toy")
+    labels.label_after_push(d, 1)
+    config = d.config_path.read_text()
+    with pytest.raises(LabelError, match="cannot reach the model server"):
+        labels.canary(d, _ok, 2, server=ModelServer("http://127.0.0.1:9", "toy", 60))
+    assert d.config_path.read_text() == config and d.labels() == {"stable": 1}
+
+
 def test_cli_canary_refuses_in_one_line_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from cli.main import main
 

@@ -42,6 +42,21 @@ def test_first_push_is_stable_then_canary_promote_rollback(tmp_path: Path) -> No
     assert [e["action"] for e in d.history()] == ["first-push", "canary", "promote", "canary", "rollback"]
 
 
+def test_a_version_stable_a_second_time_keeps_the_history_before_it(tmp_path: Path) -> None:
+    """Stable 1 -> 2 -> 3 -> 1: the stack was cut at 1's first place, so `rollback` said "no earlier version" and
+    the pin kept only 1 loaded."""
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    for version in (2, 3, 1):
+        labels.promote(d, _ok, version=version)
+    assert d.read()[1].labels["stable"] == 1
+    assert 3 in d.read()[1].policy.versions  # the rollback target stays loaded
+    assert labels.rollback(d, _ok)["stable"] == 3
+    assert labels.rollback(d, _ok)["stable"] == 2
+    with pytest.raises(LabelError, match="no earlier version"):
+        labels.rollback(d, _ok)
+
+
 def test_a_symlinked_models_config_is_written_through_with_one_history(tmp_path: Path) -> None:
     """TF Serving reads the config at a deploy path linked to <output>/serving_model/models.config: `canary` via
     the link replaced the link with a file of its own (the real config never changed, yet it said done) and
