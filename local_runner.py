@@ -138,7 +138,8 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
     configs.check_metadata_file(config.metadata_path)
     # Only once every setting is valid does anything get written to the output folder.
     try:
-        schema_copy, training_copy = configs.content_addressed_schemas(schema, args.output, write)
+        output = os.path.dirname(config.pipeline_root)  # absolute: `--output ../out` is the same folder's run
+        schema_copy, training_copy = configs.content_addressed_schemas(schema, output, write)
     except OSError as error:
         raise ConfigError(f"cannot write to the output folder {args.output}: {error.strerror or error}") from None
     return dataclasses.replace(config, schema_path=schema_copy, training_schema_path=training_copy)

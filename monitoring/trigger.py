@@ -52,6 +52,7 @@ class Decision:
     span: int | None  # span to train on (None: the runner's default)
     model_version: int | None
     model_span: int | None
+    model: str = "taxi"  # the model the decision is about, and the run trains and labels (--model-name)
 
 
 def monitoring_dir(output: str) -> Path:
@@ -131,27 +132,27 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
         reasons.append(skewed)  # a flat data folder may have changed in place: retraining can learn something new
     # The run's flags are checked whatever the decision: a cron line whose flags after -- would stop the run must
     # fail now, not pass as "current" every hour until a new span lands.
-    args, run_config = _runner_config(output, data, chosen, runner_args)
+    args, run_config = _runner_config(output, data, chosen, runner_args, model)
     if reasons:
         tried = _already_tried(run_config, args.rerun, f"span {chosen}" if chosen is not None else f"the data in {data}")
         if tried:
-            return Decision(False, [tried], chosen, version, model_span)
-        return Decision(True, reasons, chosen, version, model_span)
+            return Decision(False, [tried], chosen, version, model_span, model)
+        return Decision(True, reasons, chosen, version, model_span, model)
     if skewed:  # training is seeded: the same span gives the same model, pushed again as a new canary each time
         learned = f"version {newer}" if waiting else f"the model in service (version {version})"
         waiting.append(f"{skewed}, but {learned} already learned span {chosen}: retraining would fit the same rows "
                        "again; waiting for a new span")
     return Decision(False, waiting or [f"model {version} trained on span {model_span} is current and "
                                        + ("no skew found" if skew is not None else "no skew report")],
-                    chosen, version, model_span)
+                    chosen, version, model_span, model)
 
 
-OWN_FLAGS = ("--data", "--output", "--no-progress", "--span")  # what runner_flags() sets itself
+OWN_FLAGS = ("--data", "--output", "--no-progress", "--span", "--model-name")  # what runner_flags() sets itself
 
 
-def runner_flags(data: str, output: str, span: int | None, runner_args: Sequence[str]) -> list[str]:
-    """local_runner.py's flags for a triggered run on `span` (None: a flat data folder)."""
-    flags = ["--data", data, "--output", output, "--no-progress"]
+def runner_flags(data: str, output: str, span: int | None, runner_args: Sequence[str], model: str = "taxi") -> list[str]:
+    """local_runner.py's flags for a triggered run of `model` on `span` (None: a flat data folder)."""
+    flags = ["--data", data, "--output", output, "--no-progress", "--model-name", model]
     if span is not None:
         flags += ["--span", str(span)]
     return flags + list(runner_args)
@@ -189,17 +190,19 @@ def check_runner_args(runner_args: list[str]) -> None:
         meant = _as_argparse_reads(name, options) if name.startswith("--") else None
         if meant in OWN_FLAGS:
             spelled = arg if meant == name else f"{arg} ({meant})"
-            raise TriggerError(f"{spelled} is set by trigger itself; pass it to trigger, not after --")
+            own = {"--model-name": "--model"}.get(meant)
+            raise TriggerError(f"{spelled} is set by trigger itself; pass {own or 'it'} to trigger, not after --")
     _parsed(runner_args)
 
 
-def _runner_config(output: str, data: str, span: int | None, runner_args: Sequence[str]):  # noqa: ANN202
+def _runner_config(output: str, data: str, span: int | None, runner_args: Sequence[str],  # noqa: ANN202
+                   model: str = "taxi"):
     """(local_runner's parsed flags, the config of the run it would start); TriggerError where that run would
     stop at its flags."""
     import local_runner
     from pipeline.configs import ConfigError
 
-    args = _parsed(runner_flags(data, output, span, runner_args))
+    args = _parsed(runner_flags(data, output, span, runner_args, model))
     try:
         return args, local_runner.build_config(args, write=False)
     except ConfigError as error:
@@ -264,7 +267,7 @@ def run(decision: Decision, output: str, data: str, runner_args: list[str] = (),
     try:
         with run_lock.held(lock_path):
             command = [sys.executable, str(ROOT / "local_runner.py"), *runner_flags(data, output, decision.span,
-                                                                                  runner_args)]
+                                                                                  runner_args, decision.model)]
             log_decision(output, {"decision": "retrain", "reasons": decision.reasons, "command": command})
             sys.stdout.flush()
             try:

@@ -546,3 +546,17 @@ def test_a_run_that_failed_before_recording_itself_does_not_name_the_last_runs_c
     assert not local_runner._started_since("2026-11-24T21:57:11.075392", started)  # the run before
     assert local_runner._started_since("2026-11-24T21:58:00.412000", started)
     assert not local_runner._started_since("not-a-time", started)
+
+
+def test_a_relative_output_folder_is_the_same_run_as_its_absolute_path(tmp_path, monkeypatch):
+    """`--output ../out` kept its schema copies' paths relative: a different config, so the 'nothing changed'
+    check, the trigger's 'not retrying' and ImportSchemaGen's cache all took it for another run."""
+    import local_runner
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    folder = data.bundled_taxi_data()
+    absolute = local_runner.build_config(
+        local_runner.parse_args(["--output", str(tmp_path / "out"), "--data", folder]), write=False)
+    relative = local_runner.build_config(local_runner.parse_args(["--output", "../out", "--data", folder]), write=False)
+    assert relative == absolute and os.path.isabs(relative.schema_path)

@@ -48,6 +48,7 @@ def test_missing_span_is_a_clear_error_and_logged(tmp_path: Path, capsys: pytest
     # argparse reads these as --output and --span: the run went to another folder than the trigger's lock and log
     (["--", "--out", "elsewhere"], "error: --out (--output) is set by trigger itself"),
     (["--", "--spa=3"], "error: --spa=3 (--span) is set by trigger itself"),
+    (["--", "--model-name", "other"], "error: --model-name is set by trigger itself; pass --model to trigger"),
 ])
 def test_runner_flags_are_checked_before_anything_is_decided(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                               extra: list[str], fragment: str) -> None:
@@ -113,6 +114,17 @@ def test_lock_is_released_after_a_run(tmp_path: Path) -> None:
     assert [d["decision"] for d in _decisions(out)] == ["retrain", "finished"]
     assert _decisions(out)[-1]["exit_code"] == 2
     assert trigger.run(decision, str(out), str(data), ["--train-steps", "0"]) == 2  # the lock was released
+
+
+def test_the_run_trains_and_labels_the_model_the_trigger_decided_for(tmp_path: Path) -> None:
+    """`trigger --model foo` decided from foo's labels but started a run that pushed and labelled `taxi`: the next
+    decision said foo's span was retrained, while foo never got a model."""
+    out, data = tmp_path / "out", _spans(tmp_path)
+    decision = trigger.decide(str(out), str(data), "foo")
+    assert decision.retrain and decision.reasons == ["no model is pushed yet"]
+    assert trigger.run(decision, str(out), str(data), ["--train-steps", "0"]) == 2
+    command = _decisions(out)[0]["command"]
+    assert command[command.index("--model-name") + 1] == "foo"
 
 
 def test_python_dash_m_monitoring_bad_log(tmp_path: Path) -> None:
