@@ -81,7 +81,7 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
             if healthy is not None:
                 check = all_checks(check, healthy)
             after = getattr(labels, action)(deployment, check, version)
-    except labels.NothingToPromoteYet as error:
+    except (labels.NothingToPromoteYet, labels.LabelsBusy) as error:  # not now: cron tries again, not a failure
         raise CliError(f"{action}: {error}; labels unchanged", EXIT_NOT_NOW) from None
     except labels.LabelError as error:
         raise CliError(f"{action}: {error}; labels unchanged") from None

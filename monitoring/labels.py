@@ -33,6 +33,10 @@ class LabelError(RuntimeError):
     """A label change that must not happen; nothing was written."""
 
 
+class LabelsBusy(LabelError):
+    """Not a refusal: another label change (a canary waiting for its version to load) holds the lock. Try later."""
+
+
 class NothingToPromoteYet(LabelError):
     """Not a refusal: no canary is under test, or it has not served enough requests to be judged. A job that
     promotes every few minutes meets this most of the time; nothing was written."""
@@ -116,7 +120,7 @@ def _locked(deployment: Deployment) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise LabelError(f"another label change holds {lock_path} for over 30 s; try again") from None
+                    raise LabelsBusy(f"another label change holds {lock_path} for over 30 s; try again") from None
                 time.sleep(0.2)
         try:
             yield

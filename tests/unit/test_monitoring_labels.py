@@ -73,6 +73,26 @@ def test_a_symlinked_models_config_is_written_through_with_one_history(tmp_path:
     assert [e["action"] for e in d.history()] == ["first-push", "canary"]
 
 
+def test_a_label_change_behind_another_that_holds_the_lock_is_not_now(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """A canary waiting for its version to load holds the lock: a cron `promote --if-healthy` behind it failed
+    (exit 1) instead of "not now" (exit 3), as when there is nothing to promote yet."""
+    import fcntl
+
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 2)
+    monkeypatch.setattr(labels.time, "monotonic", iter(range(0, 10_000, 40)).__next__)  # 30 s pass at once
+    with open(d.config_path.with_name("models.config.lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(labels.LabelsBusy, match="another label change holds"):
+            labels.promote(d, _ok)
+        code = main(["promote", "--output", str(tmp_path), "--model", "toy", "--offline"])
+    assert code == 3 and "labels unchanged" in capsys.readouterr().err
+    assert d.labels() == {"stable": 1, "canary": 2}
+
+
 def test_rollback_walks_back_never_forth_and_its_target_stays_loaded(tmp_path: Path) -> None:
     d = _deployment(tmp_path, versions=(1, 2, 3, 4))
     labels.label_after_push(d, 1)
