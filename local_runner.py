@@ -200,6 +200,11 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
         return EXIT_OK
 
+    try:
+        configs.check_store_writable(config.metadata_path)  # going to TFX, which writes at once
+    except configs.StoreBusy as busy:
+        print(f"error: {busy}", file=sys.stderr)
+        return EXIT_BUSY
     from pipeline.baseline_types import retyped_refusal
     from pipeline.lost_outputs import moved_refusal, set_aside_orphaned_outputs
 
@@ -392,7 +397,7 @@ def execute(args: argparse.Namespace) -> int:
         config = build_config(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_BUSY if isinstance(error, configs.StoreBusy) else EXIT_USAGE
     except KeyboardInterrupt:  # while the data folder is scanned (a large one takes seconds): nothing written yet
         print("interrupted before the run started", file=sys.stderr)
         return EXIT_FAILED

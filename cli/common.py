@@ -13,8 +13,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_NOT_NOW = 3  # nothing failed, try again later: another run holds the output, nothing to promote yet
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 failed (the run, the server, a request, Vertex); "
                    "2 bad usage or config, or the data gate stopped the run; "
-                   "3 not now: the output folder is busy with another run (run, trigger), "
-                   "or promote has nothing to promote yet.")
+                   "3 not now: the output folder or its metadata store is busy with another process (run, trigger, "
+                   "runs), promote has nothing to promote yet, or another label change holds the labels' lock.")
 DEFAULT_OUTPUT = "tfx_output"
 
 F = TypeVar("F", bound=Callable[..., Any])

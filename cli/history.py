@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from cli.common import (
+    EXIT_NOT_NOW,
     EXIT_OK,
     CliError,
     UsageProblem,
@@ -26,10 +27,13 @@ HEADLINE_METRICS = ("auc", "binary_accuracy")
 
 
 def _store(output: str):  # noqa: ANN202 - MetadataStore
+    from pipeline.mlmd_store import StoreLocked
     from report import mlmd
 
     try:
         return mlmd.open_store(output)
+    except StoreLocked as error:  # not now: another process holds it
+        raise CliError(str(error), EXIT_NOT_NOW) from None
     except mlmd.StoreError as error:
         raise UsageProblem(str(error)) from None
 

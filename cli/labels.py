@@ -98,7 +98,7 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
 
 @click.command(epilog="Exit codes: 0 promoted; 1 refused (not pushed, not blessed, not loaded, not healthy), nothing "
                       "changed; 3 nothing to promote yet (no canary label; with --if-healthy, fewer requests than "
-                      "--min-requests so far), nothing changed: a job that runs it every few minutes can count 3 as "
+                      "--min-requests so far) or another label change holds the lock, nothing changed: a job that runs it every few minutes can count 3 as "
                       "success (systemd: SuccessExitStatus=3).")
 @output_option
 @model_option
@@ -133,7 +133,7 @@ def promote(output: str, model_name: str, config_path: str | None, version: int 
 
 
 @click.command(epilog="Exit codes: 0 labelled; 1 refused (not pushed, not blessed, stable, not loaded in time), "
-                      "nothing changed but the version's pin.")
+                      "nothing changed but the version's pin; 3 another label change holds the lock, nothing changed.")
 @output_option
 @model_option
 @config_option
@@ -155,7 +155,8 @@ def canary(output: str, model_name: str, config_path: str | None, version: int |
     return _change("canary", output, model_name, config_path, version, url, offline, wait, as_json)
 
 
-@click.command(epilog="Exit codes: 0 rolled back; 1 refused (nothing earlier, not blessed, not loaded), nothing changed.")
+@click.command(epilog="Exit codes: 0 rolled back; 1 refused (nothing earlier, not blessed, not loaded), nothing changed; "
+                      "3 another label change holds the lock, nothing changed.")
 @output_option
 @model_option
 @config_option

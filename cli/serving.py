@@ -165,6 +165,20 @@ def _number(where: str, name: str, value: str, kind: str) -> int | float:
     return int(number) if kind in INTEGER and number.is_integer() else number
 
 
+def _span(first: int, last: int) -> str:
+    return f"row {first}" if first == last else f"rows {first}-{last}"
+
+
+def _unanswered(answered: int, total: int) -> str:
+    """Which rows a failure left unpredicted, and which were printed above."""
+    return f"{_span(answered, total - 1)} not predicted" + (f"; {_span(0, answered - 1)} above" if answered else "")
+
+
+def _is_b64(value: Any) -> bool:
+    """TF Serving's JSON for binary strings: {"b64": "<base64>"}."""
+    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
+
+
 def _typo_of(unknown: list[str], row: dict[str, Any], dtypes: dict[str, str]) -> tuple[str, str] | None:
     """An unknown key that is a model input but for case or spaces (`Fare`, `fare `), that input absent."""
     inputs = {name.strip().lower(): name for name in dtypes}
@@ -198,7 +212,7 @@ def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool
             if value is None or (isinstance(value, str) and value == "" and kind != "DT_STRING"):
                 converted[name] = None
             elif kind == "DT_STRING":
-                if not isinstance(value, str):
+                if not (isinstance(value, str) or _is_b64(value)):
                     raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a string, which the "
                                        "model input takes (DT_STRING); quote it")
                 converted[name] = value
@@ -276,7 +290,12 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
                 _check_header(rows[0], dtypes)
             sent = typed(rows, dtypes, drop_unknown)  # every row checked before the first is sent
             for start in range(0, len(sent), batch_size):
-                for prediction in client.predict(sent[start:start + batch_size]):  # printed as answered
+                answers = client.predict(sent[start:start + batch_size])
+                if client.input_dtypes() != dtypes:  # the client followed a new version with other inputs
+                    changed = sorted(set(client.input_dtypes()) ^ set(dtypes)) or sorted(dtypes)
+                    raise CliError(f"the served model's inputs changed while predicting (a new version: "
+                                   f"{', '.join(map(repr, changed))}); {_unanswered(answered, len(rows))}; run again")
+                for prediction in answers:  # printed as answered
                     if as_json:
                         emit_json({"row": answered, **dict(sorted(prediction.items()))})
                     else:
@@ -284,8 +303,7 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
                     answered += 1
     except ServingClientError as error:
         if answered:  # the rows printed stand; say which ones were not answered
-            error.message = (f"{error.message} (rows {answered}-{len(rows) - 1} not predicted; "
-                             f"rows 0-{answered - 1} above)")
+            error.message = f"{error.message} ({_unanswered(answered, len(rows))})"
         if error.status in ("connection", "timeout"):  # no answer at all
             raise CliError(error.message) from None
         if error.status == "UNAVAILABLE" and not answered:  # gRPC's word for nothing listening there

@@ -46,6 +46,10 @@ class ConfigError(ValueError):
     """A setting is wrong; the message says which and what to do."""
 
 
+class StoreBusy(ConfigError):
+    """Not a wrong setting: another process holds the MLMD store; try again (exit 3, not now)."""
+
+
 # TensorFlow's and Beam's globs read these as pattern syntax: a path holding one no longer matches itself,
 # and '*' or '?' match other paths too. CsvExampleGen globs its input; Beam globs the files it writes.
 GLOB_SYNTAX, WILDCARDS = "[\\", "*?"
@@ -109,16 +113,25 @@ def column_types(schema) -> dict[str, str]:  # noqa: ANN001 - schema_pb2.Schema
 def check_metadata_file(path: str) -> None:
     """ConfigError when an existing MLMD file is not SQLite: MLMD would fail on it mid-run, and it
     is the output's whole run history, so it is never overwritten."""
-    from pipeline.mlmd_store import StoreLocked, check_writable_now, sqlite_problem
+    from pipeline.mlmd_store import StoreLocked, sqlite_problem
 
     try:
         problem = sqlite_problem(path)
-        if not problem:
-            check_writable_now(path)  # a run writes: a pending write elsewhere fails its first one
     except StoreLocked as locked:
-        raise ConfigError(str(locked)) from None
+        raise StoreBusy(str(locked)) from None
     if problem:
         raise ConfigError(f"{problem}; move it aside to start a new run history in this output folder")
+
+
+def check_store_writable(path: str | None) -> None:
+    """StoreBusy when a run's first write to the store would fail: another process holds a pending write on it
+    (readers, and a run that ends in "nothing changed", never write, so only a run that goes to TFX asks)."""
+    from pipeline.mlmd_store import StoreLocked, check_writable_now
+
+    try:
+        check_writable_now(path or "")
+    except StoreLocked as locked:
+        raise StoreBusy(str(locked)) from None
 
 
 def check_beam_args(beam_args: tuple[str, ...], local: bool = True) -> None:

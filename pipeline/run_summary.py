@@ -23,6 +23,7 @@ from pipeline.mlmd_store import (
 
 BASE_RATE_METRIC = "base_rate_error_reduction"  # models/eval_metrics.BaseRateErrorReduction
 ONE_CLASS = "every eval example has the same label"
+DATA_GATE = "DataGate"
 STATISTICS_GEN = "StatisticsGen"  # this span's; PreviousSpanStatisticsGen describes the drift baseline
 REPORTED_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration", "example_count")
 
@@ -122,7 +123,10 @@ def summarize(metadata_path: str, run_id: str | None = None) -> RunSummary | Non
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         pushed_version = pushed.custom_properties["pushed_version"].string_value
         pushed_to = pushed.custom_properties["pushed_destination"].string_value
-    warnings = padded_strings(statistics.uri) if statistics is not None and os.path.isdir(statistics.uri) else []
+    # Only for data the gate let through: a value it stopped on (one outside its column's domain) is its anomaly.
+    passed = any(c.name == DATA_GATE and c.state in ("ran", "cached") for c in components)
+    warnings = padded_strings(statistics.uri) if passed and statistics is not None and os.path.isdir(statistics.uri) \
+        else []
     return RunSummary(run_id, components, metrics, thresholds, blessed, reasons, pushed_version, pushed_to, reason,
                       warnings)
 

@@ -57,7 +57,10 @@ class ServerOptions:
 # TF Serving's BatchingParameters fields this server reads no value from (it batches, pads and splits its own way).
 IGNORED_BATCHING_FIELDS = ("pad_variable_length_inputs", "allowed_batch_sizes", "enable_large_batch_splitting",
                            "max_execution_batch_size", "thread_pool_name", "batch_padding_policy")
-_BATCHING_ENTRY = re.compile(r"\s*(?:(\w+)\s*\{\s*value\s*:\s*([^\s{}]+)\s*\}|(\w+)\s*:\s*([^\s{}]+))\s*")
+_TEXT_VALUE = r'(?:"[^"]*"|\'[^\']*\'|[^\s{}<>,;\[\]"\']+)'
+_BATCHING_ENTRY = re.compile(
+    rf"\s*(?:(\w+)\s*:?\s*(?:\{{\s*value\s*:\s*({_TEXT_VALUE})\s*\}}|<\s*value\s*:\s*({_TEXT_VALUE})\s*>)"
+    rf"|(\w+)\s*:\s*({_TEXT_VALUE}|\[[^\]]*\]))\s*[,;]?\s*")
 
 
 def parse_batching_parameters(text: str) -> BatchingParameters:
@@ -77,11 +80,17 @@ def parse_batching_parameters(text: str) -> BatchingParameters:
             raise ConfigError(f"batching parameters: cannot read {near!r} (expected lines like "
                               "'max_batch_size { value: 128 }')")
         position = entry.end()
-        name, value = (entry.group(1), entry.group(2)) if entry.group(1) else (entry.group(3), entry.group(4))
+        wrapped = entry.group(1) is not None  # `name { value: v }` (or `name: <value: v>`): TF Serving's wrappers
+        name = entry.group(1) if wrapped else entry.group(4)
+        value = (entry.group(2) or entry.group(3)) if wrapped else entry.group(5)
         if name in known:
-            if entry.group(3):
+            if not wrapped:
                 raise ConfigError(f"batching parameters: {name} is written '{name} {{ value: N }}'")
+            if name in values:
+                raise ConfigError(f"batching parameters: {name} is set twice")
             try:
+                if "_" in value:
+                    raise ValueError(value)
                 values[name] = int(value, 0)  # decimal or 0x hex, as the text format allows
             except ValueError:
                 raise ConfigError(f"batching parameters: {name} {value!r} is not a whole number") from None

@@ -80,6 +80,13 @@ def test_bad_rows_and_refusals_are_one_line(server, tmp_path, capsys, content, a
     assert len(err) == 1 and err[0].startswith(fragment), err
 
 
+def test_a_binary_string_in_tf_servings_b64_form_is_sent(server, tmp_path, capsys) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"x": 2, "s": {"b64": "YWJj"}}\n')  # "abc"
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "-q"]) == 0
+    assert capsys.readouterr().out == "row 0: n 3  y 4.0000\n"
+
+
 @pytest.mark.parametrize("line,fragment", [
     # `Fare` for `fare`: dropped by --drop-unknown, every such row was sent without the input, exit 0
     ('{"X": 1, "s": "a"}', "error: row 1 (line 3): 'X' is not a model input, 'x' is: every row with it would be "
@@ -178,3 +185,38 @@ def test_grpc_predict_and_serve_say_their_own_lines_not_tensorflows(tmp_path) ->
     finally:
         serve.kill()
         serve.wait()
+
+
+def test_a_new_version_with_another_input_mid_file_stops_instead_of_sending_it_missing(tmp_path, capsys,
+                                                                                       monkeypatch) -> None:
+    """The client follows a hot reload to a version with one more input (serving/client.py) and fills it as
+    missing: for the CLI, whose rows were checked against the old inputs, that is wrong probabilities, no word."""
+    import serving.client
+
+    class Reloading:
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - ServingClient's
+            self.calls, self.dtypes = 0, {"x": "DT_DOUBLE", "s": "DT_STRING"}
+
+        def __enter__(self):  # noqa: ANN204
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def input_dtypes(self) -> dict[str, str]:
+            return dict(self.dtypes)
+
+        def predict(self, rows: list) -> list:
+            self.calls += 1
+            if self.calls == 2:  # the second batch reached the new version
+                self.dtypes["tolls"] = "DT_DOUBLE"
+            return [{"y": 1.0} for _ in rows]
+
+    monkeypatch.setattr(serving.client, "ServingClient", Reloading)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n2,b\n3,c\n")
+    assert main(["predict", str(rows), "--url", "http://127.0.0.1:9", "--model", "toy", "--batch-size", "2"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "row 0: y 1.0000\nrow 1: y 1.0000\n"
+    assert captured.err == ("error: the served model's inputs changed while predicting (a new version: 'tolls'); "
+                            "row 2 not predicted; rows 0-1 above; run again\n")

@@ -254,6 +254,7 @@ def test_bad_server_flags_are_one_line_before_tensorflow_loads(tmp_path: Path, f
     ("max_batch_size { value: 1.5 }", "max_batch_size '1.5' is not a whole number"),
     ("max_batch_size: 8", "max_batch_size is written 'max_batch_size { value: N }'"),
     ("max_batch_size { value: 8 }\nmax_batch_sise { value: 8 }", "unknown field 'max_batch_sise'"),
+    ("max_batch_size { value: 128 } max_batch_size { value: 4 }", "max_batch_size is set twice"),  # the last won
 ])
 def test_a_batching_parameters_file_that_is_not_one_is_one_line_naming_it(
         tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture) -> None:
@@ -272,6 +273,11 @@ def test_batching_parameters_read_as_tf_serving_writes_them() -> None:
             "enable_large_batch_splitting { value: true }\nnum_batch_threads { value: 2 }\n")
     params = parse_batching_parameters(text)
     assert (params.max_batch_size, params.batch_timeout_micros, params.num_batch_threads) == (32, 500, 2)
+    # the text format's other spellings: `name: { }`, `< >`, separators, lists, quoted strings
+    other = ('max_batch_size: { value: 64 }, batch_timeout_micros < value: 10 >; allowed_batch_sizes: [8, 64]\n'
+             'thread_pool_name { value: "batch pool" }')
+    params = parse_batching_parameters(other)
+    assert (params.max_batch_size, params.batch_timeout_micros, params.num_batch_threads) == (64, 10, 1)
 
 
 def test_model_base_path_takes_a_file_uri_and_refuses_other_schemes_in_words(tmp_path: Path) -> None:
