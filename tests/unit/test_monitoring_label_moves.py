@@ -108,14 +108,19 @@ def test_a_server_that_is_down_or_serves_another_model_is_not_waited_for(tmp_pat
         ModelServer("http://nonexistent.invalid:8501", "toy", 60, absent_ok=True).present()
 
 
+def _stable_1_of_2(tmp_path: Path) -> Deployment:
+    """Versions 1 and 2 pushed, 1 stable, no canary."""
+    for v in (1, 2):
+        push_toy(tmp_path / "serving_model" / "toy", v)
+    d = Deployment.for_output(tmp_path, "toy")
+    labels.label_after_push(d, 1)
+    return d
+
+
 def test_a_new_canary_label_is_not_written_when_the_server_cannot_be_reached(tmp_path: Path) -> None:
     """No canary yet, so no label moves: the label was written, then the wait for the unreachable server failed
     (exit 1 after --wait), though an unreachable server is refused before anything is written."""
-    base = tmp_path / "serving_model" / "toy"
-    for v in (1, 2):
-        push_toy(base, v)
-    d = Deployment.for_output(tmp_path, "toy")
-    labels.label_after_push(d, 1)
+    d = _stable_1_of_2(tmp_path)
     config = d.config_path.read_text()
     with pytest.raises(LabelError, match="cannot reach the model server"):
         labels.canary(d, _ok, 2, server=ModelServer("http://127.0.0.1:9", "toy", 60))
@@ -125,11 +130,7 @@ def test_a_new_canary_label_is_not_written_when_the_server_cannot_be_reached(tmp
 def test_cli_canary_refuses_in_one_line_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from cli.main import main
 
-    base = tmp_path / "serving_model" / "toy"
-    for v in (1, 2):
-        push_toy(base, v)
-    d = Deployment.for_output(tmp_path, "toy")
-    labels.label_after_push(d, 1)
+    d = _stable_1_of_2(tmp_path)
     before = d.config_path.read_text()
     for argv, message in ((["--version", "9"], "error: canary: cannot make version 9 the canary: it is not in"),
                           (["--version", "1"], "error: canary: version 1 is stable"),
