@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="local_runner.py",
         description="Run the TFX pipeline locally on Beam's DirectRunner.",
-        epilog="Exit codes: 0 completed (blessed or not), 1 failed, 2 bad usage or data gate, 3 output folder busy.",
+        epilog="Exit codes: 0 completed (blessed or not), 1 failed, 2 bad usage or data gate, 3 output folder busy "
+               "(another run) or its metadata store locked by another process.",
     )
     parser.add_argument("--data", help="folder of CSV files (default: the taxi sample shipped with tfx)")
     parser.add_argument("--output", default="tfx_output", help="pipeline root, metadata.sqlite and serving_model/ (default: %(default)s)")

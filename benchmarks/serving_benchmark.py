@@ -400,6 +400,14 @@ def main(argv: list[str] | None = None) -> int:
     if not versions:
         print(f"error: no pushed version under {args.model_base_path}", file=sys.stderr)
         return 2
+    try:  # before minutes of measuring, not after: an --out that is a file would lose the results
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / ".serving_benchmark.write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        print(f"error: --out {args.out} cannot hold the results: {error.strerror or error}", file=sys.stderr)
+        return 2
     model_dir = args.model_base_path / str(versions[-1])
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

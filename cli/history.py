@@ -51,7 +51,7 @@ def _metrics(output: str, row) -> dict[str, float]:  # noqa: ANN001 - report.mlm
         return read_evaluation(row.evaluation_uri, "")[0]
 
 
-@click.command(epilog="Exit codes: 0 ok; 2 no MLMD store in --output.")
+@click.command(epilog="Exit codes: 0 ok; 2 no MLMD store in --output; 3 another process holds the store locked.")
 @output_option
 @click.option("-n", "--limit", type=click.IntRange(1), default=20, show_default=True, help="newest N runs")
 @click.option("--metrics/--no-metrics", default=True, show_default=True,
@@ -83,7 +83,8 @@ def runs(output: str, limit: int, metrics: bool, as_json: bool) -> int:
     return EXIT_OK
 
 
-@click.command(epilog="Exit codes: 0 written; 2 no MLMD store or no such run.")
+@click.command(epilog="Exit codes: 0 written; 2 no MLMD store or no such run; 3 another process holds the store "
+                      "locked.")
 @output_option
 @click.option("--run", "run_id", metavar="RUN_ID", help="the run (default: the latest; `taxi runs` lists ids; the report's file name, ':' as '-', works too)")
 @click.option("--all", "all_runs", is_flag=True, help="every run in MLMD")
@@ -125,7 +126,8 @@ def report(output: str, run_id: str | None, all_runs: bool) -> int:
     return EXIT_OK
 
 
-@click.command(epilog="Exit codes: 0 ok; 2 no MLMD store or no such pushed version.")
+@click.command(epilog="Exit codes: 0 ok; 2 no MLMD store or no such pushed version; 3 another process holds the "
+                      "store locked.")
 @click.argument("version")
 @output_option
 @json_option

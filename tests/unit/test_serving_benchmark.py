@@ -86,3 +86,12 @@ def test_bad_flags_are_one_usage_error(tmp_path, capsys, flags, words) -> None:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def test_an_out_that_cannot_hold_the_results_is_refused_before_measuring(tmp_path, capsys) -> None:
+    """It was found only after minutes of measuring, with a traceback, and the results were lost."""
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "a-file").write_text("")
+    assert serving_benchmark.main(["--model-base-path", str(tmp_path), "--out", str(tmp_path / "a-file")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path / 'a-file'} cannot hold the results: ")
