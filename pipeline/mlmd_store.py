@@ -27,9 +27,21 @@ class StoreLocked(StoreError):
 LOCK_WAIT_S = 10  # TFX's own writes hold the lock for milliseconds
 
 
-def _locked(path: str) -> str:
-    return (f"metadata store {path} is locked: another process has held a write transaction on it for over "
-            f"{LOCK_WAIT_S} s; try again when it ends")
+@contextlib.contextmanager
+def _sqlite(path: str, mode: str):  # noqa: ANN202 - Iterator[sqlite3.Connection]
+    """A plain SQLite connection to the store (mode ro or rw), waiting LOCK_WAIT_S for a lock; StoreLocked when
+    another process holds it that long (MLMD alone retries for ~50 s, then says "Concurrent writes aborted")."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode={mode}", uri=True, timeout=LOCK_WAIT_S,
+                                                isolation_level=None)) as db:
+            yield db
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error):
+            raise StoreLocked(f"metadata store {path} is locked: another process has held a write transaction on "
+                              f"it for over {LOCK_WAIT_S} s; try again when it ends") from None
+        raise
 
 
 def sqlite_problem(path: str) -> str | None:
@@ -53,11 +65,9 @@ def _damage(path: str) -> str | None:
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=LOCK_WAIT_S)) as db:
+        with _sqlite(path, "ro") as db:
             verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
-    except sqlite3.OperationalError as error:
-        if "locked" in str(error):  # else MLMD retries for another ~40 s, then says "Concurrent writes aborted"
-            raise StoreLocked(_locked(path)) from None
+    except sqlite3.OperationalError:
         return None  # not readable just now: no verdict, MLMD will say
     except sqlite3.DatabaseError as error:  # SQLITE_CORRUPT, SQLITE_NOTADB
         return f"metadata store {path} is damaged ({error})"
@@ -73,15 +83,10 @@ def check_writable_now(path: str) -> None:
 
     if not os.path.isfile(path):
         return
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, timeout=LOCK_WAIT_S,
-                                                isolation_level=None)) as db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("ROLLBACK")
-    except sqlite3.OperationalError as error:
-        if "locked" in str(error):
-            raise StoreLocked(_locked(path)) from None
-        # read-only, not openable: the run's own checks say so
+    # Read-only or not openable: no verdict here, the run's own checks say so.
+    with contextlib.suppress(sqlite3.OperationalError), _sqlite(path, "rw") as db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
 
 
 def open_readonly(path: str):  # noqa: ANN201 - MetadataStore; ml_metadata is imported lazily

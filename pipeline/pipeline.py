@@ -199,7 +199,7 @@ def _example_gen(config: PipelineConfig, span: int | None, column_types: dict) -
     )
 
 
-def _previous_span(config: PipelineConfig, column_types: dict) -> list:
+def _previous_span(config: PipelineConfig, column_types: dict, code: CodeIndex) -> list:
     """The previous span's Examples and statistics, the drift gate's baseline: made by an ExampleGen and a
     StatisticsGen (cached after their first run), or imported when an earlier local run made them from the same
     data under other node ids (the run that trained on that span; pipeline/ingested_span.py)."""
@@ -209,7 +209,7 @@ def _previous_span(config: PipelineConfig, column_types: dict) -> list:
         return [examples, statistics]
     from pipeline.ingested_span import ingested
 
-    key_by_code([examples, statistics], CodeIndex(), config.environment)
+    key_by_code([examples, statistics], code, config.environment)  # as create_pipeline keys them, for the lookup
     made = ingested(examples, statistics, config.pipeline_name, config.pipeline_root, config.metadata_path)
     if made is None:
         return [examples, statistics]
@@ -237,7 +237,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_importer.outputs["schema"],
     )
-    baseline = _previous_span(config, column_types) if config.previous_span is not None else []
+    code = CodeIndex()  # parsed once, for the lookup of the previous span and for every component's cache key
+    baseline = _previous_span(config, column_types, code) if config.previous_span is not None else []
     # ExampleValidator only records anomalies; the gate is what stops the run.
     gate_inputs = {"baseline_statistics": _only_output(baseline[1]), "examples": example_gen.outputs["examples"],
                    "baseline_examples": _only_output(baseline[0])} if baseline else {}
@@ -335,7 +336,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         evaluator,
         pusher,
     ]
-    key_by_code(components, CodeIndex(), config.environment)
+    key_by_code(components, code, config.environment)
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

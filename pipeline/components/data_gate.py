@@ -12,6 +12,7 @@ through drift (never through anomalies), and MLMD keeps that choice with the exe
 A split without examples is a stop too: TFDV finds no anomaly in an empty split.
 """
 # No `from __future__ import annotations`: TFX's @component reads real annotations.
+import contextlib
 import os
 
 from absl import logging
@@ -160,16 +161,13 @@ def drift_measurements(statistics_uri: str, baseline_uri: str, schema_uri: str,
     found = distances.comparators(schema, "drift_comparator")
     batches = []
     if found:
-        try:
+        with contextlib.suppress(distances.NoExamples):  # this span without rows: the gate's NO_EXAMPLES stop says so
             batches.append(distances.read_examples(distances.split_files(examples_uri, DRIFT_SPLIT)))
-        except distances.NoExamples:  # this span's split without rows: the gate's own NO_EXAMPLES stop says so
-            found = []
-    if found:
+    if batches:
         try:
             batches.append(distances.read_examples(distances.split_files(baseline_examples_uri, DRIFT_SPLIT)))
         except distances.NoExamples:  # nothing to compare with: unchecked is not "no drift"
             raise BaselineWithoutRows(baseline_examples_uri) from None
-    if batches:
         for c in distances.compare_batches(found, batches[1], batches[0]):
             if c.distance is not None:
                 rows[c.feature] = (c.feature, c.distance.value, c.threshold, c.over)
