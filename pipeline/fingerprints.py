@@ -24,6 +24,7 @@ import ast
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -42,9 +43,53 @@ DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info")
 def hash_file(digest: hashlib._Hash, path: Path) -> None:
     """A file's name and contents into the digest, a block at a time."""
     digest.update(str(path).encode())
+    for block in _blocks(path):
+        digest.update(block)
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        yield from iter(lambda: handle.read(1 << 20), b"")
+
+
+# A file whose mtime or ctime is this close to the moment it is hashed may still change within the same
+# timestamp tick (file times come from a coarse clock): its hash is not kept, so the next check reads it again.
+SETTLED_NS = 2_000_000_000
+
+
+def _stamp(stat: os.stat_result) -> list[int]:
+    """What changes whenever a file's bytes do: ctime cannot be set back from user space, unlike mtime."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+
+
+class FileHashes:
+    """Files' SHA-256, read again only when a file's stat changed: git's index, for the "nothing changed" check,
+    which otherwise reads every data file on every run and every trigger tick (seconds a gigabyte).
+
+    `known` maps an absolute path to its stamp and hash as an earlier check took them; `kept` is what this one
+    took, for the next (files gone since are dropped). A hash is kept only for a file untouched for SETTLED_NS
+    before it was read, and unchanged while it was: a write landing in the same clock tick as the read would
+    otherwise leave the stamp as it was.
+    """
+
+    def __init__(self, known: Mapping[str, list] | None = None) -> None:
+        self.known = dict(known or {})
+        self.kept: dict[str, list] = {}
+
+    def sha256(self, path: Path) -> str:
+        key = os.path.abspath(path)
+        stamp = _stamp(os.stat(path))
+        entry = self.known.get(key)
+        if isinstance(entry, list) and entry[:-1] == stamp:
+            self.kept[key] = entry
+            return entry[-1]
+        digest = hashlib.sha256()
+        for block in _blocks(path):
             digest.update(block)
+        settled = time.time_ns() - SETTLED_NS
+        if _stamp(os.stat(path)) == stamp and max(stamp[1], stamp[2]) < settled:
+            self.kept[key] = [*stamp, digest.hexdigest()]
+        return digest.hexdigest()
 
 
 def files_digest(files: Mapping[str, str], read: Callable[[str], bytes]) -> str:

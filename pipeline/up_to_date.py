@@ -19,7 +19,7 @@ from pathlib import Path
 from common.atomic_files import replace_whole
 from pipeline.configs import PipelineConfig
 from pipeline.data_files import is_hidden
-from pipeline.fingerprints import PIPELINE_CODE, CodeIndex, folder_digest, hash_file
+from pipeline.fingerprints import PIPELINE_CODE, CodeIndex, FileHashes, folder_digest
 
 STATE_FILE = "last_completed_run.json"
 GATE_STOP_FILE = "last_gate_stop.json"
@@ -29,14 +29,14 @@ GATE_STOP_FILE = "last_gate_stop.json"
 RUN_MODE_FIELDS = ("enable_cache",)
 
 
-def fingerprint(config: PipelineConfig, code: CodeIndex | None = None) -> str:
+def fingerprint(config: PipelineConfig, code: CodeIndex | None = None, files: FileHashes | None = None) -> str:
     """The config (the environment in it) but RUN_MODE_FIELDS, the data, the schema and the code of every component."""
     digest = hashlib.sha256()
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_MODE_FIELDS}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in data_files(Path(config.data_root)):
-        hash_file(digest, path)
-    hash_file(digest, Path(config.schema_path))
+    files = files or FileHashes()
+    for path in [*data_files(Path(config.data_root)), Path(config.schema_path)]:
+        digest.update(f"{path}\0{files.sha256(path)}\0".encode())
     digest.update((code or CodeIndex()).digest(PIPELINE_CODE).encode())
     return digest.hexdigest()
 
@@ -80,6 +80,7 @@ class Inputs:
 
     fingerprint: str
     code_parsed: dict  # what the next check need not parse again
+    files_hashed: dict  # what the next check need not read again (fingerprints.FileHashes)
 
 
 def _read_record(config: PipelineConfig, name: str) -> dict | None:
@@ -91,14 +92,15 @@ def _read_record(config: PipelineConfig, name: str) -> dict | None:
 
 
 def inputs_now(config: PipelineConfig) -> Inputs:
-    """The inputs as they are now; the code the records parsed is not parsed again."""
-    known = {}
+    """The inputs as they are now; the code the records parsed is not parsed again, nor files unchanged since."""
+    parsed, hashed = {}, {}
     for name in (STATE_FILE, GATE_STOP_FILE):
-        parsed = (_read_record(config, name) or {}).get("code_parsed")
-        if isinstance(parsed, dict):
-            known.update(parsed)
-    code = CodeIndex(known=known)
-    return Inputs(fingerprint(config, code), code.known)
+        record = _read_record(config, name) or {}
+        for known, field in ((parsed, "code_parsed"), (hashed, "files_hashed")):
+            if isinstance(record.get(field), dict):
+                known.update(record[field])
+    code, files = CodeIndex(known=parsed), FileHashes(hashed)
+    return Inputs(fingerprint(config, code, files), code.known, files.kept)
 
 
 def _matching_records(config: PipelineConfig, names: tuple[str, ...], inputs: Inputs | None = None) -> list[dict | None]:
@@ -119,6 +121,7 @@ def _write_record(config: PipelineConfig, name: str, inputs: Inputs | None, **fi
     record = {
         "fingerprint": inputs.fingerprint,
         "code_parsed": inputs.code_parsed,
+        "files_hashed": inputs.files_hashed,
         "outputs": _outputs_state(config),  # as the run left them
         **fields,
     }

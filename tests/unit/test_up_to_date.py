@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from pathlib import Path
 
-from pipeline import configs, up_to_date
+from pipeline import configs, fingerprints, up_to_date
 from pipeline.data import bundled_taxi_data
 
 
@@ -88,3 +90,57 @@ def test_an_edit_in_a_symlinked_span_folder_is_a_change(tmp_path) -> None:
     assert up_to_date.fingerprint(config) == before
     (exports / "data.csv").write_text("fare,tips\n1,0\n")
     assert up_to_date.fingerprint(config) != before
+
+
+def _data_folder(tmp_path: Path) -> configs.PipelineConfig:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("fare,tips\n1,0\n")
+    config = configs.local_config(str(data), str(tmp_path / "out"))
+    Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(config.metadata_path).write_bytes(b"")
+    return config
+
+
+def _settled(monkeypatch) -> None:
+    """Files written so far count as settled: the test need not wait SETTLED_NS (2 s) for them."""
+    monkeypatch.setattr(fingerprints, "SETTLED_NS", 50_000_000)
+    time.sleep(0.1)
+
+
+def test_an_unchanged_data_file_is_not_read_again(tmp_path, monkeypatch) -> None:
+    """The check read every data file on every run and every trigger tick (seconds a gigabyte): a file whose
+    stat is as the last completed run saw it is taken at the hash that run read."""
+    config = _data_folder(tmp_path)
+    _settled(monkeypatch)
+    up_to_date.record_completed_run(config, "run-1", ["summary"])
+    data_file = str(tmp_path / "data" / "a.csv")
+    reads = []
+    real_blocks = fingerprints._blocks
+    monkeypatch.setattr(fingerprints, "_blocks", lambda path: reads.append(str(path)) or real_blocks(path))
+    assert up_to_date.repeated_run(config)["run_id"] == "run-1"
+    assert data_file not in reads
+    Path(data_file).write_text("fare,tips\n2,0\n")  # same size, another row
+    assert up_to_date.repeated_run(config) is None
+    assert data_file in reads
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_a_change(tmp_path, monkeypatch) -> None:
+    """rsync -t or touch -r restore a file's mtime; its ctime still moves, and the file is read again."""
+    config = _data_folder(tmp_path)
+    _settled(monkeypatch)
+    up_to_date.record_completed_run(config, "run-1", ["summary"])
+    data_file = tmp_path / "data" / "a.csv"
+    before = data_file.stat()
+    data_file.write_text("fare,tips\n9,1\n")
+    os.utime(data_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert data_file.stat().st_mtime_ns == before.st_mtime_ns and data_file.stat().st_size == before.st_size
+    assert up_to_date.repeated_run(config) is None
+
+
+def test_a_file_written_just_before_it_is_read_is_read_again_next_time(tmp_path) -> None:
+    """A write in the same clock tick as the read leaves the stamp as it was: such a file's hash is not kept."""
+    config = _data_folder(tmp_path)  # a.csv written a moment ago
+    taken = up_to_date.inputs_now(config)
+    assert str(tmp_path / "data" / "a.csv") not in taken.files_hashed
+    assert taken.fingerprint == up_to_date.inputs_now(config).fingerprint
