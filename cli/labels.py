@@ -87,6 +87,9 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
         raise CliError(f"{action}: {error}; labels unchanged") from None
     if as_json:
         emit_json({"action": action, "before": before, "after": after, "config": str(deployment.config_path)})
+    elif before.get(label) == after[label]:  # a canary the server had refused, written again in steps
+        click.echo(f"{action}: {label} {after[label]} written again, now that the server has loaded it  "
+                   f"({deployment.config_path})")
     else:
         click.echo(f"{action}: {label} {before.get(label, '(none)')} -> {after[label]}"
                    + (f", {other} {after[other]}" if other in after else "") + f"  ({deployment.config_path})")

@@ -233,7 +233,7 @@ def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, reason: str,
-                    before: dict[str, int], server: Server | None) -> dict[str, int]:
+                    before: dict[str, int], server: Server | None, unapplied: tuple[str, ...] = ()) -> dict[str, int]:
     """Moves labels the way TF Serving takes them from a polled config (serving_config.md, version labels).
 
     A label moved to a version the server has not loaded makes it refuse the
@@ -243,9 +243,10 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     refused and its labels differ from the file's: a label on a version it
     never aspired to is dropped); once it has loaded the target, the labels
     move. A new label may name a loading version (the server runs with
-    --allow_version_labels_for_unavailable_models).
+    --allow_version_labels_for_unavailable_models). `unapplied`: labels the
+    file already has as in `after` but the server refused, moved again.
     """
-    moved = _moved(before, after)
+    moved = {**_moved(before, after), **{label: after[label] for label in unapplied}}
     present = server is not None and server.present()  # asked first: an unreachable server is refused before
     if not moved or not present:  # anything is written, a new label too (it was written, then the wait failed)
         return _write(deployment, after, action, reason, before)
@@ -311,11 +312,22 @@ def canary(deployment: Deployment, check: Check, version: int | None = None,
             raise LabelError("there is no stable version to compare a canary with; `taxi promote --version V` first")
         if target == stable:
             raise LabelError(f"version {target} is stable; the canary must be another version")
-        if before.get(CANARY) == target:
+        unapplied = before.get(CANARY) == target and _not_held(server, target)
+        if before.get(CANARY) == target and not unapplied:
             raise LabelError(f"version {target} is already the canary")
         check(target)
         after = {**_others(before, pushed), STABLE: stable, CANARY: target}
-        return _write_in_steps(deployment, after, "canary", f"canary {before.get(CANARY)} -> {target}", before, server)
+        reason = (f"canary {target} again: the server has not loaded it" if unapplied
+                  else f"canary {before.get(CANARY)} -> {target}")
+        return _write_in_steps(deployment, after, "canary", reason, before, server,
+                               unapplied=(CANARY,) if unapplied else ())
+
+
+def _not_held(server: Server | None, version: int) -> bool:
+    """The config names `version` but the server neither has it nor loads it: it refused that config (a label
+    moved there in one write, by a run whose --serving-url was not this server) and refuses it at every poll,
+    so the version never loads. Written again in steps, the config is one it takes."""
+    return server is not None and server.present() and not server.holds(version)
 
 
 def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:

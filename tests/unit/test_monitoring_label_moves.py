@@ -179,6 +179,31 @@ def test_the_next_push_recovers_a_server_that_refused_a_move_written_elsewhere(d
         assert _canary(http) == 4.0
 
 
+def test_taxi_canary_repairs_a_refused_move_to_the_version_the_file_already_names(
+        deployed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The same refused move, mended without a new push: `taxi canary --version 3` said "already the canary"
+    (the file's label) while the server kept serving 2 and never loaded 3."""
+    from cli.main import main
+
+    monkeypatch.setattr(canary_checks, "blessed_check", lambda output: _ok)  # no MLMD here
+    d, server = deployed
+    local_runner._label_canary(_runner_config(d), 3, local_runner.Serving("http://127.0.0.1:1", 5))
+    time.sleep(1.5)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert _canary(http) == 2.0
+        with pytest.raises(LabelError, match="already the canary"):
+            labels.canary(d, _ok, 3)  # --offline: nothing says the server refused it
+        output = str(d.push_dir.parent.parent)
+        assert main(["canary", "--output", output, "--model", "toy", "--version", "3", "--url", server.url]) == 0
+        assert "canary 3 written again, now that the server has loaded it" in capsys.readouterr().out
+        assert d.labels() == {"stable": 1, "canary": 3}
+        assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
+        assert _canary(http) == 3.0
+        assert [e["action"] for e in d.history()][-2:] == ["pin", "canary"]
+        with pytest.raises(LabelError, match="already the canary"):  # now the server has it
+            labels.canary(d, _ok, 3, server=ModelServer(server.url, "toy", 15))
+
+
 @pytest.mark.parametrize("url", ["http://model server:8501", "http://[::1:8501", "ftp://127.0.0.1:8501"])
 def test_a_server_url_without_a_usable_host_is_refused_before_the_run(url: str) -> None:
     """Else the run trains for minutes and only then fails to reach the server it must wait for."""
