@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from common.atomic_files import replace_whole
 from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
@@ -100,32 +100,61 @@ def _label_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
 
 
+class _Lock:
+    """The label lock, held: `released()` lets other label changes through while this one waits for a load."""
+
+    def __init__(self, handle: IO | None, path: Path) -> None:
+        self.handle, self.path = handle, path
+
+    def acquire(self) -> None:
+        if self.handle is None:
+            return
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabelsBusy(f"another label change holds {self.path} for over {LOCK_WAIT_S} s; "
+                                     "try again") from None
+                time.sleep(0.2)
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        self.release()
+        try:
+            yield
+        finally:
+            self.acquire()
+
+
+LOCK_WAIT_S = 30
+
+
 @contextlib.contextmanager
-def _locked(deployment: Deployment) -> Iterator[None]:
+def _locked(deployment: Deployment) -> Iterator[_Lock]:
     """One label change at a time, across processes (cron, a person, the runner's hook)."""
     lock_path = deployment.config_path.with_name(deployment.config_path.name + ".lock")
     if not deployment.config_path.parent.is_dir():
         # Nothing pushed here, so every change is refused: no folder or lock file is left behind for it.
-        yield
+        yield _Lock(None, lock_path)
         return
     try:
         handle = open(lock_path, "a")  # noqa: SIM115 - closed by the with below
     except OSError as error:
         raise LabelError(_unwritable(lock_path, error)) from None
     with handle:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LabelsBusy(f"another label change holds {lock_path} for over 30 s; try again") from None
-                time.sleep(0.2)
+        lock = _Lock(handle, lock_path)
+        lock.acquire()
         try:
-            yield
+            yield lock
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            lock.release()
 
 
 def _unwritable(path: Path, error: OSError) -> str:
@@ -232,8 +261,8 @@ def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in after.items() if before.get(k) not in (None, v)}
 
 
-def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, reason: str,
-                    before: dict[str, int], server: Server | None, unapplied: tuple[str, ...] = ()) -> dict[str, int]:
+def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, reason: str, before: dict[str, int],
+                    server: Server | None, lock: _Lock, unapplied: tuple[str, ...] = ()) -> dict[str, int]:
     """Moves labels the way TF Serving takes them from a polled config (serving_config.md, version labels).
 
     A label moved to a version the server has not loaded makes it refuse the
@@ -245,6 +274,10 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     move. A new label may name a loading version (the server runs with
     --allow_version_labels_for_unavailable_models). `unapplied`: labels the
     file already has as in `after` but the server refused, moved again.
+
+    The lock is let go while the server loads (minutes, for a large model):
+    a rollback in an incident must not wait behind a canary. Labels changed
+    meanwhile are not overwritten: the move is given up, the version pinned.
     """
     moved = {**_moved(before, after), **{label: after[label] for label in unapplied}}
     present = server is not None and server.present()  # asked first: an unreachable server is refused before
@@ -254,13 +287,21 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     kept = {k: v for k, v in before.items() if v in on_disk and server.holds(v)}
     targets = tuple(sorted(set(moved.values())))
     _write(deployment, kept, "pin", f"load {list(targets)} before labels move to it", before, pins=targets)
+    pinned = deployment.read()[1]
+    with lock.released():
+        loaded = {version: server.wait_loaded(version) for version in targets}
     for label, version in sorted(moved.items()):
-        if not server.wait_loaded(version):
+        later = f"`taxi {'canary' if label == CANARY else 'promote'} --version {version}`"
+        if deployment.read()[1] != pinned:
+            change = (deployment.history() or [{}])[-1]
+            raise LabelError(f"the labels changed while the server loaded version {version} ({change.get('action')}: "
+                             f"{change.get('reason')}); label '{label}' was not moved, so as not to undo that; "
+                             f"move it with {later} if still wanted")
+        if not loaded[version]:
             now = f"stays at {kept[label]}" if label in kept else "is unset"
-            later = "canary" if label == CANARY else "promote"
             raise LabelError(f"version {version} is pinned, but the server has not loaded it yet, so label "
                              f"'{label}' {now} (a label moved to a version still loading is refused); "
-                             f"move it later with `taxi {later} --version {version}`")
+                             f"move it later with {later}")
     return _write(deployment, after, action, reason, before)
 
 
@@ -281,7 +322,7 @@ def label_after_push(deployment: Deployment, version: int, check: Check | None =
     moves once `server` has loaded it; without a server the labels are
     written at once, for one that reads them only at its next start.
     """
-    with _locked(deployment):
+    with _locked(deployment) as lock:
         before = deployment.labels()
         if check:
             check(version)
@@ -289,17 +330,17 @@ def label_after_push(deployment: Deployment, version: int, check: Check | None =
         others = _others(before, deployment.pushed())
         if stable is None or stable not in deployment.pushed():
             return _write_in_steps(deployment, {**others, STABLE: version}, "first-push", f"version {version} pushed",
-                                   before, server)
+                                   before, server, lock)
         if stable == version:
             return before
         return _write_in_steps(deployment, {**others, STABLE: stable, CANARY: version}, "canary",
-                               f"version {version} pushed", before, server)
+                               f"version {version} pushed", before, server, lock)
 
 
 def canary(deployment: Deployment, check: Check, version: int | None = None,
            server: Server | None = None) -> dict[str, int]:
     """canary := a version (default: the newest push) beside stable; `server` as in label_after_push."""
-    with _locked(deployment):
+    with _locked(deployment) as lock:
         before, pushed = deployment.labels(), deployment.pushed()
         target = version if version is not None else (pushed[-1] if pushed else None)
         if target is None:
@@ -319,7 +360,7 @@ def canary(deployment: Deployment, check: Check, version: int | None = None,
         after = {**_others(before, pushed), STABLE: stable, CANARY: target}
         reason = (f"canary {target} again: the server has not loaded it" if unapplied
                   else f"canary {before.get(CANARY)} -> {target}")
-        return _write_in_steps(deployment, after, "canary", reason, before, server,
+        return _write_in_steps(deployment, after, "canary", reason, before, server, lock,
                                unapplied=(CANARY,) if unapplied else ())
 
 

@@ -96,6 +96,24 @@ def test_a_load_not_seen_in_time_leaves_the_label_and_pins_the_version_for_a_lat
         labels.canary(d, _ok, 1)
 
 
+def test_a_label_change_made_while_a_canary_loads_goes_through_and_is_not_undone(deployed) -> None:
+    """The lock was held through the load (minutes, for a large model): a promote or a rollback in an incident
+    waited 30 s and gave up. Now it goes through, and the canary move gives way instead of writing stable back."""
+    d, server = deployed
+    during: list[dict] = []
+
+    def promote_meanwhile(version: int) -> None:  # told before the wait starts, as the CLI prints "waiting"
+        started = time.monotonic()
+        during.append(labels.promote(d, _ok))
+        assert time.monotonic() - started < 5
+
+    with pytest.raises(LabelError, match=r"the labels changed while the server loaded version 3 \(promote: stable 1 "
+                                         r"-> 2\); label 'canary' was not moved"):
+        labels.label_after_push(d, 3, server=ModelServer(server.url, "toy", 15, announce=promote_meanwhile))
+    assert during == [{"stable": 2}] and d.labels() == {"stable": 2}
+    assert [e["action"] for e in d.history()][-2:] == ["pin", "promote"]
+
+
 def test_a_server_that_is_down_or_serves_another_model_is_not_waited_for(tmp_path: Path, deployed) -> None:
     _d, server = deployed
     assert not ModelServer("http://127.0.0.1:9", "toy", 60, absent_ok=True).present()  # nothing listens on port 9
