@@ -129,9 +129,12 @@ def run(argv: list[str] | None = None) -> int:
     s = settings_from(args)
     if args.command == "compile":
         vs.check_compile(s)
+        from common.console import silenced
         from pipeline.vertex.compile import compile_pipeline
 
-        print(compile_pipeline(s, s.template if args.output is None else args.output))
+        with silenced():  # TensorFlow's and Google's import-time lines (CUDA, this Python's support) are not results
+            compiled = compile_pipeline(s, s.template if args.output is None else args.output)
+        print(compiled)
         return 0
 
     # Everything below talks to Vertex: validate fully first, then import the SDK.

@@ -276,3 +276,14 @@ def test_every_project_package_is_in_the_package_workers_install(tmp_path: Path)
     shipped = set((egg / "top_level.txt").read_text().split())
     packages = {p.parent.name for p in PROJECT_ROOT.glob("*/__init__.py") if p.parent.name != "tests"}
     assert packages <= shipped, sorted(packages - shipped)
+
+
+def test_a_compile_prints_the_json_path_and_nothing_else(tmp_path: Path) -> None:
+    """TensorFlow's CUDA lines and Google's Python-support warnings came out as 18 lines on stderr of a
+    compile that worked: a CI step reading its output saw errors ('Unable to register cuDNN factory')."""
+    out = tmp_path / "pipeline.json"
+    done = subprocess.run([sys.executable, "vertex_runner.py", "compile", *BASE, "--output", str(out)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == (f"{out}\n", "")
+    assert json.loads(out.read_text())["displayName"]
