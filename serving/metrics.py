@@ -35,7 +35,7 @@ class Metrics:
             "serving_model_versions_available", "Versions loaded and serving.", ("model",), registry=self.registry
         )
         self.request_log_dropped = Counter(
-            "serving_request_log_dropped", "Sampled request records dropped because the writer fell behind.",
+            "serving_request_log_dropped", "Sampled request records dropped: the writer fell behind, or a write failed.",
             registry=self.registry,
         )
 

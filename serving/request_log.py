@@ -27,6 +27,20 @@ def _columns(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     return {k: to_json(k, v) for k, v in arrays.items()}
 
 
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """Appends whole lines. The folder is made again if it was removed (a cleanup, a `mv` of the logs), and a
+    last line left unfinished (the server killed mid-write, a full disk) is ended first, so the first new record
+    is not glued onto it and lost with it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as fh:
+        fh.seek(0, 2)
+        unfinished = False
+        if fh.tell():
+            fh.seek(-1, 2)
+            unfinished = fh.read(1) != b"\n"
+        fh.write((("\n" if unfinished else "") + "\n".join(lines) + "\n").encode("utf-8"))
+
+
 class RequestLogger:
     """Writes a sample of requests as {ts, model, version, signature, inputs, outputs}."""
 
@@ -83,10 +97,11 @@ class RequestLogger:
             by_path.setdefault(self._path(rec["ts"]), []).append(json.dumps(rec))
         for path, lines in by_path.items():
             try:
-                with path.open("a", encoding="utf-8") as fh:
-                    fh.write("\n".join(lines) + "\n")
-            except OSError as exc:
+                _append_lines(path, lines)
+            except OSError as exc:  # a full disk, a folder made read-only: the records are lost, and counted
                 log.error("request log write to %s failed: %s", path, exc)
+                for _ in lines:
+                    self._on_drop()
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued; called on shutdown so no sampled record is lost."""
