@@ -53,7 +53,7 @@ def _window(since: str | None, until: str | None, hours: float) -> tuple[float, 
         return (moment if moment.tzinfo else moment.astimezone()).timestamp()
 
     end = parse(until, "--until") if until else time.time() + 1
-    start = parse(since, "--since") if since else end - hours * 3600
+    start = parse(since, "--since") if since else max(end - hours * 3600, 0.0)  # 1e308 hours: all of it, not -inf
     if start >= end:
         raise UsageProblem("--since must be before --until")
     return start, end
@@ -155,7 +155,7 @@ def monitor(output: str, model_name: str, config_path: str | None, request_log: 
     if retrain:
         return _trigger(output, data, model_name, result, None, [], config=config_path)
     if result.over:
-        raise CliError(f"skew over threshold in {', '.join(sorted({r.feature for r in result.over}))}", EXIT_FAILED)
+        raise CliError(result.what_is_wrong(), EXIT_FAILED)
     return EXIT_OK
 
 

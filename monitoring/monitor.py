@@ -70,7 +70,10 @@ def run(spec: MonitorInput) -> SkewReport:
     except LineageError as error:
         raise data_problem(str(error)) from None
     try:
-        window = read_window(spec.request_log, spec.since, spec.until, spec.model, types=column_types(schema))
+        # Only the rows this version answered: a canary's traffic, judged against the stable version's training
+        # data, hid the skew in what stable served (and made up skew the canary's own data would not show).
+        window = read_window(spec.request_log, spec.since, spec.until, spec.model, version,
+                             types=column_types(schema))
     except RequestLogError as error:
         raise NoVerdict(str(error)) from None
     if window.rows < spec.min_rows:

@@ -6,11 +6,15 @@ training and serving statistics are comparable feature by feature.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import datetime as dt
 import json
 import math
+import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +58,22 @@ class Window:
 
 
 def log_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise RequestLogError(f"request log {path} does not exist")
-    files = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+    try:
+        if path.is_file():
+            return [path]
+        if not path.is_dir():
+            raise RequestLogError(f"request log {path} does not exist")
+        with os.scandir(path) as entries:  # unlike glob, says when the folder cannot be read
+            files = sorted(Path(e.path) for e in entries if e.name.endswith(".jsonl") and e.is_file())
+    except OSError as error:
+        raise _unreadable(path, error) from None
     if not files:
         raise RequestLogError(f"{path} holds no *.jsonl request logs (is the server started with --request-log-dir?)")
     return files
+
+
+def _unreadable(path: Path | str, error: OSError) -> RequestLogError:
+    return RequestLogError(f"cannot read request log {path}: {error.strerror or error}")
 
 
 DAY_FILE = re.compile(r"requests-(\d{8})\.jsonl")  # serving/request_log.py: one file per UTC day
@@ -87,8 +99,20 @@ INT64_LIMIT = 2.0**63
 
 
 def typed(kind: str, value: Any) -> Any:
-    """A served value as the schema's type (INT | FLOAT | BYTES); ValueError when it cannot be one."""
+    """A served value as the schema's type (INT | FLOAT | BYTES); ValueError when it cannot be one.
+
+    A number that is not a whole int64 (600.5, 1e19) for an INT feature stays a float: the model takes it
+    (its inputs are doubles), so it is served traffic to judge, and the float makes TFDV name the feature's
+    type as an anomaly, as the data gate does for such a value in training data; a whole number sent as
+    600.0 is the integer 600. A string the server logged as {"b64": ...} (bytes that are not UTF-8) is
+    those bytes.
+    """
     if kind == "BYTES":
+        if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except binascii.Error:
+                raise ValueError(f"{value!r} is not base64") from None
         return str(value).encode("utf-8")
     if isinstance(value, (list, dict, bool)):
         raise ValueError(f"{value!r} is not a number")
@@ -96,11 +120,11 @@ def typed(kind: str, value: Any) -> Any:
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{value!r} is not a number") from None
-    if kind == "INT":
-        if not math.isfinite(number) or abs(number) >= INT64_LIMIT:
-            raise ValueError(f"{value!r} is not an integer")
-        return int(number)
-    return number
+    return int(number) if kind == "INT" and _whole_int64(number) else number
+
+
+def _whole_int64(number: float) -> bool:
+    return math.isfinite(number) and number.is_integer() and abs(number) < INT64_LIMIT
 
 
 def read_window(path: Path, since: float, until: float, model: str, version: int | None = None,
@@ -123,8 +147,12 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
         skipped[why] = skipped.get(why, 0) + 1
 
     for file in files:
-        with file.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
+        try:
+            lines = file.open(encoding="utf-8-sig", errors="replace")  # a byte-order mark is not the first record's
+        except OSError as error:  # unreadable, or removed since it was listed
+            raise _unreadable(file, error) from None
+        with lines as handle:
+            for line in _lines_of(handle, file):
                 if not line.strip():
                     continue
                 try:
@@ -171,6 +199,13 @@ def read_window(path: Path, since: float, until: float, model: str, version: int
     return Window(columns, rows, records, [str(f) for f in files], skipped, first, last, sample.seen)
 
 
+def _lines_of(handle: Iterable[str], file: Path) -> Iterator[str]:
+    try:
+        yield from handle
+    except OSError as error:  # a read error mid-file
+        raise _unreadable(file, error) from None
+
+
 def _cut(columns: dict[str, list[Any]], keep: np.ndarray | None, rows: int) -> int:
     """Keeps the rows at `keep` in every column (None: all); returns how many rows the columns hold."""
     if keep is None:
@@ -193,6 +228,8 @@ def to_record_batch(window: Window, types: dict[str, str]) -> pa.RecordBatch:
         if kind is None:
             continue
         value_type = {"BYTES": pa.binary(), "INT": pa.int64()}.get(kind, pa.float32())
+        if kind == "INT" and any(isinstance(v, float) and not _is_missing(v) and not _whole_int64(v) for v in values):
+            value_type = pa.float32()  # a served value no int64 holds (typed()): TFDV names the type
         try:
             arrays.append(pa.array([[] if _is_missing(v) else [v] for v in values], type=pa.list_(value_type)))
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as error:

@@ -56,6 +56,15 @@ class SkewReport:
     def over(self) -> list[FeatureResult]:
         return [r for r in self.results if r.verdict != "ok"]
 
+    def what_is_wrong(self) -> str:
+        """The features over threshold, by kind: one the clients stopped sending is a serving anomaly, not skew."""
+        parts = []
+        for verdict, words in (("over threshold", "skew over threshold in"), ("anomaly", "serving anomaly in")):
+            features = sorted({r.feature for r in self.over if r.verdict == verdict})
+            if features:
+                parts.append(f"{words} {', '.join(features)}")
+        return "; ".join(parts)
+
     def as_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["over_threshold"] = [r.feature for r in self.over]

@@ -126,8 +126,7 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
         reasons.append(f"span {chosen} requested (model in service trained on span {model_span})")
     skewed = None
     if skew is not None and skew.over:
-        skewed = ("skew over threshold in " + ", ".join(sorted({r.feature for r in skew.over}))
-                  + f" (report on version {skew.version})")
+        skewed = f"{skew.what_is_wrong()} (report on version {skew.version})"
     if skewed and (reasons or chosen is None or model_span is None):
         reasons.append(skewed)  # a flat data folder may have changed in place: retraining can learn something new
     # The run's flags are checked whatever the decision: a cron line whose flags after -- would stop the run must

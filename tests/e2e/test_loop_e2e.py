@@ -118,6 +118,16 @@ def test_monitor_retrain_canary_promote_degraded_rollback(tmp_path: Path) -> Non
         v2 = max(map(int, pushed_versions(output)))
         assert v2 > v1 and _labels(output) == {"stable": v1, "canary": v2}
         assert wait_for_label(url, "taxi", "canary", v2, seconds=120)
+        # What the canary answers is not the stable model's traffic: the monitor judged every version's rows
+        # against the stable version's training data, and 2013 rows sent to the canary diluted 2014's skew.
+        to_canary = _send(url, all_spans / "span-1" / "data.csv", label="canary")
+        deadline = time.monotonic() + 60
+        while _logged_rows(log_dir) < sent + to_canary and time.monotonic() < deadline:
+            time.sleep(0.5)
+        judged = _cli("monitor", "--output", str(output), "--request-log", str(log_dir), "--min-rows", "1000", "--json")
+        report = json.loads(judged.stdout)
+        assert (report["version"], report["rows"]) == (v1, sent), judged.stderr
+        assert report["window"]["skipped"]["other model or version"] > 0 and judged.returncode == 1
         # The next cron run, before anyone promotes: span 2 is still newer than the stable model's span 1, but the
         # canary has learned it. Retraining would repeat that run (or, with other flags, stop at the drift gate).
         again = _cli("trigger", "--output", str(output), "--data", str(data), "--dry-run")

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -215,21 +216,79 @@ def test_window_filters_and_bad_logs(tmp_path: Path) -> None:
         read_window(tmp_path / "nope", 0, 1, "taxi")
 
 
-def test_lines_with_values_not_of_their_schema_type_are_skipped_not_fatal(tmp_path: Path) -> None:
-    """The server takes any JSON number for a DT_DOUBLE input, Infinity too, and logs it."""
+def test_lines_with_values_that_are_not_numbers_are_skipped_not_fatal(tmp_path: Path) -> None:
     schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
     log = tmp_path / "requests.jsonl"
-    rows = _rows(2013)[:100]
-    _log(log, rows)
+    _log(log, _rows(2013)[:100])
     good = json.loads(log.read_text().splitlines()[0])
     with log.open("a") as handle:
-        for name, value in (("trip_start_day", math.inf), ("trip_start_day", 1e300), ("trip_start_hour", 10**30),
-                            ("fare", "abc"), ("fare", [1.0]), ("company", {"a": 1})):
+        for name, value in (("fare", "abc"), ("fare", [1.0]), ("company", {"a": 1})):
             inputs = {**good["inputs"], name: [value] * len(good["inputs"][name])}
             handle.write(json.dumps({**good, "inputs": inputs}) + "\n")
     window = read_window(log, 0, 2e9, "taxi", types=configs.column_types(schema))
-    assert window.rows == 150 and window.skipped == {"value not of its schema type": 5}  # a dict is a (strange) string
+    assert window.rows == 150 and window.skipped == {"value not of its schema type": 2}  # a dict is a (strange) string
     assert skew.served_batch(window, schema).num_rows == 150
+
+
+def test_a_served_number_no_int64_holds_is_judged_and_named_not_dropped(tmp_path: Path, training: Training) -> None:
+    """The server takes any JSON number for its DT_DOUBLE inputs. A trip_seconds of 1e19 or 600.5 for the
+    schema's INT dropped the whole request from the window (or was cut to 600), and the verdict stayed ok."""
+    schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
+    log = tmp_path / "requests.jsonl"
+    _log(log, _rows(2013)[1:1200:2], batch=100)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for record, value in zip(records, (1e19, 600.5, math.inf, 10**30), strict=False):
+        record["inputs"]["trip_start_day"][0] = value
+    records[-1]["inputs"]["trip_start_hour"] = [float(h) for h in records[-1]["inputs"]["trip_start_hour"]]  # 7.0: 7
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    window = read_window(log, 0, 2e9, "taxi", types=configs.column_types(schema))
+    assert window.rows == 600 and window.skipped == {}
+    results = _compare_batch(skew.served_batch(window, schema), training)
+    named = {r.feature for r in results if r.check == "schema" and r.verdict == "anomaly"}
+    assert named == {"trip_start_day"}
+
+
+def test_strings_logged_as_base64_are_their_bytes(tmp_path: Path) -> None:
+    """The server logs a string input that is not UTF-8 as {"b64": ...}: it was compared as that dict's text."""
+    import base64
+
+    schema = skew.serving_schema(SCHEMA, set(SERVING_FEATURES))
+    log = tmp_path / "requests.jsonl"
+    _log(log, _rows(2013)[:50])
+    record = json.loads(log.read_text())
+    record["inputs"]["company"] = [{"b64": base64.b64encode(b"Caf\xe9 Cab").decode()}] * 50
+    log.write_text(json.dumps(record) + "\n")
+    window = read_window(log, 0, 2e9, "taxi", types=configs.column_types(schema))
+    assert set(window.columns["company"]) == {b"Caf\xe9 Cab"}
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    _log(log, _rows(2013)[:100])
+    log.write_bytes(b"\xef\xbb\xbf" + log.read_bytes())  # a file saved by a Windows editor
+    window = read_window(log, 0, 2e9, "taxi")
+    assert window.rows == 100 and window.skipped == {}
+
+
+def test_logs_that_cannot_be_read_are_one_error_not_a_traceback(tmp_path: Path, monkeypatch) -> None:
+    """A day file the server's user made unreadable, or one a cleanup removed mid-read: a PermissionError or
+    FileNotFoundError traceback, and under `monitor --retrain` no decision at all."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    _log(folder / "requests-1.jsonl", _rows(2013)[:100])
+    real_open = Path.open
+
+    def refuse(path: Path, *args, **kwargs):  # noqa: ANN202 - as root, chmod 000 does not stop a read
+        if path.name == "requests-1.jsonl":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(RequestLogError, match=r"cannot read request log .*requests-1.jsonl: Permission denied"):
+        read_window(folder, 0, 2e9, "taxi")
+    monkeypatch.setattr(os, "scandir", lambda path: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(RequestLogError, match=r"cannot read request log .*logs: Permission denied"):
+        read_window(folder, 0, 2e9, "taxi")
 
 
 def test_report_files(tmp_path: Path, training: Training) -> None:
