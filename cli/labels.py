@@ -100,7 +100,8 @@ def _change(action: str, output: str, model_name: str, config_path: str | None, 
 
 
 @click.command(epilog="Exit codes: 0 promoted; 1 refused (not pushed, not blessed, not loaded, not healthy), nothing "
-                      "changed; 3 nothing to promote yet (no canary label; with --if-healthy, fewer requests than "
+                      "changed; 3 nothing to promote yet (no canary label, or it is being replaced by a version still "
+                      "loading; with --if-healthy, fewer requests than "
                       "--min-requests so far) or another label change holds the lock, nothing changed: a job that "
                       "runs it every few minutes can count 3 as success (systemd: SuccessExitStatus=3).")
 @output_option

@@ -90,6 +90,9 @@ class ModelServer:
         """Loaded, or loading (a server just started): a label kept on it is one the server already has."""
         return version_state(self.url, self.model, version) in ("AVAILABLE", "LOADING")
 
+    def label_version(self, label: str) -> int | None:
+        return label_version(self.url, self.model, label)
+
     def wait_loaded(self, version: int) -> bool:
         if self.announce is not None:
             self.announce(version)
@@ -129,15 +132,17 @@ def wait_for_label(url: str, model: str, label: str, version: int, seconds: floa
     resolves to among the loaded ones: TF Serving's model status ignores a
     label and lists every version.
     """
-    def answered() -> bool:
-        try:
-            answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/labels/{label}/metadata", timeout=5)
-            spec = answer.json().get("model_spec", {}) if answer.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError):
-            return False
-        return spec.get("version") == str(version)
+    return _poll_until(lambda: label_version(url, model, label) == version, seconds)
 
-    return _poll_until(answered, seconds)
+
+def label_version(url: str, model: str, label: str) -> int | None:
+    """The version the server's `label` resolves to among its loaded ones (the label's metadata, whose model_spec
+    names it), or None: no such label, no answer, or no server."""
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/v1/models/{model}/labels/{label}/metadata", timeout=5)
+        return int(answer.json()["model_spec"]["version"]) if answer.status_code == 200 else None
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 @dataclasses.dataclass

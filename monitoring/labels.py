@@ -13,28 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from common.atomic_files import replace_whole
+from monitoring.label_lock import LabelError, LabelsBusy, Lock, locked, moves_now, moving, unwritable  # noqa: F401 - LabelsBusy: the package's errors are imported from here
 from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
 from serving.deployment import pushed_versions
 
 STABLE, CANARY = "stable", "canary"
 HEADER = "# Labels written by the monitoring package (promote / rollback / canary after push).\n"
-
-
-class LabelError(RuntimeError):
-    """A label change that must not happen; nothing was written."""
-
-
-class LabelsBusy(LabelError):
-    """Not a refusal: another label change (a canary waiting for its version to load) holds the lock. Try later."""
 
 
 class NothingToPromoteYet(LabelError):
@@ -100,67 +92,6 @@ def _label_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
 
 
-class _Lock:
-    """The label lock, held: `released()` lets other label changes through while this one waits for a load."""
-
-    def __init__(self, handle: IO | None, path: Path) -> None:
-        self.handle, self.path = handle, path
-
-    def acquire(self) -> None:
-        if self.handle is None:
-            return
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LabelsBusy(f"another label change holds {self.path} for over {LOCK_WAIT_S} s; "
-                                     "try again") from None
-                time.sleep(0.2)
-
-    def release(self) -> None:
-        if self.handle is not None:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def released(self) -> Iterator[None]:
-        self.release()
-        try:
-            yield
-        finally:
-            self.acquire()
-
-
-LOCK_WAIT_S = 30
-
-
-@contextlib.contextmanager
-def _locked(deployment: Deployment) -> Iterator[_Lock]:
-    """One label change at a time, across processes (cron, a person, the runner's hook)."""
-    lock_path = deployment.config_path.with_name(deployment.config_path.name + ".lock")
-    if not deployment.config_path.parent.is_dir():
-        # Nothing pushed here, so every change is refused: no folder or lock file is left behind for it.
-        yield _Lock(None, lock_path)
-        return
-    try:
-        handle = open(lock_path, "a")  # noqa: SIM115 - closed by the with below
-    except OSError as error:
-        raise LabelError(_unwritable(lock_path, error)) from None
-    with handle:
-        lock = _Lock(handle, lock_path)
-        lock.acquire()
-        try:
-            yield lock
-        finally:
-            lock.release()
-
-
-def _unwritable(path: Path, error: OSError) -> str:
-    return f"cannot write {path}: {error.strerror or error}"
-
-
 def dangling(deployment: Deployment) -> dict[str, int]:
     """Labels that point at versions no longer on disk."""
     on_disk = set(deployment.pushed())
@@ -211,7 +142,7 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
         raise LabelError(f"label '{label}' would point at version {version}, which is not in {deployment.push_dir}")
     specs, spec = deployment.read()
     entry = {"ts": time.time(), "action": action, "reason": reason, "before": before, "after": labels}
-    keep = set(labels.values()) | set(pins)
+    keep = set(labels.values()) | set(pins) | (moves_now(deployment.config_path)[1] & on_disk)  # still loading
     fallback = previous_stable(deployment, labels.get(STABLE), deployment.history() + [entry])
     if fallback is not None:
         keep.add(fallback)
@@ -230,12 +161,12 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
             handle.write(json.dumps(entry) + "\n")
     except OSError as error:
         _restore_history(deployment.history_path, history_size)
-        raise LabelError(_unwritable(deployment.history_path, error)) from None
+        raise LabelError(unwritable(deployment.history_path, error)) from None
     try:  # the config is replaced whole or not at all
         replace_whole(deployment.config_path, text)
     except OSError as error:
         _restore_history(deployment.history_path, history_size)
-        raise LabelError(_unwritable(deployment.config_path, error)) from None
+        raise LabelError(unwritable(deployment.config_path, error)) from None
     return labels
 
 
@@ -254,6 +185,7 @@ class Server(Protocol):
     def present(self) -> bool: ...  # False: no server applies the config now
     def holds(self, version: int) -> bool: ...  # loaded or loading now
     def wait_loaded(self, version: int) -> bool: ...  # False: not loaded within the wait
+    def label_version(self, label: str) -> int | None: ...  # the version the server's label resolves to
 
 
 def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -262,7 +194,7 @@ def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, reason: str, before: dict[str, int],
-                    server: Server | None, lock: _Lock, unapplied: tuple[str, ...] = ()) -> dict[str, int]:
+                    server: Server | None, lock: Lock) -> dict[str, int]:
     """Moves labels the way TF Serving takes them from a polled config (serving_config.md, version labels).
 
     A label moved to a version the server has not loaded makes it refuse the
@@ -272,14 +204,15 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     refused and its labels differ from the file's: a label on a version it
     never aspired to is dropped); once it has loaded the target, the labels
     move. A new label may name a loading version (the server runs with
-    --allow_version_labels_for_unavailable_models). `unapplied`: labels the
-    file already has as in `after` but the server refused, moved again.
+    --allow_version_labels_for_unavailable_models).
 
-    The lock is let go while the server loads (minutes, for a large model):
-    a rollback in an incident must not wait behind a canary. Labels changed
-    meanwhile are not overwritten: the move is given up, the version pinned.
+    The label lock is let go while the server loads (minutes, for a large
+    model): a rollback in an incident is not held up behind a canary. Changes
+    made meanwhile keep the target pinned (label_lock.moving) and stand: the
+    move is made on the labels as they are then, and given up only when
+    another change moved the same label elsewhere.
     """
-    moved = {**_moved(before, after), **{label: after[label] for label in unapplied}}
+    moved = _moved(before, after)
     present = server is not None and server.present()  # asked first: an unreachable server is refused before
     if not moved or not present:  # anything is written, a new label too (it was written, then the wait failed)
         return _write(deployment, after, action, reason, before)
@@ -287,22 +220,27 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     kept = {k: v for k, v in before.items() if v in on_disk and server.holds(v)}
     targets = tuple(sorted(set(moved.values())))
     _write(deployment, kept, "pin", f"load {list(targets)} before labels move to it", before, pins=targets)
-    pinned = deployment.read()[1]
-    with lock.released():
+    with moving(deployment.config_path, moved, targets), lock.released():
         loaded = {version: server.wait_loaded(version) for version in targets}
+    now = deployment.labels()
     for label, version in sorted(moved.items()):
         later = f"`taxi {'canary' if label == CANARY else 'promote'} --version {version}`"
-        if deployment.read()[1] != pinned:
+        if now.get(label) not in (kept.get(label), None, version):
             change = (deployment.history() or [{}])[-1]
-            raise LabelError(f"the labels changed while the server loaded version {version} ({change.get('action')}: "
-                             f"{change.get('reason')}); label '{label}' was not moved, so as not to undo that; "
-                             f"move it with {later} if still wanted")
+            raise LabelError(f"another label change moved '{label}' to version {now[label]} while the server loaded "
+                             f"version {version} ({change.get('action')}: {change.get('reason')}"
+                             f"); it stands: {later} to move it again")
         if not loaded[version]:
-            now = f"stays at {kept[label]}" if label in kept else "is unset"
+            state = f"stays at {now[label]}" if label in now else "is unset"
             raise LabelError(f"version {version} is pinned, but the server has not loaded it yet, so label "
-                             f"'{label}' {now} (a label moved to a version still loading is refused); "
+                             f"'{label}' {state} (a label moved to a version still loading is refused); "
                              f"move it later with {later}")
-    return _write(deployment, after, action, reason, before)
+    final = {**now, **moved}
+    if final.get(CANARY) is not None and final.get(CANARY) == final.get(STABLE):
+        raise LabelError(f"version {final[STABLE]} was made stable while the server loaded it: no canary to move")
+    if final == now:  # another move made this one meanwhile
+        return now
+    return _write(deployment, final, action, reason, now if now != kept else before)
 
 
 def _others(labels: dict[str, int], on_disk: list[int]) -> dict[str, int]:
@@ -322,7 +260,7 @@ def label_after_push(deployment: Deployment, version: int, check: Check | None =
     moves once `server` has loaded it; without a server the labels are
     written at once, for one that reads them only at its next start.
     """
-    with _locked(deployment) as lock:
+    with locked(deployment.config_path) as lock:
         before = deployment.labels()
         if check:
             check(version)
@@ -340,7 +278,7 @@ def label_after_push(deployment: Deployment, version: int, check: Check | None =
 def canary(deployment: Deployment, check: Check, version: int | None = None,
            server: Server | None = None) -> dict[str, int]:
     """canary := a version (default: the newest push) beside stable; `server` as in label_after_push."""
-    with _locked(deployment) as lock:
+    with locked(deployment.config_path) as lock:
         before, pushed = deployment.labels(), deployment.pushed()
         target = version if version is not None else (pushed[-1] if pushed else None)
         if target is None:
@@ -353,29 +291,37 @@ def canary(deployment: Deployment, check: Check, version: int | None = None,
             raise LabelError("there is no stable version to compare a canary with; `taxi promote --version V` first")
         if target == stable:
             raise LabelError(f"version {target} is stable; the canary must be another version")
-        unapplied = before.get(CANARY) == target and _not_held(server, target)
-        if before.get(CANARY) == target and not unapplied:
+        served = _refused_move(server, target) if before.get(CANARY) == target else None
+        if before.get(CANARY) == target and served is None:
             raise LabelError(f"version {target} is already the canary")
         check(target)
         after = {**_others(before, pushed), STABLE: stable, CANARY: target}
-        reason = (f"canary {target} again: the server has not loaded it" if unapplied
-                  else f"canary {before.get(CANARY)} -> {target}")
-        return _write_in_steps(deployment, after, "canary", reason, before, server, lock,
-                               unapplied=(CANARY,) if unapplied else ())
+        if served is not None:  # moved again from where the server still has it, in steps it takes
+            before = {**before, CANARY: served}
+        return _write_in_steps(deployment, after, "canary", f"canary {before.get(CANARY)} -> {target}", before,
+                               server, lock)
 
 
-def _not_held(server: Server | None, version: int) -> bool:
-    """The config names `version` but the server neither has it nor loads it: it refused that config (a label
-    moved there in one write, by a run whose --serving-url was not this server) and refuses it at every poll,
-    so the version never loads. Written again in steps, the config is one it takes."""
-    return server is not None and server.present() and not server.holds(version)
+def _refused_move(server: Server | None, version: int) -> int | None:
+    """The version the server still serves as canary when the config names `version` but the server refused
+    it: a label moved there in one write (by a run whose --serving-url was not this server) is refused at every
+    poll, so the version never loads. Only when the server says so: another server at --url, or one that does
+    not answer, is no evidence, and the config is then left as it is."""
+    if server is None or not server.present():
+        return None
+    served = server.label_version(CANARY)
+    return served if served is not None and served != version and server.holds(served) else None
 
 
 def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
     """stable := the canary (or a given version); the canary label is dropped when it was the one promoted."""
-    with _locked(deployment):
+    with locked(deployment.config_path):
         before = deployment.labels()
         target = version if version is not None else before.get(CANARY)
+        replacing = moves_now(deployment.config_path)[0].get(CANARY)
+        if version is None and replacing is not None:  # the canary under test is on its way out
+            raise NothingToPromoteYet(f"canary {target} is being replaced by version {replacing}, which the server "
+                                      "is loading: nothing to promote until it is under test")
         if target is None:
             raise NothingToPromoteYet(f"no canary label in {deployment.config_path}: nothing to promote")
         if target not in deployment.pushed():
@@ -393,7 +339,7 @@ def promote(deployment: Deployment, check: Check, version: int | None = None) ->
 
 def rollback(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
     """stable := the previous stable version (or a given one); a canary of the rolled-back version is dropped."""
-    with _locked(deployment):
+    with locked(deployment.config_path):
         before, history, pushed = deployment.labels(), deployment.history(), deployment.pushed()
         current = before.get(STABLE)
         target = version if version is not None else previous_stable(deployment, current, history)

@@ -15,6 +15,7 @@ from monitoring import canary as canary_checks
 from monitoring import labels
 from monitoring.canary import ModelServer, wait_for_label
 from monitoring.labels import Deployment, LabelError
+from serving.config import ModelSpec
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
 
@@ -96,22 +97,37 @@ def test_a_load_not_seen_in_time_leaves_the_label_and_pins_the_version_for_a_lat
         labels.canary(d, _ok, 1)
 
 
-def test_a_label_change_made_while_a_canary_loads_goes_through_and_is_not_undone(deployed) -> None:
-    """The lock was held through the load (minutes, for a large model): a promote or a rollback in an incident
-    waited 30 s and gave up. Now it goes through, and the canary move gives way instead of writing stable back."""
+def test_label_changes_made_while_a_canary_loads_go_through_and_the_canary_still_moves(deployed) -> None:
+    """The lock was held through the load (minutes, for a large model): a rollback in an incident waited 30 s
+    and gave up. Now changes go through at once and stand; the canary moves on the labels as they are then."""
     d, server = deployed
-    during: list[dict] = []
+    during: list = []
 
-    def promote_meanwhile(version: int) -> None:  # told before the wait starts, as the CLI prints "waiting"
+    def meanwhile(version: int) -> None:  # told before the wait starts, as the CLI prints "waiting"
         started = time.monotonic()
-        during.append(labels.promote(d, _ok))
+        with pytest.raises(labels.NothingToPromoteYet, match="canary 2 is being replaced by version 3"):
+            labels.promote(d, _ok)  # cron's promote --if-healthy: the canary under test is on its way out
+        during.append(labels.promote(d, _ok, version=2))  # a person promotes it by name
         assert time.monotonic() - started < 5
+        assert 3 in d.read()[1].policy.versions  # still pinned: the server goes on loading it
 
-    with pytest.raises(LabelError, match=r"the labels changed while the server loaded version 3 \(promote: stable 1 "
-                                         r"-> 2\); label 'canary' was not moved"):
-        labels.label_after_push(d, 3, server=ModelServer(server.url, "toy", 15, announce=promote_meanwhile))
-    assert during == [{"stable": 2}] and d.labels() == {"stable": 2}
-    assert [e["action"] for e in d.history()][-2:] == ["pin", "promote"]
+    after = labels.label_after_push(d, 3, server=ModelServer(server.url, "toy", 15, announce=meanwhile))
+    assert during == [{"stable": 2}] and after == d.labels() == {"stable": 2, "canary": 3}
+    assert [e["action"] for e in d.history()][-3:] == ["pin", "promote", "canary"]
+    assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
+    assert wait_for_label(server.url, "toy", "stable", 2, seconds=15)
+
+
+def test_a_canary_moved_elsewhere_while_one_loads_is_not_moved_back(deployed) -> None:
+    d, server = deployed
+
+    def another_canary(version: int) -> None:
+        labels.canary(d, _ok, 4)  # no server: written at once
+
+    with pytest.raises(LabelError, match=r"another label change moved 'canary' to version 4 while the server loaded "
+                                         r"version 3 \(canary: canary 2 -> 4\); it stands"):
+        labels.label_after_push(d, 3, server=ModelServer(server.url, "toy", 15, announce=another_canary))
+    assert d.labels() == {"stable": 1, "canary": 4}
 
 
 def test_a_server_that_is_down_or_serves_another_model_is_not_waited_for(tmp_path: Path, deployed) -> None:
@@ -218,8 +234,23 @@ def test_taxi_canary_repairs_a_refused_move_to_the_version_the_file_already_name
         assert wait_for_label(server.url, "toy", "canary", 3, seconds=15)
         assert _canary(http) == 3.0
         assert [e["action"] for e in d.history()][-2:] == ["pin", "canary"]
+        assert d.history()[-2]["after"] == {"stable": 1, "canary": 2}  # canary traffic kept on 2 while 3 loaded
         with pytest.raises(LabelError, match="already the canary"):  # now the server has it
             labels.canary(d, _ok, 3, server=ModelServer(server.url, "toy", 15))
+
+
+def test_another_server_at_the_url_is_no_evidence_of_a_refused_move(deployed, tmp_path: Path) -> None:
+    """A wrong --url (a server with the same model name from another folder, no labels) read as "the server
+    refused canary 2", and the repair's pin wrote a config without labels: the real server lost both."""
+    d, _server = deployed
+    push_toy(tmp_path / "elsewhere" / "toy", 9, scale=9.0)
+    options = ServerOptions(models=[ModelSpec("toy", str(tmp_path / "elsewhere" / "toy"))], rest_port=0,
+                            grpc_port=None)
+    before = d.config_path.read_text()
+    with ServingServer(options) as other:
+        with pytest.raises(LabelError, match="version 2 is already the canary"):
+            labels.canary(d, _ok, 2, server=ModelServer(other.url, "toy", 5))
+    assert d.config_path.read_text() == before
 
 
 @pytest.mark.parametrize("url", ["http://model server:8501", "http://[::1:8501", "ftp://127.0.0.1:8501"])
