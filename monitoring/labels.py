@@ -212,12 +212,18 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     move is made on the labels as they are then, and given up only when
     another change moved the same label elsewhere.
     """
-    moved = _moved(before, after)
     present = server is not None and server.present()  # asked first: an unreachable server is refused before
-    if not moved or not present:  # anything is written, a new label too (it was written, then the wait failed)
+    if not present:  # anything is written, a new label too (it was written, then the wait failed)
+        return _write(deployment, after, action, reason, before)
+    # The server's own labels count as much as the file's: it may not have polled the last change yet (a label
+    # the file dropped is one it still has), or have refused it (a label moved in one write by a run whose
+    # --serving-url was not this server); a label moved from where it still is must move in steps too.
+    applied = {k: v for k in after if (v := server.label_version(k)) is not None and v != after[k]}
+    moved = {**_moved(before, after), **{k: after[k] for k in applied}}
+    if not moved:
         return _write(deployment, after, action, reason, before)
     on_disk = set(deployment.pushed())
-    kept = {k: v for k, v in before.items() if v in on_disk and server.holds(v)}
+    kept = {k: v for k, v in {**before, **applied}.items() if v in on_disk and server.holds(v)}
     targets = tuple(sorted(set(moved.values())))
     _write(deployment, kept, "pin", f"load {list(targets)} before labels move to it", before, pins=targets)
     with moving(deployment.config_path, moved, targets), lock.released():
@@ -291,26 +297,15 @@ def canary(deployment: Deployment, check: Check, version: int | None = None,
             raise LabelError("there is no stable version to compare a canary with; `taxi promote --version V` first")
         if target == stable:
             raise LabelError(f"version {target} is stable; the canary must be another version")
-        served = _refused_move(server, target) if before.get(CANARY) == target else None
-        if before.get(CANARY) == target and served is None:
+        served = server.label_version(CANARY) if server is not None and server.present() else None
+        if before.get(CANARY) == target and served in (None, target):
+            # Moved again only on the server's word that it still has the canary elsewhere (it refused the move):
+            # another server at --url, or one that does not answer, is no evidence.
             raise LabelError(f"version {target} is already the canary")
         check(target)
         after = {**_others(before, pushed), STABLE: stable, CANARY: target}
-        if served is not None:  # moved again from where the server still has it, in steps it takes
-            before = {**before, CANARY: served}
-        return _write_in_steps(deployment, after, "canary", f"canary {before.get(CANARY)} -> {target}", before,
-                               server, lock)
-
-
-def _refused_move(server: Server | None, version: int) -> int | None:
-    """The version the server still serves as canary when the config names `version` but the server refused
-    it: a label moved there in one write (by a run whose --serving-url was not this server) is refused at every
-    poll, so the version never loads. Only when the server says so: another server at --url, or one that does
-    not answer, is no evidence, and the config is then left as it is."""
-    if server is None or not server.present():
-        return None
-    served = server.label_version(CANARY)
-    return served if served is not None and served != version and server.holds(served) else None
+        return _write_in_steps(deployment, after, "canary", f"canary {served or before.get(CANARY)} -> {target}",
+                               before, server, lock)
 
 
 def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
