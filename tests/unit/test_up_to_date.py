@@ -18,6 +18,16 @@ def _completed(tmp_path: Path, **settings) -> configs.PipelineConfig:
     return config
 
 
+def _data_folder(tmp_path: Path) -> configs.PipelineConfig:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("fare,tips\n1,0\n")
+    config = configs.local_config(str(data), str(tmp_path / "out"))
+    Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(config.metadata_path).write_bytes(b"")
+    return config
+
+
 def test_a_run_after_a_no_cache_run_of_the_same_inputs_repeats_it(tmp_path) -> None:
     """--no-cache recomputes what a cached run would reuse: the trigger and the next `make run` must not
     retrain because the last run happened to be made with --no-cache."""
@@ -37,12 +47,8 @@ def test_a_setting_that_changes_the_model_is_not_a_repeat(tmp_path) -> None:
 def test_data_that_lands_while_a_run_goes_is_not_recorded_as_read(tmp_path) -> None:
     """The record hashed the data when the run ended: a file copied in mid-run (never trained on) was in it, so
     the next run said "nothing changed" and the model never saw those rows; the trigger did not retry either."""
+    config = _data_folder(tmp_path)
     data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.csv").write_text("fare,tips\n1,0\n")
-    config = configs.local_config(str(data), str(tmp_path / "out"))
-    Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(config.metadata_path).write_bytes(b"")
     taken = up_to_date.inputs_now(config)  # as local_runner takes them, before TFX reads the data
     (data / "b.csv").write_text("fare,tips\n2,1\n")  # lands while the run trains on a.csv
     up_to_date.record_completed_run(config, "run-1", ["summary"], inputs=taken)
@@ -90,16 +96,6 @@ def test_an_edit_in_a_symlinked_span_folder_is_a_change(tmp_path) -> None:
     assert up_to_date.fingerprint(config) == before
     (exports / "data.csv").write_text("fare,tips\n1,0\n")
     assert up_to_date.fingerprint(config) != before
-
-
-def _data_folder(tmp_path: Path) -> configs.PipelineConfig:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.csv").write_text("fare,tips\n1,0\n")
-    config = configs.local_config(str(data), str(tmp_path / "out"))
-    Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(config.metadata_path).write_bytes(b"")
-    return config
 
 
 def _settled(monkeypatch) -> None:
