@@ -90,13 +90,17 @@ class ModelServer:
         """Loaded, or loading (a server just started): a label kept on it is one the server already has."""
         return version_state(self.url, self.model, version) in ("AVAILABLE", "LOADING")
 
+    def loaded(self, version: int) -> bool:
+        """Available: a label moves to it in one write."""
+        return version_state(self.url, self.model, version) == "AVAILABLE"
+
     def label_version(self, label: str) -> int | None:
         return label_version(self.url, self.model, label)
 
     def wait_loaded(self, version: int) -> bool:
         if self.announce is not None:
             self.announce(version)
-        return _poll_until(lambda: version_state(self.url, self.model, version) == "AVAILABLE", self.wait_s)
+        return _poll_until(lambda: self.loaded(version), self.wait_s)
 
 
 def _poll_until(condition: Callable[[], bool], seconds: float) -> bool:

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Protocol
 
 from common.atomic_files import replace_whole
-from monitoring.label_lock import LabelError, LabelsBusy, Lock, locked, moves_now, moving, unwritable  # noqa: F401 - LabelsBusy: the package's errors are imported from here
+from monitoring.label_lock import (
+    LabelError,
+    LabelsBusy,  # noqa: F401 - the package's label errors are imported from here
+    Lock,
+    locked,
+    moves_now,
+    moving,
+    unwritable,
+)
 from serving.config import ConfigError, ModelSpec, VersionPolicy, load_model_config, render_model_config
 from serving.deployment import pushed_versions
 
@@ -184,6 +192,7 @@ class Server(Protocol):
 
     def present(self) -> bool: ...  # False: no server applies the config now
     def holds(self, version: int) -> bool: ...  # loaded or loading now
+    def loaded(self, version: int) -> bool: ...  # available now
     def wait_loaded(self, version: int) -> bool: ...  # False: not loaded within the wait
     def label_version(self, label: str) -> int | None: ...  # the version the server's label resolves to
 
@@ -217,8 +226,9 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
         return _write(deployment, after, action, reason, before)
     # The server's own labels count as much as the file's: it may not have polled the last change yet (a label
     # the file dropped is one it still has), or have refused it (a label moved in one write by a run whose
-    # --serving-url was not this server); a label moved from where it still is must move in steps too.
-    applied = {k: v for k in after if (v := server.label_version(k)) is not None and v != after[k]}
+    # --serving-url was not this server); a label it has elsewhere moves in steps too, unless to a loaded version.
+    applied = {k: v for k in after if (v := server.label_version(k)) not in (None, after[k])
+               and not server.loaded(after[k])}
     moved = {**_moved(before, after), **{k: after[k] for k in applied}}
     if not moved:
         return _write(deployment, after, action, reason, before)
