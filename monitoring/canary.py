@@ -100,7 +100,14 @@ class ModelServer:
     def wait_loaded(self, version: int) -> bool:
         if self.announce is not None:
             self.announce(version)
-        return _poll_until(lambda: self.loaded(version), self.wait_s)
+        return _poll_until(lambda: self._loaded_if_answering(version), self.wait_s)
+
+    def _loaded_if_answering(self, version: int) -> bool:
+        """A server restarted during the wait is "not loaded yet" until the wait runs out, not the end of it."""
+        try:
+            return self.loaded(version)
+        except LabelError:
+            return False
 
 
 def _poll_until(condition: Callable[[], bool], seconds: float) -> bool:

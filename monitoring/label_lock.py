@@ -95,7 +95,7 @@ def locked(config_path: Path) -> Iterator[Lock]:
 
 
 @contextlib.contextmanager
-def moving(config_path: Path, labels: dict[str, int], pins: tuple[int, ...]) -> Iterator[None]:
+def moving(config_path: Path, model: str, labels: dict[str, int], pins: tuple[int, ...]) -> Iterator[None]:
     """Marks a move under way (entered with the label lock held, before it is let go): one file per process,
     so that two moves waiting at once do not wait for each other."""
     path = _beside(config_path, f".moving.{os.getpid()}")
@@ -106,7 +106,7 @@ def moving(config_path: Path, labels: dict[str, int], pins: tuple[int, ...]) -> 
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            handle.write(json.dumps({"labels": labels, "pins": list(pins)}))
+            handle.write(json.dumps({"model": model, "labels": labels, "pins": list(pins)}))
             handle.flush()
             yield
         finally:
@@ -114,9 +114,10 @@ def moving(config_path: Path, labels: dict[str, int], pins: tuple[int, ...]) -> 
                 path.unlink()
 
 
-def moves_now(config_path: Path) -> tuple[dict[str, int], set[int]]:
-    """What other processes' moves are waiting on: the labels they will move (label -> version) and the versions
-    they pinned. A file no process holds (one killed by SIGKILL) counts for nothing."""
+def moves_now(config_path: Path, model: str) -> tuple[dict[str, int], set[int]]:
+    """What other processes' moves of `model` are waiting on: the labels they will move (label -> version) and
+    the versions they pinned (one config serves several models). A file no process holds (one killed by
+    SIGKILL) counts for nothing."""
     labels: dict[str, int] = {}
     pins: set[int] = set()
     for path in sorted(config_path.parent.glob(glob.escape(config_path.name) + ".moving.*")):
@@ -130,6 +131,8 @@ def moves_now(config_path: Path) -> tuple[dict[str, int], set[int]]:
             except BlockingIOError:  # held: that move is under way
                 with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
                     move = json.loads(handle.read())
+                    if move["model"] != model:
+                        continue
                     labels.update({str(k): int(v) for k, v in move["labels"].items()})
                     pins.update(int(v) for v in move["pins"])
                 continue

@@ -150,7 +150,7 @@ def _write(deployment: Deployment, labels: dict[str, int], action: str, reason: 
         raise LabelError(f"label '{label}' would point at version {version}, which is not in {deployment.push_dir}")
     specs, spec = deployment.read()
     entry = {"ts": time.time(), "action": action, "reason": reason, "before": before, "after": labels}
-    keep = set(labels.values()) | set(pins) | (moves_now(deployment.config_path)[1] & on_disk)  # still loading
+    keep = set(labels.values()) | set(pins) | (moves_now(deployment.config_path, deployment.model_name)[1] & on_disk)  # still loading
     fallback = previous_stable(deployment, labels.get(STABLE), deployment.history() + [entry])
     if fallback is not None:
         keep.add(fallback)
@@ -236,7 +236,7 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     kept = {k: v for k, v in {**before, **applied}.items() if v in on_disk and server.holds(v)}
     targets = tuple(sorted(set(moved.values())))
     _write(deployment, kept, "pin", f"load {list(targets)} before labels move to it", before, pins=targets)
-    with moving(deployment.config_path, moved, targets), lock.released():
+    with moving(deployment.config_path, deployment.model_name, moved, targets), lock.released():
         loaded = {version: server.wait_loaded(version) for version in targets}
     now = deployment.labels()
     for label, version in sorted(moved.items()):
@@ -323,7 +323,7 @@ def promote(deployment: Deployment, check: Check, version: int | None = None) ->
     with locked(deployment.config_path):
         before = deployment.labels()
         target = version if version is not None else before.get(CANARY)
-        replacing = moves_now(deployment.config_path)[0].get(CANARY)
+        replacing = moves_now(deployment.config_path, deployment.model_name)[0].get(CANARY)
         if version is None and replacing is not None:  # the canary under test is on its way out
             raise NothingToPromoteYet(f"canary {target} is being replaced by version {replacing}, which the server "
                                       "is loading: nothing to promote until it is under test")

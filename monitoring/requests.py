@@ -118,7 +118,7 @@ def typed(kind: str, value: Any) -> Any:
         raise ValueError(f"{value!r} is not a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer of 400 digits
         raise ValueError(f"{value!r} is not a number") from None
     return int(number) if kind == "INT" and _whole_int64(number) else number
 
@@ -229,7 +229,8 @@ def to_record_batch(window: Window, types: dict[str, str]) -> pa.RecordBatch:
             continue
         value_type = {"BYTES": pa.binary(), "INT": pa.int64()}.get(kind, pa.float32())
         if kind == "INT" and any(isinstance(v, float) and not _is_missing(v) and not _whole_int64(v) for v in values):
-            value_type = pa.float32()  # a served value no int64 holds (typed()): TFDV names the type
+            # a served value no int64 holds (typed()): TFDV names the type; float64 holds the column's ints exactly
+            value_type, values = pa.float64(), [v if _is_missing(v) else float(v) for v in values]
         try:
             arrays.append(pa.array([[] if _is_missing(v) else [v] for v in values], type=pa.list_(value_type)))
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as error:

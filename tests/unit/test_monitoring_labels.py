@@ -367,3 +367,71 @@ def test_a_run_that_cannot_read_models_config_says_so_and_leaves_it(tmp_path: Pa
     assert err == [f"warning: labels not checked: model config {d.config_path} is not UTF-8 text: byte 0xe9 at "
                    "offset 3; save it as UTF-8"], err
     assert d.config_path.read_bytes() == latin1
+
+
+def test_a_move_under_way_counts_only_for_its_own_model(tmp_path: Path) -> None:
+    """One models.config serves several models: a canary loading for toy2 blocked toy's promote and pinned
+    toy's own version 3 (loading a model nobody labelled)."""
+    from monitoring.label_lock import moves_now, moving
+
+    config = tmp_path / "models.config"
+    config.write_text("")
+    with moving(config, "toy2", {"canary": 3}, (3,)):
+        assert moves_now(config, "toy") == ({}, set())
+        assert moves_now(config, "toy2") == ({"canary": 3}, {3})
+    assert moves_now(config, "toy2") == ({}, set())
+
+
+def test_a_server_restarted_during_the_wait_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart mid-wait ended the move at once with "cannot reach" (and advice to pass --offline, which
+    writes the one-step move the server refuses)."""
+    from monitoring.canary import ModelServer
+
+    answers = iter([LabelError("cannot reach the model server"), LabelError("cannot reach"), False, True])
+
+    def loaded(self, version: int) -> bool:  # noqa: ANN001
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(ModelServer, "loaded", loaded)
+    assert ModelServer("http://127.0.0.1:9", "toy", 10).wait_loaded(3)
+
+
+class _LaggingServer:
+    """A server that has not polled the last promote yet (TF Serving polls every 60 s by default): it still
+    has its old labels; every version but `loading` is loaded, and that one loads once waited for."""
+
+    def __init__(self, labels: dict[str, int], loading: int) -> None:
+        self.labels, self.loading, self.waited = labels, loading, False
+
+    def present(self) -> bool:
+        return True
+
+    def holds(self, version: int) -> bool:
+        return True
+
+    def loaded(self, version: int) -> bool:
+        return version != self.loading or self.waited
+
+    def wait_loaded(self, version: int) -> bool:
+        self.waited = True
+        return True
+
+    def label_version(self, label: str) -> int | None:
+        return self.labels.get(label)
+
+
+def test_a_move_never_writes_back_a_stable_the_server_has_not_polled_yet(tmp_path: Path) -> None:
+    """promote 1 -> 2, then a push within one poll: the canary's pin wrote the server's stable 1 back into the
+    file for the whole wait, and the pin's history entry cut rollback's stable stack."""
+    d = _deployment(tmp_path)
+    labels.label_after_push(d, 1)
+    labels.label_after_push(d, 2)
+    labels.promote(d, _ok)
+    assert d.labels() == {"stable": 2}
+    server = _LaggingServer({"stable": 1, "canary": 2}, loading=3)
+    assert labels.label_after_push(d, 3, server=server) == {"stable": 2, "canary": 3}
+    assert all(entry["after"].get("stable") == 2 for entry in d.history()[-2:])  # the pin and the move
+    assert labels.previous_stable(d, 2) == 1
