@@ -8,6 +8,7 @@ change, while the versions already loaded keep serving.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -127,6 +128,7 @@ class ModelManager:
         self._states: dict[int, VersionState] = {}
         self._failed: dict[int, tuple[tuple[int, int, int], str]] = {}
         self._lock = threading.Lock()
+        self._loading: dict[int, threading.Thread] = {}
         self._on_event = on_event or (lambda *a: None)
 
     @property
@@ -157,11 +159,14 @@ class ModelManager:
             int(p.name) for p in entries if p.name.isdigit() and int(p.name) > 0 and (p / "saved_model.pb").is_file()
         )
 
-    def poll(self) -> None:
+    def poll(self, wait: bool = False) -> None:
         """One reconcile step: load what the policy wants, then drop the rest.
 
         Only the version policy decides what is loaded, as in TF Serving: a
-        label on a version outside the policy does not load it.
+        label on a version outside the policy does not load it. Loads run on
+        their own threads, as TF Serving's manager loads apart from the config
+        poll: a config re-read (a rollback's labels) is not held up for the
+        minutes a large version takes to load. `wait`: until they are done.
         """
         if self.retired:
             return
@@ -173,16 +178,30 @@ class ModelManager:
                 self._states.pop(v, None)
         loadable = [v for v in on_disk if v not in self._failed]
         wanted = self.spec.policy.select(loadable)
-        for version in sorted(wanted - set(self._available), reverse=True):
-            self._load(version)
+        for version in sorted(wanted - set(self._available) - set(self._loading), reverse=True):
+            self._states[version] = VersionState(version, "LOADING")
+            self._loading[version] = thread = threading.Thread(
+                target=self._load, args=(version,), name=f"load-{self.name}-{version}", daemon=True)
+            thread.start()
+        if wait:
+            for thread in list(self._loading.values()):
+                thread.join()
+        self._unload_unwanted(wanted, bool(loadable))
+
+    def _unload_unwanted(self, wanted: set[int], loadable: bool) -> None:
         if not wanted & set(self._available) and self._available and loadable:
             return  # nothing wanted is up: keep serving what we have
         for version in sorted(set(self._available) - wanted):
             self._unload(version)
 
     def _load(self, version: int) -> None:
+        try:
+            self._load_now(version)
+        finally:
+            self._loading.pop(version, None)
+
+    def _load_now(self, version: int) -> None:
         path = self.base / str(version)
-        self._states[version] = VersionState(version, "LOADING")
         start = time.monotonic()
         try:
             servable = Servable(self.name, version, path)
@@ -195,13 +214,21 @@ class ModelManager:
             self._on_event(self.name, "load_failed", version, msg)
             return
         with self._lock:
+            if self.retired:  # the model left the config while this version loaded
+                self._states[version] = VersionState(version, "END")
+                return
             self._available = {**self._available, version: servable}
         self._states[version] = VersionState(version, "AVAILABLE")
+        with contextlib.suppress(OSError, ValueError):  # as TF Serving's manager, at once: the version it replaces goes
+            loadable = [v for v in self._on_disk() if v not in self._failed]
+            self._unload_unwanted(self.spec.policy.select(loadable), bool(loadable))
         log.info("model %s version %d available (%.1fs)", self.name, version, time.monotonic() - start)
         self._on_event(self.name, "loaded", version, "")
 
     def _unload(self, version: int) -> None:
         with self._lock:
+            if version not in self._available:  # the poller and a finished load may both drop it
+                return
             self._available = {k: v for k, v in self._available.items() if k != version}
         self._states[version] = VersionState(version, "END")
         log.info("model %s version %d unloaded", self.name, version)
@@ -352,7 +379,7 @@ class Registry:
         after taking the config); polling goes on.
         """
         added = self.reload(specs)
-        self.poll_once()
+        self.poll_once(wait=True)
         while True:
             down = [name for name in added if not self.models[name].available_versions()]
             pending = [name for name in down if not (self.models[name].load_failed() or self.models[name].retired)]
@@ -363,11 +390,11 @@ class Registry:
             reasons = [f"{{{name}: {self.models[name].why_unavailable()}}}" for name in down]
             raise ServingError("UNKNOWN", f"{len(down)} model(s) did not become available: {{{', '.join(reasons)}}}")
 
-    def poll_once(self) -> None:
+    def poll_once(self, wait: bool = False) -> None:
         with self._poll_lock:
             for manager in list(self.models.values()):
                 try:
-                    manager.poll()
+                    manager.poll(wait)
                 except Exception:  # a poll bug must not kill the poller
                     log.exception("polling model %s failed", manager.name)
 
@@ -403,7 +430,7 @@ class Registry:
 
     def start(self) -> None:
         """Load what is on disk now, then keep polling in the background."""
-        self.poll_once()
+        self.poll_once(wait=True)
         if self.poll_seconds > 0 or (self._reload_config and self._config_poll > 0):
             self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
             self._thread.start()
