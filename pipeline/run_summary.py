@@ -201,22 +201,35 @@ def _failure_words(failure) -> str:  # noqa: ANN001 - tfma ValidationFailure pro
     bound = threshold.value_threshold.lower_bound.value
     if failure.metric_key.name == BASE_RATE_METRIC and not math.isnan(value):
         return (f"removes {value:.1%} of the errors of always answering the majority class "
-                f"(< required {bound:.0%})")
+                f"(< required {_percent(bound)})")
     if math.isnan(value):  # these metrics are NaN only when every eval label is the same (an empty split stops at the gate)
         if failure.metric_key.name == BASE_RATE_METRIC:
             return (f"no errors of always answering the majority class to remove: {ONE_CLASS} "
-                    f"(required: removes >= {bound:.0%})")
+                    f"(required: removes >= {_percent(bound)})")
         return f"{name} could not be computed: {ONE_CLASS} (required {_required(threshold.value_threshold)})"
     if threshold.value_threshold.HasField("upper_bound"):  # a range (calibration)
         return f"{name} {value:.4f} not {_required(threshold.value_threshold)}"
-    return f"{name} {value:.4f} < required {bound:.2f}"
+    return f"{name} {value:.4f} < required {_bound(bound)}"
 
 
 def _required(bounds) -> str:  # noqa: ANN001 - tfma GenericValueThreshold
     """A value threshold in words: `>= 0.90`, or `within [0.80, 1.25]` when it has an upper bound too."""
     if bounds.HasField("upper_bound"):
-        return f"within [{bounds.lower_bound.value:.2f}, {bounds.upper_bound.value:.2f}]"
-    return f">= {bounds.lower_bound.value:.2f}"
+        return f"within [{_bound(bounds.lower_bound.value)}, {_bound(bounds.upper_bound.value)}]"
+    return f">= {_bound(bounds.lower_bound.value)}"
+
+
+def _bound(value: float) -> str:
+    """A threshold as it was set (0.90, 0.9461, 0.980873), not rounded to two decimals: --auc-threshold 0.9461
+    printed as `AUC >= 0.95` beside a blessed AUC of 0.9465."""
+    text = f"{value:.6f}".rstrip("0")
+    decimals = len(text.partition(".")[2])
+    return text + "0" * (2 - decimals) if decimals < 2 else text
+
+
+def _percent(share: float) -> str:
+    """10%, 99.95%: as set, not rounded to a whole percent (a required 99.95% printed as 100%)."""
+    return f"{share * 100:.4f}".rstrip("0").rstrip(".") + "%"
 
 
 def _drop(value: float) -> str:
@@ -228,7 +241,7 @@ def _drop(value: float) -> str:
 
 def _allowed_drop(threshold) -> str:  # noqa: ANN001
     drop = -threshold.change_threshold.absolute.value
-    return "none" if drop < 1e-6 else f"{drop:.4f}"
+    return "none" if drop < 1e-6 else _bound(drop)
 
 
 def tfma_metric_class(class_name: str) -> str:
@@ -253,7 +266,7 @@ def _threshold_words(eval_config_json: str, has_baseline: bool = True) -> list[s
             for per_slice in metric.per_slice_thresholds:
                 threshold = per_slice.threshold
                 if threshold.HasField("value_threshold") and metric.class_name == "BaseRateErrorReduction":
-                    words.append(f"removes >= {threshold.value_threshold.lower_bound.value:.0%} of the errors of "
+                    words.append(f"removes >= {_percent(threshold.value_threshold.lower_bound.value)} of the errors of "
                                  "always answering the majority class")
                 elif threshold.HasField("value_threshold"):
                     words.append(f"{name} {_required(threshold.value_threshold)}")

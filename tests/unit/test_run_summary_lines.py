@@ -65,6 +65,24 @@ def test_a_first_run_without_a_serving_model_does_not_list_the_comparison_with_i
     assert "AUC not below the serving model (allowed drop: none)" in run_summary._threshold_words(config, has_baseline=True)
 
 
+def test_the_rules_say_the_thresholds_as_set_not_rounded(tmp_path) -> None:
+    """--auc-threshold 0.9461 printed `AUC >= 0.95` beside a blessed AUC of 0.9465, and --min-error-reduction
+    0.9995 `required 100%`: the printed rules contradicted the verdict."""
+    import dataclasses
+
+    from google.protobuf import json_format
+
+    from pipeline import configs, run_summary
+    from pipeline import pipeline as tfx_pipeline
+
+    config = dataclasses.replace(configs.local_config(str(tmp_path / "d"), str(tmp_path / "o")), auc_threshold=0.9461,
+                                 calibration_tolerance=0.0195, min_error_reduction=0.9995, auc_change_tolerance=1e-5)
+    words = run_summary._threshold_words(json_format.MessageToJson(tfx_pipeline.eval_config(config)))
+    assert words == ["AUC >= 0.9461", "AUC not below the serving model (allowed drop: 0.00001)",
+                     "calibration within [0.980873, 1.0195]",
+                     "removes >= 99.95% of the errors of always answering the majority class"]
+
+
 @pytest.mark.parametrize(("name", "bound", "words"), [
     ("auc", 0.9, "AUC could not be computed: every eval example has the same label (required >= 0.90)"),
     ("base_rate_error_reduction", 0.1, "no errors of always answering the majority class to remove: every eval "
