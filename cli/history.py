@@ -48,7 +48,10 @@ def _metrics(output: str, row) -> dict[str, float]:  # noqa: ANN001 - report.mlm
     with silenced():
         from pipeline.run_summary import read_evaluation
 
-        return read_evaluation(row.evaluation_uri, "")[0]
+        try:
+            return read_evaluation(row.evaluation_uri, "")[0]
+        except Exception:  # noqa: BLE001 - a damaged evaluation file costs this run's metrics, not the list
+            return {}
 
 
 @click.command(epilog="Exit codes: 0 ok; 2 no MLMD store in --output; 3 another process holds the store locked.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,18 +97,29 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
     run_id = mlmd.resolve_run_id(store, run_id)
     executions = mlmd.run_executions(store, run_id)
     row = mlmd.run_row(store, run_id)
-    summary = summarize(os.path.join(output, "metadata.sqlite"), run_id)
+    unreadable: list[str] = []  # outputs of the run that are gone or damaged: named, and their section left out
+
+    def readable(what: str, read: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        try:
+            return read(*args)
+        except Exception as error:  # noqa: BLE001 - a missing or damaged artifact file (OSError, DecodeError,
+            # TensorFlow's DataLossError/NotFoundError) costs its section, not the whole report
+            unreadable.append(f"{what}: {type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}")
+            return default
+
+    summary = readable("the run's evaluation", summarize, os.path.join(output, "metadata.sqlite"), run_id)
     by_node = {e.node: e for e in executions}
 
     def uri(node: str, key: str) -> str | None:
         artifacts = by_node[node].outputs.get(key, []) if node in by_node else []
         return artifacts[0].uri if artifacts else None
 
-    splits = data_section(uri("StatisticsGen", "statistics"), uri("ExampleValidator", "anomalies"))
-    drift = _drift(uri("StatisticsGen", "statistics"),
-                   uri(PREVIOUS_STATISTICS_GEN, "statistics") or uri(PREVIOUS_STATISTICS, "result"),
-                   uri("ImportSchemaGen", "schema"), uri("CsvExampleGen", "examples"),
-                   uri(PREVIOUS_EXAMPLE_GEN, "examples") or uri(PREVIOUS_EXAMPLES, "result"))
+    splits = readable("the data statistics and anomalies", data_section, uri("StatisticsGen", "statistics"),
+                      uri("ExampleValidator", "anomalies"), default=[])
+    drift = readable("the drift from the previous span", _drift, uri("StatisticsGen", "statistics"),
+                     uri(PREVIOUS_STATISTICS_GEN, "statistics") or uri(PREVIOUS_STATISTICS, "result"),
+                     uri("ImportSchemaGen", "schema"), uri("CsvExampleGen", "examples"),
+                     uri(PREVIOUS_EXAMPLE_GEN, "examples") or uri(PREVIOUS_EXAMPLES, "result"), default=[])
     model = None
     evaluator = by_node.get("Evaluator")
     evaluation_uri = uri("Evaluator", "evaluation")
@@ -115,7 +127,7 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
     if evaluation_uri and os.path.isdir(evaluation_uri):
         from report.evaluation import model_section
 
-        model = model_section(evaluation_uri, auc_threshold)
+        model = readable("the evaluation's slices", model_section, evaluation_uri, auc_threshold)
     steps = [mlmd.step(store, e.id) for e in executions]
     timing = timing_chart(executions)
     return {
@@ -135,6 +147,7 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
         "steps": steps,
         "chain": _chain(steps),
         "generated": dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "unreadable": unreadable,
     }
 
 

@@ -70,6 +70,31 @@ def test_report_where_reports_is_a_file_is_one_line(trained_output, tmp_path) ->
         f"error: cannot write the report in {tmp_path / 'reports'}: it is a symlink to nothing"]
 
 
+def test_outputs_gone_or_damaged_cost_their_section_not_the_report(trained_output, tmp_path) -> None:
+    """A truncated FeatureStats.pb (DecodeError) or metrics file (DataLossError) made `taxi report` and `taxi runs`
+    end in a traceback, and one such run hid the whole list."""
+    (tmp_path / "metadata.sqlite").symlink_to(trained_output / "metadata.sqlite")  # artifact URIs are absolute
+    root = trained_output / "pipeline_root"
+    damaged = [next(root.glob("StatisticsGen/statistics/*/Split-train/FeatureStats.pb")),
+               next(root.glob("Evaluator/evaluation/*/metrics-*"))]
+    kept = {path: path.read_bytes() for path in damaged}
+    try:
+        for path, data in kept.items():
+            path.write_bytes(data[: len(data) // 2])
+        made = taxi("report", "-o", str(tmp_path), "-q")
+        assert made.returncode == 0, made.stderr
+        html = (tmp_path / "reports").glob("*.html").__next__().read_text()
+        assert 'id="unreadable"' in html and "the data statistics and anomalies: DecodeError" in html
+        assert "the evaluation" in html.split('id="unreadable"')[1].split("</div>")[0]
+        (tmp_path / "reports").rename(tmp_path / "reports.kept")  # no sidecar: runs reads the evaluation itself
+        runs = taxi("runs", "-o", str(tmp_path), "--json")
+        assert runs.returncode == 0, runs.stderr
+        assert [json.loads(line)["metrics"] for line in runs.stdout.splitlines()][-1] == {}
+    finally:
+        for path, data in kept.items():
+            path.write_bytes(data)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: apt-get install -y chromium)")
 def test_report_renders_in_chromium(trained_output, tmp_path) -> None:
     made = taxi("report", "-o", str(trained_output))
