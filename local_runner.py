@@ -174,6 +174,7 @@ def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, repo
         serving: Serving = Serving()) -> int:
     """One run at a time per output folder: two would share its MLMD store and serving_model/."""
     output = os.path.dirname(config.pipeline_root)
+    _signalled.clear()
     try:
         with run_lock.held(Path(output) / RUN_LOCK):
             return _run(config, rerun, progress, report, serving)
@@ -262,7 +263,13 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
             # disk the write fails, and a buffered one would spill onto the console once fd 2 is back.
             with contextlib.suppress(OSError):
                 os.write(2, traceback.format_exc().encode())
-    if failure is not None and _find(failure, KeyboardInterrupt):  # Beam re-raises it as a RuntimeError
+    # Beam re-raises the interrupt as a RuntimeError; inside TensorFlow or Keras it can come out as another error
+    # (pybind11's "MISMATCH of original and normalized active exception types", a Keras bare `except:` that
+    # swallowed it and a later "Could not pack sequence"), so the handler's record decides, not the error.
+    if failure is not None and (_signalled or _find(failure, KeyboardInterrupt)):
+        from pipeline.mlmd_store import cancel_failed_since
+
+        cancel_failed_since(config.metadata_path, (started_at - datetime.timedelta(seconds=1)).timestamp())
         raise KeyboardInterrupt
 
     from pipeline.mlmd_store import StoreError
@@ -383,11 +390,17 @@ def _report(config: configs.PipelineConfig, log_path: str, enabled: bool) -> Non
 def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
         signal.signal(signal.SIGTERM, _interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT (nohup, &) stays so
+            signal.signal(signal.SIGINT, _interrupt)
     return execute(parse_args(argv))
+
+
+_signalled: list[int] = []  # the signals _interrupt received during this run
 
 
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM (timeout(1), systemd, kill) ends a run as Ctrl-C does: one line, what completed stays cached."""
+    _signalled.append(signum)
     raise KeyboardInterrupt
 
 

@@ -142,3 +142,19 @@ def node_name(store, execution_id: int) -> str:  # noqa: ANN001 - MetadataStore
         if context.type == "node":
             return context.name.split(".", 1)[-1]
     return "?"
+
+
+def cancel_failed_since(path: str, since: float) -> None:
+    """Executions that failed since `since` (unix seconds) become CANCELED, as TFX's own cancellation records
+    them: the component an interrupt stopped was FAILED, and `taxi runs` and the report said the run failed
+    there, where a SIGKILL left it incomplete. Best effort: the interrupt is reported either way."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    with contextlib.suppress(Exception):  # noqa: BLE001
+        store = open_for_update(path)
+        failed = [e for e in store.get_executions() if e.last_known_state == metadata_store_pb2.Execution.FAILED
+                  and e.create_time_since_epoch >= since * 1000]
+        for execution in failed:
+            execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+        if failed:
+            store.put_executions(failed)

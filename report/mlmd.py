@@ -114,7 +114,7 @@ def outcome(executions: list[Execution]) -> str:
     failed = [e for e in executions if e.state == "failed"]
     if failed:
         return "gated" if failed[0].node == GATE_NODE else "failed"
-    if any(e.state in ("running", "new") for e in executions):
+    if any(e.state in ("running", "new", "canceled") for e in executions):  # canceled: interrupted (local_runner)
         return "incomplete"
     return "completed"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -254,6 +255,41 @@ def test_ctrl_c_inside_a_beam_component_says_interrupted(tmp_path, signal):
     # (the harness imports TFX before the runner sends library output to the log: its import warnings come first)
     assert done.stderr.strip().splitlines()[-1] == "interrupted: completed components stay cached; run again to resume"
     assert "error:" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+# An interrupt that TensorFlow or Keras turns into another error: a bare `except:` swallows it, then a later
+# step fails on what it left half-done (seen: "Could not pack sequence", pybind11's "MISMATCH of original and
+# normalized active exception types").
+INTERRUPT_SWALLOWED = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import local_runner
+from pipeline.components import data_gate
+
+def swallowing(statistics):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    except:  # noqa: E722 - as Keras's backend shape() does
+        pass
+    raise ValueError("Could not pack sequence. Structure had 2 atoms, but flat_sequence had 1 items.")
+
+data_gate.empty_splits = swallowing
+sys.exit(local_runner.main(sys.argv[1:]))
+"""
+
+
+def test_an_interrupt_a_library_turns_into_another_error_still_says_interrupted(tmp_path):
+    """SIGTERM during the Trainer once printed `error: the pipeline failed in Trainer: Could not pack sequence`,
+    and MLMD kept the component FAILED, so `taxi runs` and the report said the run failed there."""
+    output = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_SWALLOWED.format(root=str(ROOT)), "--no-progress",
+                           "--output", str(output)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "interrupted: completed components stay cached; run again to resume"
+    runs = subprocess.run([sys.executable, "-m", "cli", "runs", "-o", str(output), "--json", "--no-metrics"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert json.loads(runs.stdout.splitlines()[0])["outcome"] == "incomplete", runs.stdout + runs.stderr
 
 
 # A component that fails outside Beam: the DataGate raises (as a Trainer, Evaluator or Pusher bug would).
