@@ -54,6 +54,11 @@ def _metrics(output: str, row) -> dict[str, float]:  # noqa: ANN001 - report.mlm
             return {}
 
 
+def _number(value: float | None) -> str:
+    """n/a for a metric with no value (AUC when every eval label is the same), as the report says it."""
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
 @click.command(epilog="Exit codes: 0 ok; 2 no MLMD store in --output; 3 another process holds the store locked.")
 @output_option
 @click.option("-n", "--limit", type=click.IntRange(1), default=20, show_default=True, help="newest N runs")
@@ -78,7 +83,7 @@ def runs(output: str, limit: int, metrics: bool, as_json: bool) -> int:
             emit_json(row.as_json())
             continue
         when = dt.datetime.fromtimestamp(row.started).strftime("%Y-%m-%d %H:%M:%S") if row.started else "?"
-        shown = "  ".join(f"{k} {row.metrics[k]:.4f}" for k in HEADLINE_METRICS if k in row.metrics)
+        shown = "  ".join(f"{k} {_number(row.metrics[k])}" for k in HEADLINE_METRICS if k in row.metrics)
         blessed = {True: "blessed", False: "not blessed", None: "-"}[row.blessed]
         pushed = f"pushed {row.pushed_version}" if row.pushed_version else "no push"
         click.echo(f"{run_id}  {when}  {row.outcome:<10} {row.seconds:6.1f} s  ran {row.ran:>2} cached {row.cached:>2}  "
@@ -86,8 +91,8 @@ def runs(output: str, limit: int, metrics: bool, as_json: bool) -> int:
     return EXIT_OK
 
 
-@click.command(epilog="Exit codes: 0 written; 2 no MLMD store or no such run; 3 another process holds the store "
-                      "locked.")
+@click.command(epilog="Exit codes: 0 written; 1 the report cannot be written (reports/ is a file, read-only, the disk "
+                      "is full); 2 no MLMD store or no such run; 3 another process holds the store locked.")
 @output_option
 @click.option("--run", "run_id", metavar="RUN_ID", help="the run (default: the latest; `taxi runs` lists ids; the report's file name, ':' as '-', works too)")
 @click.option("--all", "all_runs", is_flag=True, help="every run in MLMD")

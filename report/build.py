@@ -169,7 +169,8 @@ def write_report(output: str, run_id: str | None = None) -> Path:
     path = report_path(output, context["run_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
     summary, row = context["summary"], context["row"]
-    sidecar = {"run_id": context["run_id"], "outcome": row.outcome, "metrics": summary.metrics if summary else {},
+    metrics = {k: None if v != v else v for k, v in (summary.metrics if summary else {}).items()}  # NaN: null
+    sidecar = {"run_id": context["run_id"], "outcome": row.outcome, "metrics": metrics,
                "blessed": row.blessed, "pushed_version": row.pushed_version, "report": str(path)}
     replace_whole(path, render(context))
     replace_whole(path.with_suffix(".json"), json.dumps(sidecar, indent=1))

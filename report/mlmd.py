@@ -164,9 +164,12 @@ def sidecar_metrics(output: str, run_id: str) -> dict[str, float] | None:
     path = os.path.join(output, "reports", f"{safe_run_id(run_id)}.json")
     try:
         with open(path) as handle:
-            return json.load(handle).get("metrics") or {}
+            saved = json.load(handle)
     except (OSError, ValueError):
         return None
+    if not isinstance(saved, dict) or saved.get("outcome") == "incomplete":  # written while the run went on
+        return None
+    return saved.get("metrics") or {}
 
 
 def safe_run_id(run_id: str) -> str:

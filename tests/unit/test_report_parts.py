@@ -1,6 +1,7 @@
 """Report pieces that need no pipeline run: statistics/anomalies protos, SVG charts, metric words."""
 from __future__ import annotations
 
+import json
 import math
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
@@ -108,7 +109,7 @@ def _page(outcome: str, states: dict[str, str], blessed: bool | None, pushed: st
     return render({"run_id": row.run_id, "row": row, "started": "2026-01-02 03:04:05", "output": "/out",
                    "summary": summary, "splits": [], "drift": [], "drift_accepted": False, "model": None, "evaluation_uri": None,
                    "auc_threshold": None, "executions": executions, "timing_chart": "", "steps": [], "chain": [],
-                   "generated": "now"})
+                   "generated": "now", "unreadable": []})
 
 
 def _verdict(html: str) -> str:
@@ -156,3 +157,22 @@ def test_threshold_line_is_the_overall_slice_rule_the_blessing_applies() -> None
     by_payment = [{"feature_keys": ["payment_type"]}]
     assert _auc_threshold(config((by_payment, 0.5), ([{}], 0.9))) == 0.9
     assert _auc_threshold(config((by_payment, 0.5))) is None  # no rule for the overall slice: no line
+
+
+def test_a_report_written_while_its_run_went_on_is_not_taken_as_its_metrics(tmp_path) -> None:
+    """`taxi report` during the Evaluator wrote a sidecar without metrics, and `taxi runs` showed the finished,
+    blessed run without them from then on."""
+    from report import mlmd
+
+    (tmp_path / "reports").mkdir()
+    sidecar = tmp_path / "reports" / "2026-11-25T01-00-00.json"
+    sidecar.write_text(json.dumps({"run_id": "2026-11-25T01:00:00", "outcome": "incomplete", "metrics": {}}))
+    assert mlmd.sidecar_metrics(str(tmp_path), "2026-11-25T01:00:00") is None  # read from the evaluation instead
+    sidecar.write_text(json.dumps({"run_id": "2026-11-25T01:00:00", "outcome": "completed", "metrics": {"auc": None}}))
+    assert mlmd.sidecar_metrics(str(tmp_path), "2026-11-25T01:00:00") == {"auc": None}
+
+
+def test_a_metric_without_a_value_is_n_a_in_the_runs_list() -> None:
+    from cli.history import _number
+
+    assert [_number(v) for v in (float("nan"), None, 0.94651)] == ["n/a", "n/a", "0.9465"]
