@@ -129,6 +129,7 @@ class ModelManager:
         self._failed: dict[int, tuple[tuple[int, int, int], str]] = {}
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Thread] = {}
+        self._start_lock = threading.Lock()
         self._on_event = on_event or (lambda *a: None)
 
     @property
@@ -163,45 +164,64 @@ class ModelManager:
         """One reconcile step: load what the policy wants, then drop the rest.
 
         Only the version policy decides what is loaded, as in TF Serving: a
-        label on a version outside the policy does not load it. Loads run on
-        their own threads, as TF Serving's manager loads apart from the config
-        poll: a config re-read (a rollback's labels) is not held up for the
-        minutes a large version takes to load. `wait`: until they are done.
+        label on a version outside the policy does not load it. A load runs
+        on its own thread, one at a time and the newest wanted version first,
+        as TF Serving's manager loads apart from its config poll: a config
+        re-read (a rollback's labels) is not held up for the minutes a large
+        version takes, and a burst of pushes loads no version already
+        superseded. `wait`: until every wanted version is loaded or failed.
         """
-        if self.retired:
-            return
-        on_disk = self._on_disk()
-        base = self.base
-        for v, (fp, _msg) in list(self._failed.items()):
-            if v not in on_disk or _fingerprint(base / str(v)) != fp:
-                del self._failed[v]  # rewritten or removed: worth another try
-                self._states.pop(v, None)
-        loadable = [v for v in on_disk if v not in self._failed]
-        wanted = self.spec.policy.select(loadable)
-        for version in sorted(wanted - set(self._available) - set(self._loading), reverse=True):
-            self._states[version] = VersionState(version, "LOADING")
-            self._loading[version] = thread = threading.Thread(
-                target=self._load, args=(version,), name=f"load-{self.name}-{version}", daemon=True)
-            thread.start()
-        if wait:
+        while not self.retired:
+            on_disk = self._on_disk()
+            base = self.base
+            for v, (fp, _msg) in list(self._failed.items()):
+                if v not in on_disk or _fingerprint(base / str(v)) != fp:
+                    del self._failed[v]  # rewritten or removed: worth another try
+                    self._states.pop(v, None)
+            loadable = [v for v in on_disk if v not in self._failed]
+            wanted = self.spec.policy.select(loadable)
+            self._start_next_load(wanted, base)
+            self._unload_unwanted(wanted, bool(loadable))
+            if not wait or not self._loading:
+                return
             for thread in list(self._loading.values()):
                 thread.join()
-        self._unload_unwanted(wanted, bool(loadable))
+
+    def _start_next_load(self, wanted: set[int], base: Path) -> None:
+        """The newest wanted version not loaded yet, unless a load is under way (it starts the next one)."""
+        with self._start_lock:
+            pending = sorted(wanted - set(self._available) - set(self._loading), reverse=True)
+            if self.retired or not pending or self._loading:
+                return
+            version = pending[0]
+            self._states[version] = VersionState(version, "LOADING")
+            self._loading[version] = thread = threading.Thread(
+                target=self._load, args=(version, base), name=f"load-{self.name}-{version}", daemon=True)
+            thread.start()
 
     def _unload_unwanted(self, wanted: set[int], loadable: bool) -> None:
-        if not wanted & set(self._available) and self._available and loadable:
-            return  # nothing wanted is up: keep serving what we have
-        for version in sorted(set(self._available) - wanted):
+        available = set(self._available)
+        if not wanted & available and available and loadable:
+            keep = {max(available)}  # nothing wanted is up yet: the newest of the rest serves meanwhile
+        else:
+            keep = wanted
+        for version in sorted(available - keep):
             self._unload(version)
 
-    def _load(self, version: int) -> None:
+    def _load(self, version: int, base: Path) -> None:
         try:
-            self._load_now(version)
+            self._load_now(version, base)
         finally:
-            self._loading.pop(version, None)
+            with self._start_lock:
+                self._loading.pop(version, None)
+        with contextlib.suppress(OSError, ValueError):  # the next wanted version, without waiting for a poll
+            self._start_next_load(self._wanted(), self.base)
 
-    def _load_now(self, version: int) -> None:
-        path = self.base / str(version)
+    def _wanted(self) -> set[int]:
+        return self.spec.policy.select([v for v in self._on_disk() if v not in self._failed])
+
+    def _load_now(self, version: int, base: Path) -> None:
+        path = base / str(version)
         start = time.monotonic()
         try:
             servable = Servable(self.name, version, path)
@@ -214,23 +234,28 @@ class ModelManager:
             self._on_event(self.name, "load_failed", version, msg)
             return
         with self._lock:
-            if self.retired:  # the model left the config while this version loaded
+            if self.retired or self._base_or_none() != base:  # left the config, or came back with other files
                 self._states[version] = VersionState(version, "END")
                 return
             self._available = {**self._available, version: servable}
-        self._states[version] = VersionState(version, "AVAILABLE")
-        with contextlib.suppress(OSError, ValueError):  # as TF Serving's manager, at once: the version it replaces goes
-            loadable = [v for v in self._on_disk() if v not in self._failed]
-            self._unload_unwanted(self.spec.policy.select(loadable), bool(loadable))
+            self._states[version] = VersionState(version, "AVAILABLE")
         log.info("model %s version %d available (%.1fs)", self.name, version, time.monotonic() - start)
         self._on_event(self.name, "loaded", version, "")
+        with contextlib.suppress(OSError, ValueError):  # as TF Serving's manager, at once: the version it replaces goes
+            self._unload_unwanted(self._wanted(), True)
+
+    def _base_or_none(self) -> Path | None:
+        try:
+            return self.base
+        except ValueError:
+            return None
 
     def _unload(self, version: int) -> None:
         with self._lock:
             if version not in self._available:  # the poller and a finished load may both drop it
                 return
             self._available = {k: v for k, v in self._available.items() if k != version}
-        self._states[version] = VersionState(version, "END")
+            self._states[version] = VersionState(version, "END")
         log.info("model %s version %d unloaded", self.name, version)
         self._on_event(self.name, "unloaded", version, "")
 
@@ -379,7 +404,7 @@ class Registry:
         after taking the config); polling goes on.
         """
         added = self.reload(specs)
-        self.poll_once(wait=True)
+        self.poll_once()  # the loads go on in the background; the added models are waited for below
         while True:
             down = [name for name in added if not self.models[name].available_versions()]
             pending = [name for name in down if not (self.models[name].load_failed() or self.models[name].retired)]
