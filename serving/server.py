@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import socket
 import threading
 import time
@@ -146,6 +147,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _StopServing(Exception):  # noqa: N818 - a signal, not an error
+    """SIGTERM, raised again by uvicorn once it has drained REST."""
+
+
+def _stop_serving(signum: int, frame: object) -> None:
+    raise _StopServing
+
+
 class ServingServer:
     """The local TF-Serving-compatible model server."""
 
@@ -238,14 +247,24 @@ class ServingServer:
         return self
 
     def serve_forever(self) -> None:
-        """Foreground serving for the CLI; returns after SIGINT/SIGTERM."""
+        """Foreground serving for the CLI; returns after SIGINT/SIGTERM, once stop() has drained and flushed.
+
+        uvicorn drains REST on the signal, then raises it again: SIGTERM's default action killed the process
+        there, before stop(), so gRPC requests under way were cut and the request log's queue was lost.
+        """
         self._start_backends()
         log.warning("serving REST on %s%s", self.url,
                     f", gRPC on {self.grpc_target}" if self.grpc_target else "")
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _stop_serving) if main_thread else None
         try:
             self._make_uvicorn().run(sockets=[self._sock])
+        except (KeyboardInterrupt, _StopServing):
+            pass
         finally:
             self.stop()
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
     def stop(self) -> None:
         """Stop accepting, finish in-flight requests, flush the request log."""

@@ -56,3 +56,47 @@ def test_a_line_left_unfinished_by_a_killed_server_does_not_swallow_the_next_rec
     lines = _lines(folder)
     assert len(lines) == 4 and lines[1] == '{"ts": 1.0, "model": "ta'
     assert all(json.loads(line)["model"] == "taxi" for line in (lines[0], lines[2], lines[3]))
+
+
+def test_sigterm_stops_the_server_after_it_flushed_the_request_log(tmp_path: Path) -> None:
+    """uvicorn drains REST on SIGTERM, then raises it again: its default action killed the process before the
+    server's stop(), so gRPC requests under way were cut and the request log's queued records were lost."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from serving.testing import push_toy
+    from tests.conftest import ROOT
+
+    push_toy(tmp_path / "toy", 1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--model-base-path", str(tmp_path / "toy"), "--model-name", "toy",
+         "--rest-api-port", str(port), "--grpc-port", "-1", "--request-log-dir", str(tmp_path / "log"),
+         "--request-log-sample-rate", "1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models/toy", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, server.stderr.read() if server.stderr else ""
+            time.sleep(0.2)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(20):
+                assert http.post("/v1/models/toy:predict", json={"instances": [{"x": 1.0, "s": ""}]}).status_code == 200
+        os.kill(server.pid, signal.SIGTERM)
+        assert server.wait(timeout=60) == 0, server.stderr.read()
+        assert len(_lines(tmp_path / "log")) == 20
+    finally:
+        if server.poll() is None:
+            server.kill()
