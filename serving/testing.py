@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import tensorflow as tf
@@ -86,3 +88,13 @@ def push(src: Path, base: Path, version: int, write_pb: bool = True) -> Path:
 def push_toy(base: Path, version: int, scale: float = 1.0) -> Path:
     """A toy model version in the Pusher layout, from a per-scale cached build."""
     return push(_template(scale), base, version)
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
+    """True as soon as `condition` holds, asked every 50 ms; False once `seconds` have passed without."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -12,7 +12,7 @@ import pytest
 from serving.batching import BatchingParameters
 from serving.config import ConfigError, ModelSpec, VersionPolicy, render_model_config
 from serving.server import ServerOptions, ServingServer
-from serving.testing import push, push_toy
+from serving.testing import eventually, push, push_toy
 
 ROW = {"instances": [{"x": 1.0, "s": ""}]}
 
@@ -21,15 +21,6 @@ def _server(base: Path, **kw: object) -> ServingServer:
     opts = {"models": [ModelSpec("toy", str(base))], "rest_port": 0, "grpc_port": None,
             "file_system_poll_wait_seconds": 0.2, **kw}
     return ServingServer(ServerOptions(**opts)).start()
-
-
-def _wait(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _states(http: httpx.Client, model: str = "toy") -> dict[str, tuple[str, str]]:
@@ -55,13 +46,13 @@ def test_new_version_switches_without_failed_requests(tmp_path: Path, batching: 
     try:
         for t in threads:
             t.start()
-        assert _wait(lambda: len(results) > 20)
+        assert eventually(lambda: len(results) > 20)
         pushed_at = time.monotonic()
         push_toy(tmp_path, 200, scale=2.0)
-        assert _wait(lambda: 2.0 in results[-5:], timeout=10), "new version not served"
+        assert eventually(lambda: 2.0 in results[-5:], seconds=10), "new version not served"
         switch_s = time.monotonic() - pushed_at
         count = len(results)
-        assert _wait(lambda: len(results) > count + 20)
+        assert eventually(lambda: len(results) > count + 20)
     finally:
         stop.set()
         for t in threads:
@@ -88,7 +79,7 @@ def test_corrupt_and_half_written_versions_are_never_served(tmp_path: Path) -> N
         # corrupt: saved_model.pb present but garbage
         corrupt = push_toy(tmp_path, 2, scale=2.0)
         (corrupt / "saved_model.pb").write_bytes(b"not a protobuf at all")
-        assert _wait(lambda: _states(http).get("2", ("", ""))[1] != "OK" and "2" in _states(http))
+        assert eventually(lambda: _states(http).get("2", ("", ""))[1] != "OK" and "2" in _states(http))
         time.sleep(0.5)  # a few more polls: must not flap
         states = _states(http)
         assert states["2"][0] == "END" and states["2"][1] == "UNKNOWN"
@@ -100,12 +91,12 @@ def test_corrupt_and_half_written_versions_are_never_served(tmp_path: Path) -> N
         # the Pusher finishes version 3: it becomes the latest and replaces 1
         shutil.rmtree(tmp_path / "3")
         push_toy(tmp_path, 3, scale=3.0)
-        assert _wait(lambda: http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 3.0)
-        assert _wait(lambda: _states(http)["1"][0] == "END")
+        assert eventually(lambda: http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 3.0)
+        assert eventually(lambda: _states(http)["1"][0] == "END")
         # repairing the corrupt dir clears its error (latest-1 policy keeps it unloaded)
         shutil.rmtree(corrupt)
         push_toy(tmp_path, 2, scale=2.0)
-        assert _wait(lambda: "2" not in _states(http))
+        assert eventually(lambda: "2" not in _states(http))
     finally:
         server.stop()
 
@@ -142,18 +133,18 @@ def test_config_reloads_follow_tf_servings_label_rules(tmp_path: Path) -> None:
         time.sleep(1.0)
         assert _states(http) == {"1": ("AVAILABLE", "OK")} and stable() == 1.0
         write((1, 2, 3), {"stable": 1, "canary": 3})  # step 1: load 2 and 3; a new label may name a loading one
-        assert _wait(lambda: _states(http).get("2") == ("AVAILABLE", "OK"))
-        assert _wait(lambda: http.post("/v1/models/toy/labels/canary:predict", json=ROW).status_code == 200)
+        assert eventually(lambda: _states(http).get("2") == ("AVAILABLE", "OK"))
+        assert eventually(lambda: http.post("/v1/models/toy/labels/canary:predict", json=ROW).status_code == 200)
         write((2, 3), {"stable": 2, "canary": 3})  # step 2: 2 is loaded, the label may move
-        assert _wait(lambda: stable() == 2.0)
-        assert _wait(lambda: _states(http).get("1", ("", ""))[0] == "END")
+        assert eventually(lambda: stable() == 2.0)
+        assert eventually(lambda: _states(http).get("1", ("", ""))[0] == "END")
         config.write_text("this is { not valid")  # a broken edit keeps the previous config
         time.sleep(0.6)
         assert stable() == 2.0
         write((2,), {"stable": 2}, [ModelSpec("other", str(base))])
-        assert _wait(lambda: http.post("/v1/models/other:predict", json=ROW).status_code == 200)
+        assert eventually(lambda: http.post("/v1/models/other:predict", json=ROW).status_code == 200)
         write((2,), {"stable": 2})  # a model left out of the config is unloaded, as TF Serving tears it down
-        assert _wait(lambda: http.post("/v1/models/other:predict", json=ROW).status_code == 404)
+        assert eventually(lambda: http.post("/v1/models/other:predict", json=ROW).status_code == 404)
         assert _states(http, "other") == {"3": ("END", "OK")}
     finally:
         server.stop()
@@ -172,7 +163,7 @@ def test_version_pushed_with_pusher_copy_order_is_loaded(tmp_path: Path) -> None
         time.sleep(0.5)
         assert "9" not in _states(http)
         shutil.copyfile(src / "saved_model.pb", base / "9" / "saved_model.pb")
-        assert _wait(lambda: http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 5.0)
+        assert eventually(lambda: http.post("/v1/models/toy:predict", json=ROW).json()["predictions"][0]["y"] == 5.0)
     finally:
         server.stop()
 
@@ -202,14 +193,14 @@ def test_pushed_taxi_model_switches_under_load(pushed_model_base: Path, tmp_path
     thread = threading.Thread(target=client)
     try:
         thread.start()
-        assert _wait(lambda: len(statuses) > 10)
+        assert eventually(lambda: len(statuses) > 10)
         pushed_at = time.monotonic()
         push(src, base, 2000)
         http = httpx.Client(base_url=server.url, timeout=10)
-        assert _wait(lambda: _states(http, "taxi").get("1000", ("",))[0] == "END", timeout=30)
+        assert eventually(lambda: _states(http, "taxi").get("1000", ("",))[0] == "END", seconds=30)
         switch_s = time.monotonic() - pushed_at
         count = len(statuses)
-        assert _wait(lambda: len(statuses) > count + 10)
+        assert eventually(lambda: len(statuses) > count + 10)
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -231,6 +222,6 @@ def test_the_config_file_is_reread_with_disk_polling_off(tmp_path: Path) -> None
         http = httpx.Client(base_url=server.url, timeout=10)
         assert _states(http) == {"1": ("AVAILABLE", "OK")}
         config.write_text(render_model_config([ModelSpec("toy", str(base), VersionPolicy("specific", versions=(2,)))]))
-        assert _wait(lambda: _states(http) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")})
+        assert eventually(lambda: _states(http) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")})
     finally:
         server.stop()

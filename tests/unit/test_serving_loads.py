@@ -2,6 +2,7 @@
 holds up neither config re-reads nor requests, and no superseded version is loaded or kept."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from monitoring.canary import wait_for_label
 from serving import registry
 from serving.config import ModelSpec, VersionPolicy, render_model_config
 from serving.server import ServerOptions, ServingServer
-from serving.testing import push_toy
+from serving.testing import eventually, push_toy
 
 ROW = {"instances": [{"x": 1.0, "s": ""}]}
 
@@ -76,13 +77,20 @@ def _gated(monkeypatch: pytest.MonkeyPatch, slow: set[int]) -> tuple[threading.E
     return release, started
 
 
-def _wait(condition, seconds: float = 15.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+@contextlib.contextmanager
+def _loading_version_2(base: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
+    """A registry polling `base` (version 1 loaded), with version 2 pushed and its load held until released."""
+    push_toy(base, 1)
+    release, started = _gated(monkeypatch, {2})
+    models = registry.Registry([ModelSpec("toy", str(base))], poll_seconds=0.1)
+    models.start()
+    try:
+        push_toy(base, 2, scale=2.0)
+        assert eventually(lambda: started[-1:] == [2])
+        yield models, release, started
+    finally:
+        release.set()
+        models.stop()
 
 
 def test_a_burst_of_pushes_loads_only_the_newest_and_keeps_one_version_meanwhile(tmp_path: Path,
@@ -90,42 +98,23 @@ def test_a_burst_of_pushes_loads_only_the_newest_and_keeps_one_version_meanwhile
     """Each push started its own load: versions 1-6 were loaded at once (memory, with real models) and five of
     the loads were of versions already superseded."""
     base = tmp_path / "toy"
-    push_toy(base, 1)
-    release, started = _gated(monkeypatch, {2})
-    models = registry.Registry([ModelSpec("toy", str(base))], poll_seconds=0.1)
-    models.start()
-    try:
-        push_toy(base, 2, scale=2.0)
-        assert _wait(lambda: started[-1:] == [2])  # v2 loading
+    with _loading_version_2(base, monkeypatch) as (models, release, started):
         for v in (3, 4, 5):
             push_toy(base, v, scale=float(v))
         time.sleep(0.5)
         release.set()
-        assert _wait(lambda: models.model("toy").available_versions() == [5])
+        assert eventually(lambda: models.model("toy").available_versions() == [5])
         assert started == [1, 2, 5]
-    finally:
-        release.set()
-        models.stop()
 
 
 def test_a_model_back_at_another_base_while_its_old_version_loads_serves_the_new_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    push_toy(first, 1)
-    release, started = _gated(monkeypatch, {2})
-    models = registry.Registry([ModelSpec("toy", str(first))], poll_seconds=0.1)
-    models.start()
-    try:
-        push_toy(first, 2, scale=2.0)
-        assert _wait(lambda: 2 in started)
+    second = tmp_path / "b"
+    with _loading_version_2(tmp_path / "a", monkeypatch) as (models, release, _started):
         models.reload([])  # the model leaves the config while a's version 2 loads
         push_toy(second, 2, scale=20.0)
         models.reload([ModelSpec("toy", str(second))])
         release.set()
-        assert _wait(lambda: models.model("toy").available_versions() == [2])
+        assert eventually(lambda: models.model("toy").available_versions() == [2])
         time.sleep(0.5)
-        served = models.model("toy").resolve(2)
-        assert served.path == second / "2"
-    finally:
-        release.set()
-        models.stop()
+        assert models.model("toy").resolve(2).path == second / "2"

@@ -13,7 +13,7 @@ from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
 from serving.config import ModelSpec, VersionPolicy, render_model_config
 from serving.server import ServerOptions, ServingServer
-from serving.testing import push_toy
+from serving.testing import eventually, push_toy
 
 ROW = {"instances": [{"x": 1.0, "s": ""}]}
 
@@ -45,15 +45,6 @@ def _y(http: httpx.Client, path: str) -> float | int:
     return answer.json()["predictions"][0]["y"] if answer.status_code == 200 else answer.status_code
 
 
-def _eventually(condition, seconds: float = 15.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_a_label_needs_its_version_loaded_so_it_takes_two_reloads(served) -> None:
     base, stub, http = served
     both = VersionPolicy("specific", versions=(1, 2))
@@ -67,7 +58,7 @@ def test_a_label_needs_its_version_loaded_so_it_takes_two_reloads(served) -> Non
     answer = stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base), both)), timeout=30)
     assert answer.status.error_code == 0
     # A model already served loads its versions after the answer, as in TF Serving (only new models are waited for)
-    assert _eventually(lambda: _y(http, "toy/versions/1") == 1.0)
+    assert eventually(lambda: _y(http, "toy/versions/1") == 1.0)
     stub.HandleReloadConfigRequest(_config(ModelSpec("toy", str(base), both, {"stable": 1})), timeout=30)
     assert _y(http, "toy/labels/stable") == 1.0
 
@@ -101,7 +92,7 @@ def test_added_models_are_loaded_before_the_answer_and_left_out_ones_unloaded(se
     assert waited.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     push_toy(empty, 3, scale=3.0)  # the config was taken: the model is polled like any other
     stub.HandleReloadConfigRequest(_config(ModelSpec("other", str(other)), ModelSpec("new", str(empty))), timeout=30)
-    assert _eventually(lambda: _y(http, "new") == 3.0)
+    assert eventually(lambda: _y(http, "new") == 3.0)
 
 
 def test_an_added_model_is_waited_for_until_its_first_version_loads_or_fails(tmp_path: Path) -> None:
