@@ -72,7 +72,7 @@ def bench_server_call(model_dir: Path, seconds: float) -> dict[str, float]:
     """For reference, not a target: the server's own model call (Servable.run on
     the feeds its JSON codec makes), in this process."""
     from serving import codec
-    from serving.registry import Servable
+    from serving.servable import Servable
 
     servable = Servable("taxi", 0, model_dir)
     servable.warm_up()

@@ -18,7 +18,7 @@ import numpy as np
 
 from serving.codec import PREDICT_METHOD
 from serving.errors import ServingError
-from serving.registry import Servable
+from serving.servable import Servable
 
 
 @dataclass(frozen=True)

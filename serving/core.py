@@ -22,8 +22,9 @@ from serving.batching import Batcher
 from serving.codec import SignatureInfo
 from serving.errors import ServingError, invalid
 from serving.metrics import Metrics
-from serving.registry import Registry, Servable
+from serving.registry import Registry
 from serving.request_log import RequestLogger
+from serving.servable import Servable
 
 
 async def within(awaitable: Any, seconds: float, on_timeout: Callable[[], ServingError]) -> Any:

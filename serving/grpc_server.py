@@ -31,7 +31,7 @@ from serving.config import ConfigError, specs_from_proto
 from serving.core import ServingCore, check_examples_signature
 from serving.errors import ServingError, invalid
 from serving.example_codec import classifications
-from serving.registry import DEFAULT_SIGNATURE, Servable
+from serving.servable import DEFAULT_SIGNATURE, Servable
 
 log = logging.getLogger("serving")
 _ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name

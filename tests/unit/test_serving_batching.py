@@ -9,7 +9,7 @@ import pytest
 
 from serving.batching import Batcher, BatchingParameters
 from serving.errors import ServingError
-from serving.registry import Servable
+from serving.servable import Servable
 from serving.testing import push_toy
 
 

@@ -14,7 +14,7 @@ from serving import signature_call
 from serving.batching import BatchingParameters
 from serving.config import ModelSpec
 from serving.errors import ServingError
-from serving.registry import Servable
+from serving.servable import Servable
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
 
