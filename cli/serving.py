@@ -24,6 +24,7 @@ from cli.common import (
     json_option,
     verbosity_options,
 )
+from common.b64_json import is_b64
 
 
 def _serve_main(argv: list[str]) -> int:
@@ -174,11 +175,6 @@ def _unanswered(answered: int, total: int) -> str:
     return f"{_span(answered, total - 1)} not predicted" + (f"; {_span(0, answered - 1)} above" if answered else "")
 
 
-def _is_b64(value: Any) -> bool:
-    """TF Serving's JSON for binary strings: {"b64": "<base64>"}."""
-    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
-
-
 def _typo_of(unknown: list[str], row: dict[str, Any], dtypes: dict[str, str]) -> tuple[str, str] | None:
     """An unknown key that is a model input but for case or spaces (`Fare`, `fare `), that input absent."""
     inputs = {name.strip().lower(): name for name in dtypes}
@@ -212,7 +208,7 @@ def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool
             if value is None or (isinstance(value, str) and value == "" and kind != "DT_STRING"):
                 converted[name] = None
             elif kind == "DT_STRING":
-                if not (isinstance(value, str) or _is_b64(value)):
+                if not (isinstance(value, str) or is_b64(value)):
                     raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a string, which the "
                                        "model input takes (DT_STRING); quote it")
                 converted[name] = value

@@ -6,8 +6,6 @@ training and serving statistics are comparable feature by feature.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
 import json
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from common.b64_json import b64_bytes, is_b64
 from monitoring.sampling import BottomK
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -108,10 +107,10 @@ def typed(kind: str, value: Any) -> Any:
     those bytes.
     """
     if kind == "BYTES":
-        if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        if is_b64(value):
             try:
-                return base64.b64decode(value["b64"], validate=True)
-            except binascii.Error:
+                return b64_bytes(value)
+            except ValueError:  # binascii.Error
                 raise ValueError(f"{value!r} is not base64") from None
         return str(value).encode("utf-8")
     if isinstance(value, (list, dict, bool)):

@@ -7,7 +7,6 @@ type before anything reaches the model.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
+from common.b64_json import b64_bytes, is_b64
 from serving.errors import ServingError, invalid
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -106,10 +106,10 @@ def string_leaf(leaf: Any, name: str) -> bytes:
             return leaf.encode("utf-8")
         except UnicodeEncodeError:  # a lone UTF-16 surrogate ("\ud800"), which JSON escapes can spell
             raise invalid(f"input '{name}' holds a string that is not valid Unicode (a lone surrogate)") from None
-    if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
+    if is_b64(leaf):
         try:
-            return base64.b64decode(leaf["b64"], validate=True)
-        except (binascii.Error, ValueError):
+            return b64_bytes(leaf)
+        except ValueError:  # binascii.Error
             raise invalid(f"input '{name}': value of 'b64' is not valid base64") from None
     raise invalid(f"input '{name}' expects strings (DT_STRING), got {json_type(leaf)}")
 
