@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from common.console import fds_to
+from common.error_text import first_line
 from pipeline import configs, data, run_lock, spans
 from pipeline.configs import ConfigError
 
@@ -294,7 +295,7 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         ours = summary is not None and _started_since(summary.run_id, started_at)  # else it failed before recording
         failed = [c.name for c in (summary.components if ours else []) if c.state in ("failed", "running")]
         where = f" in {failed[-1]}" if failed else ""
-        message = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+        message = first_line(failure) or type(failure).__name__
         print(f"error: the pipeline failed{where}: {message} (details: {log_path})", file=sys.stderr)
         return EXIT_FAILED
 

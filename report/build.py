@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic_files import replace_whole
+from common.error_text import first_line
 from pipeline.run_summary import tfma_metric_class
 from report import mlmd, svg
 
@@ -104,7 +105,7 @@ def collect(output: str, run_id: str | None = None) -> dict[str, Any]:
             return read(*args)
         except Exception as error:  # noqa: BLE001 - a missing or damaged artifact file (OSError, DecodeError,
             # TensorFlow's DataLossError/NotFoundError) costs its section, not the whole report
-            unreadable.append(f"{what}: {type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}")
+            unreadable.append(f"{what}: {type(error).__name__}: {first_line(error)[:200]}")
             return default
 
     summary = readable("the run's evaluation", summarize, os.path.join(output, "metadata.sqlite"), run_id)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.error_text import first_line
 from serving.config import ModelSpec, local_folder
 from serving.errors import ServingError, invalid, not_found
 from serving.servable import Servable
@@ -144,11 +145,12 @@ class ModelManager:
         finally:
             with self._start_lock:
                 self._loading.pop(version, None)
-        with contextlib.suppress(OSError, ValueError):  # the next wanted version, without waiting for a poll
-            self._start_next_load(self._wanted(), self.base)
-
-    def _wanted(self) -> set[int]:
-        return self.spec.policy.select([v for v in self._on_disk() if v not in self._failed])
+        # At once, as TF Serving's manager: the version this one replaces goes, and the next wanted one starts
+        # loading without waiting for a poll.
+        with contextlib.suppress(OSError, ValueError):
+            wanted = self.spec.policy.select([v for v in self._on_disk() if v not in self._failed])
+            self._unload_unwanted(wanted, True)
+            self._start_next_load(wanted, self.base)
 
     def _load_now(self, version: int, base: Path) -> None:
         path = base / str(version)
@@ -157,7 +159,7 @@ class ModelManager:
             servable = Servable(self.name, version, path)
             servable.warm_up()
         except Exception as exc:  # any load failure must leave the server up
-            msg = f"failed to load {path}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            msg = f"failed to load {path}: {type(exc).__name__}: {first_line(exc)[:300]}"
             self._failed[version] = (_fingerprint(path), msg)
             self._states[version] = VersionState(version, "END", "UNKNOWN", msg)
             log.error("%s", msg)
@@ -171,8 +173,6 @@ class ModelManager:
             self._states[version] = VersionState(version, "AVAILABLE")
         log.info("model %s version %d available (%.1fs)", self.name, version, time.monotonic() - start)
         self._on_event(self.name, "loaded", version, "")
-        with contextlib.suppress(OSError, ValueError):  # as TF Serving's manager, at once: the version it replaces goes
-            self._unload_unwanted(self._wanted(), True)
 
     def _base_or_none(self) -> Path | None:
         try:
