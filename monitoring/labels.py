@@ -307,15 +307,16 @@ def canary(deployment: Deployment, check: Check, version: int | None = None,
             raise LabelError("there is no stable version to compare a canary with; `taxi promote --version V` first")
         if target == stable:
             raise LabelError(f"version {target} is stable; the canary must be another version")
-        served = server.label_version(CANARY) if server is not None and server.present() else None
-        if before.get(CANARY) == target and served in (None, target):
+        moved_from = before.get(CANARY)
+        if moved_from == target:
             # Moved again only on the server's word that it still has the canary elsewhere (it refused the move):
             # another server at --url, or one that does not answer, is no evidence.
-            raise LabelError(f"version {target} is already the canary")
+            moved_from = server.label_version(CANARY) if server is not None and server.present() else None
+            if moved_from in (None, target):
+                raise LabelError(f"version {target} is already the canary")
         check(target)
         after = {**_others(before, pushed), STABLE: stable, CANARY: target}
-        return _write_in_steps(deployment, after, "canary", f"canary {served or before.get(CANARY)} -> {target}",
-                               before, server, lock)
+        return _write_in_steps(deployment, after, "canary", f"canary {moved_from} -> {target}", before, server, lock)
 
 
 def promote(deployment: Deployment, check: Check, version: int | None = None) -> dict[str, int]:
