@@ -7,7 +7,8 @@ holds `<config>.moving.<pid>` instead, naming the labels it moves and the versio
 it pinned, so that changes made meanwhile keep those versions pinned and a
 `promote` of the canary being replaced waits for the new one.
 
-Both are flocks: a process that dies lets go of them, and no stale file counts.
+Both are flocks: a process that dies lets go of them; no stale marker counts, and the
+next label change removes it.
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def moving(config_path: Path, model: str, labels: dict[str, int], pins: tuple[in
 def moves_now(config_path: Path, model: str) -> tuple[dict[str, int], set[int]]:
     """What other processes' moves of `model` are waiting on: the labels they will move (label -> version) and
     the versions they pinned (one config serves several models). A file no process holds (one killed by
-    SIGKILL) counts for nothing."""
+    SIGKILL) counts for nothing and is removed. Called with the label lock held."""
     labels: dict[str, int] = {}
     pins: set[int] = set()
     for path in sorted(config_path.parent.glob(glob.escape(config_path.name) + ".moving.*")):
@@ -136,5 +137,8 @@ def moves_now(config_path: Path, model: str) -> tuple[dict[str, int], set[int]]:
                     labels.update({str(k): int(v) for k, v in move["labels"].items()})
                     pins.update(int(v) for v in move["pins"])
                 continue
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            # No process holds it: a mover killed by SIGKILL left it. Markers are made and removed only under
+            # the label lock, which the caller holds, so none is being made now: it goes.
+            with contextlib.suppress(OSError):
+                path.unlink()
     return labels, pins
