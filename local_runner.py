@@ -22,12 +22,13 @@ from pathlib import Path
 
 from common.console import fds_to
 from common.error_text import first_line
+from monitoring import push_labels
+from monitoring.push_labels import DEFAULT_SERVING_URL, Serving
 from pipeline import configs, data, run_lock, spans
 from pipeline.configs import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 RUN_LOCK = "run.lock"
-DEFAULT_SERVING_URL = "http://127.0.0.1:8501"
 INTERRUPTED = "interrupted: completed components stay cached; run again to resume"
 
 # A run builds about 700k long-lived objects (TensorFlow, TFX, Beam, the
@@ -163,22 +164,14 @@ def _find(error: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class Serving:
-    """The model server whose load of a new push the canary label waits for (monitoring/labels.py)."""
-
-    url: str = DEFAULT_SERVING_URL
-    label_wait_s: float = 120.0
-
-
 def run(config: configs.PipelineConfig, rerun: bool, progress: bool = True, report: bool = True,
-        serving: Serving = Serving()) -> int:
+        serving: Serving | None = None) -> int:
     """One run at a time per output folder: two would share its MLMD store and serving_model/."""
     output = os.path.dirname(config.pipeline_root)
     _signalled.clear()
     try:
         with run_lock.held(Path(output) / RUN_LOCK):
-            return _run(config, rerun, progress, report, serving)
+            return _run(config, rerun, progress, report, serving or Serving())
     except KeyboardInterrupt:  # anywhere: the up-to-date check, TFX, the summary, the label wait, the report
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_FAILED
@@ -200,7 +193,8 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
         print(f"nothing changed since run {record['run_id']} (data, schema, code, config, outputs): "
               "every component would be a cache hit; nothing to do (--rerun to let TFX check). That run said:")
         print("\n".join("  " + line for line in record["summary"]))  # indented: its `pushed: version` was then
-        _label_unlabelled_push(config, serving)  # the labels are not part of "nothing changed"
+        # the labels are not part of "nothing changed"
+        push_labels.label_unlabelled_push(os.path.dirname(config.pipeline_root), config.model_name, serving)
         return EXIT_OK
 
     try:
@@ -304,9 +298,10 @@ def _run(config: configs.PipelineConfig, rerun: bool, progress: bool, report: bo
     print("\n".join(lines))
     if summary:
         if summary.pushed_version:
-            _label_canary(config, int(summary.pushed_version), serving)
+            push_labels.label_push(os.path.dirname(config.pipeline_root), config.model_name,
+                                    int(summary.pushed_version), serving)
         else:
-            _label_unlabelled_push(config, serving)
+            push_labels.label_unlabelled_push(os.path.dirname(config.pipeline_root), config.model_name, serving)
         # Last: a run killed before its labels were written must not pass as done ("nothing changed").
         up_to_date.record_completed_run(config, summary.run_id, lines, summary.blessed, summary.blessing_reasons,
                                         inputs)
@@ -320,62 +315,6 @@ def _started_since(run_id: str, started_at: datetime.datetime) -> bool:
         return datetime.datetime.fromisoformat(run_id) >= started_at - datetime.timedelta(seconds=1)
     except ValueError:
         return False
-
-
-def _label_unlabelled_push(config: configs.PipelineConfig, serving: Serving) -> None:
-    """Labels the newest pushed version, as a push is labelled, when models.config and the label history
-    never named it, or when the stable label names a version no longer on disk (it becomes stable then).
-
-    A run killed after the Pusher copied a model (before MLMD recorded the push)
-    or before its labels were written leaves such a version; the re-run finds
-    the model identical to it and pushes nothing, so it is labelled here. A
-    stable version deleted by hand is replaced the same way.
-    """
-    from monitoring.labels import STABLE, Deployment, LabelError, dangling
-
-    deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
-    pushed = deployment.pushed()
-    if not pushed:
-        return
-    try:
-        gone = dangling(deployment).get(STABLE)
-        spec = deployment.read()[1]
-    except LabelError as error:  # the run stands; a config it cannot read is the user's to mend, so it is said
-        print(f"warning: labels not checked: {error}", file=sys.stderr)
-        return
-    newest = pushed[-1]
-    if gone is not None:
-        print(f"labels: stable version {gone} is no longer in {deployment.push_dir}; "
-              f"the newest pushed version, {newest}, is labelled as a push is")
-    else:
-        named = set(spec.labels.values()) | set(spec.policy.versions) if spec else set()
-        for entry in deployment.history():
-            named |= set(entry["before"].values()) | set(entry["after"].values())
-        if newest in named:
-            return
-        print(f"labels: version {newest} was pushed but never labelled (a run stopped before its labels); "
-              "it is labelled as a push is")
-    _label_canary(config, newest, serving)
-
-
-def _label_canary(config: configs.PipelineConfig, version: int, serving: Serving) -> None:
-    """A new push becomes the `canary` in serving_model/models.config; stable stays (monitoring/labels.py)."""
-    from monitoring.canary import ModelServer
-    from monitoring.labels import Deployment, LabelError, label_after_push
-
-    deployment = Deployment.for_output(os.path.dirname(config.pipeline_root), config.model_name)
-
-    def announce(target: int) -> None:
-        print(f"labels: version {target} pinned; the label moves to it once the server at {serving.url} "
-              f"has loaded it (waiting up to {serving.label_wait_s:.0f} s)")
-
-    server = ModelServer(serving.url, config.model_name, serving.label_wait_s, absent_ok=True, announce=announce)
-    try:
-        labels = label_after_push(deployment, version, server=server)
-    except (LabelError, OSError) as error:  # the push stands; labels can be set with `taxi canary`
-        print(f"warning: version {version} pushed but not labelled: {error}", file=sys.stderr)
-        return
-    print("labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) + f" ({deployment.config_path})")
 
 
 def _report(config: configs.PipelineConfig, log_path: str, enabled: bool) -> None:

@@ -193,6 +193,7 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import local_runner
+from monitoring import push_labels
 from pipeline.components import dedup_pusher
 
 def die(*args, **kwargs):
@@ -202,7 +203,7 @@ if {at!r} == "pusher":
     push = dedup_pusher.Executor.Do
     dedup_pusher.Executor.Do = lambda self, *args, **kwargs: (push(self, *args, **kwargs), die())
 else:
-    local_runner._label_canary = die
+    push_labels.label_push = die
 local_runner.main(sys.argv[1:])
 """
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import types
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 
 import local_runner
 from monitoring import canary as canary_checks
-from monitoring import labels
+from monitoring import labels, push_labels
 from monitoring.canary import ModelServer, wait_for_label
 from monitoring.labels import Deployment, LabelError
 from serving.config import ModelSpec
@@ -178,10 +177,6 @@ def test_cli_canary_refuses_in_one_line_and_changes_nothing(tmp_path: Path, caps
 MALFORMED = "http://127.0.0.1:x"  # starts with http://, but httpx.InvalidURL is no HTTPError
 
 
-def _runner_config(d: Deployment) -> types.SimpleNamespace:
-    return types.SimpleNamespace(pipeline_root=str(d.push_dir.parent.parent / "pipeline_root"), model_name="toy")
-
-
 def test_a_malformed_server_url_is_refused_before_anything_is_written(
         deployed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from cli.main import main
@@ -204,7 +199,7 @@ def test_the_next_push_recovers_a_server_that_refused_a_move_written_elsewhere(d
     every poll, so its labels are no longer the file's. The next push's pin keeps only labels on versions the
     server has loaded, a config it takes, so the new version loads and the labels meet again."""
     d, server = deployed
-    local_runner._label_canary(_runner_config(d), 3, local_runner.Serving("http://127.0.0.1:1", 5))
+    push_labels.label_push(str(d.push_dir.parent.parent), "toy", 3, push_labels.Serving("http://127.0.0.1:1", 5))
     time.sleep(1.5)
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert _canary(http) == 2.0  # refused, as TF Serving would
@@ -221,7 +216,7 @@ def test_taxi_canary_repairs_a_refused_move_to_the_version_the_file_already_name
 
     monkeypatch.setattr(canary_checks, "blessed_check", lambda output: _ok)  # no MLMD here
     d, server = deployed
-    local_runner._label_canary(_runner_config(d), 3, local_runner.Serving("http://127.0.0.1:1", 5))
+    push_labels.label_push(str(d.push_dir.parent.parent), "toy", 3, push_labels.Serving("http://127.0.0.1:1", 5))
     time.sleep(1.5)
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert _canary(http) == 2.0

@@ -1,7 +1,11 @@
 """Canary/stable labels: after push, promote, rollback, and every refusal leaving the config untouched."""
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,12 +13,13 @@ import httpx
 import pytest
 
 from cli.main import main
-from monitoring import labels
+from monitoring import labels, push_labels
 from monitoring.canary import healthy_check, loaded_check, wait_for_label
 from monitoring.labels import Deployment, LabelError, NothingToPromoteYet
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
 
+ROOT = Path(__file__).resolve().parents[2]
 ROW = {"instances": [{"x": 1.0, "s": "a"}]}
 
 
@@ -353,16 +358,11 @@ def test_a_run_that_cannot_read_models_config_says_so_and_leaves_it(tmp_path: Pa
                                                                     capsys: pytest.CaptureFixture) -> None:
     """A run that pushed nothing checks the newest push is labelled; a config it could not read was passed over
     in silence, so a labelling the run should have done was missed with no word."""
-    import types
-
-    import local_runner
-
     d = _deployment(tmp_path)
     labels.label_after_push(d, 1)
     latin1 = "# d\xe9ploy\xe9\n".encode("latin-1") + d.config_path.read_bytes()
     d.config_path.write_bytes(latin1)
-    config = types.SimpleNamespace(pipeline_root=str(tmp_path / "pipeline_root"), model_name="toy")
-    local_runner._label_unlabelled_push(config, local_runner.Serving("http://127.0.0.1:1", 1))
+    push_labels.label_unlabelled_push(str(tmp_path), "toy", push_labels.Serving("http://127.0.0.1:1", 1))
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"warning: labels not checked: model config {d.config_path} is not UTF-8 text: byte 0xe9 at "
                    "offset 3; save it as UTF-8"], err
@@ -380,6 +380,22 @@ def test_a_move_under_way_counts_only_for_its_own_model(tmp_path: Path) -> None:
         assert moves_now(config, "toy") == ({}, set())
         assert moves_now(config, "toy2") == ({"canary": 3}, {3})
     assert moves_now(config, "toy2") == ({}, set())
+
+
+def test_a_marker_left_by_a_killed_move_counts_for_nothing_and_is_removed(tmp_path: Path) -> None:
+    """A `taxi canary` killed by SIGKILL while it waited for a load leaves `models.config.moving.<pid>`; the
+    next label change must neither keep its version pinned nor leave the file to pile up."""
+    d = _deployment(tmp_path)
+    code = ("import os, signal; from pathlib import Path; from monitoring.label_lock import moving\n"
+            f"with moving(Path({str(d.config_path)!r}), 'toy', {{'canary': 3}}, (3,)):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    [marker] = d.config_path.parent.glob("models.config.moving.*")
+    assert json.loads(marker.read_text())["labels"] == {"canary": 3}
+    assert labels.label_after_push(d, 1) == {"stable": 1}
+    assert not list(d.config_path.parent.glob("models.config.moving.*"))
+    assert d.read()[1].policy.versions == (1,)  # 3 is not kept loaded for a move that died
 
 
 def test_a_server_restarted_during_the_wait_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
