@@ -46,11 +46,24 @@ def _get(url: str, path: str, timeout: float = 5.0) -> httpx.Response:
 
 def version_state(url: str, model: str, version: int, timeout: float = 5.0) -> str:
     """The server's state for a version (AVAILABLE, LOADING, END, NOT_FOUND)."""
+    return version_status(url, model, version, timeout)[0]
+
+
+def version_status(url: str, model: str, version: int, timeout: float = 5.0) -> tuple[str, str]:
+    """(state, load error): the error is the status message of a version whose load failed (END with an error
+    code, as TF Serving reports it), '' otherwise."""
     answer = _get(url, f"/v1/models/{model}/versions/{version}", timeout)
     if answer.status_code == 404:
-        return "NOT_FOUND"
-    statuses = answer.json().get("model_version_status", []) if answer.status_code == 200 else []
-    return statuses[0].get("state", "?") if statuses else f"HTTP {answer.status_code}"
+        return "NOT_FOUND", ""
+    try:
+        entry = answer.json()["model_version_status"][0] if answer.status_code == 200 else None
+        state = str(entry["state"]) if entry else f"HTTP {answer.status_code}"
+        status = (entry.get("status") or {}) if entry else {}
+        code, message = str(status.get("error_code", "OK")), str(status.get("error_message", ""))
+    except (ValueError, LookupError, TypeError, AttributeError):  # not TF Serving's answer
+        return f"HTTP {answer.status_code}", ""
+    failed = state == "END" and code not in ("OK", "0")  # "0": the enum's number, as some clients write it
+    return state, (message or code) if failed else ""
 
 
 @dataclasses.dataclass
@@ -98,16 +111,25 @@ class ModelServer:
         return label_version(self.url, self.model, label)
 
     def wait_loaded(self, version: int) -> bool:
+        """True once the version is AVAILABLE; False when the wait ran out. A load the server tried during the
+        wait and failed (END with an error) is a LabelError at once: it will not load, however long one waits.
+        An END with an error already there when the wait began may be an old attempt the server has not
+        retried since the pin, so that one is waited through."""
         if self.announce is not None:
             self.announce(version)
-        return _poll_until(lambda: self._loaded_if_answering(version), self.wait_s)
+        tried = [False]  # seen missing or loading during this wait: an END with an error after it is this load's
 
-    def _loaded_if_answering(self, version: int) -> bool:
-        """A server restarted during the wait is "not loaded yet" until the wait runs out, not the end of it."""
-        try:
-            return self.loaded(version)
-        except LabelError:
-            return False
+        def loaded() -> bool:
+            try:
+                state, error = version_status(self.url, self.model, version)
+            except LabelError:  # a server restarted during the wait: not loaded yet, not the end of the wait
+                return False
+            if state == "END" and error and tried[0]:
+                raise LabelError(f"the server at {self.url} failed to load version {version}: {error}")
+            tried[0] = tried[0] or state in ("NOT_FOUND", "LOADING")
+            return state == "AVAILABLE"
+
+        return _poll_until(loaded, self.wait_s)
 
 
 def _poll_until(condition: Callable[[], bool], seconds: float) -> bool:

@@ -96,6 +96,22 @@ def test_a_load_not_seen_in_time_leaves_the_label_and_pins_the_version_for_a_lat
         labels.canary(d, _ok, 1)
 
 
+def test_a_version_the_server_fails_to_load_ends_the_wait_at_once_naming_the_error(deployed) -> None:
+    """A push the server cannot load (a damaged SavedModel) reaches END with an error; waiting the whole
+    --wait for it (minutes) only delayed the same outcome. The labels stay where they were."""
+    d, server = deployed
+    broken = d.push_dir / "5"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    started = time.monotonic()
+    with pytest.raises(LabelError, match=f"the server at {re.escape(server.url)} failed to load version 5: .*5"):
+        labels.label_after_push(d, 5, server=ModelServer(server.url, "toy", 60))
+    assert time.monotonic() - started < 30
+    assert d.labels() == {"stable": 1, "canary": 2}
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert _canary(http) == 2.0
+
+
 def test_label_changes_made_while_a_canary_loads_go_through_and_the_canary_still_moves(deployed) -> None:
     """The lock was held through the load (minutes, for a large model): a rollback in an incident waited 30 s
     and gave up. Now changes go through at once and stand; the canary moves on the labels as they are then."""

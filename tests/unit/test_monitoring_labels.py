@@ -401,18 +401,19 @@ def test_a_marker_left_by_a_killed_move_counts_for_nothing_and_is_removed(tmp_pa
 def test_a_server_restarted_during_the_wait_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
     """A restart mid-wait ended the move at once with "cannot reach" (and advice to pass --offline, which
     writes the one-step move the server refuses)."""
-    from monitoring.canary import ModelServer
+    from monitoring import canary
 
-    answers = iter([LabelError("cannot reach the model server"), LabelError("cannot reach"), False, True])
+    answers = iter([LabelError("cannot reach the model server"), LabelError("cannot reach"), ("LOADING", ""),
+                    ("AVAILABLE", "")])
 
-    def loaded(self, version: int) -> bool:  # noqa: ANN001
+    def version_status(url: str, model: str, version: int) -> tuple[str, str]:
         answer = next(answers)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    monkeypatch.setattr(ModelServer, "loaded", loaded)
-    assert ModelServer("http://127.0.0.1:9", "toy", 10).wait_loaded(3)
+    monkeypatch.setattr(canary, "version_status", version_status)
+    assert canary.ModelServer("http://127.0.0.1:9", "toy", 10).wait_loaded(3)
 
 
 class _LaggingServer:
