@@ -110,14 +110,21 @@ class ModelServer:
     def label_version(self, label: str) -> int | None:
         return label_version(self.url, self.model, label)
 
-    def wait_loaded(self, version: int) -> bool:
-        """True once the version is AVAILABLE; False when the wait ran out. A load the server tried during the
-        wait and failed (END with an error) is a LabelError at once: it will not load, however long one waits.
-        An END with an error already there when the wait began may be an old attempt the server has not
-        retried since the pin, so that one is waited through."""
+    def failed(self, version: int) -> bool:
+        """The server reports the version's load failed (END with an error), or cannot be asked now."""
+        try:
+            return bool(version_status(self.url, self.model, version)[1])
+        except LabelError:
+            return True
+
+    def wait_loaded(self, version: int, failed_before: bool = False) -> bool:
+        """True once the version is AVAILABLE; False when the wait ran out. A load that fails during the wait
+        (END with an error) is a LabelError at once: it will not load, however long one waits. With
+        failed_before (the server reported a failure before the pin was written), an END with an error is an
+        old attempt until the server is seen trying again (missing or loading)."""
         if self.announce is not None:
             self.announce(version)
-        tried = [False]  # seen missing or loading during this wait: an END with an error after it is this load's
+        tried = [not failed_before]
 
         def loaded() -> bool:
             try:

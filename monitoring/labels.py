@@ -193,7 +193,8 @@ class Server(Protocol):
     def present(self) -> bool: ...  # False: no server applies the config now
     def holds(self, version: int) -> bool: ...  # loaded or loading now
     def loaded(self, version: int) -> bool: ...  # available now
-    def wait_loaded(self, version: int) -> bool: ...  # False: not loaded within the wait
+    def failed(self, version: int) -> bool: ...  # its load failed (or cannot be told): a wait may be for a retry
+    def wait_loaded(self, version: int, failed_before: bool) -> bool: ...  # False: not loaded within the wait
     def label_version(self, label: str) -> int | None: ...  # the version the server's label resolves to
 
 
@@ -235,9 +236,10 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     on_disk = set(deployment.pushed())
     kept = {k: v for k, v in {**before, **applied}.items() if v in on_disk and server.holds(v)}
     targets = tuple(sorted(set(moved.values())))
+    failed_before = {v for v in targets if server.failed(v)}  # asked before the pin: a failure after it is its own
     _write(deployment, kept, "pin", f"load {list(targets)} before labels move to it", before, pins=targets)
     with moving(deployment.config_path, deployment.model_name, moved, targets), lock.released():
-        loaded = {version: server.wait_loaded(version) for version in targets}
+        loaded = {version: server.wait_loaded(version, version in failed_before) for version in targets}
     now = deployment.labels()
     for label, version in sorted(moved.items()):
         later = f"`taxi {'canary' if label == CANARY else 'promote'} --version {version}`"

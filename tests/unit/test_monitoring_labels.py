@@ -416,6 +416,23 @@ def test_a_server_restarted_during_the_wait_is_waited_for(monkeypatch: pytest.Mo
     assert canary.ModelServer("http://127.0.0.1:9", "toy", 10).wait_loaded(3)
 
 
+@pytest.mark.parametrize("failed_before", [False, True])
+def test_a_failed_load_ends_the_wait_unless_it_is_an_old_attempt_the_server_retries(
+        monkeypatch: pytest.MonkeyPatch, failed_before: bool) -> None:
+    """An END with an error before the server is seen trying again is, for a version whose load had failed
+    before the pin, the old attempt (TF Serving retries a version that comes back into its config)."""
+    from monitoring import canary
+
+    answers = iter([("END", "bad file"), ("LOADING", ""), ("AVAILABLE", "")])
+    monkeypatch.setattr(canary, "version_status", lambda url, model, version: next(answers))
+    server = canary.ModelServer("http://127.0.0.1:9", "toy", 10)
+    if failed_before:
+        assert server.wait_loaded(3, failed_before=True)
+    else:
+        with pytest.raises(LabelError, match="failed to load version 3: bad file"):
+            server.wait_loaded(3)
+
+
 class _LaggingServer:
     """A server that has not polled the last promote yet (TF Serving polls every 60 s by default): it still
     has its old labels; every version but `loading` is loaded, and that one loads once waited for."""
@@ -432,7 +449,10 @@ class _LaggingServer:
     def loaded(self, version: int) -> bool:
         return version != self.loading or self.waited
 
-    def wait_loaded(self, version: int) -> bool:
+    def failed(self, version: int) -> bool:
+        return False
+
+    def wait_loaded(self, version: int, failed_before: bool) -> bool:
         self.waited = True
         return True
 
