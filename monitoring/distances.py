@@ -116,7 +116,7 @@ def measure(kind: str, training: Sequence, served: Sequence) -> Distance:
     if not len(training) or not len(served):
         raise ValueError("both samples need at least one value")
     if kind == "jensen_shannon_divergence":
-        numeric = isinstance(training[0], (int, float, np.number)) and not isinstance(training[0], bool)
+        numeric = _is_number(training[0])
         a, b = (numeric_counts(np.asarray(training, dtype=float), np.asarray(served, dtype=float)) if numeric
                 else categorical_counts(training, served))
         value = jensen_shannon(a, b)
@@ -195,9 +195,9 @@ class Comparison:
     feature: str
     kind: str
     threshold: float
-    distance: Distance | None  # None when a side has no values of the feature
+    distance: Distance | None  # None when a side has no values of the feature, or values of another kind
     values: int  # present values on the compared (served / new span) side
-    empty_side: str = ""  # "baseline" | "compared" when a side has none
+    empty_side: str = ""  # "baseline" | "compared" when a side has none; "kind": numbers on one side only
 
     @property
     def over(self) -> bool:
@@ -218,5 +218,12 @@ def compare_batches(found: list[tuple[str, str, float]], baseline: pa.RecordBatc
         if not before or not after:
             out.append(Comparison(name, kind, threshold, None, len(after), "baseline" if not before else "compared"))
             continue
+        if _is_number(before[0]) != _is_number(after[0]):  # a string in a numeric column: the schema check's to name
+            out.append(Comparison(name, kind, threshold, None, len(after), "kind"))
+            continue
         out.append(Comparison(name, kind, threshold, measure(kind, before, after), len(after)))
     return out
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)

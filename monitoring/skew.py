@@ -105,8 +105,9 @@ def exact_skew(training: pa.RecordBatch, served: pa.RecordBatch, schema) -> list
     for c in distances.compare_batches(distances.comparators(schema, "skew_comparator"), training, served):
         label = EXACT_MEASURES[c.kind]
         if c.distance is None:
-            side = "training examples" if c.empty_side == "baseline" else "served rows"
-            results.append(FeatureResult(c.feature, "skew", label, None, c.threshold, "ok", f"no values in the {side}"))
+            why = {"baseline": "no values in the training examples", "compared": "no values in the served rows",
+                   "kind": "the served values are not of the training values' kind"}[c.empty_side]
+            results.append(FeatureResult(c.feature, "skew", label, None, c.threshold, "ok", why))
             continue
         detail = f"within sampling noise of {c.values} rows (p={c.distance.p_value:.2g})" if c.noise else ""
         results.append(FeatureResult(c.feature, "skew", label, round(c.distance.value, 4), c.threshold,

@@ -174,3 +174,33 @@ def test_fewer_values_than_expected_on_a_column_without_values_is_said_as_no_val
     assert required_but_valueless("train", frozenset({"fare"}), schema) == [
         "  [train] fare: NO_VALUES: the column is in the data but every cell of it is empty (the schema requires it: "
         "value_count min 1)"]
+
+
+def test_a_string_in_a_numeric_column_of_a_later_span_leaves_its_drift_unmeasured_not_a_crash(tmp_path):
+    """`n/a` in a span's fare column makes ExampleGen write the column as bytes; measuring its drift against the
+    previous span's floats crashed the gate (`could not convert string to float`), so the run failed (exit 1)
+    instead of stopping on the anomaly, and the trigger retried it every hour."""
+    import csv
+    from pathlib import Path
+
+    from pipeline.components.data_gate import drift_measurements
+    from pipeline.data import bundled_taxi_data
+    from tests.conftest import ROOT
+
+    with open(Path(bundled_taxi_data()) / "data.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:2000]
+    schema_dir = tmp_path / "schema"
+    schema_dir.mkdir()
+    (schema_dir / "schema.pbtxt").write_text((ROOT / "schema" / "schema.pbtxt").read_text())
+    schema = schema_pb2.Schema()
+    text_format.Parse((ROOT / "schema" / "schema.pbtxt").read_text(), schema)
+    previous = _span_artifacts(tmp_path / "previous", rows[:1000], schema)
+    as_text = schema_pb2.Schema()
+    as_text.CopyFrom(schema)
+    next(f for f in as_text.feature if f.name == "fare").type = schema_pb2.BYTES
+    later = _span_artifacts(tmp_path / "later", [{**r, "fare": "n/a" if i % 100 == 0 else r["fare"]}
+                                                  for i, r in enumerate(rows[1000:])], as_text)
+    found = {name: over for name, _value, _threshold, over in
+             drift_measurements(later[0], previous[0], str(schema_dir), later[1], previous[1])}
+    assert "fare" not in found
+    assert {"trip_miles", "payment_type", "company"} <= set(found)
