@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.configs import WILDCARDS, ConfigError, glob_char_in
 from pipeline.data_files import header_names, is_csv, is_hidden, open_data_file, whole_number
 
-SPAN_FOLDER = re.compile(r"^span-(\d+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
+SPAN_FOLDER = re.compile(r"^span-([0-9]+)$")  # span-<N>/, as the pipeline's span-{SPAN} pattern reads
 OTHER_SEPARATORS = (";", "\t", "|")  # a one-column header holding one: Excel's CSV in a comma-decimal locale, TSV
 
 

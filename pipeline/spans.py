@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import glob
+import os
 import shutil
 import sys
 from pathlib import Path
 
 from pipeline import data
-from pipeline.configs import ConfigError
+from pipeline.configs import INT32_MAX, ConfigError
 
 SPAN_PATTERN = "span-{SPAN}/*"
 TIMESTAMP = "trip_start_timestamp"
@@ -32,7 +34,21 @@ def list_spans(folder: str) -> list[int]:
     if padded:
         raise ConfigError(f"span folder {Path(folder) / padded[0]}: write span numbers without leading zeros "
                           f"(span-{found[padded[0]]}), as the pipeline's span-{{SPAN}} pattern names them")
+    too_big = sorted(name for name, number in found.items() if number > INT32_MAX)
+    if too_big:
+        raise ConfigError(f"span folder {Path(folder) / too_big[0]}: span numbers go up to {INT32_MAX} "
+                          "(TFX keeps them as 32-bit integers); number the spans 1, 2, ... or by date (20240601)")
     return sorted(found.values())
+
+
+def input_fingerprint(folder: str, span: int | None) -> str:
+    """The fingerprint ExampleGen records for a run on `span` of `folder` (None: a flat folder), for its files as
+    they are now: the same files (its pattern's glob, hidden ones left out, sorted) and the same hash."""
+    from pipeline.data_files import is_hidden
+    from pipeline.fingerprints import split_fingerprint
+
+    pattern = os.path.join(glob.escape(folder), "*" if span is None else SPAN_PATTERN.format(SPAN=span))
+    return split_fingerprint("single_split", sorted(p for p in glob.glob(pattern) if not is_hidden(os.path.basename(p))))
 
 
 def choose_spans(folder: str, span: int | None) -> tuple[int | None, int | None]:

@@ -60,6 +60,37 @@ def test_zero_padded_span_folders_are_named(tmp_path):
         spans.choose_spans(str(tmp_path), None)
 
 
+def test_span_numbers_past_32_bits_are_refused_before_a_run(tmp_path):
+    """TFX keeps a span in an int32: span-2147483648 passed here and failed every run (and every trigger tick)
+    with `Value out of range`, exit 1."""
+    _write(tmp_path / "span-1")
+    _write(tmp_path / "span-2147483648")
+    with pytest.raises(ConfigError, match=r"span-2147483648: span numbers go up to 2147483647"):
+        spans.choose_spans(str(tmp_path), None)
+
+
+def test_a_span_folder_numbered_in_other_digits_is_not_a_span(tmp_path):
+    """`span-\u0661` (an Arabic-Indic 1) was read as span 1 and refused as "leading zeros"."""
+    _write(tmp_path / "span-1")
+    _write(tmp_path / "span-\u0661")
+    assert spans.list_spans(str(tmp_path)) == [1]
+
+
+def test_input_fingerprint_is_the_one_example_gen_records_and_moves_with_the_files(tmp_path):
+    """The trigger compares it with the Examples' input_fingerprint (pipeline/components/batched_csv_example_gen.py):
+    the same files, the same hash; a file added to the span changes it, a hidden one does not."""
+    from pipeline.components.csv_rows import data_files
+    from pipeline.fingerprints import split_fingerprint
+
+    _write(tmp_path / "span-1")
+    before = spans.input_fingerprint(str(tmp_path), 1)
+    assert before == split_fingerprint("single_split", data_files(str(tmp_path / "span-1" / "*")))
+    (tmp_path / "span-1" / ".DS_Store").write_bytes(b"\0")
+    assert spans.input_fingerprint(str(tmp_path), 1) == before
+    (tmp_path / "span-1" / "more.csv").write_text("a,b\n3,4\n")
+    assert spans.input_fingerprint(str(tmp_path), 1) != before
+
+
 def test_split_refuses_bad_timestamps_and_a_file_as_out(tmp_path, capsys):
     source = tmp_path / "source"
     source.mkdir()
