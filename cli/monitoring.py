@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import click
 
@@ -167,8 +168,9 @@ def _trigger(output: str, data: str, model_name: str, skew, span: int | None,  #
         try:
             decision = trig.decide(output, data, model_name, skew, span, config, runner_args)
         except trig.TriggerError as error:
-            with contextlib.suppress(trig.TriggerError):  # an unwritable log must not hide why
-                trig.log_decision(output, {"decision": "error", "why": str(error)})
+            if Path(output).is_dir():  # a mistyped --output is not made to hold the error
+                with contextlib.suppress(trig.TriggerError):  # an unwritable log must not hide why
+                    trig.log_decision(output, {"decision": "error", "why": str(error)})
             raise
         if not decision.retrain:
             trig.log_decision(output, {"decision": "no-retrain", "reasons": decision.reasons})

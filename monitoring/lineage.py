@@ -17,6 +17,10 @@ class LineageError(RuntimeError):
     """MLMD cannot answer for a version; the message says what is missing."""
 
 
+class LineageBusy(LineageError):
+    """Not now: another process holds the MLMD store locked."""
+
+
 @dataclasses.dataclass
 class VersionRecord:
     """One pushed version as MLMD recorded it."""
@@ -26,6 +30,7 @@ class VersionRecord:
     span: int | None
     statistics_uri: str | None  # StatisticsGen output over the training Examples
     examples_uri: str | None = None  # ExampleGen output the model was trained on
+    input_fingerprint: str | None = None  # of the files that ExampleGen read (fingerprints.split_fingerprint)
 
     def examples_files(self, split: str = "train") -> list[str]:
         if not self.examples_uri:
@@ -49,14 +54,17 @@ class VersionRecord:
 
 def version_record(output: str, version: int) -> VersionRecord:
     """Blessing, span and training statistics of a pushed version, from <output>/metadata.sqlite."""
+    from pipeline.mlmd_store import StoreLocked
     from report import mlmd
 
     try:
         store = mlmd.open_store(output)
         steps = mlmd.lineage(store, str(version))
+    except StoreLocked as error:
+        raise LineageBusy(str(error)) from None
     except mlmd.StoreError as error:
         raise LineageError(str(error)) from None
-    blessed, span, stats, examples = False, None, None, None
+    blessed, span, stats, examples, read = False, None, None, None, None
     for step in steps:
         for artifact in step.inputs.get("model_blessing", []):
             blessed = blessed or bool(artifact["properties"].get("blessed"))
@@ -65,7 +73,8 @@ def version_record(output: str, version: int) -> VersionRecord:
                 examples = artifact["uri"]
                 value = artifact["properties"].get("span")
                 span = int(value) if value is not None else span
+                read = artifact["properties"].get("input_fingerprint", read)
         if step.node == TRAINING_STATISTICS_NODE:
             for artifact in step.outputs.get("statistics", []):
                 stats = artifact["uri"]
-    return VersionRecord(int(version), blessed, span, stats, examples)
+    return VersionRecord(int(version), blessed, span, stats, examples, read)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monitoring.labels import Deployment
-from monitoring.lineage import LineageError, version_record
+from monitoring.lineage import LineageBusy, LineageError, version_record
 from monitoring.skew import SkewReport
 from pipeline import run_lock
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class TriggerBusy(RuntimeError):
-    """Another triggered run holds the lock."""
+    """Not now: another triggered run holds the lock, or another process the MLMD store."""
 
 
 class RunTimedOut(RuntimeError):
@@ -70,33 +70,46 @@ def log_decision(output: str, entry: dict) -> None:
         raise TriggerError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def _in_service(output: str, model: str, config: str | None = None) -> tuple[int | None, int | None]:
-    """(version, span it was trained on) of the model in service, as `monitor` finds it; (None, None): nothing pushed."""
+@dataclasses.dataclass(frozen=True)
+class Learned:
+    """A pushed version and what it was trained on: the span, and ExampleGen's fingerprint of the files read."""
+
+    version: int | None = None
+    span: int | None = None
+    read: str | None = None
+
+
+def _in_service(output: str, model: str, config: str | None = None) -> Learned:
+    """The model in service, as `monitor` finds it; Learned() when nothing is pushed."""
     from monitoring.labels import LabelError
     from monitoring.monitor import MonitorError, NoVerdict, model_in_service
 
     try:
         version = model_in_service(Deployment.for_output(output, model, config))
     except NoVerdict:
-        return None, None
+        return Learned()
     except (MonitorError, LabelError) as error:  # a stable label on a deleted version, a damaged models.config
         raise TriggerError(str(error)) from None
     try:
-        return version, version_record(output, version).span
+        record = version_record(output, version)
+    except LineageBusy as error:
+        raise TriggerBusy(f"cannot tell which span version {version} was trained on now: {error}") from None
     except LineageError as error:  # no MLMD store, or it lost the version: "current" would be a guess
         raise TriggerError(f"cannot tell which span version {version} was trained on: {error}") from None
+    return Learned(version, record.span, record.input_fingerprint)
 
 
-def _newer_push(output: str, model: str, version: int | None) -> tuple[int | None, int | None]:
-    """(version, span) of the newest push when it is newer than the model in service (a canary not promoted yet,
-    or a version rolled back from); (None, None) when there is none, span None when MLMD cannot place it."""
+def _newer_push(output: str, model: str, version: int | None) -> Learned:
+    """The newest push when it is newer than the model in service (a canary not promoted yet, or a version
+    rolled back from); Learned() when there is none, span None when MLMD cannot place it."""
     pushed = Deployment.for_output(output, model).pushed()
     if version is None or not pushed or pushed[-1] <= version:
-        return None, None
+        return Learned()
     try:
-        return pushed[-1], version_record(output, pushed[-1]).span
+        record = version_record(output, pushed[-1])
     except LineageError:
-        return pushed[-1], None
+        return Learned(pushed[-1])
+    return Learned(pushed[-1], record.span, record.input_fingerprint)
 
 
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
@@ -106,42 +119,65 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     from pipeline import spans as span_lib
     from pipeline.configs import ConfigError
 
-    version, model_span = _in_service(output, model, config)
-    newer, newer_span = _newer_push(output, model, version)
+    in_service = _in_service(output, model, config)
+    version, model_span = in_service.version, in_service.span
+    newer = _newer_push(output, model, version)
     try:
         chosen, _ = span_lib.choose_spans(data, span)
     except ConfigError as error:
         raise TriggerError(str(error)) from None
+    # The run's flags are checked whatever the decision: a cron line whose flags after -- would stop the run must
+    # fail now, not pass as "current" every hour until a new span lands.
+    args, run_config = _runner_config(output, data, chosen, runner_args, model)
+    what = f"the data in {data}" if chosen is None else f"span {chosen}"
+    trained_on = "the flat data folder" if chosen is None else f"span {model_span}"
+    now = span_lib.input_fingerprint(run_config.data_root, chosen) if version is not None else None
     reasons, waiting = [], []
+    latest = in_service  # the push that learned the newest data
     if version is None:
         reasons.append("no model is pushed yet")
-    if chosen is not None and model_span is not None and chosen > model_span:
-        if newer_span is not None and newer_span >= chosen:  # the same run again: the same model, or the drift gate
-            waiting.append(f"span {chosen} is already learned by version {newer}, pushed after the model in service "
-                           f"({version}, span {model_span}): promote it, or wait for a new span")
+    elif newer.version is not None and newer.span == chosen and newer.read == now:
+        # the same run again: the same model, or the drift gate
+        latest = newer
+        waiting.append(f"{what} is already learned by version {newer.version}, pushed after the model in service "
+                       f"({version}, {trained_on}): promote it, or wait for "
+                       + ("new data" if chosen is None else "a new span"))
+    elif chosen is None or chosen == model_span:
+        if in_service.read != now:  # files added, removed or edited since (a span copied in while a run read it)
+            reasons.append(f"{what} changed since the model in service (version {version}) learned it")
+    elif model_span is not None and chosen > model_span:
+        if newer.span == chosen:
+            reasons.append(f"span {chosen} changed since version {newer.version} learned it")
+        elif newer.span is not None and newer.span > chosen and span is None:
+            latest = newer
+            waiting.append(f"version {newer.version}, pushed after the model in service ({version}, span "
+                           f"{model_span}), learned span {newer.span}, later than span {chosen}, the latest in "
+                           f"{data}: promote it, or wait for a new span")
         else:
             reasons.append(f"span {chosen} landed after the model in service (version {version}, "
                            f"trained on span {model_span})")
     if span is not None and chosen is not None and chosen != model_span and not reasons and not waiting:
         reasons.append(f"span {chosen} requested (model in service trained on span {model_span})")
     skewed = None
-    if skew is not None and skew.over:
+    if skew is not None and skew.over and skew.version != version:
+        waiting.append(f"the skew report is on version {skew.version}, not the model in service ({version}): "
+                       "not counted")
+    elif skew is not None and skew.over:
         skewed = f"{skew.what_is_wrong()} (report on version {skew.version})"
-    if skewed and (reasons or chosen is None or model_span is None):
-        reasons.append(skewed)  # a flat data folder may have changed in place: retraining can learn something new
-    # The run's flags are checked whatever the decision: a cron line whose flags after -- would stop the run must
-    # fail now, not pass as "current" every hour until a new span lands.
-    args, run_config = _runner_config(output, data, chosen, runner_args, model)
+    if skewed and (reasons or model_span is None and chosen is not None):
+        reasons.append(skewed)
     if reasons:
-        tried = _already_tried(run_config, args.rerun, f"span {chosen}" if chosen is not None else f"the data in {data}")
+        tried = _already_tried(run_config, args.rerun, what)
         if tried:
             return Decision(False, [tried], chosen, version, model_span, model)
         return Decision(True, reasons, chosen, version, model_span, model)
-    if skewed:  # training is seeded: the same span gives the same model, pushed again as a new canary each time
-        learned = f"version {newer}" if waiting else f"the model in service (version {version})"
-        waiting.append(f"{skewed}, but {learned} already learned span {chosen}: retraining would fit the same rows "
-                       "again; waiting for a new span")
-    return Decision(False, waiting or [f"model {version} trained on span {model_span} is current and "
+    if skewed:  # training is seeded: the same data gives the same model, pushed again as a new canary each time
+        who = f"version {latest.version}" if latest is newer else f"the model in service (version {version})"
+        learned = what if latest.span == chosen or chosen is None else (
+            f"span {latest.span}, and span {chosen} is the latest in {data}")
+        waiting.append(f"{skewed}, but {who} already learned {learned}: retraining would fit the same rows "
+                       "again; waiting for " + ("new data" if chosen is None else "a new span"))
+    return Decision(False, waiting or [f"model {version} trained on {trained_on} is current and "
                                        + ("no skew found" if skew is not None else "no skew report")],
                     chosen, version, model_span, model)
 
@@ -199,11 +235,13 @@ def _runner_config(output: str, data: str, span: int | None, runner_args: Sequen
     """(local_runner's parsed flags, the config of the run it would start); TriggerError where that run would
     stop at its flags."""
     import local_runner
-    from pipeline.configs import ConfigError
+    from pipeline.configs import ConfigError, StoreBusy
 
     args = _parsed(runner_flags(data, output, span, runner_args, model))
     try:
         return args, local_runner.build_config(args, write=False)
+    except StoreBusy as error:
+        raise TriggerBusy(str(error)) from None
     except ConfigError as error:
         raise TriggerError(str(error)) from None
 

@@ -25,7 +25,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,15 @@ def hash_file(digest: hashlib._Hash, path: Path) -> None:
     digest.update(str(path).encode())
     for block in _blocks(path):
         digest.update(block)
+
+
+def split_fingerprint(split: str, files: Sequence[str]) -> str:
+    """ExampleGen's input fingerprint of one input split, as this project's driver records it on the Examples
+    (pipeline/components/batched_csv_example_gen.py): the files' names and contents, in the order given."""
+    digest = hashlib.sha256()
+    for path in files:
+        hash_file(digest, Path(path))
+    return f"split:{split},num_files:{len(files)},sha256:{digest.hexdigest()}"
 
 
 def _blocks(path: Path) -> Iterator[bytes]:

@@ -27,11 +27,9 @@ cell), where TFX's makes it FLOAT.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
@@ -50,7 +48,7 @@ from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import example_coder
 
 from pipeline.components.csv_rows import CsvRecordBatches, csv_column_names, data_files
-from pipeline.fingerprints import hash_file
+from pipeline.fingerprints import split_fingerprint
 
 
 @beam.typehints.with_output_types(bytes)
@@ -202,14 +200,8 @@ class ContentFingerprintDriver(example_gen_driver.FileBasedDriver):
         input_config = example_gen_pb2.Input()  # its patterns now name the span TFX resolved
         proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
         base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        fingerprints = []
-        for split in input_config.splits:
-            files = data_files(os.path.join(base, split.pattern))
-            digest = hashlib.sha256()
-            for path in files:
-                hash_file(digest, Path(path))
-            fingerprints.append(f"split:{split.name},num_files:{len(files)},sha256:{digest.hexdigest()}")
-        exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(fingerprints)
+        exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(
+            split_fingerprint(split.name, data_files(os.path.join(base, split.pattern))) for split in input_config.splits)
         return exec_properties
 
 

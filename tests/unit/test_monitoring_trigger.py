@@ -11,6 +11,7 @@ import pytest
 
 from cli.main import main
 from monitoring import trigger
+from pipeline import spans
 from pipeline.data import bundled_taxi_data
 from tests.conftest import ROOT
 
@@ -34,10 +35,21 @@ def test_nothing_pushed_means_retrain_on_the_latest_span(tmp_path: Path) -> None
 
 def test_missing_span_is_a_clear_error_and_logged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
+    out.mkdir()
     code = main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path)), "--span", "7", "--dry-run"])
     assert code == 2
     assert capsys.readouterr().err.strip() == f"error: span 7 not found in {tmp_path / 'data'} (spans there: 1, 2)"
     assert _decisions(out)[-1]["decision"] == "error"
+
+
+@pytest.mark.parametrize("mistake", [["--span", "9"], ["--", "--train-steps", "0"], ["--model", "a b"]])
+def test_a_mistake_is_not_logged_into_an_output_folder_it_would_create(tmp_path: Path, mistake: list[str],
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """A mistyped --output got a monitoring/decisions.jsonl made just to hold the error."""
+    out = tmp_path / "typo"
+    assert main(["trigger", "--output", str(out), "--data", str(_spans(tmp_path)), *mistake]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("extra, fragment", [
@@ -310,6 +322,7 @@ def test_runner_flags_the_run_would_refuse_are_one_error_line_before_it_starts(t
     (data / "span-1" / "data.csv").write_bytes((Path(bundled_taxi_data()) / "data.csv").read_bytes()[:20000]
                                                .rsplit(b"\n", 1)[0] + b"\n")
     out = tmp_path / "out"
+    out.mkdir()
     code = main(["trigger", "--output", str(out), "--data", str(data), "--", "--train-steps", "0"])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == "", captured.out
@@ -362,8 +375,9 @@ def test_runner_flags_are_checked_when_the_model_is_current_too(tmp_path: Path, 
     """They were read only when a retrain was due: an hourly cron line with a broken flag after -- logged
     "model 5 is current" until the day a span landed, and then failed."""
     data = _spans(tmp_path)
-    monkeypatch.setattr(trigger, "_in_service", lambda *args: (5, 2))  # the model in service learned the last span
-    monkeypatch.setattr(trigger, "_newer_push", lambda *args: (None, None))
+    learned = trigger.Learned(5, 2, spans.input_fingerprint(str(data), 2))  # the model in service: the last span
+    monkeypatch.setattr(trigger, "_in_service", lambda *args: learned)
+    monkeypatch.setattr(trigger, "_newer_push", lambda *args: trigger.Learned())
     assert not trigger.decide(str(tmp_path / "out"), str(data)).retrain
     with pytest.raises(trigger.TriggerError, match=r"train steps must be within \[1, 2147483647\], got 0"):
         trigger.decide(str(tmp_path / "out"), str(data), runner_args=["--train-steps", "0"])
@@ -377,3 +391,99 @@ def test_an_empty_data_flag_is_named_as_empty(tmp_path: Path, capsys: pytest.Cap
     assert main([*command, "--output", str(tmp_path), "--data", ""]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: Invalid value for '--data': empty: give a folder (see 'taxi {command[0]} --help')"], err
+
+
+def _learned(data: Path, version: int, span: int | None) -> trigger.Learned:
+    return trigger.Learned(version, span, spans.input_fingerprint(str(data), span))
+
+
+def _decide_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: Path, in_service: trigger.Learned,
+                 newer: trigger.Learned | None = None, **kwargs) -> trigger.Decision:
+    monkeypatch.setattr(trigger, "_in_service", lambda *args: in_service)
+    monkeypatch.setattr(trigger, "_newer_push", lambda *args: newer or trigger.Learned())
+    return trigger.decide(str(tmp_path / "out"), str(data), **kwargs)
+
+
+def test_a_learned_span_whose_files_changed_is_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A span half copied when a run read it (the rest landed later) was "current" for good: span numbers alone
+    were compared, not the files ExampleGen read."""
+    data = _spans(tmp_path)
+    learned = _learned(data, 5, 2)
+    assert not _decide_with(monkeypatch, tmp_path, data, learned).retrain
+    (data / "span-2" / "part-2.csv").write_text("a,b\n3,4\n")
+    decision = _decide_with(monkeypatch, tmp_path, data, learned)
+    assert decision.retrain and decision.span == 2
+    assert decision.reasons == ["span 2 changed since the model in service (version 5) learned it"]
+
+
+def test_a_flat_folder_edited_in_place_is_retrained_and_named_as_such(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "flat"
+    data.mkdir()
+    (data / "data.csv").write_text("a,b\n1,2\n")
+    learned = _learned(data, 5, None)
+    assert _decide_with(monkeypatch, tmp_path, data, learned).reasons == [
+        "model 5 trained on the flat data folder is current and no skew report"]  # not "trained on span 0"
+    (data / "data.csv").write_text("a,b\n1,3\n")
+    assert _decide_with(monkeypatch, tmp_path, data, learned).reasons == [
+        f"the data in {data} changed since the model in service (version 5) learned it"]
+
+
+def test_a_later_span_learned_by_a_newer_push_is_not_said_to_be_the_latest_span(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Span 3's folder removed, its canary still pushed: "span 2 is already learned by version 7" named a version
+    that learned span 3 (span 2 had been stopped by the data gate)."""
+    data = _spans(tmp_path)
+    decision = _decide_with(monkeypatch, tmp_path, data, _learned(data, 5, 1), trigger.Learned(7, 3, "x"))
+    assert not decision.retrain
+    assert decision.reasons == [f"version 7, pushed after the model in service (5, span 1), learned span 3, later "
+                                f"than span 2, the latest in {data}: promote it, or wait for a new span"]
+
+
+def test_a_skew_report_on_another_version_is_not_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report about version 12345 (never pushed, from 2001) retrained the model in service."""
+    from monitoring.skew import FeatureResult, SkewReport
+
+    data = tmp_path / "flat"
+    data.mkdir()
+    (data / "data.csv").write_text("a,b\n1,2\n")
+    over = [FeatureResult("fare", "skew", "JSD", 0.4, 0.1, "over threshold")]
+    stale = SkewReport("taxi", 12345, None, {}, 600, over, 0)
+    decision = _decide_with(monkeypatch, tmp_path, data, _learned(data, 5, None), skew=stale)
+    assert not decision.retrain
+    assert decision.reasons == ["the skew report is on version 12345, not the model in service (5): not counted"]
+    current = SkewReport("taxi", 5, None, {}, 600, over, 0)
+    decision = _decide_with(monkeypatch, tmp_path, data, _learned(data, 5, None), skew=current)
+    assert not decision.retrain and decision.reasons[0].startswith("skew over threshold in fare (report on version 5), "
+                                                                   "but the model in service (version 5) already "
+                                                                   f"learned the data in {data}")
+
+
+def test_a_metadata_store_held_locked_is_not_now_not_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """Exit 2 ("bad input") on a store another process held: the systemd unit, which tolerates 3, failed."""
+    import sqlite3
+
+    from monitoring import labels
+    from pipeline import mlmd_store
+    from serving.testing import push_toy
+
+    data = _spans(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.setattr(mlmd_store, "LOCK_WAIT_S", 0.2)
+    store = out / "metadata.sqlite"
+    out.mkdir()
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE t (x TEXT)")
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert main(["trigger", "--output", str(out), "--data", str(data), "--dry-run"]) == 3  # nothing pushed yet
+        push_toy(out / "serving_model" / "taxi", 1)
+        labels.label_after_push(labels.Deployment.for_output(out, "taxi"), 1)
+        assert main(["trigger", "--output", str(out), "--data", str(data), "--dry-run"]) == 3  # its span unknown now
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(" is locked: " in line for line in err), err
