@@ -24,7 +24,7 @@ from common.console import fds_to
 from common.error_text import first_line
 from monitoring import push_labels
 from monitoring.push_labels import DEFAULT_SERVING_URL, Serving
-from pipeline import configs, data, run_lock, spans
+from pipeline import configs, data, mlmd_store, run_lock, spans
 from pipeline.configs import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -111,7 +111,9 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
         if value is not None and not value.strip():
             raise ConfigError(f"{flag} is empty: give a path (or leave the flag out for its default)")
     data_root = args.data or data.bundled_taxi_data()
-    span, previous_span = spans.choose_spans(data_root, args.span)
+    store = os.path.join(os.path.abspath(args.output), "metadata.sqlite")
+    span, previous_span = spans.choose_spans(
+        data_root, args.span, lambda: mlmd_store.spans_past_the_gate(store, args.pipeline_name))
     schema = configs.read_schema(args.schema)  # a ConfigError now, not ImportSchemaGen's failure mid-run
     try:
         beam_args = tuple(shlex.split(args.beam_args))

@@ -158,3 +158,26 @@ def cancel_failed_since(path: str, since: float) -> None:
             execution.last_known_state = metadata_store_pb2.Execution.CANCELED
         if failed:
             store.put_executions(failed)
+
+
+def spans_past_the_gate(path: str, pipeline_name: str, node: str = "Transform") -> set[int]:
+    """The spans whose data went past the data gate in this store's runs of the pipeline: those a `node` after
+    the gate (Transform) completed on. Empty when there is no store or it cannot be read now (a run then says
+    why, through its own checks)."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    if not os.path.isfile(path) or not os.path.getsize(path):
+        return set()
+    done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+    try:
+        store = open_readonly(path)
+        context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
+        if context is None:
+            return set()
+        ran = [e.id for e in store.get_executions_by_context(context.id) if e.last_known_state in done]
+        read = [e.artifact_id for e in store.get_events_by_execution_ids(ran)
+                if e.type == metadata_store_pb2.Event.INPUT and any(s.key == "examples" for s in e.path.steps)]
+        return {a.custom_properties["span"].int_value for a in store.get_artifacts_by_id(read)
+                if "span" in a.custom_properties}
+    except Exception:  # noqa: BLE001 - a store this cannot read is the run's checks' to name
+        return set()

@@ -15,6 +15,7 @@ import glob
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import data
@@ -51,8 +52,11 @@ def input_fingerprint(folder: str, span: int | None) -> str:
     return split_fingerprint("single_split", sorted(p for p in glob.glob(pattern) if not is_hidden(os.path.basename(p))))
 
 
-def choose_spans(folder: str, span: int | None) -> tuple[int | None, int | None]:
-    """(span to train on, the span before it) for a spanned folder; (None, None) for a flat one."""
+def choose_spans(folder: str, span: int | None,
+                 passed: Callable[[], set[int]] = set) -> tuple[int | None, int | None]:
+    """(span to train on, its drift baseline) for a spanned folder; (None, None) for a flat one. The baseline is the
+    newest earlier span among `passed()` (those that went past the data gate before), else the span before: a span
+    the gate stopped (a broken export) is no baseline, or the fixed span after it is stopped for drift too."""
     spans = list_spans(folder)
     if not spans:
         if span is not None:
@@ -64,9 +68,12 @@ def choose_spans(folder: str, span: int | None) -> tuple[int | None, int | None]
         raise ConfigError(f"span {chosen} not found in {folder} (spans there: {', '.join(map(str, spans))})")
     data.check_csv_folder(str(Path(folder) / f"span-{chosen}"))
     earlier = [s for s in spans if s < chosen]
-    if earlier:
-        data.check_csv_folder(str(Path(folder) / f"span-{earlier[-1]}"))
-    return chosen, earlier[-1] if earlier else None
+    if not earlier:
+        return chosen, None
+    accepted = passed() if len(earlier) > 1 else set()
+    baseline = max((s for s in earlier if s in accepted), default=earlier[-1])
+    data.check_csv_folder(str(Path(folder) / f"span-{baseline}"))
+    return chosen, baseline
 
 
 def _period(row: dict, by: str) -> str:

@@ -145,3 +145,18 @@ def test_a_new_span_reads_the_previous_span_the_last_run_ingested_instead_of_ing
     states = {c.name: c.state for c in summarize(str(output / "metadata.sqlite")).components}
     assert states["PreviousSpanExampleGen"] == states["PreviousSpanStatisticsGen"] == "ran", states
     assert "PreviousSpanExamples" not in states
+
+
+def test_a_span_after_one_the_gate_stopped_is_compared_with_the_last_span_that_passed(tmp_path):
+    """Span 2 (90% card payments) stopped for drift; span 3, a fixed export like span 1, was compared with
+    span 2 and stopped too, so the only way on was --accept-drift, which turns the check off."""
+    data, output = _spans(tmp_path), tmp_path / "out"
+    first = run_local(output, "--data", str(data), "--span", "1", "--no-report")
+    assert first.returncode == 0, first.stderr[-2000:]
+    stopped = run_local(output, "--data", str(data), "--no-report")
+    assert stopped.returncode == 2 and "[drift] payment_type" in stopped.stderr, stopped.stderr[-2000:]
+    (data / "span-3").mkdir()
+    (data / "span-3" / "data.csv").write_bytes((data / "span-1" / "data.csv").read_bytes())
+    fixed = run_local(output, "--data", str(data), "--no-report")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr[-2000:]
+    assert "span 3, drift vs span 1" in fixed.stdout

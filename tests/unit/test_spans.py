@@ -24,6 +24,16 @@ def test_latest_span_and_its_predecessor(tmp_path):
     assert spans.choose_spans(str(tmp_path), 1) == (1, None)
 
 
+def test_the_drift_baseline_is_the_newest_earlier_span_past_the_gate(tmp_path):
+    """Span 2 stopped by the gate (a broken export): span 3 compared with it was stopped for drift too."""
+    for n in (1, 2, 3):
+        _write(tmp_path / f"span-{n}")
+    assert spans.choose_spans(str(tmp_path), None, lambda: {1}) == (3, 1)
+    assert spans.choose_spans(str(tmp_path), None, lambda: {1, 2}) == (3, 2)
+    assert spans.choose_spans(str(tmp_path), None, lambda: {3}) == (3, 2)  # none earlier passed: the span before
+    assert spans.choose_spans(str(tmp_path), None) == (3, 2)
+
+
 def test_flat_folder_has_no_spans(tmp_path):
     _write(tmp_path / "flat")
     assert spans.choose_spans(str(tmp_path / "flat"), None) == (None, None)
