@@ -136,7 +136,7 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     latest = in_service  # the push that learned the newest data
     if version is None:
         reasons.append("no model is pushed yet")
-    elif newer.version is not None and newer.span == chosen and newer.read == now:
+    elif newer.version is not None and (chosen is None or newer.span == chosen) and newer.read == now:
         # the same run again: the same model, or the drift gate
         latest = newer
         waiting.append(f"{what} is already learned by version {newer.version}, pushed after the model in service "
@@ -173,7 +173,7 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
         return Decision(True, reasons, chosen, version, model_span, model)
     if skewed:  # training is seeded: the same data gives the same model, pushed again as a new canary each time
         who = f"version {latest.version}" if latest is newer else f"the model in service (version {version})"
-        learned = what if latest.span == chosen or chosen is None else (
+        learned = what if chosen is None or latest.span == chosen else (
             f"span {latest.span}, and span {chosen} is the latest in {data}")
         waiting.append(f"{skewed}, but {who} already learned {learned}: retraining would fit the same rows "
                        "again; waiting for " + ("new data" if chosen is None else "a new span"))

@@ -427,6 +427,10 @@ def test_a_flat_folder_edited_in_place_is_retrained_and_named_as_such(tmp_path: 
     (data / "data.csv").write_text("a,b\n1,3\n")
     assert _decide_with(monkeypatch, tmp_path, data, learned).reasons == [
         f"the data in {data} changed since the model in service (version 5) learned it"]
+    canary = trigger.Learned(7, 0, spans.input_fingerprint(str(data), None))  # span 0: MLMD's for a flat folder
+    assert _decide_with(monkeypatch, tmp_path, data, learned, canary).reasons == [
+        f"the data in {data} is already learned by version 7, pushed after the model in service (5, the flat data "
+        "folder): promote it, or wait for new data"]
 
 
 def test_a_later_span_learned_by_a_newer_push_is_not_said_to_be_the_latest_span(
