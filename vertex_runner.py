@@ -19,6 +19,7 @@ import sys
 from typing import NoReturn
 
 from pipeline.configs import ConfigError
+from pipeline.vertex import checks
 from pipeline.vertex import settings as vs
 
 EXIT_CONFIG = 2
@@ -128,7 +129,7 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     s = settings_from(args)
     if args.command == "compile":
-        vs.check_compile(s)
+        checks.check_compile(s)
         from common.console import silenced
         from pipeline.vertex.compile import compile_pipeline
 
@@ -138,8 +139,8 @@ def run(argv: list[str] | None = None) -> int:
         return 0
 
     # Everything below talks to Vertex: validate fully first, then import the SDK.
-    checks = {"create": vs.check_schedule_create, None: vs.check_submit}
-    checks.get(getattr(args, "action", None), vs.check_target)(s)
+    by_action = {"create": checks.check_schedule_create, None: checks.check_submit}
+    by_action.get(getattr(args, "action", None), checks.check_target)(s)
     from pipeline.vertex import jobs
 
     try:
