@@ -43,7 +43,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", dest="config_file", help="YAML file of settings (env VERTEX_CONFIG)")
     g.add_argument("--project", help="GCP project id (env VERTEX_PROJECT, GOOGLE_CLOUD_PROJECT)")
     g.add_argument("--region", help="Vertex region, e.g. us-central1 (env VERTEX_REGION, GOOGLE_CLOUD_REGION)")
-    g.add_argument("--pipeline-name", help="Vertex pipeline name [a-z0-9][a-z0-9-]{0,127} (default taxi-pipeline)")
+    g.add_argument("--pipeline-name", help="Vertex pipeline name [a-z][a-z0-9-]{0,112} (default taxi-pipeline)")
     g.add_argument("--service-account", help="run-as service account email for pipeline runs")
     g.add_argument("--template", help="compiled pipeline JSON (default build/vertex_pipeline.json)")
 

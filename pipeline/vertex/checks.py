@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.configs import INT32_MAX, PIPELINE_NAME_RE, ConfigError, check_beam_args
+from pipeline.configs import INT32_MAX, ConfigError, check_beam_args
 from pipeline.vertex.cron import check_cron
 from pipeline.vertex.settings import VertexSettings, read_text_file
 
@@ -25,6 +25,33 @@ _IMAGE_RE = re.compile(
     r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?$"
 )
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# A Vertex pipeline job id matches [a-z][-a-z0-9]{0,127}, and the SDK makes it "<pipeline name>-YYYYmmddHHMMSS":
+# the name must start with a letter and leave 15 of the 128 characters to the timestamp.
+VERTEX_PIPELINE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,112}\Z")
+DISPLAY_NAME_MAX = 128  # Vertex's limit on a schedule's display name (the SDK raises ValueError past it)
+INT64_MAX = 2**63 - 1  # the Schedule fields are int64: a larger count is a ValueError in the SDK
+# A user-managed account (NAME@PROJECT.iam), or one of Google's defaults: Compute Engine's
+# (PROJECT_NUMBER-compute@developer) and App Engine's (PROJECT@appspot).
+_SERVICE_ACCOUNT_RE = re.compile(
+    r"^(?:[^@\s]+@[^@\s]+\.iam\.gserviceaccount\.com|[0-9]+-compute@developer\.gserviceaccount\.com"
+    r"|[a-z][a-z0-9:.-]*@appspot\.gserviceaccount\.com)\Z"
+)
+
+
+def check_service_account(label: str, email: str) -> None:
+    if not _SERVICE_ACCOUNT_RE.match(email):
+        raise ConfigError(f"{label} {email!r} must be a service account email: NAME@PROJECT.iam.gserviceaccount.com, "
+                          "or a default one (PROJECT_NUMBER-compute@developer.gserviceaccount.com, "
+                          "PROJECT@appspot.gserviceaccount.com)")
+
+
+def check_pipeline_name(name: str) -> None:
+    if not VERTEX_PIPELINE_NAME_RE.match(name):
+        raise ConfigError(
+            f"pipeline name {name!r} must match [a-z][a-z0-9-]{{0,112}} (a lowercase letter, then lowercase "
+            "letters, digits, dashes; at most 113 characters): Vertex names each run <name>-YYYYmmddHHMMSS, "
+            "a job id of at most 128 characters starting with a letter"
+        )
 
 
 def _check_gs(label: str, value: str) -> None:
@@ -54,17 +81,13 @@ def check_target(s: VertexSettings) -> None:
         raise ConfigError("region is not set: pass --region, or set VERTEX_REGION or GOOGLE_CLOUD_REGION")
     if not _REGION_RE.match(s.region):
         raise ConfigError(f"region {s.region!r} is not a GCP region such as us-central1")
-    if s.service_account and not re.match(r"^[^@\s]+@[^@\s]+\.iam\.gserviceaccount\.com$", s.service_account):
-        raise ConfigError(f"service account {s.service_account!r} must be an email ending in .iam.gserviceaccount.com")
+    if s.service_account:
+        check_service_account("service account", s.service_account)
 
 
 def check_compile(s: VertexSettings) -> None:
     check_target(s)
-    if not PIPELINE_NAME_RE.match(s.pipeline_name):
-        raise ConfigError(
-            f"pipeline name {s.pipeline_name!r} must match [a-z0-9][a-z0-9-]{{0,127}} "
-            "(lowercase letters, digits, dashes)"
-        )
+    check_pipeline_name(s.pipeline_name)
     if not s.bucket and not all(getattr(s, n) for n in ("pipeline_root", "data_root", "serving_model_dir", "temp_location")):
         raise ConfigError("bucket is not set: pass --bucket gs://NAME (or set VERTEX_BUCKET) to place pipeline outputs")
     if s.bucket:
@@ -82,8 +105,8 @@ def check_compile(s: VertexSettings) -> None:
                               "n1-standard-4")
     if s.schema_path.startswith("gs://"):
         _check_gs("schema path", s.schema_path)
-    if s.dataflow_service_account and not s.dataflow_service_account.endswith(".iam.gserviceaccount.com"):
-        raise ConfigError(f"dataflow service account {s.dataflow_service_account!r} must be a service account email")
+    if s.dataflow_service_account:
+        check_service_account("dataflow service account", s.dataflow_service_account)
     flags = dict(arg.partition("=")[::2] for arg in s.beam_args)
     for arg in s.beam_args:
         if not arg.startswith("--"):
@@ -125,6 +148,7 @@ def compiled_pipeline(template: str) -> tuple[str, dict[str, Any]]:
 
 def check_submit(s: VertexSettings) -> None:
     check_target(s)
+    check_pipeline_name(s.pipeline_name)
     if s.pipeline_root:
         _check_gs("pipeline root", s.pipeline_root)
     compiled_name, known = compiled_pipeline(s.template)
@@ -149,10 +173,13 @@ def check_schedule_create(s: VertexSettings) -> None:
     if not s.cron:
         raise ConfigError("cron is not set: pass --cron 'TZ=America/Chicago 0 3 * * *' (or set VERTEX_CRON)")
     check_cron(s.cron)
-    if s.max_concurrent_runs < 1:
-        raise ConfigError(f"max concurrent runs must be at least 1, got {s.max_concurrent_runs}")
-    if s.max_run_count is not None and s.max_run_count < 1:
-        raise ConfigError(f"max run count must be at least 1, got {s.max_run_count}")
+    for label, count in (("max concurrent runs", s.max_concurrent_runs), ("max run count", s.max_run_count)):
+        if count is not None and not 1 <= count <= INT64_MAX:
+            raise ConfigError(f"{label} must be within [1, {INT64_MAX}], got {count}")
+    if len(s.schedule_display_name) > DISPLAY_NAME_MAX:
+        source = "--schedule-name" if s.schedule_name else "the default <pipeline name>-schedule"
+        raise ConfigError(f"schedule name {s.schedule_display_name!r} ({source}) has {len(s.schedule_display_name)} "
+                          f"characters; Vertex takes at most {DISPLAY_NAME_MAX}")
     start = _check_time("start time", s.start_time)
     end = _check_time("end time", s.end_time)
     if start and end and end <= start:

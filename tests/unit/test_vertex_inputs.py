@@ -1,0 +1,101 @@
+"""Inputs the Vertex checks let through before, each of which crashed in the SDK or did the wrong thing:
+every one is now one 'error: ...' line and exit 2 before any network call, or is accepted as it should be."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import vertex_runner
+from pipeline.configs import ConfigError
+from pipeline.vertex import checks
+from pipeline.vertex.settings import load_settings
+
+OK = ["--project", "my-proj-1", "--region", "us-central1"]
+COMPILE = ["compile", *OK, "--bucket", "gs://taxi-ml"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("VERTEX_") or name in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    path = tmp_path / "p.json"
+    path.write_text('{"pipelineSpec": {"pipelineInfo": {"name": "taxi-pipeline"}, '
+                    '"root": {"inputDefinitions": {"parameters": {"data-root": {}}}}}}')
+    return path
+
+
+def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    code = vertex_runner.main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert captured.out == ""
+    return lines[0]
+
+
+def _settings(**flags: object) -> object:
+    return load_settings({"project": "my-proj-1", "region": "us-central1", "bucket": "gs://taxi-ml", **flags}, env={})
+
+
+@pytest.mark.parametrize("name", ["1taxi", "-taxi", "t" * 114])
+def test_pipeline_names_vertex_cannot_run_are_refused(capsys: pytest.CaptureFixture, template: Path,
+                                                      name: str) -> None:
+    """The SDK's job id '<name>-YYYYmmddHHMMSS' must match [a-z][-a-z0-9]{0,127}: a ValueError traceback before."""
+    assert "must match [a-z][a-z0-9-]{0,112}" in _error(capsys, [*COMPILE, f"--pipeline-name={name}"])
+    assert "must match [a-z][a-z0-9-]{0,112}" in _error(
+        capsys, ["submit", *OK, "--template", str(template), f"--pipeline-name={name}"])
+    assert "must match [a-z][a-z0-9-]{0,112}" in _error(
+        capsys, ["schedule", "create", *OK, "--cron", "0 3 * * *", "--template", str(template), f"--pipeline-name={name}"])
+
+
+def test_the_pipeline_name_rule_is_the_sdks_job_id_rule() -> None:
+    from google.cloud.aiplatform.constants.pipeline import _VALID_NAME_PATTERN
+
+    timestamp = "-20260101000000"  # what PipelineJob appends
+    for name in ("t" * 113, "a", "taxi-pipeline", "a1-"):
+        checks.check_pipeline_name(name)
+        assert _VALID_NAME_PATTERN.match(name + timestamp)
+    for name in ("t" * 114, "1taxi"):
+        with pytest.raises(ConfigError):
+            checks.check_pipeline_name(name)
+        assert not _VALID_NAME_PATTERN.match(name + timestamp)
+
+
+def test_a_schedule_name_over_128_characters_is_refused(capsys: pytest.CaptureFixture, template: Path) -> None:
+    argv = ["schedule", "create", *OK, "--cron", "0 3 * * *", "--template", str(template)]
+    assert "has 129 characters; Vertex takes at most 128" in _error(capsys, [*argv, "--schedule-name", "s" * 129])
+    checks.check_schedule_create(load_settings(
+        {"project": "my-proj-1", "region": "us-central1", "cron": "0 3 * * *", "template": str(template),
+         "schedule_name": "s" * 128}, env={}))
+
+
+@pytest.mark.parametrize("flag", ["--max-run-count", "--max-concurrent-runs"])
+def test_counts_beyond_int64_are_refused(capsys: pytest.CaptureFixture, template: Path, flag: str) -> None:
+    argv = ["schedule", "create", *OK, "--cron", "0 3 * * *", "--template", str(template)]
+    assert f"must be within [1, {2**63 - 1}], got 100000000000000000000000" in _error(
+        capsys, [*argv, flag, "100000000000000000000000"])
+    assert "must be within [1," in _error(capsys, [*argv, flag, "0"])
+
+
+@pytest.mark.parametrize("account", ["123456789012-compute@developer.gserviceaccount.com",
+                                     "my-proj-1@appspot.gserviceaccount.com",
+                                     "pipelines@my-proj-1.iam.gserviceaccount.com"])
+def test_googles_default_service_accounts_are_accepted(account: str) -> None:
+    checks.check_compile(_settings(service_account=account))
+    checks.check_compile(_settings(dataflow_service_account=account))
+
+
+@pytest.mark.parametrize("account", ["me@gmail.com", "compute@developer.gserviceaccount.com",
+                                     "x-compute@developer.gserviceaccount.com", "a@b.iam.gserviceaccount.com\n"])
+def test_other_accounts_are_still_refused(account: str) -> None:
+    for flag in ("service_account", "dataflow_service_account"):
+        with pytest.raises(ConfigError, match="must be a service account email"):
+            checks.check_compile(_settings(**{flag: account}))
