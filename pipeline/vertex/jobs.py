@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from pipeline.vertex import cron
 from pipeline.vertex.settings import VertexSettings
 
 _SCHEDULE_NAME_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/schedules/[^/]+$")
@@ -115,7 +116,7 @@ def create_schedule(s: VertexSettings, replace: bool = False) -> str:
         old = _find(s, s.schedule_display_name) if replace else []
         job = build_job(s)
         schedule = job.create_schedule(
-            cron=s.cron,
+            cron=cron.normalized(s.cron),  # the form check_cron read, not tabs or a line break Vertex may not
             display_name=s.schedule_display_name,
             start_time=_time(s.start_time),
             end_time=_time(s.end_time),

@@ -10,6 +10,7 @@ import pytest
 import vertex_runner
 from pipeline.configs import ConfigError
 from pipeline.vertex import checks
+from pipeline.vertex.cron import check_cron
 from pipeline.vertex.settings import load_settings
 
 OK = ["--project", "my-proj-1", "--region", "us-central1"]
@@ -83,6 +84,14 @@ def test_counts_beyond_int64_are_refused(capsys: pytest.CaptureFixture, template
     assert f"must be within [1, {2**63 - 1}], got 100000000000000000000000" in _error(
         capsys, [*argv, flag, "100000000000000000000000"])
     assert "must be within [1," in _error(capsys, [*argv, flag, "0"])
+
+
+@pytest.mark.parametrize("cron", ["0 \u00b3 * * *", "0 \u0663 * * *", "*/\u0663 3 * * *", "0 3 \uff11 * *"])
+def test_cron_numbers_are_ascii_digits(capsys: pytest.CaptureFixture, template: Path, cron: str) -> None:
+    """'³' was a ValueError traceback from int(); the Arabic-Indic '٣' was read as 3 and sent to Vertex as is."""
+    with pytest.raises(ConfigError, match="cron"):
+        check_cron(cron)
+    assert "cron" in _error(capsys, ["schedule", "create", *OK, "--cron", cron, "--template", str(template)])
 
 
 @pytest.mark.parametrize("account", ["123456789012-compute@developer.gserviceaccount.com",
