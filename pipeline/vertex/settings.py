@@ -219,7 +219,15 @@ def read_yaml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML{line}{detail}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting: value")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    settings: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in data.items():  # pipeline-name and pipeline_name are one setting: both given is a key set twice
+        name = str(key).replace("-", "_")
+        if name in settings:
+            raise ConfigError(f"config file {path}: {spelled[name]!r} and {key!r} are the same setting ({name}); "
+                              "keep one")
+        settings[name], spelled[name] = value, str(key)
+    return settings
 
 
 def load_settings(

@@ -94,6 +94,16 @@ def test_cron_numbers_are_ascii_digits(capsys: pytest.CaptureFixture, template: 
     assert "cron" in _error(capsys, ["schedule", "create", *OK, "--cron", cron, "--template", str(template)])
 
 
+def test_a_yaml_setting_spelt_both_ways_is_refused(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """pipeline-name and pipeline_name are one setting: the last one was taken in silence."""
+    cfg = tmp_path / "vertex.yaml"
+    cfg.write_text("pipeline-name: taxi-a\nproject: my-proj-1\npipeline_name: taxi-b\n")
+    assert _error(capsys, ["compile", "--config", str(cfg)]) == (
+        f"error: config file {cfg}: 'pipeline-name' and 'pipeline_name' are the same setting (pipeline_name); keep one")
+    cfg.write_text("pipeline-name: taxi-a\n")
+    assert load_settings({}, env={}, config_file=str(cfg)).pipeline_name == "taxi-a"
+
+
 @pytest.mark.parametrize("account", ["123456789012-compute@developer.gserviceaccount.com",
                                      "my-proj-1@appspot.gserviceaccount.com",
                                      "pipelines@my-proj-1.iam.gserviceaccount.com"])
