@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from pipeline.configs import ConfigError
 from pipeline.vertex import cron
 from pipeline.vertex.settings import VertexSettings
 
@@ -63,11 +65,58 @@ def api_errors(action: str) -> Iterator[None]:
         raise VertexError(f"{action}: Vertex AI answered {code_name}: {_one_line(err.message)}") from None
     except api_exceptions.GoogleAPIError as err:
         raise VertexError(f"{action}: {_one_line(err)}") from None
+    except ConfigError:  # a ValueError too: ours, already one line, exit 2
+        raise
+    except ValueError as err:  # the SDK's own checks (a display name, an id, a count): a traceback before
+        raise VertexError(f"{action}: the Vertex AI SDK refused it: {_one_line(err)}") from None
+
+
+_SDK_LOGGER = "google.cloud.aiplatform"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """The SDK's progress lines ("Creating PipelineJob", the console link, each "current state") on stderr: stdout
+    holds only the result the runner prints. The stream is looked up at each line, so a redirected stderr is used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.INFO)  # on the handler: PipelineJob.submit sets its logger's level back to INFO
+
+    @property
+    def stream(self) -> Any:  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:  # the SDK logs a bucket check's failure with its
+            text += f": {_one_line(record.exc_info[1])}"  # traceback, though it goes on to submit
+        return text
+
+
+def route_sdk_logs() -> None:
+    """Every aiplatform logger to _StderrHandler. Each SDK module adds a handler on sys.stdout to its logger unless
+    one of its parents already has a stream handler: called before the SDK is imported, the parent has ours;
+    called after, the stdout handlers of modules imported earlier are removed."""
+    parent = logging.getLogger(_SDK_LOGGER)
+    if not any(isinstance(h, _StderrHandler) for h in parent.handlers):
+        parent.addHandler(_StderrHandler())
+    parent.propagate = False  # a root handler would print each line a second time
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith(f"{_SDK_LOGGER}.") and isinstance(logger, logging.Logger):
+            for handler in list(logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    logger.removeHandler(handler)
 
 
 def _init(s: VertexSettings) -> Any:
+    route_sdk_logs()
     from google.cloud import aiplatform
 
+    route_sdk_logs()
     aiplatform.init(project=s.project, location=s.region)
     return aiplatform
 

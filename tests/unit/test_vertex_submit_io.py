@@ -1,11 +1,20 @@
-"""What submit and schedule create send and print around the run itself.
+"""What submit and schedule create print and do around the run itself: the SDK's lines on stderr, a missing
+the SDK's own ValueErrors, the cron as sent.
 The SDK is the real one; only the network is fake (tests/unit/test_vertex_jobs.py)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 import vertex_runner
-from tests.unit.test_vertex_jobs import TARGET, FakeChannel, template, vertex  # noqa: F401 - fixtures
+from pipeline.vertex import jobs
+from tests.unit.test_vertex_jobs import PROJECT, TARGET, FakeChannel, template, vertex  # noqa: F401 - fixtures
+
+ROOT = Path(vertex_runner.__file__).resolve().parent
 
 
 def test_the_cron_is_sent_as_checked(vertex: FakeChannel, template: Path) -> None:  # noqa: F811
@@ -13,3 +22,50 @@ def test_the_cron_is_sent_as_checked(vertex: FakeChannel, template: Path) -> Non
     args = ["schedule", "create", *TARGET, "--template", str(template), "--cron", " TZ=UTC\t0  3 * *\u00a0* "]
     assert vertex_runner.main(args) == 0
     assert vertex.named("CreateSchedule")[0].schedule.cron == "TZ=UTC 0 3 * * *"
+
+
+def test_a_value_error_from_the_sdk_is_one_line() -> None:
+    """The SDK checks some values itself (display names, job ids, counts) with ValueError: a traceback before."""
+    with pytest.raises(jobs.VertexError) as raised, jobs.api_errors("schedule create"):
+        raise ValueError("Display name needs to be less than 128 characters.")
+    assert str(raised.value) == ("schedule create: the Vertex AI SDK refused it: Display name needs to be less "
+                                 "than 128 characters.")
+
+
+_SUBMIT_IN_A_FRESH_PROCESS = """
+import sys
+import google.auth, pytest
+from google.api_core import grpc_helpers
+from google.auth.credentials import AnonymousCredentials
+from tests.unit import test_vertex_jobs as t
+import vertex_runner
+
+t._default_answer.list_response = t._schedules()
+channel = t.FakeChannel(t._default_answer)
+mp = pytest.MonkeyPatch()
+mp.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), t.PROJECT))
+mp.setattr(grpc_helpers, "create_channel", lambda *a, **k: channel)
+from google.auth.transport import requests as auth_requests
+import json, requests
+def http(self, method, url, *args, **kwargs):
+    response = requests.Response()
+    response.status_code = 200
+    response._content = json.dumps({"name": "taxi-ml", "projectNumber": "123"}).encode()
+    response.headers["content-type"] = "application/json"
+    return response
+mp.setattr(auth_requests.AuthorizedSession, "request", http)
+sys.exit(vertex_runner.main(["submit", *t.TARGET, "--template", sys.argv[1], "--wait"]))
+"""
+
+
+def test_the_sdks_lines_go_to_stderr_and_stdout_is_the_result(template: Path) -> None:  # noqa: F811
+    """"Creating PipelineJob", the console link and each run state were printed on stdout with the job name
+    that scripts read from it. A fresh process, as the SDK picks its stream when its modules load."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_", "VERTEX_"))}
+    done = subprocess.run([sys.executable, "-c", _SUBMIT_IN_A_FRESH_PROCESS, str(template)], capture_output=True,
+                          text=True, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"projects/{PROJECT}/locations/") and "/pipelineJobs/" in lines[0]
+    assert "Creating PipelineJob" in done.stderr
+    assert "console.cloud.google.com/vertex-ai" in done.stderr
