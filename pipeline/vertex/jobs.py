@@ -144,6 +144,7 @@ def submit(s: VertexSettings, wait: bool = False) -> str:
     """Start one run; with wait, block until it ends and fail unless it SUCCEEDED."""
     with api_errors("submit"):
         job = build_job(s)
+        require_bucket(s, job)
         job.submit(service_account=s.service_account or None)
         name = job.resource_name
         print(f"submitted {name}", file=sys.stderr)
@@ -156,6 +157,27 @@ def submit(s: VertexSettings, wait: bool = False) -> str:
     return name
 
 
+def require_bucket(s: VertexSettings, job: Any) -> None:
+    """ConfigError unless the run's pipeline-root bucket exists. PipelineJob.submit creates a missing one (and
+    grants the run-as account on it): a typo in --pipeline-root or --bucket would make a new bucket."""
+    from google.api_core import exceptions as api_exceptions
+    from google.cloud import storage
+
+    # What submit reads (gca_resource refuses to answer before the job exists): --pipeline-root or as compiled.
+    root = job._gca_resource.runtime_config.gcs_output_directory
+    bucket = root[len("gs://"):].split("/", 1)[0] if root.startswith("gs://") else ""
+    if not bucket:
+        return
+    try:
+        exists = storage.Client(project=s.project, credentials=job.credentials).bucket(bucket).exists()
+    except api_exceptions.Forbidden:  # a submitter without storage.buckets.get (the README asks for none) cannot
+        return  # create buckets either: the SDK's own attempt fails too, and it goes on to submit
+    if not exists:
+        raise ConfigError(f"pipeline root {root}: bucket gs://{bucket} does not exist; nothing was created or "
+                          f"submitted: create it (gcloud storage buckets create gs://{bucket} --location={s.region}) "
+                          "or fix --pipeline-root (or the --bucket it was compiled with)")
+
+
 def create_schedule(s: VertexSettings, replace: bool = False) -> str:
     """Create the schedule; with replace, then delete older schedules of the same display name.
 
@@ -164,6 +186,7 @@ def create_schedule(s: VertexSettings, replace: bool = False) -> str:
     with api_errors("schedule create"):
         old = _find(s, s.schedule_display_name) if replace else []
         job = build_job(s)
+        require_bucket(s, job)  # each run would fail on it
         schedule = job.create_schedule(
             cron=cron.normalized(s.cron),  # the form check_cron read, not tabs or a line break Vertex may not
             display_name=s.schedule_display_name,

@@ -1,12 +1,14 @@
 """What submit and schedule create print and do around the run itself: the SDK's lines on stderr, a missing
-the SDK's own ValueErrors, the cron as sent.
+pipeline-root bucket refused (the SDK would create it), the SDK's own ValueErrors, the cron as sent.
 The SDK is the real one; only the network is fake (tests/unit/test_vertex_jobs.py)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,50 @@ from pipeline.vertex import jobs
 from tests.unit.test_vertex_jobs import PROJECT, TARGET, FakeChannel, template, vertex  # noqa: F401 - fixtures
 
 ROOT = Path(vertex_runner.__file__).resolve().parent
+
+
+def _http_bucket_status(monkeypatch: pytest.MonkeyPatch, channel: FakeChannel, statuses: dict[str, int]) -> None:
+    """The fake GCS answers `status` for a bucket named in `statuses`, 200 with its JSON for any other."""
+    import requests
+    from google.auth.transport import requests as auth_requests
+
+    def http(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        channel.requests.append(("HTTP " + method, url))
+        bucket = url.split("/b/")[-1].split("?")[0].split("/")[0] if "/b/" in url else ""
+        response = requests.Response()
+        response.request = requests.Request(method, url).prepare()
+        response.status_code = statuses.get(bucket, 200)
+        body = {"name": bucket, "projectNumber": "123"} if response.status_code == 200 else {
+            "error": {"code": response.status_code, "message": "fake GCS says no"}}
+        response._content = json.dumps(body).encode()
+        response.headers["content-type"] = "application/json"
+        return response
+
+    monkeypatch.setattr(auth_requests.AuthorizedSession, "request", http)
+
+
+def test_a_missing_pipeline_root_bucket_is_refused_not_created(vertex: FakeChannel, template: Path,  # noqa: F811
+                                                               monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """PipelineJob.submit creates a pipeline-root bucket it does not find: a typo made a new bucket."""
+    _http_bucket_status(monkeypatch, vertex, {"taxi-mll": 404})
+    for argv in (["submit", *TARGET, "--template", str(template), "--pipeline-root", "gs://taxi-mll/root"],
+                 ["schedule", "create", *TARGET, "--template", str(template), "--pipeline-root", "gs://taxi-mll/root",
+                  "--cron", "0 3 * * *"]):
+        assert vertex_runner.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["error: pipeline root gs://taxi-mll/root: bucket gs://taxi-mll does not exist; nothing was "
+                       "created or submitted: create it (gcloud storage buckets create gs://taxi-mll "
+                       "--location=us-central1) or fix --pipeline-root (or the --bucket it was compiled with)"]
+    assert [m for m, _ in vertex.requests if m.startswith("HTTP") and m != "HTTP GET"] == []  # no bucket insert
+    assert not vertex.named("CreatePipelineJob") and not vertex.named("CreateSchedule")
+
+
+def test_a_submitter_who_cannot_read_the_bucket_still_submits(vertex: FakeChannel, template: Path,  # noqa: F811
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README asks no storage role of the submitter: a 403 on the bucket is not a reason to stop."""
+    _http_bucket_status(monkeypatch, vertex, {"taxi-ml": 403})
+    assert vertex_runner.main(["submit", *TARGET, "--template", str(template)]) == 0
+    assert vertex.named("CreatePipelineJob")
 
 
 def test_the_cron_is_sent_as_checked(vertex: FakeChannel, template: Path) -> None:  # noqa: F811
