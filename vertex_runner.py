@@ -133,8 +133,14 @@ def run(argv: list[str] | None = None) -> int:
         from common.console import silenced
         from pipeline.vertex.compile import compile_pipeline
 
-        with silenced():  # TensorFlow's and Google's import-time lines (CUDA, this Python's support) are not results
-            compiled = compile_pipeline(s, s.template if args.output is None else args.output)
+        output = s.template if args.output is None else args.output
+        try:
+            with silenced():  # TensorFlow's and Google's import-time lines (CUDA, this Python's support) are not results
+                compiled = compile_pipeline(s, output)
+        except KeyboardInterrupt:
+            print(f"interrupted: compile stopped; {output} was not written (a pipeline JSON already there is "
+                  "unchanged)", file=sys.stderr)
+            return EXIT_CLOUD
         print(compiled)
         return 0
 
@@ -155,6 +161,15 @@ def run(argv: list[str] | None = None) -> int:
             print(jobs.change_schedule(s, args.name, args.action))
     except jobs.VertexError as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_CLOUD
+    except jobs.Interrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return EXIT_CLOUD
+    except KeyboardInterrupt:
+        what = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        print(f"interrupted: {what} stopped before Vertex answered; whether the request took effect is not known: "
+              "look with 'schedule list' or in the console (Vertex AI > Pipelines) before trying again",
+              file=sys.stderr)
         return EXIT_CLOUD
     return 0
 

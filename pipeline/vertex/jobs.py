@@ -27,6 +27,10 @@ class VertexError(RuntimeError):
     """Vertex refused a request or a run failed; the message is one line."""
 
 
+class Interrupted(Exception):  # noqa: N818 - what the runner prints: "interrupted: ..."
+    """Ctrl-C while following a run: the message says the run goes on and how to cancel it."""
+
+
 # Google's libraries warn at import about Python and package versions, once per library: 26 lines before the
 # one-line error of a submit without credentials. They are the pinned environment's, not the user's to act on.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
@@ -153,6 +157,11 @@ def submit(s: VertexSettings, wait: bool = False) -> str:
                 job.wait()
             except RuntimeError as err:  # the SDK's signal for FAILED / CANCELLED
                 raise VertexError(f"pipeline job {name} did not succeed: {_one_line(err)}") from None
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"stopped following pipeline job {name}; it keeps running on Vertex. To cancel it: "
+                    f"python -c \"from google.cloud import aiplatform; aiplatform.PipelineJob.get('{name}').cancel()\" "
+                    "(or Stop in the console: Vertex AI > Pipelines > Runs)") from None
             print(f"pipeline job {name} succeeded", file=sys.stderr)
     return name
 

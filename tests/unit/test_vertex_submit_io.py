@@ -1,5 +1,5 @@
 """What submit and schedule create print and do around the run itself: the SDK's lines on stderr, a missing
-pipeline-root bucket refused (the SDK would create it), the SDK's own ValueErrors, the cron as sent.
+pipeline-root bucket refused (the SDK would create it), Ctrl-C, the SDK's own ValueErrors, the cron as sent.
 The SDK is the real one; only the network is fake (tests/unit/test_vertex_jobs.py)."""
 from __future__ import annotations
 
@@ -14,9 +14,17 @@ import pytest
 
 import vertex_runner
 from pipeline.vertex import jobs
-from tests.unit.test_vertex_jobs import PROJECT, TARGET, FakeChannel, template, vertex  # noqa: F401 - fixtures
+from tests.unit.test_vertex_jobs import PARENT, PROJECT, TARGET, FakeChannel, _default_answer, template, vertex  # noqa: F401 - fixtures
 
 ROOT = Path(vertex_runner.__file__).resolve().parent
+
+
+def _main(argv: list[str]) -> int:
+    """vertex_runner.main, with an escaping Ctrl-C a test failure (pytest would end the session on it)."""
+    try:
+        return vertex_runner.main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped vertex_runner.main as a KeyboardInterrupt (a traceback, death by signal)")
 
 
 def _http_bucket_status(monkeypatch: pytest.MonkeyPatch, channel: FakeChannel, statuses: dict[str, int]) -> None:
@@ -61,6 +69,61 @@ def test_a_submitter_who_cannot_read_the_bucket_still_submits(vertex: FakeChanne
     _http_bucket_status(monkeypatch, vertex, {"taxi-ml": 403})
     assert vertex_runner.main(["submit", *TARGET, "--template", str(template)]) == 0
     assert vertex.named("CreatePipelineJob")
+
+
+def test_ctrl_c_while_following_a_run_says_it_keeps_running(vertex: FakeChannel, template: Path,  # noqa: F811
+                                                            capsys) -> None:
+    def answer(name: str, request: Any) -> Any:
+        if name == "GetPipelineJob":
+            raise KeyboardInterrupt
+        return _default_answer(name, request)
+
+    vertex.answer = answer
+    assert _main(["submit", *TARGET, "--template", str(template), "--wait"]) == 1
+    captured = capsys.readouterr()
+    (job,) = vertex.named("CreatePipelineJob")
+    name = f"{PARENT}/pipelineJobs/{job.pipeline_job_id}"
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted: stopped following pipeline job {name}; it keeps running on Vertex. "
+                           "To cancel it: python -c")
+    assert f"aiplatform.PipelineJob.get('{name}').cancel()" in last
+    assert "Traceback" not in captured.err
+    assert not vertex.named("CancelPipelineJob")
+
+
+def test_ctrl_c_before_vertex_answers_is_one_line(vertex: FakeChannel, template: Path, capsys) -> None:  # noqa: F811
+    def answer(name: str, request: Any) -> Any:
+        if name == "CreatePipelineJob":
+            raise KeyboardInterrupt
+        return _default_answer(name, request)
+
+    vertex.answer = answer
+    assert _main(["submit", *TARGET, "--template", str(template)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("interrupted: submit stopped before Vertex answered")
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_during_compile_keeps_the_previous_json(template: Path, tmp_path: Path,  # noqa: F811
+                                                       monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+    out = tmp_path / "p.json"
+    out.write_text(template.read_text())
+    before = out.read_text()
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kubeflow_v2_dag_runner.KubeflowV2DagRunner, "run", interrupted)
+    code = _main(["compile", *TARGET, "--bucket", "gs://taxi-ml", "--output", str(out)])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"interrupted: compile stopped; {out} was not written (a pipeline JSON already there is unchanged)"]
+    assert captured.out == ""
+    assert out.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]  # no staging folder left
 
 
 def test_the_cron_is_sent_as_checked(vertex: FakeChannel, template: Path) -> None:  # noqa: F811
