@@ -25,6 +25,7 @@ _IMAGE_RE = re.compile(
     r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?$"
 )
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_MACHINE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
 # A Vertex pipeline job id matches [a-z][-a-z0-9]{0,127}, and the SDK makes it "<pipeline name>-YYYYmmddHHMMSS":
 # the name must start with a letter and leave 15 of the 128 characters to the timestamp.
 VERTEX_PIPELINE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,112}\Z")
@@ -100,23 +101,19 @@ def check_compile(s: VertexSettings) -> None:
         if not 1 <= getattr(s, name) <= INT32_MAX:  # a 23-digit worker count was compiled into every Beam step
             raise ConfigError(f"{name.replace('_', ' ')} must be within [1, {INT32_MAX}], got {getattr(s, name)}")
     for name in ("dataflow_machine_type", "training_machine_type", "serving_machine_type"):
-        if not re.match(r"^[a-z][a-z0-9-]{0,62}$", getattr(s, name)):  # "" became --machine_type= eleven times
+        if not _MACHINE_TYPE_RE.match(getattr(s, name)):  # "" became --machine_type= eleven times
             raise ConfigError(f"{name.replace('_', ' ')} {getattr(s, name)!r} is not a machine type such as "
                               "n1-standard-4")
     if s.schema_path.startswith("gs://"):
         _check_gs("schema path", s.schema_path)
     if s.dataflow_service_account:
         check_service_account("dataflow service account", s.dataflow_service_account)
-    flags = dict(arg.partition("=")[::2] for arg in s.beam_args)
     for arg in s.beam_args:
         if not arg.startswith("--"):
             raise ConfigError(f"beam arg {arg!r} must look like --name=value")
-    if flags.get("--runner", "DataflowRunner") == "DataflowRunner":
-        for name in ("--temp_location", "--staging_location"):  # they replace the generated gs:// ones
-            if name in flags:
-                _check_gs(f"beam arg {name}", flags[name])
     if s.beam_args:  # the options Beam would drop or refuse on Dataflow; imports Beam (~1 s)
         check_beam_args(s.beam_args, local=False)
+        _check_emitted_beam_options(s)
     # The image as composed from image_repository too ('Bad Repo' went into 21 places), and the serving one.
     for name, image in (("image", s.pipeline_image), ("serving_image", s.serving_image)):
         if not _IMAGE_RE.match(image):
@@ -130,6 +127,50 @@ def check_compile(s: VertexSettings) -> None:
             raise ConfigError(
                 f"serving replicas must satisfy 1 <= min ({s.serving_min_replicas}) <= max ({s.serving_max_replicas})"
             )
+
+
+def _beam_options(args: tuple[str, ...]) -> dict[str, Any]:
+    """What Beam makes of args, as the components will read them (the last of a repeated flag, aliases resolved)."""
+    import contextlib
+    import io
+    import warnings
+
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        return PipelineOptions(list(args)).get_all_options()
+
+
+def _check_emitted_beam_options(s: VertexSettings) -> None:
+    """The Beam flags as compiled, --beam-arg ones included, get the checks of the settings they replace:
+    --beam-arg=--machine_type= or --region=US compiled into every Beam step before."""
+    from pipeline.vertex.compile import dataflow_args
+
+    options = _beam_options(dataflow_args(s))
+    runner = str(options.get("runner") or "DataflowRunner")
+    kind = runner.lower().removesuffix("runner")  # Beam reads 'dataflow' and 'DataflowRunner' alike
+    if kind not in ("dataflow", "direct"):
+        raise ConfigError(f"beam arg --runner={runner}: on Vertex the Beam components run on Dataflow (DataflowRunner) "
+                          "or in their own container (DirectRunner)")
+    if kind == "dataflow":
+        for name in ("temp_location", "staging_location"):  # they replace the generated gs:// ones
+            if options.get(name) is not None:
+                _check_gs(f"beam arg --{name}", options[name])
+    checks = {
+        "project": (_PROJECT_RE, "a GCP project id (6-30 lowercase letters, digits, dashes)"),
+        "region": (_REGION_RE, "a GCP region such as us-central1"),
+        "machine_type": (_MACHINE_TYPE_RE, "a machine type such as n1-standard-4"),
+        "sdk_container_image": (_IMAGE_RE, "a container image reference such as REGION-docker.pkg.dev/P/REPO/NAME:TAG"),
+        "service_account_email": (_SERVICE_ACCOUNT_RE, "a service account email"),
+    }
+    for name, (pattern, what) in checks.items():
+        value = options.get(name)
+        if value is not None and not pattern.match(str(value)):
+            raise ConfigError(f"beam arg --{name} {value!r} is not {what}")
+    workers = options.get("max_num_workers")
+    if workers is not None and not 1 <= workers <= INT32_MAX:
+        raise ConfigError(f"beam arg --max_num_workers must be within [1, {INT32_MAX}], got {workers}")
 
 
 def compiled_pipeline(template: str) -> tuple[str, dict[str, Any]]:

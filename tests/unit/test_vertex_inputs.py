@@ -118,3 +118,32 @@ def test_other_accounts_are_still_refused(account: str) -> None:
     for flag in ("service_account", "dataflow_service_account"):
         with pytest.raises(ConfigError, match="must be a service account email"):
             checks.check_compile(_settings(**{flag: account}))
+
+
+@pytest.mark.parametrize(("beam_arg", "expected"), [
+    ("--machine_type=", "beam arg --machine_type '' is not a machine type"),
+    ("--worker_machine_type=n1 standard", "beam arg --machine_type 'n1 standard' is not a machine type"),  # alias
+    ("--region=US", "beam arg --region 'US' is not a GCP region"),
+    ("--project=X", "beam arg --project 'X' is not a GCP project id"),
+    ("--sdk_container_image=bad::img", "beam arg --sdk_container_image 'bad::img' is not a container image"),
+    ("--runner=FlinkRunner", "beam arg --runner=FlinkRunner: on Vertex the Beam components run on Dataflow"),
+    ("--service_account_email=bad", "beam arg --service_account_email 'bad' is not a service account email"),
+    ("--max_num_workers=0", "beam arg --max_num_workers must be within [1, 2147483647], got 0"),
+])
+def test_beam_args_get_the_checks_of_the_settings_they_replace(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                               beam_arg: str, expected: str) -> None:
+    """Each compiled with exit 0 into every Beam step, to fail on Dataflow."""
+    out = tmp_path / "p.json"
+    assert expected in _error(capsys, [*COMPILE, f"--beam-arg={beam_arg}", "--output", str(out)])
+    assert not out.exists()
+
+
+def test_a_lowercase_dataflow_runner_is_dataflow(capsys: pytest.CaptureFixture) -> None:
+    """Beam reads --runner=dataflow as DataflowRunner: its temp location must be on GCS all the same."""
+    assert "beam arg --temp_location '/tmp/beam' must be a gs://" in _error(
+        capsys, [*COMPILE, "--beam-arg=--runner=dataflow", "--beam-arg=--temp_location=/tmp/beam"])
+    checks.check_compile(_settings(beam_args=("--runner=dataflow", "--temp_location=gs://taxi-ml/t2")))
+    # in the component's own container, a local temp location is fine
+    checks.check_compile(_settings(beam_args=("--runner=DirectRunner", "--temp_location=/tmp/beam")))
+    checks.check_compile(_settings(beam_args=("--machine_type=n2-highmem-8", "--region=europe-west4",
+                                              "--service_account_email=123-compute@developer.gserviceaccount.com")))
