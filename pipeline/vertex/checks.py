@@ -8,10 +8,10 @@ from __future__ import annotations
 import datetime
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.configs import INT32_MAX, ConfigError, check_beam_args
+from pipeline.configs import IMAGE_REPO_ROOT, IMAGE_SCHEMA_PATH, INT32_MAX, PROJECT_ROOT, ConfigError, check_beam_args
 from pipeline.vertex.cron import check_cron
 from pipeline.vertex.settings import VertexSettings, read_text_file
 
@@ -104,8 +104,7 @@ def check_compile(s: VertexSettings) -> None:
         if not _MACHINE_TYPE_RE.match(getattr(s, name)):  # "" became --machine_type= eleven times
             raise ConfigError(f"{name.replace('_', ' ')} {getattr(s, name)!r} is not a machine type such as "
                               "n1-standard-4")
-    if s.schema_path.startswith("gs://"):
-        _check_gs("schema path", s.schema_path)
+    check_schema_path(s.schema_path)
     if s.dataflow_service_account:
         check_service_account("dataflow service account", s.dataflow_service_account)
     for arg in s.beam_args:
@@ -127,6 +126,29 @@ def check_compile(s: VertexSettings) -> None:
             raise ConfigError(
                 f"serving replicas must satisfy 1 <= min ({s.serving_min_replicas}) <= max ({s.serving_max_replicas})"
             )
+
+
+def check_schema_path(schema_path: str) -> None:
+    """gs://, or a path inside the pipeline image. The image holds this checkout at /pipeline/, so a path there
+    is this checkout's file (read and pinned at compile, as the default is) and must exist in it. A path elsewhere
+    in the image (a derived image's file) cannot be read here; a file at that path on this machine was read and
+    pinned as if it were the image's, though the run reads the image's, so it is refused."""
+    if schema_path.startswith("gs://"):
+        _check_gs("schema path", schema_path)
+        return
+    if not schema_path.startswith("/"):
+        return  # vertex_config refuses it, naming the default
+    if ".." in PurePosixPath(schema_path).parts:
+        raise ConfigError(f"schema path {schema_path!r} must not hold '..' segments")
+    if schema_path.startswith(f"{IMAGE_REPO_ROOT}/"):
+        relative = schema_path[len(IMAGE_REPO_ROOT) + 1:]
+        if not (PROJECT_ROOT / relative).is_file():
+            raise ConfigError(f"schema path {schema_path}: the pipeline image holds this checkout at "
+                              f"{IMAGE_REPO_ROOT}/, which has no file {relative}")
+    elif Path(schema_path).exists():
+        raise ConfigError(f"schema path {schema_path} is a path inside the pipeline image, but names a file on this "
+                          f"machine: put the schema in this checkout (the image holds it at {IMAGE_REPO_ROOT}/, "
+                          f"e.g. {IMAGE_SCHEMA_PATH}) or in GCS (gs://...)")
 
 
 def _beam_options(args: tuple[str, ...]) -> dict[str, Any]:

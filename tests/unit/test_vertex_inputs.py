@@ -147,3 +147,33 @@ def test_a_lowercase_dataflow_runner_is_dataflow(capsys: pytest.CaptureFixture) 
     checks.check_compile(_settings(beam_args=("--runner=DirectRunner", "--temp_location=/tmp/beam")))
     checks.check_compile(_settings(beam_args=("--machine_type=n2-highmem-8", "--region=europe-west4",
                                               "--service_account_email=123-compute@developer.gserviceaccount.com")))
+
+
+def test_a_schema_path_names_a_file_in_the_image_never_one_on_this_machine(capsys: pytest.CaptureFixture,
+                                                                           tmp_path: Path) -> None:
+    """A local absolute path was read here and its hash pinned, though the run reads that path in the image; an
+    image path under /pipeline/ other than the default was not read here at all, so it ran unpinned."""
+    local = tmp_path / "schema.pbtxt"
+    local.write_text("feature {}\n")
+    assert f"schema path {local} is a path inside the pipeline image, but names a file on this machine" in _error(
+        capsys, [*COMPILE, "--schema-path", str(local)])
+    assert _error(capsys, [*COMPILE, "--schema-path", "/pipeline/schema/v2.pbtxt"]) == (
+        "error: schema path /pipeline/schema/v2.pbtxt: the pipeline image holds this checkout at /pipeline/, "
+        "which has no file schema/v2.pbtxt")
+    assert "must not hold '..' segments" in _error(
+        capsys, [*COMPILE, "--schema-path", "/pipeline/../pipeline/schema/schema.pbtxt"])
+    for fine in ("/pipeline/schema/schema.pbtxt", "/opt/schemas/taxi.pbtxt", "gs://taxi-ml/schema.pbtxt"):
+        checks.check_compile(_settings(schema_path=fine))
+
+
+def test_an_image_path_under_pipeline_is_read_from_this_checkout(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What compile reads and pins for /pipeline/X is this checkout's X, which the image is built from."""
+    from pipeline import pipeline as pp
+
+    (tmp_path / "schema").mkdir()
+    (tmp_path / "schema" / "v2.pbtxt").write_text("feature {}\n")
+    monkeypatch.setattr(pp, "PROJECT_ROOT", tmp_path)
+    assert pp._readable_schema("/pipeline/schema/v2.pbtxt") == str(tmp_path / "schema" / "v2.pbtxt")
+    assert pp._readable_schema("/pipeline/schema/none.pbtxt") is None
+    assert pp._readable_schema("gs://taxi-ml/schema.pbtxt") is None
