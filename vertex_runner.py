@@ -33,6 +33,16 @@ class _Parser(argparse.ArgumentParser):
         print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
 
+    def parse_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None,
+                   ) -> argparse.Namespace:
+        """Leftover arguments are reported by the top parser: the help named is the subcommand's, if one was given."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            where = getattr(parsed, "help_prog", self.prog)
+            print(f"error: unrecognized arguments: {' '.join(extras)} (see '{where} --help')", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG)
+        return parsed
+
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
     parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, help=help_text)
@@ -57,8 +67,9 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     _bool_flag(g, "enable-caching", "override the compiled caching setting for this run")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vertex_runner.py", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "vertex_runner.py") -> argparse.ArgumentParser:
+    """The flags; prog is how errors name the command ('taxi vertex' under the CLI)."""
+    parser = _Parser(prog=prog, description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -114,10 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = ssub.add_parser(action, help=f"{action} one schedule")
         _common(p)
         p.add_argument("name", nargs="?", default="", help="display name, id or resource name (default PIPELINE-schedule)")
+    for command in (comp, subm, create, lst, *(ssub.choices[a] for a in ("pause", "resume", "delete"))):
+        command.set_defaults(help_prog=command.prog)
     return parser
 
 
-_NOT_SETTINGS = {"command", "action", "config_file", "output", "wait", "replace", "name"}
+_NOT_SETTINGS = {"command", "action", "config_file", "output", "wait", "replace", "name", "help_prog"}
 
 
 def settings_from(args: argparse.Namespace) -> vs.VertexSettings:
@@ -125,8 +138,8 @@ def settings_from(args: argparse.Namespace) -> vs.VertexSettings:
     return vs.load_settings(flags, config_file=args.config_file)
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(argv: list[str] | None = None, prog: str = "vertex_runner.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     s = settings_from(args)
     if args.command == "compile":
         checks.check_compile(s)
@@ -174,9 +187,9 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "vertex_runner.py") -> int:
     try:
-        return run(argv)
+        return run(argv, prog)
     except SystemExit as exit:  # argparse: --help (0) or a usage error already printed (2)
         return exit.code if isinstance(exit.code, int) else EXIT_CONFIG
     except ConfigError as err:

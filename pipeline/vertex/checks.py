@@ -199,7 +199,8 @@ def compiled_pipeline(template: str) -> tuple[str, dict[str, Any]]:
     """The compiled JSON's pipeline name ("" if absent) and runtime parameters, read without kfp, so a
     mismatch fails before any call."""
     if not Path(template).exists():
-        raise ConfigError(f"pipeline JSON {template} does not exist: run 'vertex_runner.py compile' first")
+        raise ConfigError(f"pipeline JSON {template} does not exist: compile it first (vertex_runner.py compile, or "
+                          "taxi vertex compile)")
     text = read_text_file(template, "pipeline JSON")
     try:
         spec = json.loads(text)["pipelineSpec"]

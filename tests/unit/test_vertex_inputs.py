@@ -177,3 +177,15 @@ def test_an_image_path_under_pipeline_is_read_from_this_checkout(tmp_path: Path,
     assert pp._readable_schema("/pipeline/schema/v2.pbtxt") == str(tmp_path / "schema" / "v2.pbtxt")
     assert pp._readable_schema("/pipeline/schema/none.pbtxt") is None
     assert pp._readable_schema("gs://taxi-ml/schema.pbtxt") is None
+
+
+def test_usage_errors_under_taxi_vertex_name_its_help(capsys: pytest.CaptureFixture) -> None:
+    """They pointed to 'vertex_runner.py --help', a command the user of taxi did not type."""
+    from cli.main import main
+
+    assert main(["vertex", "schedule", "pause", *OK, "--", "-weird"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: unrecognized arguments: -weird (see 'taxi vertex schedule pause --help')"]
+    assert vertex_runner.main(["schedule", "pause", *OK, "-weird"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: unrecognized arguments: -weird (see 'vertex_runner.py schedule pause --help')"]
