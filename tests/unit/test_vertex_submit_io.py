@@ -178,3 +178,17 @@ def test_the_sdks_lines_go_to_stderr_and_stdout_is_the_result(template: Path) ->
     assert len(lines) == 1 and lines[0].startswith(f"projects/{PROJECT}/locations/") and "/pipelineJobs/" in lines[0]
     assert "Creating PipelineJob" in done.stderr
     assert "console.cloud.google.com/vertex-ai" in done.stderr
+
+
+def test_compiling_to_a_symlink_writes_through_to_its_target(template: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The link was replaced by a plain file, leaving the file it pointed to as it was."""
+    target = tmp_path / "store" / "pipeline.json"
+    target.parent.mkdir()
+    target.write_text(template.read_text())
+    link = tmp_path / "current.json"
+    link.symlink_to(target)
+    argv = ["compile", *TARGET, "--bucket", "gs://taxi-ml", "--pipeline-name", "taxi-b", "--output", str(link)]
+    assert vertex_runner.main(argv) == 0
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert json.loads(target.read_text())["pipelineSpec"]["pipelineInfo"]["name"] == "taxi-b"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["pipeline.json"]
