@@ -148,7 +148,8 @@ def run(argv: list[str] | None = None, prog: str = "vertex_runner.py") -> int:
 
         output = s.template if args.output is None else args.output
         try:
-            with silenced():  # TensorFlow's and Google's import-time lines (CUDA, this Python's support) are not results
+            # TensorFlow's and Google's import-time lines (CUDA, this Python's support) are not results
+            with silenced():
                 compiled = compile_pipeline(s, output)
         except KeyboardInterrupt:
             print(f"interrupted: compile stopped; {output} was not written (a pipeline JSON already there is "

@@ -54,7 +54,8 @@ def test_pipeline_names_vertex_cannot_run_are_refused(capsys: pytest.CaptureFixt
     assert "must match [a-z][a-z0-9-]{0,112}" in _error(
         capsys, ["submit", *OK, "--template", str(template), f"--pipeline-name={name}"])
     assert "must match [a-z][a-z0-9-]{0,112}" in _error(
-        capsys, ["schedule", "create", *OK, "--cron", "0 3 * * *", "--template", str(template), f"--pipeline-name={name}"])
+        capsys, ["schedule", "create", *OK, "--cron", "0 3 * * *", "--template", str(template),
+                 f"--pipeline-name={name}"])
 
 
 def test_the_pipeline_name_rule_is_the_sdks_job_id_rule() -> None:

@@ -14,7 +14,15 @@ import pytest
 
 import vertex_runner
 from pipeline.vertex import jobs
-from tests.unit.test_vertex_jobs import PARENT, PROJECT, TARGET, FakeChannel, _default_answer, template, vertex  # noqa: F401 - fixtures
+from tests.unit.test_vertex_jobs import (  # noqa: F401 - template and vertex are fixtures
+    PARENT,
+    PROJECT,
+    TARGET,
+    FakeChannel,
+    _default_answer,
+    template,
+    vertex,
+)
 
 ROOT = Path(vertex_runner.__file__).resolve().parent
 
