@@ -19,6 +19,7 @@ import sys
 from typing import NoReturn
 
 from pipeline.configs import ConfigError
+from pipeline.vertex import checks
 from pipeline.vertex import settings as vs
 
 EXIT_CONFIG = 2
@@ -32,6 +33,16 @@ class _Parser(argparse.ArgumentParser):
         print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
 
+    def parse_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None,
+                   ) -> argparse.Namespace:
+        """Leftover arguments are reported by the top parser: the help named is the subcommand's, if one was given."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            where = getattr(parsed, "help_prog", self.prog)
+            print(f"error: unrecognized arguments: {' '.join(extras)} (see '{where} --help')", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG)
+        return parsed
+
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
     parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, help=help_text)
@@ -42,7 +53,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", dest="config_file", help="YAML file of settings (env VERTEX_CONFIG)")
     g.add_argument("--project", help="GCP project id (env VERTEX_PROJECT, GOOGLE_CLOUD_PROJECT)")
     g.add_argument("--region", help="Vertex region, e.g. us-central1 (env VERTEX_REGION, GOOGLE_CLOUD_REGION)")
-    g.add_argument("--pipeline-name", help="Vertex pipeline name [a-z0-9][a-z0-9-]{0,127} (default taxi-pipeline)")
+    g.add_argument("--pipeline-name", help="Vertex pipeline name [a-z][a-z0-9-]{0,112} (default taxi-pipeline)")
     g.add_argument("--service-account", help="run-as service account email for pipeline runs")
     g.add_argument("--template", help="compiled pipeline JSON (default build/vertex_pipeline.json)")
 
@@ -56,8 +67,9 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     _bool_flag(g, "enable-caching", "override the compiled caching setting for this run")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vertex_runner.py", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "vertex_runner.py") -> argparse.ArgumentParser:
+    """The flags; prog is how errors name the command ('taxi vertex' under the CLI)."""
+    parser = _Parser(prog=prog, description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -113,10 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = ssub.add_parser(action, help=f"{action} one schedule")
         _common(p)
         p.add_argument("name", nargs="?", default="", help="display name, id or resource name (default PIPELINE-schedule)")
+    for command in (comp, subm, create, lst, *(ssub.choices[a] for a in ("pause", "resume", "delete"))):
+        command.set_defaults(help_prog=command.prog)
     return parser
 
 
-_NOT_SETTINGS = {"command", "action", "config_file", "output", "wait", "replace", "name"}
+_NOT_SETTINGS = {"command", "action", "config_file", "output", "wait", "replace", "name", "help_prog"}
 
 
 def settings_from(args: argparse.Namespace) -> vs.VertexSettings:
@@ -124,22 +138,29 @@ def settings_from(args: argparse.Namespace) -> vs.VertexSettings:
     return vs.load_settings(flags, config_file=args.config_file)
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(argv: list[str] | None = None, prog: str = "vertex_runner.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     s = settings_from(args)
     if args.command == "compile":
-        vs.check_compile(s)
+        checks.check_compile(s)
         from common.console import silenced
         from pipeline.vertex.compile import compile_pipeline
 
-        with silenced():  # TensorFlow's and Google's import-time lines (CUDA, this Python's support) are not results
-            compiled = compile_pipeline(s, s.template if args.output is None else args.output)
+        output = s.template if args.output is None else args.output
+        try:
+            # TensorFlow's and Google's import-time lines (CUDA, this Python's support) are not results
+            with silenced():
+                compiled = compile_pipeline(s, output)
+        except KeyboardInterrupt:
+            print(f"interrupted: compile stopped; {output} was not written (a pipeline JSON already there is "
+                  "unchanged)", file=sys.stderr)
+            return EXIT_CLOUD
         print(compiled)
         return 0
 
     # Everything below talks to Vertex: validate fully first, then import the SDK.
-    checks = {"create": vs.check_schedule_create, None: vs.check_submit}
-    checks.get(getattr(args, "action", None), vs.check_target)(s)
+    by_action = {"create": checks.check_schedule_create, None: checks.check_submit}
+    by_action.get(getattr(args, "action", None), checks.check_target)(s)
     from pipeline.vertex import jobs
 
     try:
@@ -155,12 +176,21 @@ def run(argv: list[str] | None = None) -> int:
     except jobs.VertexError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CLOUD
+    except jobs.Interrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return EXIT_CLOUD
+    except KeyboardInterrupt:
+        what = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        print(f"interrupted: {what} stopped before Vertex answered; whether the request took effect is not known: "
+              "look with 'schedule list' or in the console (Vertex AI > Pipelines) before trying again",
+              file=sys.stderr)
+        return EXIT_CLOUD
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "vertex_runner.py") -> int:
     try:
-        return run(argv)
+        return run(argv, prog)
     except SystemExit as exit:  # argparse: --help (0) or a usage error already printed (2)
         return exit.code if isinstance(exit.code, int) else EXIT_CONFIG
     except ConfigError as err:

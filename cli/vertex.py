@@ -1,4 +1,4 @@
-"""`taxi vertex compile|submit|schedule ...`: vertex_runner.py's parser and code, unchanged."""
+"""`taxi vertex compile|submit|schedule ...`: vertex_runner.py's parser and code, errors naming `taxi vertex`."""
 from __future__ import annotations
 
 import click
@@ -14,8 +14,12 @@ def _with_verbosity(command: click.Command) -> None:
         _with_verbosity(child)
 
 
+def _delegate(argv: list[str]) -> int:
+    return vertex_runner.main(argv, prog="taxi vertex")  # so a usage error names 'taxi vertex CMD --help'
+
+
 vertex = bridge(
-    "vertex", vertex_runner.build_parser(), vertex_runner.main,
+    "vertex", vertex_runner.build_parser("taxi vertex"), _delegate,
     "Compile, submit and schedule the pipeline on Vertex AI Pipelines (see the README section 'Run on Vertex AI').",
 )
 _with_verbosity(vertex)

@@ -33,7 +33,7 @@ from pipeline.components.batched_csv_example_gen import BatchedCsvExampleGen, sc
 from pipeline.components.data_gate import DataGate
 from pipeline.components.fixed_batch_transform import FixedBatchTransform
 from pipeline.components.pinned_import_schema_gen import PinnedImportSchemaGen, schema_sha256
-from pipeline.configs import DEFAULT_SCHEMA, IMAGE_SCHEMA_PATH, PipelineConfig, read_schema
+from pipeline.configs import IMAGE_REPO_ROOT, PROJECT_ROOT, PipelineConfig, read_schema
 from pipeline.fingerprints import CodeIndex
 from pipeline.spans import SPAN_PATTERN
 from pipeline.training_schema import training_schema_text
@@ -151,11 +151,11 @@ SPLIT_CONFIG = example_gen_pb2.Output(
 
 
 def _readable_schema(schema_path: str) -> str | None:
-    """The local file holding the schema at schema_path where the pipeline runs: the file itself, or for
-    Vertex's image path this checkout's schema, which the image is built from; None if it cannot be read here
-    (gs://, another file in the image)."""
-    if schema_path == IMAGE_SCHEMA_PATH:
-        return str(DEFAULT_SCHEMA)
+    """The local file holding the schema at schema_path where the pipeline runs: the file itself, or for a
+    path in Vertex's image (under /pipeline/) this checkout's file, which the image is built from; None if it
+    cannot be read here (gs://, a file of the image outside /pipeline/: vertex_runner refuses one found here)."""
+    if schema_path.startswith(f"{IMAGE_REPO_ROOT}/"):
+        schema_path = str(PROJECT_ROOT / schema_path[len(IMAGE_REPO_ROOT) + 1:])
     return schema_path if "://" not in schema_path and os.path.isfile(schema_path) else None
 
 

@@ -111,7 +111,8 @@ def check_output(output: str) -> Path:
     when it is a compiled pipeline (a recompile): --output schema/schema.pbtxt or the --config file replaced them."""
     if not output.strip():
         raise ConfigError("--output is empty: give the path of the pipeline JSON to write")
-    out = Path(output)
+    # A symlink is written through: its target is the file replaced (the new JSON took the link's place before).
+    out = Path(os.path.realpath(output)) if Path(output).is_symlink() else Path(output)
     if out.is_dir():
         raise ConfigError(f"--output {output} is a folder: give the path of the JSON file to write in it")
     if out.suffix.lower() != ".json":  # KFP writes YAML for a .yaml name, which submit does not take

@@ -24,14 +24,21 @@ _FIELDS = (
     # 7 is Sunday too in Vertex's (and most) cron dialects.
     ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
 )
-_TZ_PREFIX = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
+_TZ_PREFIX = re.compile(r"^(?:CRON_TZ|TZ)=(\S+) (.*)$")
+# ASCII digits only: str.isdigit() also says yes to '³' (which int() then refuses) and to '٣' (which it reads as 3).
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def normalized(expression: str) -> str:
+    """The expression as checked and as sent to Vertex: fields split on any run of spaces or tabs, one space between."""
+    return " ".join(expression.split())
 
 
 def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
     key = text.lower()
     if key in names:
         return names[key]
-    if not text.isdigit():
+    if not _NUMBER.fullmatch(text):
         raise ConfigError(f"cron {name} field: {text!r} is not a number")
     number = int(text)
     if not low <= number <= high:
@@ -42,7 +49,7 @@ def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
 def _check_field(field: str, name: str, low: int, high: int, names: dict[str, int]) -> None:
     for part in field.split(","):
         base, slash, step = part.partition("/")
-        if slash and (not step.isdigit() or int(step) == 0):
+        if slash and (not _NUMBER.fullmatch(step) or int(step) == 0):
             raise ConfigError(f"cron {name} field: step {step!r} must be a positive number")
         if base == "*":
             continue
@@ -54,7 +61,7 @@ def _check_field(field: str, name: str, low: int, high: int, names: dict[str, in
 
 def check_cron(expression: str) -> tuple[str | None, str]:
     """(time zone or None, the 5 fields) or ConfigError naming the bad part."""
-    text = " ".join(expression.split())
+    text = normalized(expression)
     time_zone = None
     match = _TZ_PREFIX.match(text)
     if match:

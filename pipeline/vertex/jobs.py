@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import re
 import sys
@@ -15,6 +16,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from pipeline.configs import ConfigError
+from pipeline.vertex import cron
 from pipeline.vertex.settings import VertexSettings
 
 _SCHEDULE_NAME_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/schedules/[^/]+$")
@@ -22,6 +25,10 @@ _SCHEDULE_NAME_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/schedules/[^/]+
 
 class VertexError(RuntimeError):
     """Vertex refused a request or a run failed; the message is one line."""
+
+
+class Interrupted(Exception):  # noqa: N818 - what the runner prints: "interrupted: ..."
+    """Ctrl-C while following a run: the message says the run goes on and how to cancel it."""
 
 
 # Google's libraries warn at import about Python and package versions, once per library: 26 lines before the
@@ -62,11 +69,58 @@ def api_errors(action: str) -> Iterator[None]:
         raise VertexError(f"{action}: Vertex AI answered {code_name}: {_one_line(err.message)}") from None
     except api_exceptions.GoogleAPIError as err:
         raise VertexError(f"{action}: {_one_line(err)}") from None
+    except ConfigError:  # a ValueError too: ours, already one line, exit 2
+        raise
+    except ValueError as err:  # the SDK's own checks (a display name, an id, a count): a traceback before
+        raise VertexError(f"{action}: the Vertex AI SDK refused it: {_one_line(err)}") from None
+
+
+_SDK_LOGGER = "google.cloud.aiplatform"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """The SDK's progress lines ("Creating PipelineJob", the console link, each "current state") on stderr: stdout
+    holds only the result the runner prints. The stream is looked up at each line, so a redirected stderr is used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.INFO)  # on the handler: PipelineJob.submit sets its logger's level back to INFO
+
+    @property
+    def stream(self) -> Any:  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:  # the SDK logs a bucket check's failure with its
+            text += f": {_one_line(record.exc_info[1])}"  # traceback, though it goes on to submit
+        return text
+
+
+def route_sdk_logs() -> None:
+    """Every aiplatform logger to _StderrHandler. Each SDK module adds a handler on sys.stdout to its logger unless
+    one of its parents already has a stream handler: called before the SDK is imported, the parent has ours;
+    called after, the stdout handlers of modules imported earlier are removed."""
+    parent = logging.getLogger(_SDK_LOGGER)
+    if not any(isinstance(h, _StderrHandler) for h in parent.handlers):
+        parent.addHandler(_StderrHandler())
+    parent.propagate = False  # a root handler would print each line a second time
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith(f"{_SDK_LOGGER}.") and isinstance(logger, logging.Logger):
+            for handler in list(logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    logger.removeHandler(handler)
 
 
 def _init(s: VertexSettings) -> Any:
+    route_sdk_logs()
     from google.cloud import aiplatform
 
+    route_sdk_logs()
     aiplatform.init(project=s.project, location=s.region)
     return aiplatform
 
@@ -94,6 +148,7 @@ def submit(s: VertexSettings, wait: bool = False) -> str:
     """Start one run; with wait, block until it ends and fail unless it SUCCEEDED."""
     with api_errors("submit"):
         job = build_job(s)
+        require_bucket(s, job)
         job.submit(service_account=s.service_account or None)
         name = job.resource_name
         print(f"submitted {name}", file=sys.stderr)
@@ -102,8 +157,34 @@ def submit(s: VertexSettings, wait: bool = False) -> str:
                 job.wait()
             except RuntimeError as err:  # the SDK's signal for FAILED / CANCELLED
                 raise VertexError(f"pipeline job {name} did not succeed: {_one_line(err)}") from None
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"stopped following pipeline job {name}; it keeps running on Vertex. To cancel it: "
+                    f"python -c \"from google.cloud import aiplatform; aiplatform.PipelineJob.get('{name}').cancel()\" "
+                    "(or Stop in the console: Vertex AI > Pipelines > Runs)") from None
             print(f"pipeline job {name} succeeded", file=sys.stderr)
     return name
+
+
+def require_bucket(s: VertexSettings, job: Any) -> None:
+    """ConfigError unless the run's pipeline-root bucket exists. PipelineJob.submit creates a missing one (and
+    grants the run-as account on it): a typo in --pipeline-root or --bucket would make a new bucket."""
+    from google.api_core import exceptions as api_exceptions
+    from google.cloud import storage
+
+    # What submit reads (gca_resource refuses to answer before the job exists): --pipeline-root or as compiled.
+    root = job._gca_resource.runtime_config.gcs_output_directory
+    bucket = root[len("gs://"):].split("/", 1)[0] if root.startswith("gs://") else ""
+    if not bucket:
+        return
+    try:
+        exists = storage.Client(project=s.project, credentials=job.credentials).bucket(bucket).exists()
+    except api_exceptions.Forbidden:  # a submitter without storage.buckets.get (the README asks for none) cannot
+        return  # create buckets either: the SDK's own attempt fails too, and it goes on to submit
+    if not exists:
+        raise ConfigError(f"pipeline root {root}: bucket gs://{bucket} does not exist; nothing was created or "
+                          f"submitted: create it (gcloud storage buckets create gs://{bucket} --location={s.region}) "
+                          "or fix --pipeline-root (or the --bucket it was compiled with)")
 
 
 def create_schedule(s: VertexSettings, replace: bool = False) -> str:
@@ -114,8 +195,9 @@ def create_schedule(s: VertexSettings, replace: bool = False) -> str:
     with api_errors("schedule create"):
         old = _find(s, s.schedule_display_name) if replace else []
         job = build_job(s)
+        require_bucket(s, job)  # each run would fail on it
         schedule = job.create_schedule(
-            cron=s.cron,
+            cron=cron.normalized(s.cron),  # the form check_cron read, not tabs or a line break Vertex may not
             display_name=s.schedule_display_name,
             start_time=_time(s.start_time),
             end_time=_time(s.end_time),

@@ -119,9 +119,9 @@ def test_runtime_parameter_and_gcs_paths(compiled: dict) -> None:
     assert "google_cloud_ai_platform" not in _container(compiled, "Pusher")["args"][1]  # the filesystem Pusher
 
 
-@pytest.mark.parametrize("schema", [f"{BUCKET}/schemas/schema.pbtxt", "/pipeline/schema/v2/schema.pbtxt"])
+@pytest.mark.parametrize("schema", [f"{BUCKET}/schemas/schema.pbtxt", "/opt/schemas/taxi.pbtxt"])
 def test_a_schema_read_where_csv_example_gen_runs_gives_its_float_columns(tmp_path_factory, schema: str) -> None:
-    """A gs:// schema, or another file baked into the image, cannot be read at compile time: CsvExampleGen is
+    """A gs:// schema, or a file a derived image adds outside /pipeline, cannot be read at compile time: CsvExampleGen is
     told the file, to read it on Vertex (else FLOAT columns of whole numbers would be typed INT)."""
     job = _compile(tmp_path_factory, "--schema-path", schema)
     assert _constant(job, "ImportSchemaGen", "schema_file") == schema
