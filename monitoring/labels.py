@@ -213,8 +213,9 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     loaded or is loading (a config it takes even when an earlier one was
     refused and its labels differ from the file's: a label on a version it
     never aspired to is dropped); once it has loaded the target, the labels
-    move. A new label may name a loading version (the server runs with
-    --allow_version_labels_for_unavailable_models).
+    move. A new label waits for its version the same way: TF Serving takes one on a
+    version still loading only with --allow_version_labels_for_unavailable_models, and
+    answers no request on it until the load ends (never, if the load fails).
 
     The label lock is let go while the server loads (minutes, for a large
     model): a rollback in an incident is not held up behind a canary. Changes
@@ -230,7 +231,8 @@ def _write_in_steps(deployment: Deployment, after: dict[str, int], action: str, 
     # --serving-url was not this server); a label it has elsewhere moves in steps too, unless to a loaded version.
     applied = {k: v for k in after if (v := server.label_version(k)) not in (None, after[k])
                and not server.loaded(after[k])}
-    moved = {**_moved(before, after), **{k: after[k] for k in applied}}
+    fresh = {k: v for k, v in after.items() if k not in before and k not in applied and not server.loaded(v)}
+    moved = {**_moved(before, after), **{k: after[k] for k in applied}, **fresh}
     if not moved:
         return _write(deployment, after, action, reason, before)
     on_disk = set(deployment.pushed())

@@ -112,6 +112,22 @@ def test_a_version_the_server_fails_to_load_ends_the_wait_at_once_naming_the_err
         assert _canary(http) == 2.0
 
 
+def test_a_new_canary_label_waits_for_its_version_and_is_not_written_when_the_load_fails(deployed) -> None:
+    """No canary yet (right after a promote): the new label was written at once onto a version the server then
+    failed to load, so canary requests failed (no version for the label) until someone noticed."""
+    d, server = deployed
+    assert labels.promote(d, _ok) == {"stable": 2}
+    assert wait_for_label(server.url, "toy", "stable", 2, seconds=15)
+    broken = d.push_dir / "5"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with pytest.raises(LabelError, match="failed to load version 5"):
+        labels.label_after_push(d, 5, server=ModelServer(server.url, "toy", 60))
+    assert d.labels() == {"stable": 2}
+    assert labels.label_after_push(d, 3, server=ModelServer(server.url, "toy", 30)) == {"stable": 2, "canary": 3}
+    assert [e["action"] for e in d.history()][-2:] == ["pin", "canary"]  # pinned, then labelled once loaded
+
+
 def test_label_changes_made_while_a_canary_loads_go_through_and_the_canary_still_moves(deployed) -> None:
     """The lock was held through the load (minutes, for a large model): a rollback in an incident waited 30 s
     and gave up. Now changes go through at once and stand; the canary moves on the labels as they are then."""
