@@ -54,6 +54,7 @@ def _serve_command() -> click.Command:
 
 serve = _serve_command()
 
+MAX_TIMEOUT = 86400.0  # a day per request; larger ones overflow the socket and gRPC deadlines
 NUMERIC = {"DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16"}
 INTEGER = {"DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64"}
 
@@ -247,7 +248,8 @@ def _format(prediction: dict[str, Any]) -> str:
 @click.option("--version", "model_version", type=int, help="a specific model version")
 @click.option("--label", help="a version label, e.g. stable or canary")
 @click.option("--signature", default="serving_default", show_default=True)
-@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=10.0, show_default=True, help="seconds per request")
+@click.option("--timeout", type=FiniteFloatRange(min=0, max=MAX_TIMEOUT, min_open=True), default=10.0, show_default=True,
+              help="seconds per request")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="rows per request")
 @click.option("--drop-unknown", is_flag=True, help="ignore columns that are not model inputs (e.g. the label)")
 @json_option
@@ -309,7 +311,7 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
         raise CliError(f"the server answered {error.status}: {error.message}") from None
     except (ValueError, KeyError) as error:
         raise UsageProblem(str(error).strip("'")) from None
+    sys.stdout.flush()  # a failed write is said before the count of predictions that were not written
     info(f"{answered} prediction(s) from {model_name} over {protocol}")
     detail(f"{time.monotonic() - started:.2f} s, {math.ceil(len(rows) / batch_size)} request(s)")
-    sys.stdout.flush()
     return EXIT_OK

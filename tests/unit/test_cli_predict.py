@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -220,3 +221,34 @@ def test_a_new_version_with_another_input_mid_file_stops_instead_of_sending_it_m
     assert captured.out == "row 0: y 1.0000\nrow 1: y 1.0000\n"
     assert captured.err == ("error: the served model's inputs changed while predicting (a new version: 'tolls'); "
                             "row 2 not predicted; rows 0-1 above; run again\n")
+
+
+def _predict_to(server, rows, stdout, **kwargs) -> subprocess.Popen:  # noqa: ANN001, ANN003 - Popen's
+    return _taxi("predict", str(rows), "--url", server.url, "--model", "toy", "-q", stdout=stdout, **kwargs)
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly_with_exit_0(server, tmp_path) -> None:
+    """`taxi predict big.csv | head -1`: click turned the broken pipe into a silent exit 1."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n" + "".join(f"{i},a\n" for i in range(20000)))  # far more than a pipe holds
+    predict = _predict_to(server, rows, subprocess.PIPE)
+    assert predict.stdout.readline().startswith("row 0: ")
+    predict.stdout.close()
+    assert predict.wait(timeout=120) == 0
+    assert predict.stderr.read() == ""
+
+
+@pytest.mark.parametrize("target", ["full", "closed"])
+def test_output_that_cannot_be_written_is_one_line_and_exit_1(server, tmp_path, target) -> None:
+    """> /dev/full was an OSError traceback, >&- an AttributeError one (sys.stdout is None)."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    if target == "full":
+        with open("/dev/full", "w") as full:
+            predict = _predict_to(server, rows, full)
+        fragment = "No space left on device"
+    else:
+        predict = _predict_to(server, rows, None, preexec_fn=lambda: os.close(1))
+        fragment = "standard output is closed"
+    assert predict.wait(timeout=120) == 1
+    assert predict.stderr.read() == f"error: cannot write the output: {fragment}\n"
