@@ -39,7 +39,8 @@ def _serve_command() -> click.Command:
     def log_level(ctx: click.Context, argv: list[str]) -> list[str]:
         from cli.common import verbosity
 
-        if "--log-level" not in argv and verbosity():
+        given = any(arg == "--log-level" or arg.startswith("--log-level=") for arg in argv)  # the bridge writes
+        if not given and verbosity():  # --log-level=VALUE: an explicit level wins over -v / -q
             argv += ["--log-level", "DEBUG" if verbosity() > 0 else "WARNING"]
         return argv
 
@@ -71,6 +72,21 @@ TOO_BIG = "is too big for a number (a double holds up to 1.8e308)"
 
 class _TooBig(ValueError):
     pass
+
+
+class _Twice(ValueError):
+    pass
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose key is given twice: json keeps the last value, silently; the CSV reader refuses a
+    column named twice, and so is this."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _Twice(f"{twice!r} is given twice: one of the values would be dropped; remove one")
+    return row
 
 
 def _finite(text: str) -> float:
@@ -120,8 +136,19 @@ def _csv_rows(lines: Iterator[str]) -> Rows:
     return Rows(rows, starts)
 
 
-def read_rows(handle: TextIO, fmt: str) -> Rows:
-    """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given."""
+CSV_NAME = re.compile(r'\s*([\w .-]+|"[^"]*")\s*')
+
+
+def _csv_hint(line: str) -> str:
+    """For a first line that is not JSON and was read as such only because of the file's name."""
+    cells = line.strip().split(",")
+    return "; it looks like a CSV header: pass --format csv" if len(cells) > 1 and all(
+        CSV_NAME.fullmatch(cell) for cell in cells) else ""
+
+
+def read_rows(handle: TextIO, fmt: str, guessed: bool = False) -> Rows:
+    """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given.
+    `guessed`: the format was picked from the file's name (--format auto)."""
     lines = _without_bom(handle)
     if fmt == "csv":
         return _csv_rows(lines)
@@ -130,11 +157,12 @@ def read_rows(handle: TextIO, fmt: str) -> Rows:
         if not line.strip():
             continue
         try:
-            row = json.loads(line, parse_float=_finite)
-        except _TooBig as error:
+            row = json.loads(line, parse_float=_finite, object_pairs_hook=_once)
+        except (_TooBig, _Twice) as error:
             raise UsageProblem(f"line {number}: {error}") from None
         except ValueError as error:
-            raise UsageProblem(f"line {number} is not JSON: {error}") from None
+            hint = _csv_hint(line) if guessed and not rows else ""
+            raise UsageProblem(f"line {number} is not JSON: {error}{hint}") from None
         if not isinstance(row, dict):
             raise UsageProblem(f"line {number} is not a JSON object of feature -> value")
         rows.append(row)
@@ -237,15 +265,26 @@ def _format(prediction: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _checked_url(_ctx: click.Context, _param: click.Parameter, url: str) -> str:
+    """`127.0.0.1:8501`, `ftp://x` or "" were tried as URLs, retried for 1.6 s and ended as 'cannot reach'."""
+    from monitoring.server_url import check_url
+
+    try:
+        return check_url(url)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.command(epilog="Exit codes: 0 ok; 1 the server refused or failed a request; 2 bad input.")
 @click.argument("rows_file", metavar="FILE", type=click.File("r"), default="-")
 @click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto", show_default=True,
               help="input format; auto: by extension (.csv, else JSON lines)")
-@click.option("--url", default="http://127.0.0.1:8501", show_default=True, help="REST base URL (also read for metadata with gRPC)")
+@click.option("--url", default="http://127.0.0.1:8501", show_default=True, callback=_checked_url,
+              help="REST base URL (also read for metadata with gRPC)")
 @click.option("--model", "model_name", default="taxi", show_default=True, help="model name")
 @click.option("--protocol", type=click.Choice(["rest", "grpc"]), default="rest", show_default=True)
 @click.option("--grpc-target", default="127.0.0.1:8500", show_default=True, help="host:port for --protocol grpc")
-@click.option("--version", "model_version", type=int, help="a specific model version")
+@click.option("--version", "model_version", type=click.IntRange(0, 2**63 - 1), help="a specific model version")
 @click.option("--label", help="a version label, e.g. stable or canary")
 @click.option("--signature", default="serving_default", show_default=True)
 @click.option("--timeout", type=FiniteFloatRange(min=0, max=MAX_TIMEOUT, min_open=True), default=10.0, show_default=True,
@@ -271,9 +310,10 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
             import tensorflow_serving.apis.prediction_service_pb2_grpc  # noqa: F401 - what the gRPC client loads
 
     name = getattr(rows_file, "name", "-")
-    fmt = fmt if fmt != "auto" else ("csv" if str(name).endswith(".csv") else "jsonl")
+    guessed = fmt == "auto"
+    fmt = fmt if fmt != "auto" else ("csv" if str(name).lower().endswith(".csv") else "jsonl")  # T10.CSV too
     try:
-        rows = read_rows(rows_file, fmt)
+        rows = read_rows(rows_file, fmt, guessed)
     except (csv.Error, UnicodeDecodeError) as error:
         raise UsageProblem(f"cannot read {name}: {error}") from None
     if not rows:

@@ -252,3 +252,42 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_1(server, tmp_path, 
         fragment = "standard output is closed"
     assert predict.wait(timeout=120) == 1
     assert predict.stderr.read() == f"error: cannot write the output: {fragment}\n"
+
+
+def test_an_upper_case_csv_suffix_is_csv_and_a_csv_under_another_name_is_hinted(server, tmp_path, capsys) -> None:
+    """T10.CSV was read as JSON lines: 'line 1 is not JSON', with no word of --format."""
+    upper = tmp_path / "T10.CSV"
+    upper.write_text("x,s\n1.5,ab\n")
+    assert main(["predict", str(upper), "--url", server.url, "--model", "toy", "-q"]) == 0
+    assert capsys.readouterr().out == "row 0: n 2  y 3.0000\n"
+    other = tmp_path / "rows.txt"
+    other.write_text("x,s\n1.5,ab\n")
+    assert main(["predict", str(other), "--url", server.url, "--model", "toy"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: line 1 is not JSON: ") and err.endswith("; it looks like a CSV header: pass "
+                                                                          "--format csv\n"), err
+    other.write_text("not json\n")  # not a header: no hint
+    assert main(["predict", str(other), "--url", server.url, "--model", "toy"]) == 2
+    assert "--format" not in capsys.readouterr().err
+
+
+def test_a_key_given_twice_in_a_json_line_is_refused_with_its_line(server, tmp_path, capsys) -> None:
+    """json keeps the last of two values silently; a CSV column named twice is refused, and so is this."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"x": 2, "s": "a"}\n{"x": 1, "s": "b", "x": 2}\n')
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "error: line 2: 'x' is given twice: one of the values would be dropped; remove one\n"
+
+
+def test_serve_keeps_an_explicit_log_level_over_verbose(monkeypatch) -> None:
+    """The bridge writes --log-level=ERROR, which `"--log-level" not in argv` missed: -v made it DEBUG."""
+    import serving.__main__
+
+    seen = []
+    monkeypatch.setattr(serving.__main__, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["serve", "-v", "--log-level", "ERROR", "--model-base-path", "m"]) == 0
+    assert main(["serve", "-q", "--model-base-path", "m"]) == 0
+    assert [[a for a in argv if "log-level" in a or a in ("DEBUG", "WARNING")] for argv in seen] == [
+        ["--log-level=ERROR"], ["--log-level", "WARNING"]]
