@@ -24,7 +24,7 @@ from cli.common import (
     json_option,
     verbosity_options,
 )
-from common.b64_json import is_b64
+from common.b64_json import b64_bytes, is_b64
 
 
 def _serve_main(argv: list[str]) -> int:
@@ -214,6 +214,47 @@ def _typo_of(unknown: list[str], row: dict[str, Any], dtypes: dict[str, str]) ->
     return None
 
 
+# The server's codec (serving/codec.py, as TF Serving's IsLosslessDecimal): a whole number sent to a float input
+# must be exact in that type (2**digits - 1), and a number must not overflow it; read here without TensorFlow.
+EXACT = {"DT_DOUBLE": 2**53 - 1, "DT_FLOAT": 2**24 - 1, "DT_HALF": 2**11 - 1, "DT_BFLOAT16": 2**8 - 1}
+LARGEST = {"DT_DOUBLE": sys.float_info.max, "DT_FLOAT": 3.4028234663852886e38, "DT_HALF": 65504.0,
+           "DT_BFLOAT16": 3.3895313892515355e38}
+FLOAT_NAME = {"DT_DOUBLE": "double", "DT_FLOAT": "float", "DT_HALF": "half", "DT_BFLOAT16": "half"}
+
+
+def _servable_number(where: str, name: str, value: int | float, kind: str) -> int | float:
+    """A number the server takes for this input as it is; else refused here, with its row, not by the server
+    after the batches before it were answered."""
+    shown = json.dumps(value)
+    if kind in EXACT:
+        if isinstance(value, int) and abs(value) > EXACT[kind]:
+            raise UsageProblem(f"{where}: {name}={shown} cannot be sent to a {FLOAT_NAME[kind]} input ({kind}) "
+                               f"without loss of precision (whole numbers up to {EXACT[kind]}); write it as a "
+                               f"decimal, e.g. {float(value)!r}")
+        if isinstance(value, float) and math.isfinite(value) and abs(value) > LARGEST[kind]:
+            raise UsageProblem(f"{where}: {name}={shown} is too big for a {FLOAT_NAME[kind]} input ({kind})")
+    elif isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise UsageProblem(f"{where}: {name}={shown} is not a whole number, which the model input takes ({kind})")
+    elif not -2**63 <= value < (2**64 if kind.startswith("DT_UINT") else 2**63):
+        raise UsageProblem(f"{where}: {name}={shown} is out of range for the model input ({kind})")
+    return value
+
+
+def _servable_string(where: str, name: str, value: str | dict) -> str | dict:
+    """A string the server can read: valid base64 in {"b64": ...}, no lone UTF-16 surrogate ("\\ud800")."""
+    if isinstance(value, dict):
+        try:
+            b64_bytes(value)
+        except ValueError:
+            raise UsageProblem(f"{where}: {name}={json.dumps(value)} is not valid base64") from None
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageProblem(f"{where}: {name}={json.dumps(value)} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
 def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool) -> list[dict[str, Any]]:
     """Convert CSV strings by the signature's dtypes; '' and missing become None (the client fills NaN/'').
     Every row is checked before any is sent: a value of the wrong kind is refused here, with its line, rather
@@ -240,17 +281,18 @@ def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool
                 if not (isinstance(value, str) or is_b64(value)):
                     raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a string, which the "
                                        "model input takes (DT_STRING); quote it")
-                converted[name] = value
+                converted[name] = _servable_string(where(index), name, value)
             elif kind in NUMERIC | INTEGER:
                 if isinstance(value, str) and kind in INTEGER and WHOLE.fullmatch(value):
-                    converted[name] = int(value)  # exactly: float() rounds a whole number above 2**53
+                    number = int(value)  # exactly: float() rounds a whole number above 2**53
                 elif isinstance(value, str):
-                    converted[name] = _number(where(index), name, value, kind)
+                    number = _number(where(index), name, value, kind)
                 elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                    converted[name] = value
+                    number = value
                 else:
                     raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a number, which the "
                                        f"model input takes ({kind})")
+                converted[name] = _servable_number(where(index), name, number, kind)
             else:
                 converted[name] = value
         out.append(converted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -96,6 +97,12 @@ def test_a_binary_string_in_tf_servings_b64_form_is_sent(server, tmp_path, capsy
     ('{"x": 1, "s": 5}', "error: row 1 (line 3): s=5 is not a string, which the model input takes (DT_STRING)"),
     ('{"x": [1, 2], "s": "a"}', "error: row 1 (line 3): x=[1, 2] is not a number, which the model input takes"),
     ('{"x": true, "s": "a"}', "error: row 1 (line 3): x=true is not a number"),
+    # refused by the server (as TF Serving: "Cannot convert JSON value ... without loss of precision")
+    ('{"x": 9007199254740993, "s": "a"}', "error: row 1 (line 3): x=9007199254740993 cannot be sent to a double "
+                                          "input (DT_DOUBLE) without loss of precision (whole numbers up to "
+                                          "9007199254740991); write it as a decimal, e.g. 9007199254740992.0"),
+    ('{"x": 1, "s": {"b64": "!!!"}}', 'error: row 1 (line 3): s={"b64": "!!!"} is not valid base64'),
+    ('{"x": 1, "s": "\\ud800"}', 'error: row 1 (line 3): s="\\ud800" is not valid Unicode (a lone surrogate)'),
 ])
 def test_jsonl_rows_are_checked_before_any_is_sent(server, tmp_path, capsys, line, fragment) -> None:
     rows = tmp_path / "rows.jsonl"
@@ -148,6 +155,18 @@ def test_drop_unknown_and_types() -> None:
         {"k": 9007199254740993}, {"k": -12}, {"k": 4}]  # 2**53 + 1 kept exact, not rounded through a float
     with pytest.raises(UsageProblem, match=r"row 0: k='--12' is not a number"):
         typed([{"k": "--12"}], dtypes, drop_unknown=False)
+
+
+def test_numbers_the_server_would_refuse_are_refused_before_sending() -> None:
+    dtypes = {"f": "DT_FLOAT", "k": "DT_INT64", "d": "DT_DOUBLE"}
+    assert typed([{"f": 16777215, "k": "4.0", "d": -9007199254740991}], dtypes, drop_unknown=False) == [
+        {"f": 16777215, "k": 4, "d": -9007199254740991}]
+    for row, fragment in (({"f": 16777217}, "f=16777217 cannot be sent to a float input"),
+                          ({"f": "1e39"}, "f=1e+39 is too big for a float input"),
+                          ({"k": "4.5"}, "k=4.5 is not a whole number"),
+                          ({"k": 2**63}, "k=9223372036854775808 is out of range")):
+        with pytest.raises(UsageProblem, match=f"^row 0: {re.escape(fragment)}"):
+            typed([row], dtypes, drop_unknown=False)
 
 
 def test_a_numeral_beyond_a_double_is_refused_while_the_words_inf_and_nan_are_read() -> None:
