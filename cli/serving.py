@@ -343,7 +343,12 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
     Empty CSV cells and missing keys are missing values (NaN for numbers, ''
     for strings, the model's convention). Prints one line per row, in order.
     """
-    from serving.client import ServingClient, ServingClientError
+    from serving.client import NOT_SERVING, ServingClient, ServingClientError
+
+    if model_version is not None and label is not None:
+        raise UsageProblem("give --version or --label, not both")
+    if protocol == "grpc" and not grpc_target.strip():
+        raise UsageProblem("--protocol grpc needs --grpc-target, e.g. 127.0.0.1:8500")
 
     if protocol == "grpc":
         from common.console import silenced
@@ -382,17 +387,16 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
                         click.echo(f"row {answered}: {_format(prediction)}")
                     answered += 1
     except ServingClientError as error:
+        error.message = " ".join(error.message.split())  # a server's multi-line message: the error is one line
         if answered:  # the rows printed stand; say which ones were not answered
             error.message = f"{error.message} ({_unanswered(answered, len(rows))})"
-        if error.status in ("connection", "timeout"):  # no answer at all
+        if error.status in ("connection", "timeout", NOT_SERVING):  # no answer at all, or not TF Serving's
             raise CliError(error.message) from None
-        if error.status == "UNAVAILABLE" and not answered:  # gRPC's word for nothing listening there
-            raise CliError(f"cannot reach {grpc_target} over gRPC (UNAVAILABLE): {error.message}") from None
         if not error.sent:  # the gRPC client checks rows against the signature before sending them
             raise CliError(f"not sent, the signature refuses it ({error.status}): {error.message}") from None
         raise CliError(f"the server answered {error.status}: {error.message}") from None
-    except (ValueError, KeyError) as error:
-        raise UsageProblem(str(error).strip("'")) from None
+    except ValueError as error:  # the client's refusal of a row or signature: the input, not the server
+        raise UsageProblem(str(error)) from None
     sys.stdout.flush()  # a failed write is said before the count of predictions that were not written
     info(f"{answered} prediction(s) from {model_name} over {protocol}")
     detail(f"{time.monotonic() - started:.2f} s, {math.ceil(len(rows) / batch_size)} request(s)")

@@ -1,12 +1,14 @@
 """`taxi predict` through the real local server and client (toy model, REST and gRPC)."""
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -310,3 +312,142 @@ def test_serve_keeps_an_explicit_log_level_over_verbose(monkeypatch) -> None:
     assert main(["serve", "-q", "--model-base-path", "m"]) == 0
     assert [[a for a in argv if "log-level" in a or a in ("DEBUG", "WARNING")] for argv in seen] == [
         ["--log-level=ERROR"], ["--log-level", "WARNING"]]
+
+
+class _NotServing(http.server.BaseHTTPRequestHandler):
+    """A web server that is not TF Serving: answers every request with the server's `answers[path-kind]`."""
+
+    answers: dict[str, tuple[int, str, str]] = {}
+    hits: list[str] = []
+
+    def _answer(self) -> None:
+        kind = "metadata" if self.path.endswith("/metadata") else "predict"
+        self.hits.append(kind)
+        if kind == "predict":
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+        status, content_type, body = self.answers.get(kind, self.answers.get("*", (404, "text/plain", "no")))
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_serving():
+    _NotServing.hits = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotServing)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+METADATA = json.dumps({"model_spec": {"name": "toy", "version": "1"}, "metadata": {"signature_def": {
+    "signature_def": {"serving_default": {"inputs": {"x": {"dtype": "DT_DOUBLE"}, "s": {"dtype": "DT_STRING"}}}}}}})
+NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+             "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+HINT = "; is --url the model server's REST address?"
+
+
+@pytest.mark.parametrize("answers,message", [
+    ({"*": (200, "text/html", "<html><body>Welcome</body></html>")}, "/v1/models/toy/metadata did not answer as TF "
+     "Serving (its answer is not JSON); is --url the model server's REST address?"),
+    ({"*": (200, "application/json", "[]")}, "/v1/models/toy/metadata did not answer as TF Serving (its answer is "
+     "a JSON list, not an object)"),
+    ({"*": (200, "application/json", '{"model_version_status": []}')}, "/v1/models/toy/metadata did not answer as "
+     "TF Serving (no metadata.signature_def.signature_def in its answer)"),
+    ({"metadata": (200, "application/json", METADATA), "predict": (200, "application/json", '{"outputs": [1]}')},
+     "/v1/models/toy:predict did not answer as TF Serving (no list of 1 predictions in its answer)"),
+])
+def test_a_server_that_does_not_answer_as_tf_serving_is_one_line_exit_1(not_serving, tmp_path, capsys, answers,
+                                                                         message) -> None:
+    """'error: metadata' (a KeyError taken for bad usage, exit 2) or a TypeError traceback."""
+    _NotServing.answers = answers
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", not_serving, "--model", "toy"]) == 1
+    assert capsys.readouterr().err == f"error: {not_serving}{message.removesuffix(HINT)}{HINT}\n"
+
+
+def test_a_proxys_html_error_page_is_retried_then_one_line(not_serving, tmp_path, capsys) -> None:
+    """nginx's 502 page was the error, over eight lines, and not retried as a 503 is."""
+    _NotServing.answers = {"metadata": (200, "application/json", METADATA), "predict": (502, "text/html", NGINX_502)}
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", not_serving, "--model", "toy"]) == 1
+    assert capsys.readouterr().err == "error: the server answered 502: 502 Bad Gateway 502 Bad Gateway nginx\n"
+    assert _NotServing.hits.count("predict") == 4  # retried 3 times, as a 503
+
+
+def test_a_model_name_is_a_name_not_a_query(server, tmp_path, capsys) -> None:
+    """`--model 'toy?x=1'` asked for /v1/models/toy?x=1/metadata: the model toy's status, read as metadata."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy?x=1"]) == 1
+    assert capsys.readouterr().err == "error: the server answered 404: Servable not found for request: Latest(toy?x=1)\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--version", "1", "--label", "stable"], "error: give --version or --label, not both\n"),
+    # the client's ValueError, its closing quote eaten by .strip("'")
+    (["--protocol", "grpc", "--grpc-target", ""], "error: --protocol grpc needs --grpc-target, e.g. 127.0.0.1:8500\n"),
+])
+def test_conflicting_flags_are_named_as_flags(server, tmp_path, capsys, args, message) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", *args]) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_json_floats_are_printed_alike_over_rest_and_grpc(server, tmp_path, capsys) -> None:
+    """Over gRPC a float32 output was printed as its double, 0.29980000853538513, where REST prints 0.2998."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n0.1499,a\n")
+    printed = []
+    for protocol in ("rest", "grpc"):
+        assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--json", "--protocol", protocol,
+                     "--grpc-target", server.grpc_target]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed == ['{"row": 0, "n": 1, "y": 0.2998}\n'] * 2
+
+
+def test_a_grpc_server_gone_mid_file_is_cannot_reach(tmp_path, capsys) -> None:
+    """After rows were printed it said 'the server answered UNAVAILABLE: failed to connect ...'."""
+    base = tmp_path / "toy"
+    base.mkdir()
+    push_toy(base, 1, scale=2.0)
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=0,
+                            file_system_poll_wait_seconds=0)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n2,b\n")
+    import serving.client
+
+    with ServingServer(options) as srv:
+        url, target = srv.url, srv.grpc_target
+        original = serving.client.ServingClient.predict
+
+        def predict_then_stop(client, batch):  # noqa: ANN001, ANN202 - the real predict, then the server stops
+            answers = original(client, batch)
+            srv.stop()
+            return answers
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(serving.client.ServingClient, "predict", predict_then_stop)
+            assert main(["predict", str(rows), "--url", url, "--model", "toy", "--protocol", "grpc",
+                         "--grpc-target", target, "--batch-size", "1", "--timeout", "2", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "row 0: n 1  y 2.0000\n"
+    assert captured.err.startswith(f"error: cannot reach {target} over gRPC (UNAVAILABLE): ") and \
+        captured.err.endswith(" (row 1 not predicted; row 0 above)\n"), captured.err
