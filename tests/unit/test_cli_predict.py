@@ -14,7 +14,7 @@ import pytest
 
 from cli.common import UsageProblem
 from cli.main import main
-from cli.serving import typed
+from cli.rows import typed
 from serving.config import ModelSpec
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
