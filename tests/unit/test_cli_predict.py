@@ -4,7 +4,6 @@ from __future__ import annotations
 import http.server
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -269,10 +268,13 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_1(server, tmp_path, 
             predict = _predict_to(server, rows, full)
         fragment = "No space left on device"
     else:
-        predict = _predict_to(server, rows, None, preexec_fn=lambda: os.close(1))
+        # the shell closes fd 1 (a preexec_fn is not safe in this test process, which runs server threads)
+        predict = subprocess.Popen(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "cli", "predict",
+                                    str(rows), "--url", server.url, "--model", "toy", "-q"],
+                                   cwd=ROOT, stderr=subprocess.PIPE, text=True)
         fragment = "standard output is closed"
-    assert predict.wait(timeout=120) == 1
-    assert predict.stderr.read() == f"error: cannot write the output: {fragment}\n"
+    code, err = predict.wait(timeout=120), predict.stderr.read()
+    assert (code, err) == (1, f"error: cannot write the output: {fragment}\n")
 
 
 def test_an_upper_case_csv_suffix_is_csv_and_a_csv_under_another_name_is_hinted(server, tmp_path, capsys) -> None:
