@@ -36,12 +36,15 @@ class UsageProblem(CliError):
 
 
 class FiniteFloatRange(click.FloatRange):
-    """click's FloatRange, which lets nan through (every comparison with it is false)."""
+    """click's FloatRange, which lets nan through (every comparison with it is false) and, without a max, inf
+    and 1e400 (a timeout of inf is an OverflowError deep in the socket code)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if number != number:
             self.fail(f"{value!r} is not a number.", param, ctx)
+        if math.isinf(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
 

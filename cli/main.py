@@ -7,7 +7,10 @@ line in COMMANDS.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import io
 import os
 import sys
 
@@ -31,6 +34,76 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("cli.labels:rollback", "Move the stable label back to the previous stable version."),
     "labels": ("cli.labels:labels", "Show stable/canary labels, pushed versions and label history."),
 }
+
+
+class OutputFailed(BaseException):
+    """Standard output could not be written. Not an OSError, which click turns into sys.exit(1) itself when it
+    is an EPIPE, nor an Exception, which a command's own `except Exception` would take for its failure."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+class _GuardedStdout(io.TextIOBase):
+    """sys.stdout while a command runs: a failed write or flush is told apart from the command's other OSErrors
+    (a report's full disk, a socket's broken pipe). `stream` None: fd 1 was closed (`>&-`), where Python sets
+    sys.stdout to None, click.echo drops every line and a flush is an AttributeError."""
+
+    def __init__(self, stream: io.TextIOBase | None) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def _target(self) -> io.TextIOBase:
+        if self._stream is None:
+            raise OutputFailed(OSError(errno.EBADF, "standard output is closed"))
+        return self._stream
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # click asks with b"" whether a stream takes bytes
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        try:
+            return self._target().write(text)
+        except OSError as error:
+            raise OutputFailed(error) from None
+
+    def flush(self) -> None:
+        if self._stream is None:
+            return
+        try:
+            self._stream.flush()
+        except OSError as error:
+            raise OutputFailed(error) from None
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._target().fileno()
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:
+        return getattr(self._stream, "errors", None)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._target(), name)
+
+
+def _discard_stdout() -> None:
+    """fd 1 pointed at /dev/null: what stdout still buffers is dropped, and no later flush (entry()'s, the
+    interpreter's at exit) fails again with a traceback."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stdout.flush()
 
 
 class LazyGroup(click.Group):
@@ -62,8 +135,25 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code instead of raising, so tests and `python -m cli` agree."""
+    real = sys.stdout
+    if real is None:  # fd 1 closed: held by /dev/null, so no socket or file opened now becomes "stdout"
+        _discard_stdout()
+    sys.stdout = _GuardedStdout(real)
+    try:
+        return _main(argv)
+    except OutputFailed as failed:
+        if real is not None:
+            sys.stdout = real
+        return _output_failed(failed.error)
+    finally:
+        if real is not None:
+            sys.stdout = real
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         code = cli.main(args=argv, prog_name="taxi", standalone_mode=False)
+        sys.stdout.flush()  # what is still buffered fails here, not in entry() or at exit
     except click.exceptions.NoArgsIsHelpError as error:
         ctx = error.ctx
         if ctx is not None and ctx.parent is not None and isinstance(ctx.command, click.Group):
@@ -88,6 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("interrupted", err=True)
         return EXIT_FAILED
     return code if isinstance(code, int) else 0
+
+
+def _output_failed(error: OSError) -> int:
+    """A reader that went away (`taxi predict ... | head -1`) is done, as `yes | head` is: exit 0, quietly.
+    Any other failed write (a full disk, a closed stdout) loses results: one line, exit 1."""
+    _discard_stdout()
+    if error.errno == errno.EPIPE:
+        return 0
+    click.echo(f"error: cannot write the output: {error.strerror or error}", err=True)
+    return EXIT_FAILED
 
 
 def entry() -> None:

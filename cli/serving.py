@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
-import re
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any, TextIO
 
 import click
@@ -24,7 +21,7 @@ from cli.common import (
     json_option,
     verbosity_options,
 )
-from common.b64_json import is_b64
+from cli.rows import check_header, read_rows, typed
 
 
 def _serve_main(argv: list[str]) -> int:
@@ -39,7 +36,8 @@ def _serve_command() -> click.Command:
     def log_level(ctx: click.Context, argv: list[str]) -> list[str]:
         from cli.common import verbosity
 
-        if "--log-level" not in argv and verbosity():
+        given = any(arg == "--log-level" or arg.startswith("--log-level=") for arg in argv)  # the bridge writes
+        if not given and verbosity():  # --log-level=VALUE: an explicit level wins over -v / -q
             argv += ["--log-level", "DEBUG" if verbosity() > 0 else "WARNING"]
         return argv
 
@@ -54,118 +52,7 @@ def _serve_command() -> click.Command:
 
 serve = _serve_command()
 
-NUMERIC = {"DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16"}
-INTEGER = {"DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64"}
-
-
-def _without_bom(handle: TextIO) -> Iterator[str]:
-    """Excel's "CSV UTF-8" starts with a byte-order mark; left in, it renames the first column."""
-    for number, line in enumerate(handle):
-        yield line.removeprefix("\ufeff") if number == 0 else line
-
-
-WHOLE = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
-TOO_BIG = "is too big for a number (a double holds up to 1.8e308)"
-
-
-class _TooBig(ValueError):
-    pass
-
-
-def _finite(text: str) -> float:
-    """A JSON number as json reads it, but 1e400 refused instead of read as infinity (the literal Infinity stays)."""
-    number = float(text)
-    if math.isinf(number):
-        raise _TooBig(f"{text} {TOO_BIG}")
-    return number
-
-
-class Rows(list):
-    """Rows as dicts, with the file line each starts on (`lines`), for messages that point into the file."""
-
-    def __init__(self, rows: list[dict[str, Any]], lines: list[int]) -> None:
-        super().__init__(rows)
-        self.lines = lines
-
-    def where(self, index: int) -> str:
-        return f"row {index} (line {self.lines[index]})" if index < len(self.lines) else f"row {index}"
-
-
-def _csv_rows(lines: Iterator[str]) -> Rows:
-    """Rows of a CSV with a header, refused as the pipeline refuses its data: a quote never closed (Python's csv
-    would read the rest of the file into one value), a row of another width (its missing cells would be sent
-    as missing values, its extra ones dropped), or a column named twice (one of the two would be dropped)."""
-    reader = csv.reader(lines, strict=True)
-    try:
-        names = next(reader, [])
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            columns = ", ".join(str(i + 1) for i, name in enumerate(names) if name == twice[0])
-            raise UsageProblem(f"the header names {twice[0]!r} twice (columns {columns}): one of them would be "
-                               "dropped; rename or remove one")
-        rows, starts = [], []
-        start = reader.line_num + 1
-        for values in reader:
-            if values:
-                if len(values) != len(names):
-                    raise UsageProblem(f"line {reader.line_num} has {len(values)} values where the header has "
-                                       f"{len(names)} columns")
-                rows.append(dict(zip(names, values, strict=True)))
-                starts.append(start)
-            start = reader.line_num + 1
-    except csv.Error as error:
-        problem = "a quoted value is never closed" if "unexpected end of data" in str(error) else error
-        raise UsageProblem(f"line {reader.line_num}: {problem}") from None
-    return Rows(rows, starts)
-
-
-def read_rows(handle: TextIO, fmt: str) -> Rows:
-    """Rows as dicts: CSV values stay strings (typed later from the signature), JSON lines as given."""
-    lines = _without_bom(handle)
-    if fmt == "csv":
-        return _csv_rows(lines)
-    rows, starts = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line, parse_float=_finite)
-        except _TooBig as error:
-            raise UsageProblem(f"line {number}: {error}") from None
-        except ValueError as error:
-            raise UsageProblem(f"line {number} is not JSON: {error}") from None
-        if not isinstance(row, dict):
-            raise UsageProblem(f"line {number} is not a JSON object of feature -> value")
-        rows.append(row)
-        starts.append(number)
-    return Rows(rows, starts)
-
-
-def _check_header(row: dict[str, Any], dtypes: dict[str, str]) -> None:
-    """A model input the CSV header lacks (a typo, `Fare`, dropped by --drop-unknown; a column left out of an
-    export) would be sent missing in every row: plausible, wrong probabilities, and no word. An empty column
-    is how a CSV sends missing values on purpose."""
-    absent = sorted(set(dtypes) - set(row))
-    if absent:
-        raise UsageProblem(f"the header has no column {', '.join(map(repr, absent[:3]))}"
-                           f"{' ...' if len(absent) > 3 else ''}, a model input: every row would be sent without "
-                           "it; add the column (its empty cells are missing values)")
-
-
-ASCII_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(inf|infinity|nan)\s*", re.I | re.ASCII)
-
-
-def _number(where: str, name: str, value: str, kind: str) -> int | float:
-    """A CSV cell (or a JSON string) as a number, written as the pipeline's data writes numbers: ASCII digits
-    only (Python's float() also reads `1_2.45` and full-width or Arabic-Indic digits)."""
-    if not ASCII_NUMBER.fullmatch(value):
-        raise UsageProblem(f"{where}: {name}={value!r} is not a number")
-    number = float(value)
-    if math.isinf(number) and any(c.isdigit() for c in value):  # 1e400; the words inf/Infinity stay
-        raise UsageProblem(f"{where}: {name}={value!r} {TOO_BIG}")
-    return int(number) if kind in INTEGER and number.is_integer() else number
-
-
+MAX_TIMEOUT = 86400.0  # a day per request; larger ones overflow the socket and gRPC deadlines
 def _span(first: int, last: int) -> str:
     return f"row {first}" if first == last else f"rows {first}-{last}"
 
@@ -173,59 +60,6 @@ def _span(first: int, last: int) -> str:
 def _unanswered(answered: int, total: int) -> str:
     """Which rows a failure left unpredicted, and which were printed above."""
     return f"{_span(answered, total - 1)} not predicted" + (f"; {_span(0, answered - 1)} above" if answered else "")
-
-
-def _typo_of(unknown: list[str], row: dict[str, Any], dtypes: dict[str, str]) -> tuple[str, str] | None:
-    """An unknown key that is a model input but for case or spaces (`Fare`, `fare `), that input absent."""
-    inputs = {name.strip().lower(): name for name in dtypes}
-    for key in unknown:
-        meant = inputs.get(key.strip().lower())
-        if meant is not None and meant not in row:
-            return key, meant
-    return None
-
-
-def typed(rows: list[dict[str, Any]], dtypes: dict[str, str], drop_unknown: bool) -> list[dict[str, Any]]:
-    """Convert CSV strings by the signature's dtypes; '' and missing become None (the client fills NaN/'').
-    Every row is checked before any is sent: a value of the wrong kind is refused here, with its line, rather
-    than by the server after earlier batches were answered."""
-    where = rows.where if isinstance(rows, Rows) else (lambda index: f"row {index}")
-    out = []
-    for index, row in enumerate(rows):
-        unknown = sorted(set(row) - set(dtypes))
-        typo = _typo_of(unknown, row, dtypes)
-        if typo:
-            raise UsageProblem(f"{where(index)}: {typo[0]!r} is not a model input, {typo[1]!r} is: every row with "
-                               "it would be sent without that input; rename it")
-        if unknown and not drop_unknown:
-            raise UsageProblem(f"{where(index)}: {unknown[0]!r} is not a model input (inputs: "
-                               f"{', '.join(sorted(dtypes))}); --drop-unknown ignores extra columns")
-        converted = {}
-        for name, value in row.items():
-            if name not in dtypes:
-                continue
-            kind = dtypes[name]
-            if value is None or (isinstance(value, str) and value == "" and kind != "DT_STRING"):
-                converted[name] = None
-            elif kind == "DT_STRING":
-                if not (isinstance(value, str) or is_b64(value)):
-                    raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a string, which the "
-                                       "model input takes (DT_STRING); quote it")
-                converted[name] = value
-            elif kind in NUMERIC | INTEGER:
-                if isinstance(value, str) and kind in INTEGER and WHOLE.fullmatch(value):
-                    converted[name] = int(value)  # exactly: float() rounds a whole number above 2**53
-                elif isinstance(value, str):
-                    converted[name] = _number(where(index), name, value, kind)
-                elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                    converted[name] = value
-                else:
-                    raise UsageProblem(f"{where(index)}: {name}={json.dumps(value)} is not a number, which the "
-                                       f"model input takes ({kind})")
-            else:
-                converted[name] = value
-        out.append(converted)
-    return out
 
 
 def _format(prediction: dict[str, Any]) -> str:
@@ -236,18 +70,30 @@ def _format(prediction: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _checked_url(_ctx: click.Context, _param: click.Parameter, url: str) -> str:
+    """`127.0.0.1:8501`, `ftp://x` or "" were tried as URLs, retried for 1.6 s and ended as 'cannot reach'."""
+    from monitoring.server_url import check_url
+
+    try:
+        return check_url(url)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.command(epilog="Exit codes: 0 ok; 1 the server refused or failed a request; 2 bad input.")
 @click.argument("rows_file", metavar="FILE", type=click.File("r"), default="-")
 @click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto", show_default=True,
               help="input format; auto: by extension (.csv, else JSON lines)")
-@click.option("--url", default="http://127.0.0.1:8501", show_default=True, help="REST base URL (also read for metadata with gRPC)")
+@click.option("--url", default="http://127.0.0.1:8501", show_default=True, callback=_checked_url,
+              help="REST base URL (also read for metadata with gRPC)")
 @click.option("--model", "model_name", default="taxi", show_default=True, help="model name")
 @click.option("--protocol", type=click.Choice(["rest", "grpc"]), default="rest", show_default=True)
 @click.option("--grpc-target", default="127.0.0.1:8500", show_default=True, help="host:port for --protocol grpc")
-@click.option("--version", "model_version", type=int, help="a specific model version")
+@click.option("--version", "model_version", type=click.IntRange(0, 2**63 - 1), help="a specific model version")
 @click.option("--label", help="a version label, e.g. stable or canary")
 @click.option("--signature", default="serving_default", show_default=True)
-@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=10.0, show_default=True, help="seconds per request")
+@click.option("--timeout", type=FiniteFloatRange(min=0, max=MAX_TIMEOUT, min_open=True), default=10.0, show_default=True,
+              help="seconds per request")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="rows per request")
 @click.option("--drop-unknown", is_flag=True, help="ignore columns that are not model inputs (e.g. the label)")
 @json_option
@@ -260,7 +106,12 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
     Empty CSV cells and missing keys are missing values (NaN for numbers, ''
     for strings, the model's convention). Prints one line per row, in order.
     """
-    from serving.client import ServingClient, ServingClientError
+    from serving.client import NOT_SERVING, ServingClient, ServingClientError
+
+    if model_version is not None and label is not None:
+        raise UsageProblem("give --version or --label, not both")
+    if protocol == "grpc" and not grpc_target.strip():
+        raise UsageProblem("--protocol grpc needs --grpc-target, e.g. 127.0.0.1:8500")
 
     if protocol == "grpc":
         from common.console import silenced
@@ -269,9 +120,10 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
             import tensorflow_serving.apis.prediction_service_pb2_grpc  # noqa: F401 - what the gRPC client loads
 
     name = getattr(rows_file, "name", "-")
-    fmt = fmt if fmt != "auto" else ("csv" if str(name).endswith(".csv") else "jsonl")
+    guessed = fmt == "auto"
+    fmt = fmt if fmt != "auto" else ("csv" if str(name).lower().endswith(".csv") else "jsonl")  # T10.CSV too
     try:
-        rows = read_rows(rows_file, fmt)
+        rows = read_rows(rows_file, fmt, guessed)
     except (csv.Error, UnicodeDecodeError) as error:
         raise UsageProblem(f"cannot read {name}: {error}") from None
     if not rows:
@@ -283,7 +135,7 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
                            version=model_version, label=label, signature=signature) as client:
             dtypes = client.input_dtypes()
             if fmt == "csv":
-                _check_header(rows[0], dtypes)
+                check_header(rows[0], dtypes)
             sent = typed(rows, dtypes, drop_unknown)  # every row checked before the first is sent
             for start in range(0, len(sent), batch_size):
                 answers = client.predict(sent[start:start + batch_size])
@@ -298,18 +150,17 @@ def predict(rows_file: TextIO, fmt: str, url: str, model_name: str, protocol: st
                         click.echo(f"row {answered}: {_format(prediction)}")
                     answered += 1
     except ServingClientError as error:
+        error.message = " ".join(error.message.split())  # a server's multi-line message: the error is one line
         if answered:  # the rows printed stand; say which ones were not answered
             error.message = f"{error.message} ({_unanswered(answered, len(rows))})"
-        if error.status in ("connection", "timeout"):  # no answer at all
+        if error.status in ("connection", "timeout", NOT_SERVING):  # no answer at all, or not TF Serving's
             raise CliError(error.message) from None
-        if error.status == "UNAVAILABLE" and not answered:  # gRPC's word for nothing listening there
-            raise CliError(f"cannot reach {grpc_target} over gRPC (UNAVAILABLE): {error.message}") from None
         if not error.sent:  # the gRPC client checks rows against the signature before sending them
             raise CliError(f"not sent, the signature refuses it ({error.status}): {error.message}") from None
         raise CliError(f"the server answered {error.status}: {error.message}") from None
-    except (ValueError, KeyError) as error:
-        raise UsageProblem(str(error).strip("'")) from None
+    except ValueError as error:  # the client's refusal of a row or signature: the input, not the server
+        raise UsageProblem(str(error)) from None
+    sys.stdout.flush()  # a failed write is said before the count of predictions that were not written
     info(f"{answered} prediction(s) from {model_name} over {protocol}")
     detail(f"{time.monotonic() - started:.2f} s, {math.ceil(len(rows) / batch_size)} request(s)")
-    sys.stdout.flush()
     return EXIT_OK

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-RETRY_HTTP = {503}
+# 503: a version switching, overload; 502/504: a proxy in front (nginx) whose server restarts or is slow.
+RETRY_HTTP = {502, 503, 504}
+NOT_SERVING = "not_serving"  # status of an answer that is not TF Serving's (another server at the URL)
+# gRPC's UNAVAILABLE when there was no answer at all (nothing listening, the server killed), not a server's word
+GRPC_UNREACHED = re.compile(r"failed to connect|connection refused|socket closed|connection reset|end of tcp stream|"
+                            r"broken pipe|dns resolution failed", re.IGNORECASE)
 
 
 class ServingClientError(Exception):
@@ -35,6 +42,12 @@ def _shape(tensor_shape: dict[str, Any]) -> tuple[int, ...] | None:
     if tensor_shape.get("unknown_rank"):
         return None
     return tuple(int(d.get("size", 0)) for d in tensor_shape.get("dim", []))
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A server's text (an HTML error page, a multi-line message) as one line: tags dropped, whitespace joined."""
+    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _is_json(value: Any) -> bool:
@@ -56,7 +69,7 @@ class ServingClient:
             raise ValueError(f"protocol must be 'rest' or 'grpc', not {protocol!r}")
         if version is not None and label is not None:
             raise ValueError("give a version or a label, not both")
-        self.url, self.model, self.protocol = url.rstrip("/"), model, protocol
+        self.url, self.model, self.protocol, self.grpc_target = url.rstrip("/"), model, protocol, grpc_target
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.version, self.label, self.signature = version, label, signature
         self._http = httpx.Client(timeout=timeout)
@@ -73,12 +86,17 @@ class ServingClient:
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     def _model_path(self) -> str:
-        path = f"{self.url}/v1/models/{self.model}"
+        # quoted: a name with '?', '#' or '/' (`taxi?x=1`) would be read as the URL's query or another path
+        path = f"{self.url}/v1/models/{quote(self.model, safe='')}"
         if self.version is not None:
             return f"{path}/versions/{self.version}"
         if self.label is not None:
-            return f"{path}/labels/{self.label}"
+            return f"{path}/labels/{quote(self.label, safe='')}"
         return path
+
+    def _not_serving(self, url: str, what: str) -> ServingClientError:
+        return ServingClientError(NOT_SERVING, f"{url} did not answer as TF Serving ({what}); is --url the "
+                                  "model server's REST address?")
 
     def _with_retries(self, call: Any) -> Any:
         delay = self.backoff
@@ -106,10 +124,15 @@ class ServingClient:
                 raise ServingClientError("connection", f"cannot reach {url}: {exc}") from None
             try:
                 data = json.loads(resp.content)
-            except ValueError:
-                data = {"error": resp.text[:200]}
+            except ValueError:  # an HTML page: a proxy's 502, another web server
+                if resp.status_code == 200:
+                    raise self._not_serving(url, "its answer is not JSON") from None
+                raise ServingClientError(resp.status_code, one_line(resp.text)) from None
             if resp.status_code != 200:
-                raise ServingClientError(resp.status_code, data.get("error", resp.text[:200]) if isinstance(data, dict) else str(data))
+                error = data.get("error") if isinstance(data, dict) else None
+                raise ServingClientError(resp.status_code, error if isinstance(error, str) else one_line(resp.text))
+            if not isinstance(data, dict):
+                raise self._not_serving(url, f"its answer is a JSON {type(data).__name__}, not an object")
             return data
 
         return self._with_retries(call)
@@ -117,14 +140,23 @@ class ServingClient:
     def input_dtypes(self) -> dict[str, str]:
         """Input name -> DT_* of the signature, read once from the metadata."""
         if self._dtypes is None:
-            meta = self._rest("GET", f"{self._model_path()}/metadata")
-            signatures = meta["metadata"]["signature_def"]["signature_def"]
+            url = f"{self._model_path()}/metadata"
+            meta = self._rest("GET", url)
+            try:
+                signatures = meta["metadata"]["signature_def"]["signature_def"]
+                if not isinstance(signatures, dict):
+                    raise TypeError
+            except (KeyError, TypeError):
+                raise self._not_serving(url, "no metadata.signature_def.signature_def in its answer") from None
             if self.signature not in signatures:
                 raise ValueError(f"the model has no signature {self.signature!r}; "
                                  f"it has: {', '.join(sorted(signatures))}")
-            inputs = signatures[self.signature]["inputs"]
+            inputs = signatures[self.signature].get("inputs") if isinstance(signatures[self.signature], dict) else None
+            if not isinstance(inputs, dict) or not all(
+                    isinstance(v, dict) and isinstance(v.get("dtype"), str) for v in inputs.values()):
+                raise self._not_serving(url, f"signature {self.signature!r} has no inputs with dtypes")
             self._dtypes = {k: v["dtype"] for k, v in inputs.items()}
-            self._shapes = {k: _shape(v.get("tensor_shape", {})) for k, v in inputs.items()}
+            self._shapes = {k: _shape(v.get("tensor_shape") or {}) for k, v in inputs.items()}
         return self._dtypes
 
     def _fill(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,7 +197,10 @@ class ServingClient:
         if self.protocol == "grpc":
             return self._predict_grpc(filled)
         body = {"signature_name": self.signature, "instances": filled}
-        preds = self._rest("POST", f"{self._model_path()}:predict", body)["predictions"]
+        url = f"{self._model_path()}:predict"
+        preds = self._rest("POST", url, body).get("predictions")
+        if not isinstance(preds, list) or len(preds) != len(rows):
+            raise self._not_serving(url, f"no list of {len(rows)} predictions in its answer")
         return [p if isinstance(p, dict) else {"output": p} for p in preds]
 
     def _predict_grpc(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,7 +209,7 @@ class ServingClient:
         from tensorflow.core.framework import types_pb2
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.codec import TensorSpec, loads, to_array
+        from serving.codec import TensorSpec, loads, to_array, to_json
         from serving.errors import ServingError
 
         request = predict_pb2.PredictRequest()
@@ -201,10 +236,15 @@ class ServingClient:
             try:
                 return self._stub.Predict(request, timeout=self.timeout)
             except grpc.RpcError as exc:
-                raise ServingClientError(exc.code().name, exc.details() or "") from None
+                details = exc.details() or ""
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and GRPC_UNREACHED.search(details):
+                    raise ServingClientError("connection", f"cannot reach {self.grpc_target} over gRPC "
+                                             f"(UNAVAILABLE): {one_line(details)}") from None
+                raise ServingClientError(exc.code().name, details) from None
 
         response = self._with_retries(call)
-        cols = {k: tf.make_ndarray(v).tolist() for k, v in response.outputs.items()}
+        # as REST writes them (float32 shortest, strings as text or b64), so both protocols print alike
+        cols = {k: to_json(k, tf.make_ndarray(v)) for k, v in response.outputs.items()}
         return [dict(zip(cols, vals, strict=False)) for vals in zip(*cols.values(), strict=False)]
 
     def close(self) -> None:

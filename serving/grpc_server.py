@@ -5,8 +5,12 @@ against this server and against the TF Serving container on port 8500.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -321,6 +325,20 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             _abort(context, exc)
 
 
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """fd 2 at /dev/null for a moment: gRPC's C core logs there directly, past Python's logging."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def create_grpc_server(core: ServingCore, host: str, port: int, threads: int = 16,
                        max_message_bytes: int = 64 * 1024 * 1024) -> tuple[grpc.Server, int]:
     """A started-ready gRPC server and the port it bound (port 0 picks one)."""
@@ -333,7 +351,8 @@ def create_grpc_server(core: ServingCore, host: str, port: int, threads: int = 1
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        with _stderr_to_devnull():  # gRPC's own "E1125 ... add_port.cc" line: the error below says it in one
+            bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:  # grpcio raises instead of returning 0 on a busy port
         bound = 0
     if bound == 0:

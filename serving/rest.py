@@ -103,7 +103,11 @@ def create_app(core: ServingCore, parse_threads: int = 2,
     limits = core.limits
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # TF Serving's REST handler takes every path matching (?i)/v1/.* and answers any it cannot route, or a
+        # method it does not take there (POST /v1/models), as a malformed request: 400, not 404 or 405.
+        if exc.status_code in (404, 405) and request.url.path[:4].lower() == "/v1/":
+            return json_response({"error": f"Malformed request: {request.method} {request.url.path}"}, 400)
         return json_response({"error": str(exc.detail)}, exc.status_code)
 
     @app.exception_handler(Exception)

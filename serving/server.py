@@ -54,6 +54,11 @@ class ServerOptions:
     tf_inter_op_threads: int = 0
     shutdown_grace_seconds: float = 10.0  # requests still running then are answered 503
 
+    def __post_init__(self) -> None:
+        # One port for both: REST binds it, and gRPC fails after the models loaded, saying "in use?".
+        if self.grpc_port is not None and self.grpc_port == self.rest_port != 0:
+            raise ValueError(f"--rest-api-port and --grpc-port are both {self.rest_port}: give them different ports")
+
 
 # TF Serving's BatchingParameters fields this server reads no value from (it batches, pads and splits its own way).
 IGNORED_BATCHING_FIELDS = ("pad_variable_length_inputs", "allowed_batch_sizes", "enable_large_batch_splitting",
@@ -141,6 +146,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        if isinstance(exc, socket.gaierror):  # not the port's doing: the host is no address or known name
+            raise OSError(f"cannot bind REST port {host}:{port}: {exc.strerror} ({host!r}); give an address of "
+                          "this machine with --host, e.g. 127.0.0.1 or 0.0.0.0") from None
         raise OSError(f"cannot bind REST port {host}:{port}: {exc.strerror}; pick another with --rest-api-port") from None
     sock.listen(2048)
     sock.set_inheritable(True)

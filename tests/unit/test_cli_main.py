@@ -107,6 +107,16 @@ def test_vertex_keeps_its_subcommands_and_flags() -> None:
     (["promote", "--if-healthy", "--max-p95-ms", "nan"], "error: Invalid value for '--max-p95-ms': 'nan' is not a number."),
     (["monitor", "--window-hours", "nan"], "error: Invalid value for '--window-hours': 'nan' is not a number."),
     (["predict", "--timeout", "nan", "rows.jsonl"], "error: Invalid value for '--timeout': 'nan' is not a number."),
+    # an OverflowError traceback from the socket's timeout
+    (["predict", "--timeout", "inf", "rows.jsonl"], "error: Invalid value for '--timeout': inf is not in the range"),
+    (["predict", "--timeout", "1e10", "rows.jsonl"], "error: Invalid value for '--timeout': 10000000000.0 is not in"),
+    # tried as URLs: retried for 1.6 s, then "cannot reach", exit 1
+    (["predict", "--url", "127.0.0.1:18601", "rows.jsonl"], "error: Invalid value for '--url': '127.0.0.1:18601' is "
+                                                            "not an http:// or https:// URL with a host"),
+    (["predict", "--url", "ftp://x", "rows.jsonl"], "error: Invalid value for '--url': 'ftp://x' is not an http://"),
+    (["predict", "--url", "", "rows.jsonl"], "error: Invalid value for '--url': '' is not an http://"),
+    (["predict", "--version", "-1", "rows.jsonl"], "error: Invalid value for '--version': -1 is not in the range"),
+    (["monitor", "--window-hours", "inf"], "error: Invalid value for '--window-hours': 'inf' is not a finite number."),
     (["promote", "--offline", "--output", "typo"], "error: output folder typo does not exist"),
     (["rollback", "--offline", "--config", "typo.config"], "error: --config typo.config does not exist"),
     (["labels", "--config", "typo.config"], "error: --config typo.config does not exist"),

@@ -1,16 +1,19 @@
 """`taxi predict` through the real local server and client (toy model, REST and gRPC)."""
 from __future__ import annotations
 
+import http.server
 import json
 import math
+import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from cli.common import UsageProblem
 from cli.main import main
-from cli.serving import typed
+from cli.rows import typed
 from serving.config import ModelSpec
 from serving.server import ServerOptions, ServingServer
 from serving.testing import push_toy
@@ -95,6 +98,12 @@ def test_a_binary_string_in_tf_servings_b64_form_is_sent(server, tmp_path, capsy
     ('{"x": 1, "s": 5}', "error: row 1 (line 3): s=5 is not a string, which the model input takes (DT_STRING)"),
     ('{"x": [1, 2], "s": "a"}', "error: row 1 (line 3): x=[1, 2] is not a number, which the model input takes"),
     ('{"x": true, "s": "a"}', "error: row 1 (line 3): x=true is not a number"),
+    # refused by the server (as TF Serving: "Cannot convert JSON value ... without loss of precision")
+    ('{"x": 9007199254740993, "s": "a"}', "error: row 1 (line 3): x=9007199254740993 cannot be sent to a double "
+                                          "input (DT_DOUBLE) without loss of precision (whole numbers up to "
+                                          "9007199254740991); write it as a decimal, e.g. 9007199254740992.0"),
+    ('{"x": 1, "s": {"b64": "!!!"}}', 'error: row 1 (line 3): s={"b64": "!!!"} is not valid base64'),
+    ('{"x": 1, "s": "\\ud800"}', 'error: row 1 (line 3): s="\\ud800" is not valid Unicode (a lone surrogate)'),
 ])
 def test_jsonl_rows_are_checked_before_any_is_sent(server, tmp_path, capsys, line, fragment) -> None:
     rows = tmp_path / "rows.jsonl"
@@ -147,6 +156,18 @@ def test_drop_unknown_and_types() -> None:
         {"k": 9007199254740993}, {"k": -12}, {"k": 4}]  # 2**53 + 1 kept exact, not rounded through a float
     with pytest.raises(UsageProblem, match=r"row 0: k='--12' is not a number"):
         typed([{"k": "--12"}], dtypes, drop_unknown=False)
+
+
+def test_numbers_the_server_would_refuse_are_refused_before_sending() -> None:
+    dtypes = {"f": "DT_FLOAT", "k": "DT_INT64", "d": "DT_DOUBLE"}
+    assert typed([{"f": 16777215, "k": "4.0", "d": -9007199254740991}], dtypes, drop_unknown=False) == [
+        {"f": 16777215, "k": 4, "d": -9007199254740991}]
+    for row, fragment in (({"f": 16777217}, "f=16777217 cannot be sent to a float input"),
+                          ({"f": "1e39"}, "f=1e+39 is too big for a float input"),
+                          ({"k": "4.5"}, "k=4.5 is not a whole number"),
+                          ({"k": 2**63}, "k=9223372036854775808 is out of range")):
+        with pytest.raises(UsageProblem, match=f"^row 0: {re.escape(fragment)}"):
+            typed([row], dtypes, drop_unknown=False)
 
 
 def test_a_numeral_beyond_a_double_is_refused_while_the_words_inf_and_nan_are_read() -> None:
@@ -220,3 +241,215 @@ def test_a_new_version_with_another_input_mid_file_stops_instead_of_sending_it_m
     assert captured.out == "row 0: y 1.0000\nrow 1: y 1.0000\n"
     assert captured.err == ("error: the served model's inputs changed while predicting (a new version: 'tolls'); "
                             "row 2 not predicted; rows 0-1 above; run again\n")
+
+
+def _predict_to(server, rows, stdout, **kwargs) -> subprocess.Popen:  # noqa: ANN001, ANN003 - Popen's
+    return _taxi("predict", str(rows), "--url", server.url, "--model", "toy", "-q", stdout=stdout, **kwargs)
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly_with_exit_0(server, tmp_path) -> None:
+    """`taxi predict big.csv | head -1`: click turned the broken pipe into a silent exit 1."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n" + "".join(f"{i},a\n" for i in range(20000)))  # far more than a pipe holds
+    predict = _predict_to(server, rows, subprocess.PIPE)
+    assert predict.stdout.readline().startswith("row 0: ")
+    predict.stdout.close()
+    assert predict.wait(timeout=120) == 0
+    assert predict.stderr.read() == ""
+
+
+@pytest.mark.parametrize("target", ["full", "closed"])
+def test_output_that_cannot_be_written_is_one_line_and_exit_1(server, tmp_path, target) -> None:
+    """> /dev/full was an OSError traceback, >&- an AttributeError one (sys.stdout is None)."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    if target == "full":
+        with open("/dev/full", "w") as full:
+            predict = _predict_to(server, rows, full)
+        fragment = "No space left on device"
+    else:
+        # the shell closes fd 1 (a preexec_fn is not safe in this test process, which runs server threads)
+        predict = subprocess.Popen(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "cli", "predict",
+                                    str(rows), "--url", server.url, "--model", "toy", "-q"],
+                                   cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        fragment = "standard output is closed"
+    code, err = predict.wait(timeout=120), predict.stderr.read()
+    assert (code, err) == (1, f"error: cannot write the output: {fragment}\n")
+
+
+def test_an_upper_case_csv_suffix_is_csv_and_a_csv_under_another_name_is_hinted(server, tmp_path, capsys) -> None:
+    """T10.CSV was read as JSON lines: 'line 1 is not JSON', with no word of --format."""
+    upper = tmp_path / "T10.CSV"
+    upper.write_text("x,s\n1.5,ab\n")
+    assert main(["predict", str(upper), "--url", server.url, "--model", "toy", "-q"]) == 0
+    assert capsys.readouterr().out == "row 0: n 2  y 3.0000\n"
+    other = tmp_path / "rows.txt"
+    other.write_text("x,s\n1.5,ab\n")
+    assert main(["predict", str(other), "--url", server.url, "--model", "toy"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: line 1 is not JSON: ") and err.endswith("; it looks like a CSV header: pass "
+                                                                          "--format csv\n"), err
+    other.write_text("not json\n")  # not a header: no hint
+    assert main(["predict", str(other), "--url", server.url, "--model", "toy"]) == 2
+    assert "--format" not in capsys.readouterr().err
+
+
+def test_a_key_given_twice_in_a_json_line_is_refused_with_its_line(server, tmp_path, capsys) -> None:
+    """json keeps the last of two values silently; a CSV column named twice is refused, and so is this."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"x": 2, "s": "a"}\n{"x": 1, "s": "b", "x": 2}\n')
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "error: line 2: 'x' is given twice: one of the values would be dropped; remove one\n"
+
+
+def test_serve_keeps_an_explicit_log_level_over_verbose(monkeypatch) -> None:
+    """The bridge writes --log-level=ERROR, which `"--log-level" not in argv` missed: -v made it DEBUG."""
+    import serving.__main__
+
+    seen = []
+    monkeypatch.setattr(serving.__main__, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["serve", "-v", "--log-level", "ERROR", "--model-base-path", "m"]) == 0
+    assert main(["serve", "-q", "--model-base-path", "m"]) == 0
+    assert [[a for a in argv if "log-level" in a or a in ("DEBUG", "WARNING")] for argv in seen] == [
+        ["--log-level=ERROR"], ["--log-level", "WARNING"]]
+
+
+class _NotServing(http.server.BaseHTTPRequestHandler):
+    """A web server that is not TF Serving: answers every request with the server's `answers[path-kind]`."""
+
+    answers: dict[str, tuple[int, str, str]] = {}
+    hits: list[str] = []
+
+    def _answer(self) -> None:
+        kind = "metadata" if self.path.endswith("/metadata") else "predict"
+        self.hits.append(kind)
+        if kind == "predict":
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+        status, content_type, body = self.answers.get(kind, self.answers.get("*", (404, "text/plain", "no")))
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_serving():
+    _NotServing.hits = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotServing)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+METADATA = json.dumps({"model_spec": {"name": "toy", "version": "1"}, "metadata": {"signature_def": {
+    "signature_def": {"serving_default": {"inputs": {"x": {"dtype": "DT_DOUBLE"}, "s": {"dtype": "DT_STRING"}}}}}}})
+NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+             "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+HINT = "; is --url the model server's REST address?"
+
+
+@pytest.mark.parametrize("answers,message", [
+    ({"*": (200, "text/html", "<html><body>Welcome</body></html>")}, "/v1/models/toy/metadata did not answer as TF "
+     "Serving (its answer is not JSON); is --url the model server's REST address?"),
+    ({"*": (200, "application/json", "[]")}, "/v1/models/toy/metadata did not answer as TF Serving (its answer is "
+     "a JSON list, not an object)"),
+    ({"*": (200, "application/json", '{"model_version_status": []}')}, "/v1/models/toy/metadata did not answer as "
+     "TF Serving (no metadata.signature_def.signature_def in its answer)"),
+    ({"metadata": (200, "application/json", METADATA), "predict": (200, "application/json", '{"outputs": [1]}')},
+     "/v1/models/toy:predict did not answer as TF Serving (no list of 1 predictions in its answer)"),
+])
+def test_a_server_that_does_not_answer_as_tf_serving_is_one_line_exit_1(not_serving, tmp_path, capsys, answers,
+                                                                         message) -> None:
+    """'error: metadata' (a KeyError taken for bad usage, exit 2) or a TypeError traceback."""
+    _NotServing.answers = answers
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", not_serving, "--model", "toy"]) == 1
+    assert capsys.readouterr().err == f"error: {not_serving}{message.removesuffix(HINT)}{HINT}\n"
+
+
+def test_a_proxys_html_error_page_is_retried_then_one_line(not_serving, tmp_path, capsys) -> None:
+    """nginx's 502 page was the error, over eight lines, and not retried as a 503 is."""
+    _NotServing.answers = {"metadata": (200, "application/json", METADATA), "predict": (502, "text/html", NGINX_502)}
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", not_serving, "--model", "toy"]) == 1
+    assert capsys.readouterr().err == "error: the server answered 502: 502 Bad Gateway 502 Bad Gateway nginx\n"
+    assert _NotServing.hits.count("predict") == 4  # retried 3 times, as a 503
+
+
+def test_a_model_name_is_a_name_not_a_query(server, tmp_path, capsys) -> None:
+    """`--model 'toy?x=1'` asked for /v1/models/toy?x=1/metadata: the model toy's status, read as metadata."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy?x=1"]) == 1
+    assert capsys.readouterr().err == "error: the server answered 404: Servable not found for request: Latest(toy?x=1)\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--version", "1", "--label", "stable"], "error: give --version or --label, not both\n"),
+    # the client's ValueError, its closing quote eaten by .strip("'")
+    (["--protocol", "grpc", "--grpc-target", ""], "error: --protocol grpc needs --grpc-target, e.g. 127.0.0.1:8500\n"),
+])
+def test_conflicting_flags_are_named_as_flags(server, tmp_path, capsys, args, message) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n")
+    assert main(["predict", str(rows), "--url", server.url, "--model", "toy", *args]) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_json_floats_are_printed_alike_over_rest_and_grpc(server, tmp_path, capsys) -> None:
+    """Over gRPC a float32 output was printed as its double, 0.29980000853538513, where REST prints 0.2998."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n0.1499,a\n")
+    printed = []
+    for protocol in ("rest", "grpc"):
+        assert main(["predict", str(rows), "--url", server.url, "--model", "toy", "--json", "--protocol", protocol,
+                     "--grpc-target", server.grpc_target]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed == ['{"row": 0, "n": 1, "y": 0.2998}\n'] * 2
+
+
+def test_a_grpc_server_gone_mid_file_is_cannot_reach(tmp_path, capsys) -> None:
+    """After rows were printed it said 'the server answered UNAVAILABLE: failed to connect ...'."""
+    base = tmp_path / "toy"
+    base.mkdir()
+    push_toy(base, 1, scale=2.0)
+    options = ServerOptions(models=[ModelSpec("toy", str(base))], rest_port=0, grpc_port=0,
+                            file_system_poll_wait_seconds=0)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,s\n1,a\n2,b\n")
+    import serving.client
+
+    with ServingServer(options) as srv:
+        url, target = srv.url, srv.grpc_target
+        original = serving.client.ServingClient.predict
+
+        def predict_then_stop(client, batch):  # noqa: ANN001, ANN202 - the real predict, then the server stops
+            answers = original(client, batch)
+            srv.stop()
+            return answers
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(serving.client.ServingClient, "predict", predict_then_stop)
+            assert main(["predict", str(rows), "--url", url, "--model", "toy", "--protocol", "grpc",
+                         "--grpc-target", target, "--batch-size", "1", "--timeout", "2", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "row 0: n 1  y 2.0000\n"
+    assert captured.err.startswith(f"error: cannot reach {target} over gRPC (UNAVAILABLE): ") and \
+        captured.err.endswith(" (row 1 not predicted; row 0 above)\n"), captured.err

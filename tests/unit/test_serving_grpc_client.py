@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import subprocess
 import sys
 import time
@@ -343,3 +344,38 @@ def test_a_long_lived_client_follows_a_new_version_with_another_input(tmp_path: 
             time.sleep(0.1)
         assert client.predict([{"x": 2.0, "s": "ab"}]) == [{"y": 20.0, "n": 2}]
         assert client.input_dtypes() == {"x": "DT_DOUBLE", "s": "DT_STRING", "tolls": "DT_DOUBLE"}
+
+
+def _serve(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
+    push_toy(tmp_path / "toy", 1)
+    probe = "import sys; from serving.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", probe, "--model-name", "toy", "--model-base-path",
+                           str(tmp_path / "toy"), "--log-level", "ERROR", *flags],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_a_busy_grpc_port_is_one_line_without_grpcs_own(tmp_path: Path) -> None:
+    """gRPC's C core printed 'E1125 ... add_port.cc:83] Failed to add port' above the error line."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _serve(tmp_path, "--rest-api-port", "0", "--grpc-port", str(port))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"error: cannot bind gRPC port 127.0.0.1:{port} (in use?); pick another "
+                                        "with --grpc-port"], done.stderr
+
+
+@pytest.mark.parametrize("flags,message", [
+    # REST took the port, and gRPC failed on it after the models loaded, saying "in use?"
+    (["--rest-api-port", "18871", "--grpc-port", "18871"],
+     "error: --rest-api-port and --grpc-port are both 18871: give them different ports"),
+    # the host is the problem, not the port: "pick another with --rest-api-port" sent the user the wrong way
+    (["--host", "999.1.1.1", "--rest-api-port", "0", "--grpc-port", "0"],
+     "error: cannot bind REST port 999.1.1.1:0: Name or service not known ('999.1.1.1'); give an address of this "
+     "machine with --host, e.g. 127.0.0.1 or 0.0.0.0"),
+])
+def test_bad_port_and_host_flags_are_named(tmp_path: Path, flags: list[str], message: str) -> None:
+    done = _serve(tmp_path, *flags)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [message], done.stderr

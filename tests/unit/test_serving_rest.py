@@ -141,6 +141,11 @@ def test_an_empty_examples_list_answers_tf_servings_message(http: httpx.Client, 
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "a" * 300_000}]}, 413, "limit"),
     ("POST", "/v1/models/toy:predict", {"instances": [{"x": 1, "s": "no!"}]}, 400, "model rejected the input: assertion failed: [s must not contain"),
     ("GET", "/nowhere", None, 404, "Not Found"),
+    # TF Serving's handler takes (?i)/v1/.*: what it cannot route there is malformed (was 405 and 404 Not Found)
+    ("POST", "/v1/models", {}, 400, "Malformed request: POST /v1/models"),
+    ("GET", "/v1/foo", None, 400, "Malformed request: GET /v1/foo"),
+    ("POST", "/V1/foo/bar", {}, 400, "Malformed request: POST /V1/foo/bar"),
+    ("GET", "/v1/modelsx", None, 400, "Malformed request: GET /v1/modelsx"),
     # a lone UTF-16 surrogate, which a JSON escape can spell: the client's error (it was a 500 counted against the
     # version, and so against a canary's health)
     ("POST", "/v1/models/toy:predict", b'{"instances": [{"x": 1, "s": "\\ud800"}]}', 400, "not valid Unicode"),
