@@ -112,8 +112,14 @@ def build_config(args: argparse.Namespace, write: bool = True) -> configs.Pipeli
             raise ConfigError(f"{flag} is empty: give a path (or leave the flag out for its default)")
     data_root = args.data or data.bundled_taxi_data()
     store = os.path.join(os.path.abspath(args.output), "metadata.sqlite")
-    span, previous_span = spans.choose_spans(
-        data_root, args.span, lambda: mlmd_store.spans_past_the_gate(store, args.pipeline_name))
+
+    def stopped() -> set[int]:
+        try:
+            return mlmd_store.spans_the_gate_stopped(store, args.pipeline_name)
+        except mlmd_store.StoreLocked as error:
+            raise configs.StoreBusy(str(error)) from None
+
+    span, previous_span = spans.choose_spans(data_root, args.span, stopped)
     schema = configs.read_schema(args.schema)  # a ConfigError now, not ImportSchemaGen's failure mid-run
     try:
         beam_args = tuple(shlex.split(args.beam_args))

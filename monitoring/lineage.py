@@ -31,6 +31,7 @@ class VersionRecord:
     statistics_uri: str | None  # StatisticsGen output over the training Examples
     examples_uri: str | None = None  # ExampleGen output the model was trained on
     input_fingerprint: str | None = None  # of the files that ExampleGen read (fingerprints.split_fingerprint)
+    input_base: str | None = None  # the data folder as ExampleGen was given it (the fingerprint hashes paths)
 
     def examples_files(self, split: str = "train") -> list[str]:
         if not self.examples_uri:
@@ -64,7 +65,7 @@ def version_record(output: str, version: int) -> VersionRecord:
         raise LineageBusy(str(error)) from None
     except mlmd.StoreError as error:
         raise LineageError(str(error)) from None
-    blessed, span, stats, examples, read = False, None, None, None, None
+    blessed, span, stats, examples, read, base = False, None, None, None, None, None
     for step in steps:
         for artifact in step.inputs.get("model_blessing", []):
             blessed = blessed or bool(artifact["properties"].get("blessed"))
@@ -74,7 +75,8 @@ def version_record(output: str, version: int) -> VersionRecord:
                 value = artifact["properties"].get("span")
                 span = int(value) if value is not None else span
                 read = artifact["properties"].get("input_fingerprint", read)
+                base = step.properties.get("input_base", base)
         if step.node == TRAINING_STATISTICS_NODE:
             for artifact in step.outputs.get("statistics", []):
                 stats = artifact["uri"]
-    return VersionRecord(int(version), blessed, span, stats, examples, read)
+    return VersionRecord(int(version), blessed, span, stats, examples, read, base)

@@ -77,6 +77,16 @@ class Learned:
     version: int | None = None
     span: int | None = None
     read: str | None = None
+    base: str | None = None  # the data folder as that run spelled it
+
+    def still_reads(self, data_root: str, span: int | None) -> bool:
+        """Whether a run on `span` of `data_root` would read the files this version learned, as they were: the
+        same names and contents. The folder is taken as this version's run spelled it when both name the same
+        one (a symlink, another mount path): the fingerprint hashes the paths."""
+        from pipeline.spans import input_fingerprint
+
+        same = self.base is not None and os.path.realpath(self.base) == os.path.realpath(data_root)
+        return self.read is not None and self.read == input_fingerprint(self.base if same else data_root, span)
 
 
 def _in_service(output: str, model: str, config: str | None = None) -> Learned:
@@ -96,7 +106,7 @@ def _in_service(output: str, model: str, config: str | None = None) -> Learned:
         raise TriggerBusy(f"cannot tell which span version {version} was trained on now: {error}") from None
     except LineageError as error:  # no MLMD store, or it lost the version: "current" would be a guess
         raise TriggerError(f"cannot tell which span version {version} was trained on: {error}") from None
-    return Learned(version, record.span, record.input_fingerprint)
+    return Learned(version, record.span, record.input_fingerprint, record.input_base)
 
 
 def _newer_push(output: str, model: str, version: int | None) -> Learned:
@@ -109,7 +119,7 @@ def _newer_push(output: str, model: str, version: int | None) -> Learned:
         record = version_record(output, pushed[-1])
     except LineageError:
         return Learned(pushed[-1])
-    return Learned(pushed[-1], record.span, record.input_fingerprint)
+    return Learned(pushed[-1], record.span, record.input_fingerprint, record.input_base)
 
 
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
@@ -131,19 +141,19 @@ def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None 
     args, run_config = _runner_config(output, data, chosen, runner_args, model)
     what = f"the data in {data}" if chosen is None else f"span {chosen}"
     trained_on = "the flat data folder" if chosen is None else f"span {model_span}"
-    now = span_lib.input_fingerprint(run_config.data_root, chosen) if version is not None else None
     reasons, waiting = [], []
     latest = in_service  # the push that learned the newest data
     if version is None:
         reasons.append("no model is pushed yet")
-    elif newer.version is not None and (chosen is None or newer.span == chosen) and newer.read == now:
+    elif (newer.version is not None and (chosen is None or newer.span == chosen)
+          and newer.still_reads(run_config.data_root, chosen)):
         # the same run again: the same model, or the drift gate
         latest = newer
         waiting.append(f"{what} is already learned by version {newer.version}, pushed after the model in service "
                        f"({version}, {trained_on}): promote it, or wait for "
                        + ("new data" if chosen is None else "a new span"))
     elif chosen is None or chosen == model_span:
-        if in_service.read != now:  # files added, removed or edited since (a span copied in while a run read it)
+        if not in_service.still_reads(run_config.data_root, chosen):  # a file added, removed or edited since
             reasons.append(f"{what} changed since the model in service (version {version}) learned it")
     elif model_span is not None and chosen > model_span:
         if newer.span == chosen:

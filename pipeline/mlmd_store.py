@@ -160,24 +160,38 @@ def cancel_failed_since(path: str, since: float) -> None:
             store.put_executions(failed)
 
 
-def spans_past_the_gate(path: str, pipeline_name: str, node: str = "Transform") -> set[int]:
-    """The spans whose data went past the data gate in this store's runs of the pipeline: those a `node` after
-    the gate (Transform) completed on. Empty when there is no store or it cannot be read now (a run then says
-    why, through its own checks)."""
+def spans_the_gate_stopped(path: str, pipeline_name: str) -> set[int]:
+    """The spans the data gate stopped in this store's runs of the pipeline and never let through since: those
+    a failed DataGate judged (its statistics' Examples) and Transform never ran on. Empty when there is no store
+    or it cannot be read now (a run then says why, through its own checks); StoreLocked when another process
+    holds it."""
     from ml_metadata.proto import metadata_store_pb2
 
     if not os.path.isfile(path) or not os.path.getsize(path):
         return set()
-    done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
     try:
         store = open_readonly(path)
-        context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
-        if context is None:
-            return set()
-        ran = [e.id for e in store.get_executions_by_context(context.id) if e.last_known_state in done]
-        read = [e.artifact_id for e in store.get_events_by_execution_ids(ran)
-                if e.type == metadata_store_pb2.Event.INPUT and any(s.key == "examples" for s in e.path.steps)]
-        return {a.custom_properties["span"].int_value for a in store.get_artifacts_by_id(read)
-                if "span" in a.custom_properties}
+
+        def executions(node: str, states: tuple) -> list[int]:
+            context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
+            found = store.get_executions_by_context(context.id) if context else []
+            return [e.id for e in found if e.last_known_state in states]
+
+        def inputs(execution_ids: list[int], key: str) -> list[int]:
+            return [e.artifact_id for e in store.get_events_by_execution_ids(execution_ids)
+                    if e.type == metadata_store_pb2.Event.INPUT and any(s.key == key for s in e.path.steps)]
+
+        def spans_of(artifact_ids: list[int]) -> set[int]:
+            return {a.custom_properties["span"].int_value for a in store.get_artifacts_by_id(artifact_ids)
+                    if "span" in a.custom_properties}
+
+        done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+        passed = spans_of(inputs(executions("Transform", done), "examples"))
+        statistics = inputs(executions("DataGate", (metadata_store_pb2.Execution.FAILED,)), "statistics")
+        made_by = [e.execution_id for e in store.get_events_by_artifact_ids(statistics)
+                   if e.type == metadata_store_pb2.Event.OUTPUT]
+        return spans_of(inputs(made_by, "examples")) - passed
+    except StoreLocked:
+        raise
     except Exception:  # noqa: BLE001 - a store this cannot read is the run's checks' to name
         return set()

@@ -53,10 +53,10 @@ def input_fingerprint(folder: str, span: int | None) -> str:
 
 
 def choose_spans(folder: str, span: int | None,
-                 passed: Callable[[], set[int]] = set) -> tuple[int | None, int | None]:
+                 stopped: Callable[[], set[int]] = set) -> tuple[int | None, int | None]:
     """(span to train on, its drift baseline) for a spanned folder; (None, None) for a flat one. The baseline is the
-    newest earlier span among `passed()` (those that went past the data gate before), else the span before: a span
-    the gate stopped (a broken export) is no baseline, or the fixed span after it is stopped for drift too."""
+    newest earlier span not in `stopped()` (those the data gate stopped and never let through), else the span
+    before: a broken export is no baseline, or the fixed span after it is stopped for drift against it too."""
     spans = list_spans(folder)
     if not spans:
         if span is not None:
@@ -70,8 +70,8 @@ def choose_spans(folder: str, span: int | None,
     earlier = [s for s in spans if s < chosen]
     if not earlier:
         return chosen, None
-    accepted = passed() if len(earlier) > 1 else set()
-    baseline = max((s for s in earlier if s in accepted), default=earlier[-1])
+    refused = stopped() if len(earlier) > 1 else set()
+    baseline = max((s for s in earlier if s not in refused), default=earlier[-1])
     data.check_csv_folder(str(Path(folder) / f"span-{baseline}"))
     return chosen, baseline
 

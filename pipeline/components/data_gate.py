@@ -171,6 +171,8 @@ def drift_measurements(statistics_uri: str, baseline_uri: str, schema_uri: str,
         for c in distances.compare_batches(found, batches[1], batches[0]):
             if c.distance is not None:
                 rows[c.feature] = (c.feature, c.distance.value, c.threshold, c.over)
+            elif c.empty_side == "kind":  # numbers on one side only: unchecked is not "no drift"
+                rows[c.feature] = (c.feature, float("nan"), c.threshold, True)
     rest = distances.left_to_tfdv(schema, "drift_comparator")
     if rest is None:
         return sorted(rows.values())
@@ -184,6 +186,15 @@ def drift_measurements(statistics_uri: str, baseline_uri: str, schema_uri: str,
     for name in over - set(rows):  # flagged without a measurement: still a stop
         rows[name] = (name, float("nan"), float("nan"), True)
     return sorted(rows.values())
+
+
+def _drift_line(name: str, value: float, threshold: float) -> str:
+    if value == value:
+        return f"  [drift] {name}: distance {value:.3f} > threshold {threshold:.3f} vs the previous span"
+    if threshold == threshold:
+        return (f"  [drift] {name}: numbers in one span, text in the other (a cell that is not a number): drift "
+                "is unchecked")
+    return f"  [drift] {name}: flagged by TFDV without a distance vs the previous span"
 
 
 @component
@@ -211,7 +222,7 @@ def DataGate(  # noqa: N802 - TFX component naming
             raise ValueError("DataGate: a drift baseline needs both spans' examples")
         try:
             drift = [
-                f"  [drift] {name}: distance {value:.3f} > threshold {threshold:.3f} vs the previous span"
+                _drift_line(name, value, threshold)
                 for name, value, threshold, over in drift_measurements(
                     statistics.uri, baseline_statistics.uri, schema.uri, examples.uri, baseline_examples.uri)
                 if over

@@ -416,6 +416,18 @@ def test_a_learned_span_whose_files_changed_is_retrained(tmp_path: Path, monkeyp
     assert decision.reasons == ["span 2 changed since the model in service (version 5) learned it"]
 
 
+def test_the_same_span_through_a_symlink_is_not_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ExampleGen's fingerprint hashes the paths it read: the data folder named through a link was "changed"."""
+    data = _spans(tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    learned = trigger.Learned(5, 2, spans.input_fingerprint(str(data), 2), str(data))
+    decision = _decide_with(monkeypatch, tmp_path, link, learned)
+    assert not decision.retrain and decision.reasons == ["model 5 trained on span 2 is current and no skew report"]
+    (data / "span-2" / "data.csv").write_text("a,b\n1,3\n")
+    assert _decide_with(monkeypatch, tmp_path, link, learned).retrain
+
+
 def test_a_flat_folder_edited_in_place_is_retrained_and_named_as_such(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "flat"

@@ -24,13 +24,14 @@ def test_latest_span_and_its_predecessor(tmp_path):
     assert spans.choose_spans(str(tmp_path), 1) == (1, None)
 
 
-def test_the_drift_baseline_is_the_newest_earlier_span_past_the_gate(tmp_path):
-    """Span 2 stopped by the gate (a broken export): span 3 compared with it was stopped for drift too."""
+def test_the_drift_baseline_is_the_newest_earlier_span_the_gate_did_not_stop(tmp_path):
+    """Span 2 stopped by the gate (a broken export): span 3 compared with it was stopped for drift too. A span
+    never run (the README's span 4 after spans 1 and 2) is no reason to look further back."""
     for n in (1, 2, 3):
         _write(tmp_path / f"span-{n}")
-    assert spans.choose_spans(str(tmp_path), None, lambda: {1}) == (3, 1)
-    assert spans.choose_spans(str(tmp_path), None, lambda: {1, 2}) == (3, 2)
-    assert spans.choose_spans(str(tmp_path), None, lambda: {3}) == (3, 2)  # none earlier passed: the span before
+    assert spans.choose_spans(str(tmp_path), None, lambda: {2}) == (3, 1)
+    assert spans.choose_spans(str(tmp_path), None, lambda: set()) == (3, 2)
+    assert spans.choose_spans(str(tmp_path), None, lambda: {1, 2}) == (3, 2)  # all stopped: the span before
     assert spans.choose_spans(str(tmp_path), None) == (3, 2)
 
 
