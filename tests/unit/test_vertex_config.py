@@ -12,17 +12,9 @@ import vertex_runner
 from pipeline.configs import ConfigError
 from pipeline.vertex.cron import check_cron
 from pipeline.vertex.settings import load_settings
+from tests.unit.vertex_env import COMPILE, OK, clean_env  # noqa: F401 - clean_env: an autouse fixture
 
 ROOT = Path(__file__).resolve().parents[2]
-OK = ["--project", "my-proj-1", "--region", "us-central1"]
-COMPILE = ["compile", *OK, "--bucket", "gs://taxi-ml"]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("VERTEX_") or name in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

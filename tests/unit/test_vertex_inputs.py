@@ -2,7 +2,6 @@
 every one is now one 'error: ...' line and exit 2 before any network call, or is accepted as it should be."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,7 @@ from pipeline.configs import ConfigError
 from pipeline.vertex import checks
 from pipeline.vertex.cron import check_cron
 from pipeline.vertex.settings import load_settings
-
-OK = ["--project", "my-proj-1", "--region", "us-central1"]
-COMPILE = ["compile", *OK, "--bucket", "gs://taxi-ml"]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("VERTEX_") or name in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION"):
-            monkeypatch.delenv(name)
+from tests.unit.vertex_env import COMPILE, OK, clean_env  # noqa: F401 - clean_env: an autouse fixture
 
 
 @pytest.fixture
