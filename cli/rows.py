@@ -167,6 +167,9 @@ def _typo_of(unknown: list[str], row: dict[str, Any], dtypes: dict[str, str]) ->
 EXACT = {"DT_DOUBLE": 2**53 - 1, "DT_FLOAT": 2**24 - 1, "DT_HALF": 2**11 - 1, "DT_BFLOAT16": 2**8 - 1}
 LARGEST = {"DT_DOUBLE": sys.float_info.max, "DT_FLOAT": 3.4028234663852886e38, "DT_HALF": 65504.0,
            "DT_BFLOAT16": 3.3895313892515355e38}
+# Half the gap between the largest value and the next the format would have: anything nearer the largest
+# value rounds down to it (3.4028235e38, as float32's maximum is printed), anything from there on to infinity.
+HALF_STEP = {"DT_DOUBLE": 2.0**970, "DT_FLOAT": 2.0**103, "DT_HALF": 2.0**4, "DT_BFLOAT16": 2.0**119}
 FLOAT_NAME = {"DT_DOUBLE": "double", "DT_FLOAT": "float", "DT_HALF": "half", "DT_BFLOAT16": "half"}
 
 
@@ -179,7 +182,7 @@ def _servable_number(where: str, name: str, value: int | float, kind: str) -> in
             raise UsageProblem(f"{where}: {name}={shown} cannot be sent to a {FLOAT_NAME[kind]} input ({kind}) "
                                f"without loss of precision (whole numbers up to {EXACT[kind]}); write it as a "
                                f"decimal, e.g. {float(value)!r}")
-        if isinstance(value, float) and math.isfinite(value) and abs(value) > LARGEST[kind]:
+        if isinstance(value, float) and math.isfinite(value) and abs(value) >= LARGEST[kind] + HALF_STEP[kind]:
             raise UsageProblem(f"{where}: {name}={shown} is too big for a {FLOAT_NAME[kind]} input ({kind})")
     elif isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise UsageProblem(f"{where}: {name}={shown} is not a whole number, which the model input takes ({kind})")

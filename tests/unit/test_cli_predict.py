@@ -170,6 +170,16 @@ def test_numbers_the_server_would_refuse_are_refused_before_sending() -> None:
             typed([row], dtypes, drop_unknown=False)
 
 
+def test_numbers_that_round_to_a_format_s_largest_value_are_sent_as_the_server_takes_them() -> None:
+    """3.4028235e38 (float32's maximum as the server prints it) and 65519 for a half were refused as too big,
+    though both round down to the largest value and the server takes them; half a step further is infinity."""
+    dtypes = {"f": "DT_FLOAT", "h": "DT_HALF"}
+    assert typed([{"f": 3.4028235e38, "h": 65519.0}], dtypes, drop_unknown=False) == [{"f": 3.4028235e38, "h": 65519.0}]
+    for row in ({"f": 3.4028236e38}, {"h": 65520.0}):
+        with pytest.raises(UsageProblem, match="is too big for a"):
+            typed([row], dtypes, drop_unknown=False)
+
+
 def test_a_numeral_beyond_a_double_is_refused_while_the_words_inf_and_nan_are_read() -> None:
     """Python's float() reads 1e400 as infinity: sent on, a typo'd value would reach the model as Infinity."""
     dtypes = {"x": "DT_DOUBLE", "k": "DT_INT64"}
