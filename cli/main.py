@@ -48,11 +48,23 @@ class OutputFailed(BaseException):
 class _GuardedStdout(io.TextIOBase):
     """sys.stdout while a command runs: a failed write or flush is told apart from the command's other OSErrors
     (a report's full disk, a socket's broken pipe). `stream` None: fd 1 was closed (`>&-`), where Python sets
-    sys.stdout to None, click.echo drops every line and a flush is an AttributeError."""
+    sys.stdout to None, click.echo drops every line and a flush is an AttributeError.
+
+    A reader that went away (`| head -1`) ends nothing: what is printed after it is dropped and the command goes
+    on to its end and its own exit code (a pipeline run still moves its labels and records itself). Only while
+    fd 1 is the command's standard output: a run points it at its log, whose errors are the run's own."""
 
     def __init__(self, stream: io.TextIOBase | None) -> None:
         super().__init__()
         self._stream = stream
+        self._file = _identity(1) if stream is not None else None
+
+    def _ours(self, error: OSError) -> BaseException:
+        """The error to raise for a failed write or flush: OutputFailed when it was standard output's."""
+        return OutputFailed(error) if _identity(1) == self._file else error
+
+    def _reader_gone(self) -> None:
+        _discard_stdout()  # what is buffered and all that follows go to /dev/null
 
     def _target(self) -> io.TextIOBase:
         if self._stream is None:
@@ -64,16 +76,25 @@ class _GuardedStdout(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         try:
             return self._target().write(text)
+        except BrokenPipeError:
+            if _identity(1) != self._file:
+                raise
+            self._reader_gone()
+            return len(text)
         except OSError as error:
-            raise OutputFailed(error) from None
+            raise self._ours(error) from None
 
     def flush(self) -> None:
         if self._stream is None:
             return
         try:
             self._stream.flush()
+        except BrokenPipeError:
+            if _identity(1) != self._file:
+                raise
+            self._reader_gone()
         except OSError as error:
-            raise OutputFailed(error) from None
+            raise self._ours(error) from None
 
     def writable(self) -> bool:
         return True
@@ -94,6 +115,15 @@ class _GuardedStdout(io.TextIOBase):
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._target(), name)
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    """(device, inode) of the file behind an fd, None if it is closed."""
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _discard_stdout() -> None:
@@ -181,11 +211,9 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _output_failed(error: OSError) -> int:
-    """A reader that went away (`taxi predict ... | head -1`) is done, as `yes | head` is: exit 0, quietly.
-    Any other failed write (a full disk, a closed stdout) loses results: one line, exit 1."""
+    """A failed write to standard output (a full disk, a closed stdout) loses results: one line, exit 1. (A reader
+    that went away is no failure: _GuardedStdout drops what follows.)"""
     _discard_stdout()
-    if error.errno == errno.EPIPE:
-        return 0
     click.echo(f"error: cannot write the output: {error.strerror or error}", err=True)
     return EXIT_FAILED
 

@@ -41,7 +41,8 @@ def fds_to(path: str) -> Iterator[TextIO]:
             os.dup2(saved_err, 2)
             os.close(saved_out)
             os.close(saved_err)
-            console.close()
+            with contextlib.suppress(BrokenPipeError):  # the reader went away (`| head`): what it missed is dropped
+                console.close()
 
 
 @contextlib.contextmanager

@@ -369,3 +369,41 @@ def test_a_pushed_model_deleted_by_hand_is_pushed_again_and_a_deleted_store_star
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert "pushed: nothing new (identical to" in fresh.stdout, fresh.stdout
     assert pushed_versions(output) == [pushed]
+
+
+def test_a_reader_that_stops_early_does_not_cut_a_run_short(tmp_path):
+    """`taxi run | head -1`: the summary's broken pipe ended the run with exit 1 before it labelled its push and
+    recorded itself (the next run did not know it was done)."""
+    output = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "cli", "run", "--output", str(output), "--train-steps",
+                            E2E_TRAIN_STEPS, "--no-report", "--no-progress", "--serving-url", "http://127.0.0.1:9"],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline().startswith("running pipeline")
+    run.stdout.close()
+    assert run.wait(timeout=900) == 0, run.stderr.read()[-2000:]
+    assert run.stderr.read() == ""
+    [version] = pushed_versions(output)
+    assert Deployment.for_output(output, "taxi").labels() == {"stable": int(version)}
+    assert (output / "pipeline_root" / "last_completed_run.json").is_file()
+
+
+def test_a_full_log_disk_is_the_run_s_failure_not_an_output_failure(tmp_path):
+    """While a run points fd 1 at its log, a write there that fails is the run's error (the component fails, named):
+    the guard on standard output took it for its own, said 'cannot write the output' and left the run incomplete."""
+    code = """
+import sys
+from cli.main import OutputFailed, _GuardedStdout
+from common.console import fds_to
+
+sys.stdout = _GuardedStdout(sys.stdout)
+try:
+    with fds_to("/dev/full"):
+        print("x" * 100000)
+        sys.stdout.flush()
+except OutputFailed:
+    print("taken for standard output's", file=sys.stderr)
+except OSError as error:
+    print(f"the run's: {error.strerror}", file=sys.stderr)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip() == "the run's: No space left on device", done.stderr
