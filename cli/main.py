@@ -59,12 +59,15 @@ class _GuardedStdout(io.TextIOBase):
         self._stream = stream
         self._file = _identity(1) if stream is not None else None
 
-    def _ours(self, error: OSError) -> BaseException:
-        """The error to raise for a failed write or flush: OutputFailed when it was standard output's."""
-        return OutputFailed(error) if _identity(1) == self._file else error
-
-    def _reader_gone(self) -> None:
-        _discard_stdout()  # what is buffered and all that follows go to /dev/null
+    def _failed(self, error: OSError) -> None:
+        """A write or flush failed: the run's own error while fd 1 is its log; nothing when the reader went away
+        (what is buffered and all that follows go to /dev/null); else OutputFailed."""
+        if _identity(1) != self._file:
+            raise error
+        if isinstance(error, BrokenPipeError):
+            _discard_stdout()
+            return
+        raise OutputFailed(error) from None
 
     def _target(self) -> io.TextIOBase:
         if self._stream is None:
@@ -76,25 +79,17 @@ class _GuardedStdout(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         try:
             return self._target().write(text)
-        except BrokenPipeError:
-            if _identity(1) != self._file:
-                raise
-            self._reader_gone()
-            return len(text)
         except OSError as error:
-            raise self._ours(error) from None
+            self._failed(error)
+            return len(text)
 
     def flush(self) -> None:
         if self._stream is None:
             return
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            if _identity(1) != self._file:
-                raise
-            self._reader_gone()
         except OSError as error:
-            raise self._ours(error) from None
+            self._failed(error)
 
     def writable(self) -> bool:
         return True

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monitoring.labels import Deployment
-from monitoring.lineage import LineageBusy, LineageError, version_record
+from monitoring.lineage import LineageBusy, LineageError, VersionRecord, version_record
 from monitoring.skew import SkewReport
 from pipeline import run_lock
 
@@ -79,6 +79,10 @@ class Learned:
     read: str | None = None
     base: str | None = None  # the data folder as that run spelled it
 
+    @classmethod
+    def of(cls, record: VersionRecord) -> Learned:
+        return cls(record.version, record.span, record.input_fingerprint, record.input_base)
+
     def still_reads(self, data_root: str, span: int | None) -> bool:
         """Whether a run on `span` of `data_root` would read the files this version learned, as they were: the
         same names and contents. The folder is taken as this version's run spelled it when both name the same
@@ -101,12 +105,11 @@ def _in_service(output: str, model: str, config: str | None = None) -> Learned:
     except (MonitorError, LabelError) as error:  # a stable label on a deleted version, a damaged models.config
         raise TriggerError(str(error)) from None
     try:
-        record = version_record(output, version)
+        return Learned.of(version_record(output, version))
     except LineageBusy as error:
         raise TriggerBusy(f"cannot tell which span version {version} was trained on now: {error}") from None
     except LineageError as error:  # no MLMD store, or it lost the version: "current" would be a guess
         raise TriggerError(f"cannot tell which span version {version} was trained on: {error}") from None
-    return Learned(version, record.span, record.input_fingerprint, record.input_base)
 
 
 def _newer_push(output: str, model: str, version: int | None) -> Learned:
@@ -116,10 +119,9 @@ def _newer_push(output: str, model: str, version: int | None) -> Learned:
     if version is None or not pushed or pushed[-1] <= version:
         return Learned()
     try:
-        record = version_record(output, pushed[-1])
+        return Learned.of(version_record(output, pushed[-1]))
     except LineageError:
         return Learned(pushed[-1])
-    return Learned(pushed[-1], record.span, record.input_fingerprint, record.input_base)
 
 
 def decide(output: str, data: str, model: str = "taxi", skew: SkewReport | None = None,
